@@ -1,0 +1,165 @@
+package segment
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/logstore/logstore/internal/vfs"
+)
+
+// RecoverResult says what Recover did.
+type RecoverResult struct {
+	Blocks         int   // valid blocks kept
+	TruncatedBytes int64 // torn tail removed
+	Sealed         bool  // Recover wrote the footer
+	AlreadySealed  bool
+}
+
+// Recover makes an unsealed segment (left by a crash or an abandoned writer)
+// final: the torn tail after the last valid block is truncated and a footer is
+// written, so the segment is never appended to again under its DEK.
+//
+// If an intact frame follows the damaged one, the damage is not a torn tail
+// and Recover refuses (ErrCorrupt) rather than cut acknowledged blocks off.
+func Recover(path string, fs vfs.FS) (RecoverResult, error) {
+	if fs == nil {
+		fs = vfs.Default
+	}
+	f, err := fs.OpenReadWrite(path)
+	if err != nil {
+		return RecoverResult{}, err
+	}
+	defer f.Close()
+	r, err := newReader(f, path, "")
+	if err != nil {
+		return RecoverResult{}, err
+	}
+	if r.sealed {
+		return RecoverResult{Blocks: len(r.blocks), AlreadySealed: true}, nil
+	}
+	if r.midCorrupt {
+		return RecoverResult{Blocks: len(r.blocks)}, fmt.Errorf("%w (intact blocks follow it; not truncating)", r.tailErr)
+	}
+	res := RecoverResult{Blocks: len(r.blocks), TruncatedBytes: r.size - r.validEnd, Sealed: true}
+	if err := f.Truncate(r.validEnd); err != nil {
+		return res, err
+	}
+	if _, err := f.Write(appendFooter(nil, r.blocks)); err != nil {
+		return res, err
+	}
+	if err := f.Sync(); err != nil {
+		return res, err
+	}
+	return res, nil
+}
+
+// RewriteKeySlot stores a new wrapped copy of the segment's DEK (after a
+// rewrap to another key) without touching any block:
+//
+//  1. the inactive slot gets generation+1 and is synced: a crash before or
+//     during this write leaves the old slot active (a torn slot fails its CRC
+//     and is ignored);
+//  2. the old slot is zeroed and synced, so the old key is no longer needed.
+//     A crash before this leaves both valid and the higher generation wins.
+//
+// It is idempotent: if the active slot already names keyURI it only finishes
+// step 2. The caller proves that wrapped unwraps to this segment's DEK
+// (Header.CheckKey) before calling.
+func RewriteKeySlot(path string, fs vfs.FS, keyURI string, wrapped []byte) (KeySlot, error) {
+	if fs == nil {
+		fs = vfs.Default
+	}
+	f, err := fs.OpenReadWrite(path)
+	if err != nil {
+		return KeySlot{}, err
+	}
+	defer f.Close()
+	raw := make([]byte, HeaderSize)
+	if _, err := f.ReadAt(raw, 0); err != nil {
+		return KeySlot{}, err
+	}
+	h, err := decodePreamble(raw, path)
+	if err != nil {
+		return KeySlot{}, err
+	}
+	if h.Cipher == CipherNone {
+		return KeySlot{}, errorf(ErrInvalidArgument, "%s is a plaintext segment", path)
+	}
+	if err := chooseSlot(h, raw, path); err != nil {
+		return KeySlot{}, err
+	}
+	active := h.SlotIndex
+	cur := h.Slot
+	target := active
+	if cur.KeyURI != keyURI {
+		target = 1 - active
+		next := KeySlot{Generation: cur.Generation + 1, KeyURI: keyURI, Wrapped: wrapped}
+		b, err := encodeSlot(next)
+		if err != nil {
+			return KeySlot{}, err
+		}
+		if _, err := f.WriteAt(b, int64(preambleSize+target*slotSize)); err != nil {
+			return KeySlot{}, err
+		}
+		if err := f.Sync(); err != nil {
+			return KeySlot{}, err
+		}
+		cur = next
+	}
+	other := int64(preambleSize + (1-target)*slotSize)
+	if string(raw[other:other+slotSize]) != string(emptySlot) || target != active {
+		if _, err := f.WriteAt(emptySlot, other); err != nil {
+			return KeySlot{}, err
+		}
+		if err := f.Sync(); err != nil {
+			return KeySlot{}, err
+		}
+	}
+	return cur, nil
+}
+
+// BlockProblem names one bad block found by Verify.
+type BlockProblem struct {
+	Block  int
+	Offset int64
+	Err    error
+}
+
+// VerifyResult is the outcome of Verify.
+type VerifyResult struct {
+	Blocks        int
+	Records       int
+	Authenticated bool // bodies were decrypted and authenticated, not only checksummed
+	Sealed        bool
+	Problems      []BlockProblem
+}
+
+// Verify checks every block's checksums and, when the reader is unlocked,
+// its authentication and decompression. Problems name each bad block.
+func (r *Reader) Verify() VerifyResult {
+	res := VerifyResult{Blocks: len(r.blocks), Authenticated: r.Unlocked(), Sealed: r.sealed}
+	if err := r.FooterError(); err != nil {
+		res.Problems = append(res.Problems, BlockProblem{Block: -1, Offset: r.size - trailerSize, Err: err})
+	}
+	for i, b := range r.blocks {
+		blk, err := r.readAt(b.Offset, uint64(i), res.Authenticated)
+		if err != nil {
+			res.Problems = append(res.Problems, BlockProblem{Block: i, Offset: b.Offset, Err: err})
+			continue
+		}
+		if blk.Info.Records != b.Records && r.sealed {
+			res.Problems = append(res.Problems, BlockProblem{Block: i, Offset: b.Offset,
+				Err: corruptf(ErrCorrupt, r.path, b.Offset, i, "footer says %d records, block has %d", b.Records, blk.Info.Records)})
+		}
+		res.Records += blk.Info.Records
+	}
+	if r.tailErr != nil {
+		var ce *CorruptionError
+		p := BlockProblem{Block: len(r.blocks), Offset: r.validEnd, Err: r.tailErr}
+		if errors.As(r.tailErr, &ce) {
+			p.Block = ce.Block
+		}
+		res.Problems = append(res.Problems, p)
+	}
+	return res
+}

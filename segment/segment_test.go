@@ -1,0 +1,199 @@
+package segment
+
+import (
+	"bytes"
+	"errors"
+	"math/rand"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/logstore/logstore/internal/vfs"
+)
+
+func TestRoundTripSizesAndCodecs(t *testing.T) {
+	sizes := map[string][]int{"0B": {0}, "1B": {1}, "1KiB": {1 << 10}, "1MiB": {1 << 20}, "mixed": {0, 1, 100, 1 << 10, 70_000, 3}}
+	for _, codec := range []Codec{CodecZstd, CodecS2, CodecNone} {
+		for name, sz := range sizes {
+			for _, seal := range []bool{true, false} {
+				t.Run(codec.String()+"/"+name, func(t *testing.T) {
+					rng := rand.New(rand.NewSource(1))
+					n := 5
+					if sz[0] == 1<<20 {
+						n = 2
+					}
+					blocks := [][]Entry{makeEntries(rng, n, sz...), makeEntries(rng, 1, sz...), makeEntries(rng, n*2, sz...)}
+					fs := vfs.NewMem()
+					path := writeSeg(t, segSpec{fs: fs, codec: codec, cipher: CipherAES256GCM, blocks: blocks, seal: seal})
+					got, r, err := readAll(fs, path, testDEK)
+					require.NoError(t, err)
+					require.Equal(t, seal, r.Sealed())
+					want := flatten(blocks)
+					require.Len(t, got, len(want))
+					for i := range want {
+						require.Equal(t, want[i].Meta, got[i].Meta, "meta %d", i)
+						require.True(t, bytes.Equal(want[i].Data, got[i].Data), "data %d differs", i)
+					}
+				})
+			}
+		}
+	}
+}
+
+func TestRandomAccessRecord(t *testing.T) {
+	rng := rand.New(rand.NewSource(2))
+	blocks := [][]Entry{makeEntries(rng, 3, 10), makeEntries(rng, 4, 20), makeEntries(rng, 2, 30)}
+	fs := vfs.NewMem()
+	path := writeSeg(t, segSpec{fs: fs, cipher: CipherAES256GCM, blocks: blocks, seal: true})
+	r, err := Open(path, &ReadOptions{FS: fs, Tenant: testTenant})
+	require.NoError(t, err)
+	defer r.Close()
+	_, err = r.ReadBlock(1)
+	require.ErrorIs(t, err, ErrLocked)
+	require.NoError(t, r.Unlock(testDEK))
+	bi := r.Blocks()[1]
+	e, err := r.ReadRecord(bi.Offset, bi.Seq, 2)
+	require.NoError(t, err)
+	require.Equal(t, blocks[1][2].Data, e.Data)
+	require.Equal(t, blocks[1][2].Meta, e.Meta)
+	_, err = r.ReadRecord(bi.Offset, bi.Seq, 9)
+	require.ErrorIs(t, err, ErrNotFound)
+	// A locator naming the wrong sequence for an offset is rejected.
+	_, err = r.ReadRecord(bi.Offset, 0, 0)
+	require.ErrorIs(t, err, ErrBlockOrder)
+	// Metadata needs no key: a fresh reader, never unlocked.
+	r2, err := Open(path, &ReadOptions{FS: fs})
+	require.NoError(t, err)
+	defer r2.Close()
+	m, err := r2.ReadMeta(2)
+	require.NoError(t, err)
+	require.Equal(t, blocks[2][1].Meta, m.Meta[1])
+	require.Equal(t, blocks[2][0].Time, r2.Blocks()[2].MinTime)
+}
+
+func TestPlaintextBaseline(t *testing.T) {
+	rng := rand.New(rand.NewSource(3))
+	blocks := [][]Entry{makeEntries(rng, 3, 100)}
+	fs := vfs.NewMem()
+	path := writeSeg(t, segSpec{fs: fs, cipher: CipherNone, blocks: blocks, seal: true})
+	got, r, err := readAll(fs, path, nil)
+	require.NoError(t, err)
+	require.Equal(t, CipherNone, r.Header().Cipher)
+	require.Equal(t, blocks[0][2].Data, got[2].Data)
+	_, err = Create("/x", Params{Tenant: "t", Cipher: CipherNone, FS: fs, DEK: testDEK})
+	require.ErrorIs(t, err, ErrInvalidArgument, "a plaintext segment must not silently drop a key it was given")
+}
+
+func TestWriterRejectsBadInput(t *testing.T) {
+	fs := vfs.NewMem()
+	_, err := Create("/a", Params{Tenant: "", Cipher: CipherAES256GCM, FS: fs, DEK: testDEK, KeyURI: testURI, Wrapped: testWrap})
+	require.ErrorIs(t, err, ErrInvalidArgument)
+	_, err = Create("/a", Params{Tenant: "t", Cipher: CipherAES256GCM, FS: fs, DEK: testDEK[:16], KeyURI: testURI, Wrapped: testWrap})
+	require.ErrorIs(t, err, ErrInvalidArgument)
+	_, err = Create("/a", Params{Tenant: "t", Cipher: CipherAES256GCM, FS: fs, DEK: testDEK})
+	require.ErrorIs(t, err, ErrInvalidArgument, "no key URI")
+	w, err := Create("/a", Params{Tenant: "t", Cipher: CipherAES256GCM, FS: fs, DEK: testDEK, KeyURI: testURI, Wrapped: testWrap})
+	require.NoError(t, err)
+	_, err = w.Append(nil)
+	require.ErrorIs(t, err, ErrInvalidArgument)
+	require.NoError(t, w.Seal())
+	_, err = w.Append([]Entry{{Data: []byte("x")}})
+	require.ErrorIs(t, err, ErrSealed)
+	require.NoError(t, w.Close())
+}
+
+func TestWrongKeySwappedForeignTenant(t *testing.T) {
+	rng := rand.New(rand.NewSource(4))
+	blocks := [][]Entry{makeEntries(rng, 2, 50), makeEntries(rng, 2, 60), makeEntries(rng, 2, 70)}
+	fs := vfs.NewMem()
+	path := writeSeg(t, segSpec{fs: fs, cipher: CipherAES256GCM, blocks: blocks, seal: false})
+
+	t.Run("wrong key", func(t *testing.T) {
+		_, _, err := readAll(fs, path, testOther)
+		require.ErrorIs(t, err, ErrWrongKey)
+		require.NotErrorIs(t, err, ErrCorrupt)
+	})
+	t.Run("other tenant", func(t *testing.T) {
+		_, err := Open(path, &ReadOptions{FS: fs, Tenant: "globex"})
+		require.ErrorIs(t, err, ErrTenantMismatch)
+	})
+	r, err := Open(path, &ReadOptions{FS: fs})
+	require.NoError(t, err)
+	bl := r.Blocks()
+	require.NoError(t, r.Close())
+	orig, _ := fs.Bytes(path)
+	frame := func(i int) []byte { return orig[bl[i].Offset : bl[i].Offset+bl[i].Length] }
+
+	t.Run("swapped blocks", func(t *testing.T) {
+		mfs := messWith(t, fs, path, func(b []byte) []byte {
+			out := append([]byte(nil), b[:bl[0].Offset]...)
+			out = append(out, frame(1)...)
+			out = append(out, frame(0)...)
+			return append(out, frame(2)...)
+		})
+		_, _, err := readAll(mfs, path, testDEK)
+		require.ErrorIs(t, err, ErrBlockOrder)
+		require.NotErrorIs(t, err, ErrCorrupt)
+		var ce *CorruptionError
+		require.ErrorAs(t, err, &ce)
+		require.Equal(t, 0, ce.Block)
+	})
+	t.Run("block from another segment", func(t *testing.T) {
+		ofs := vfs.NewMem()
+		opath := writeSeg(t, segSpec{fs: ofs, cipher: CipherAES256GCM, blocks: blocks})
+		ob, _ := ofs.Bytes(opath)
+		mfs := messWith(t, fs, path, func(b []byte) []byte {
+			out := append([]byte(nil), b[:bl[1].Offset]...)
+			return append(out, ob[bl[1].Offset:bl[1].Offset+bl[1].Length]...)
+		})
+		_, _, err := readAll(mfs, path, testDEK)
+		require.ErrorIs(t, err, ErrForeignBlock)
+	})
+	t.Run("tampered with valid checksums", func(t *testing.T) {
+		// Rewrite a metadata byte and fix every checksum: only GCM notices.
+		mfs := messWith(t, fs, path, func(b []byte) []byte {
+			off := bl[1].Offset
+			fr := b[off : off+bl[1].Length]
+			fr[frameHdrSize+5] ^= 1
+			refreshFrameCRC(fr)
+			return b
+		})
+		r, err := Open(path, &ReadOptions{FS: mfs})
+		require.NoError(t, err)
+		require.NoError(t, r.Unlock(testDEK))
+		_, err = r.ReadMeta(1)
+		require.NoError(t, err, "checksums are valid, so metadata reads")
+		_, err = r.ReadBlock(1)
+		require.ErrorIs(t, err, ErrAuth)
+		require.False(t, errors.Is(err, ErrWrongKey))
+		res := r.Verify()
+		require.Len(t, res.Problems, 1)
+		require.Equal(t, 1, res.Problems[0].Block)
+	})
+}
+
+func refreshFrameCRC(fr []byte) {
+	n := len(fr) - frameCRCSize
+	c := crc(fr[:n])
+	fr[n], fr[n+1], fr[n+2], fr[n+3] = byte(c), byte(c>>8), byte(c>>16), byte(c>>24)
+}
+
+func TestUnknownVersionIsNotCorruption(t *testing.T) {
+	fs := vfs.NewMem()
+	path := writeSeg(t, segSpec{fs: fs, cipher: CipherAES256GCM, blocks: [][]Entry{makeEntries(rand.New(rand.NewSource(1)), 1, 10)}})
+	mfs := messWith(t, fs, path, func(b []byte) []byte {
+		b[8] = 2 // version 2, checksum recomputed: a future file, not a damaged one
+		c := crc(b[:crcOffsetTail])
+		b[1020], b[1021], b[1022], b[1023] = byte(c), byte(c>>8), byte(c>>16), byte(c>>24)
+		return b
+	})
+	_, err := Open(path, &ReadOptions{FS: mfs})
+	require.ErrorIs(t, err, ErrUnknownVersion)
+	require.NotErrorIs(t, err, ErrCorrupt)
+	bad := messWith(t, fs, path, func(b []byte) []byte { b[8] = 2; return b })
+	_, err = Open(path, &ReadOptions{FS: bad})
+	require.ErrorIs(t, err, ErrCorrupt)
+	junk := messWith(t, fs, path, func(b []byte) []byte { copy(b, "NOTASEGM"); return b })
+	_, err = Open(path, &ReadOptions{FS: junk})
+	require.ErrorIs(t, err, ErrNotSegment)
+}
