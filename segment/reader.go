@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"sync"
 
 	"github.com/logstore/logstore/internal/vfs"
 )
@@ -20,9 +21,13 @@ type ReadOptions struct {
 // Reader reads one segment. Metadata needs no key; bodies need Unlock.
 // A Reader is safe for concurrent use once opened and unlocked.
 type Reader struct {
-	f      vfs.File
-	path   string
+	f    vfs.File
+	path string
+	// size is the file size last seen; an unsealed segment may grow while
+	// it is read (the engine reads its active segment), so readFrame
+	// refreshes it before calling a frame truncated.
 	size   int64
+	sizeMu sync.Mutex // guards size after Open
 	hdr    *Header
 	blocks []BlockInfo
 	sealed bool
@@ -210,10 +215,22 @@ func (r *Reader) validFrameAfter(off int64) bool {
 
 // readFrame reads and checks the frame at off: checksums, segment identity and
 // expected sequence. It does not decrypt.
+func (r *Reader) currentSize(atLeast int64) int64 {
+	r.sizeMu.Lock()
+	defer r.sizeMu.Unlock()
+	if atLeast > r.size && !r.sealed {
+		if n, err := r.f.Size(); err == nil {
+			r.size = n
+		}
+	}
+	return r.size
+}
+
 func (r *Reader) readFrame(off int64, wantSeq uint64) (frameHeader, []byte, error) {
 	blk := int(wantSeq)
 	var hb [frameHdrSize]byte
-	if off+frameHdrSize > r.size {
+	size := r.currentSize(off + frameHdrSize)
+	if off+frameHdrSize > size {
 		return frameHeader{}, nil, corruptf(ErrCorrupt, r.path, off, blk, "truncated frame header")
 	}
 	if _, err := r.f.ReadAt(hb[:], off); err != nil {
@@ -223,7 +240,10 @@ func (r *Reader) readFrame(off int64, wantSeq uint64) (frameHeader, []byte, erro
 	if err != nil {
 		return h, nil, corruptf(ErrCorrupt, r.path, off, blk, "%v", err)
 	}
-	if off+h.frameLen() > r.size {
+	if off+h.frameLen() > size {
+		size = r.currentSize(off + h.frameLen())
+	}
+	if off+h.frameLen() > size {
 		return h, nil, corruptf(ErrCorrupt, r.path, off, blk, "frame of %d bytes runs past the end of the file", h.frameLen())
 	}
 	frame := make([]byte, h.frameLen())
@@ -250,7 +270,7 @@ func (r *Reader) Header() Header { return *r.hdr }
 func (r *Reader) Path() string { return r.path }
 
 // Size is the file size.
-func (r *Reader) Size() int64 { return r.size }
+func (r *Reader) Size() int64 { return r.currentSize(0) }
 
 // Blocks returns the block index.
 func (r *Reader) Blocks() []BlockInfo { return r.blocks }
@@ -341,7 +361,29 @@ func (r *Reader) ReadRecord(off int64, seq uint64, idx int) (Entry, error) {
 	return Entry{Meta: b.Meta[idx], Data: b.Data[idx]}, nil
 }
 
+// ReadBlockWith decrypts the block at (off, seq) with dek, checked against the
+// key commitment, without storing the key in the Reader: a caller that must
+// re-validate its key on every read (the engine's DEK cache) uses this.
+func (r *Reader) ReadBlockWith(dek []byte, off int64, seq uint64) (*Block, error) {
+	if r.hdr.Cipher == CipherNone {
+		return r.readAt(off, seq, true)
+	}
+	if err := checkCommitment(r.hdr, dek); err != nil {
+		return nil, err
+	}
+	bc, err := newBlockCipher(r.hdr.Cipher, dek, r.hdr.ID, r.hdr.Tenant)
+	if err != nil {
+		return nil, err
+	}
+	defer bc.close()
+	return r.readAtWith(bc, off, seq, true)
+}
+
 func (r *Reader) readAt(off int64, seq uint64, decrypt bool) (*Block, error) {
+	return r.readAtWith(r.bc, off, seq, decrypt)
+}
+
+func (r *Reader) readAtWith(bc *blockCipher, off int64, seq uint64, decrypt bool) (*Block, error) {
 	if off < HeaderSize {
 		return nil, errorf(ErrNotFound, "%s: offset %d is inside the header", r.path, off)
 	}
@@ -363,7 +405,6 @@ func (r *Reader) readAt(off int64, seq uint64, decrypt bool) (*Block, error) {
 	}
 	body := frame[metaEnd:]
 	if r.hdr.Cipher == CipherAES256GCM {
-		bc := r.bc
 		if bc == nil {
 			return nil, errorf(ErrLocked, "%s", r.path)
 		}

@@ -26,6 +26,7 @@ type MemFS struct {
 	// durable is the namespace as it would be found after a crash.
 	durable map[string]*memNode
 	dirs    map[string]bool
+	locks   map[string]bool
 }
 
 type memNode struct {
@@ -60,6 +61,7 @@ func (m *MemFS) CrashTorn(rng *rand.Rand) {
 		live[name] = nn
 	}
 	m.live = live
+	m.locks = nil // the crashed process held them
 	m.durable = make(map[string]*memNode, len(live))
 	for k, v := range live {
 		m.durable[k] = v
@@ -349,4 +351,31 @@ func (f *memFile) Close() error {
 	}
 	f.closed = true
 	return nil
+}
+
+type memLock struct {
+	m    *MemFS
+	name string
+}
+
+func (l memLock) Close() error {
+	l.m.mu.Lock()
+	defer l.m.mu.Unlock()
+	delete(l.m.locks, l.name)
+	return nil
+}
+
+// Lock takes an in-process lock on name.
+func (m *MemFS) Lock(name string) (io.Closer, error) {
+	name = clean(name)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.locks == nil {
+		m.locks = map[string]bool{}
+	}
+	if m.locks[name] {
+		return nil, fmt.Errorf("%w: %s", ErrLocked, name)
+	}
+	m.locks[name] = true
+	return memLock{m, name}, nil
 }

@@ -188,3 +188,23 @@ func ReadFile(fs FS, name string) ([]byte, error) {
 	}
 	return buf, nil
 }
+
+// Locker is implemented by file systems that can take an exclusive,
+// process-level lock on a file (flock on the OS, a set in MemFS).
+type Locker interface {
+	Lock(name string) (io.Closer, error)
+}
+
+// ErrLocked is returned (wrapped) when a lock is held elsewhere.
+var ErrLocked = errors.New("vfs: lock held by another process")
+
+// Lock takes the lock on name through fs, if fs supports locking.
+func Lock(fs FS, name string) (io.Closer, error) {
+	if l, ok := fs.(Locker); ok {
+		return l.Lock(name)
+	}
+	if e, ok := fs.(*ErrorFS); ok {
+		return Lock(e.FS, name)
+	}
+	return io.NopCloser(nil), nil
+}

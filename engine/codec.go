@@ -1,0 +1,308 @@
+package engine
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+	"time"
+)
+
+// errShort marks a truncated encoding; decoders wrap it in ErrCorrupt.
+var errShort = errors.New("truncated")
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+func appendBytes(b []byte, s []byte) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+// decoder reads the encodings above with bounds checks; the first error
+// sticks, so callers check once at the end.
+type decoder struct {
+	b   []byte
+	err error
+}
+
+func (d *decoder) fail(err error) {
+	if d.err == nil {
+		d.err = err
+	}
+}
+
+func (d *decoder) u8() byte {
+	if d.err != nil || len(d.b) < 1 {
+		d.fail(errShort)
+		return 0
+	}
+	v := d.b[0]
+	d.b = d.b[1:]
+	return v
+}
+
+func (d *decoder) fixed(n int) []byte {
+	if d.err != nil || len(d.b) < n {
+		d.fail(errShort)
+		return nil
+	}
+	v := d.b[:n]
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) u16() uint16 {
+	if b := d.fixed(2); b != nil {
+		return binary.LittleEndian.Uint16(b)
+	}
+	return 0
+}
+
+func (d *decoder) u64() uint64 {
+	if b := d.fixed(8); b != nil {
+		return binary.LittleEndian.Uint64(b)
+	}
+	return 0
+}
+
+func (d *decoder) uvarint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.fail(errShort)
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) bytes() []byte {
+	n := d.uvarint()
+	if d.err != nil {
+		return nil
+	}
+	if n > uint64(len(d.b)) {
+		d.fail(errShort)
+		return nil
+	}
+	v := d.b[:n]
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) str() string { return string(d.bytes()) }
+
+// count reads a list length, bounded by the bytes left (each item takes at
+// least minItem bytes) so corrupt input cannot make us allocate much.
+func (d *decoder) count(minItem int) int {
+	n := d.uvarint()
+	if d.err == nil && n > uint64(len(d.b)/minItem) {
+		d.fail(fmt.Errorf("list of %d items in %d bytes", n, len(d.b)))
+		return 0
+	}
+	return int(n)
+}
+
+func appendMeta(b []byte, m *Meta, kind byte) []byte {
+	b = append(b, encodingV1, kind)
+	b = append(b, m.ID[:]...)
+	b = binary.LittleEndian.AppendUint64(b, uint64(m.Time.UnixNano()))
+	if kind == kindPayload {
+		return b
+	}
+	var flags byte
+	if m.HasPayload {
+		flags |= flagHasPayload
+	}
+	b = append(b, flags)
+	b = binary.LittleEndian.AppendUint16(b, uint16(m.Status))
+	b = binary.LittleEndian.AppendUint16(b, uint16(m.UpstreamStatus))
+	b = binary.LittleEndian.AppendUint64(b, math.Float64bits(m.LatencyMs))
+	b = binary.LittleEndian.AppendUint64(b, math.Float64bits(m.UpstreamLatencyMs))
+	b = binary.LittleEndian.AppendUint64(b, math.Float64bits(m.GatewayLatencyMs))
+	b = binary.AppendUvarint(b, uint64(m.RequestSize))
+	b = binary.AppendUvarint(b, uint64(m.ResponseSize))
+	for _, s := range []string{m.SessionID, m.TraceID, m.SpanID, m.Method, m.Host, m.ResponseSource, m.RouteID, m.ServiceID} {
+		b = appendString(b, s)
+	}
+	return b
+}
+
+// decodeMeta parses record metadata; it returns the kind.
+func decodeMeta(b []byte, m *Meta) (byte, error) {
+	d := decoder{b: b}
+	if v := d.u8(); d.err == nil && v != encodingV1 {
+		return 0, fmt.Errorf("%w: record metadata version %d", ErrUnknownVersion, v)
+	}
+	kind := d.u8()
+	copy(m.ID[:], d.fixed(16))
+	m.Time = time.Unix(0, int64(d.u64())).UTC()
+	switch {
+	case d.err != nil:
+		return 0, fmt.Errorf("%w: record metadata: %v", ErrCorrupt, d.err)
+	case kind == kindPayload:
+		if len(d.b) != 0 {
+			return 0, fmt.Errorf("%w: payload metadata has %d trailing bytes", ErrCorrupt, len(d.b))
+		}
+		return kind, nil
+	case kind != kindLog:
+		return 0, fmt.Errorf("%w: record kind %d", ErrCorrupt, kind)
+	}
+	flags := d.u8()
+	m.HasPayload = flags&flagHasPayload != 0
+	m.Status = int(d.u16())
+	m.UpstreamStatus = int(d.u16())
+	m.LatencyMs = math.Float64frombits(d.u64())
+	m.UpstreamLatencyMs = math.Float64frombits(d.u64())
+	m.GatewayLatencyMs = math.Float64frombits(d.u64())
+	m.RequestSize = int64(d.uvarint())
+	m.ResponseSize = int64(d.uvarint())
+	for _, p := range []*string{&m.SessionID, &m.TraceID, &m.SpanID, &m.Method, &m.Host, &m.ResponseSource, &m.RouteID, &m.ServiceID} {
+		*p = d.str()
+	}
+	if d.err == nil && len(d.b) != 0 {
+		d.fail(fmt.Errorf("%d trailing bytes", len(d.b)))
+	}
+	if d.err == nil && (flags&^flagHasPayload != 0 || m.RequestSize < 0 || m.ResponseSize < 0) {
+		d.fail(errors.New("field out of range"))
+	}
+	if d.err != nil {
+		return 0, fmt.Errorf("%w: record metadata: %v", ErrCorrupt, d.err)
+	}
+	return kindLog, nil
+}
+
+func appendSealedLog(b []byte, r *Record) []byte {
+	b = append(b, encodingV1)
+	for _, s := range []string{r.Path, r.Query, r.ClientIP, r.ConsumerID} {
+		b = appendString(b, s)
+	}
+	for _, hs := range [][]Header{r.RequestHeaders, r.ResponseHeaders} {
+		b = binary.AppendUvarint(b, uint64(len(hs)))
+		for _, h := range hs {
+			b = appendString(b, h.Name)
+			b = appendString(b, h.Value)
+		}
+	}
+	ks := make([]string, 0, len(r.Attributes))
+	for k := range r.Attributes {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	b = binary.AppendUvarint(b, uint64(len(ks)))
+	for _, k := range ks {
+		b = appendString(b, k)
+		b = appendString(b, r.Attributes[k])
+	}
+	return b
+}
+
+func decodeSealedLog(b []byte, r *Record) error {
+	d := decoder{b: b}
+	if v := d.u8(); d.err == nil && v != encodingV1 {
+		return fmt.Errorf("%w: sealed record version %d", ErrUnknownVersion, v)
+	}
+	for _, p := range []*string{&r.Path, &r.Query, &r.ClientIP, &r.ConsumerID} {
+		*p = d.str()
+	}
+	for _, hp := range []*[]Header{&r.RequestHeaders, &r.ResponseHeaders} {
+		n := d.count(2)
+		if n > 0 {
+			*hp = make([]Header, n)
+			for i := range *hp {
+				(*hp)[i] = Header{Name: d.str(), Value: d.str()}
+			}
+		}
+	}
+	if n := d.count(2); n > 0 {
+		r.Attributes = make(map[string]string, n)
+		for i := 0; i < n; i++ {
+			k := d.str()
+			r.Attributes[k] = d.str()
+		}
+	}
+	if d.err == nil && len(d.b) != 0 {
+		d.fail(fmt.Errorf("%d trailing bytes", len(d.b)))
+	}
+	if d.err != nil {
+		return fmt.Errorf("%w: sealed record: %v", ErrCorrupt, d.err)
+	}
+	return nil
+}
+
+func appendSealedPayload(b []byte, p *Payload) []byte {
+	b = append(b, encodingV1)
+	b = appendString(b, p.RequestContentType)
+	b = appendBytes(b, p.RequestBody)
+	b = appendString(b, p.ResponseContentType)
+	return appendBytes(b, p.ResponseBody)
+}
+
+func decodeSealedPayload(b []byte) (*Payload, error) {
+	d := decoder{b: b}
+	if v := d.u8(); d.err == nil && v != encodingV1 {
+		return nil, fmt.Errorf("%w: sealed payload version %d", ErrUnknownVersion, v)
+	}
+	p := &Payload{RequestContentType: d.str()}
+	p.RequestBody = append([]byte(nil), d.bytes()...)
+	p.ResponseContentType = d.str()
+	p.ResponseBody = append([]byte(nil), d.bytes()...)
+	if d.err == nil && len(d.b) != 0 {
+		d.fail(fmt.Errorf("%d trailing bytes", len(d.b)))
+	}
+	if d.err != nil {
+		return nil, fmt.Errorf("%w: sealed payload: %v", ErrCorrupt, d.err)
+	}
+	if len(p.RequestBody) == 0 {
+		p.RequestBody = nil
+	}
+	if len(p.ResponseBody) == 0 {
+		p.ResponseBody = nil
+	}
+	return p, nil
+}
+
+func appendLocator(b []byte, l Locator) []byte {
+	b = append(b, l.Segment[:]...)
+	b = binary.LittleEndian.AppendUint64(b, uint64(l.Offset))
+	b = binary.LittleEndian.AppendUint64(b, l.Seq)
+	return binary.LittleEndian.AppendUint32(b, uint32(l.Index))
+}
+
+func decodeLocator(b []byte) (Locator, []byte, error) {
+	var l Locator
+	if len(b) < locatorLen {
+		return l, nil, fmt.Errorf("%w: locator of %d bytes", ErrCorrupt, len(b))
+	}
+	copy(l.Segment[:], b)
+	l.Offset = int64(binary.LittleEndian.Uint64(b[16:]))
+	l.Seq = binary.LittleEndian.Uint64(b[24:])
+	l.Index = int(binary.LittleEndian.Uint32(b[32:]))
+	if l.Offset < 0 || l.Seq > math.MaxUint32 {
+		return l, nil, fmt.Errorf("%w: locator out of range", ErrCorrupt)
+	}
+	return l, b[locatorLen:], nil
+}
+
+// decodeRecordValue parses an 'r' value.
+func decodeRecordValue(b []byte, m *Meta) error {
+	loc, rest, err := decodeLocator(b)
+	if err != nil {
+		return err
+	}
+	kind, err := decodeMeta(rest, m)
+	if err != nil {
+		return err
+	}
+	if kind != kindLog {
+		return fmt.Errorf("%w: record value holds payload metadata", ErrCorrupt)
+	}
+	m.Loc = loc
+	return nil
+}

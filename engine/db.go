@@ -1,0 +1,256 @@
+// Package engine is logstore's embeddable storage engine: multi-tenant
+// append with group commit into encrypted segments, a Pebble index of the
+// plaintext metadata derived from those segments, recovery, retention and
+// crypto-shredding.
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/cockroachdb/pebble/v2"
+	pvfs "github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/logstore/logstore/internal/vfs"
+	"github.com/logstore/logstore/keys"
+	"github.com/logstore/logstore/segment"
+)
+
+// DB is an open data directory. Its methods are safe for concurrent use.
+//
+// Layout of DIR (docs/format/README in the repository):
+//
+//	LOCK                          exclusive lock of the owning process
+//	segments/TENANT/ID.lss        segment files (the source of truth)
+//	index/                        Pebble: metadata index, derived
+//	keys/NAME.key                 local master keys (embedded default)
+type DB struct {
+	dir   string
+	opts  Options
+	fs    vfs.FS
+	codec segment.Codec
+	lock  io.Closer
+	idx   *pebble.DB
+	cache *keys.Cache
+	local *keys.Local // nil when Options.Keys was supplied
+
+	ids     idSource
+	readers *readerCache
+
+	reqs chan *appendReq
+	ctl  chan func()
+	quit chan struct{}
+	wg   sync.WaitGroup
+
+	closeMu sync.RWMutex // held shared by Append while enqueueing; exclusively by Close
+	closed  bool         // guarded by closeMu
+
+	// tenants is the writer goroutine's per-tenant state; only that
+	// goroutine touches it.
+	tenants map[string]*tenantState
+
+	stats dbStats
+}
+
+type dbStats struct {
+	appendedRecords atomic.Uint64
+	appendedBytes   atomic.Uint64
+	groupCommits    atomic.Uint64
+	blocksWritten   atomic.Uint64
+	segmentsCreated atomic.Uint64
+	replayedBlocks  atomic.Uint64
+	recovered       atomic.Uint64
+}
+
+// RecoveryReport says what Open repaired.
+type RecoveryReport struct {
+	SegmentsSealed   int // unsealed segments truncated to their last valid block and sealed
+	TruncatedBytes   int64
+	BlocksReplayed   int // blocks indexed on open (crash between segment and index write)
+	TenantsReindexed int // tenants whose index was ahead of their segments
+	Damaged          []string
+}
+
+// Open opens (creating if needed) the data directory dir.
+func Open(dir string, o *Options) (*DB, error) {
+	opts, err := o.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	codec, _ := segment.ParseCodec(opts.Compression)
+	db := &DB{dir: dir, opts: opts, fs: opts.FS, codec: codec, tenants: map[string]*tenantState{},
+		reqs: make(chan *appendReq, 1024), ctl: make(chan func()), quit: make(chan struct{})}
+	if err := db.fs.MkdirAll(filepath.Join(dir, "segments")); err != nil {
+		return nil, err
+	}
+	lock, err := vfs.Lock(db.fs, filepath.Join(dir, "LOCK"))
+	if err != nil {
+		if errors.Is(err, vfs.ErrLocked) {
+			return nil, fmt.Errorf("%w: %s: %v", ErrLocked, dir, err)
+		}
+		return nil, err
+	}
+	db.lock = lock
+	fail := func(err error) (*DB, error) {
+		db.closeResources()
+		return nil, err
+	}
+	popts := &pebble.Options{Logger: quietLogger{}}
+	if opts.IndexInMemory {
+		popts.FS = pvfs.NewMem()
+	}
+	if db.idx, err = pebble.Open(filepath.Join(dir, "index"), popts); err != nil {
+		return fail(fmt.Errorf("logstore/engine: open index: %w", err))
+	}
+	provider := opts.Keys
+	if provider == nil {
+		local, err := keys.NewLocal(keys.LocalOptions{Dir: filepath.Join(dir, "keys"), FS: db.fs, AutoCreate: !opts.RequireLinkedKey})
+		if err != nil {
+			return fail(err)
+		}
+		db.local = local
+		provider = keys.NewRouter(local)
+	}
+	db.cache = keys.NewCache(provider, *opts.DEKCache)
+	db.readers = newReaderCache(db, opts.MaxOpenSegments)
+	if _, err := db.recover(); err != nil {
+		return fail(err)
+	}
+	db.wg.Add(1)
+	go db.writeLoop()
+	if opts.RetentionInterval > 0 {
+		db.wg.Add(1)
+		go db.retentionLoop()
+	}
+	return db, nil
+}
+
+// Dir is the data directory.
+func (db *DB) Dir() string { return db.dir }
+
+// Keys is the DEK cache in front of the key provider.
+func (db *DB) Keys() *keys.Cache { return db.cache }
+
+// LocalKeys is the embedded local provider, or nil when Options.Keys was set.
+func (db *DB) LocalKeys() *keys.Local { return db.local }
+
+// Close stops the background goroutines (finishing queued appends), seals
+// every active segment, closes the index and releases the lock.
+func (db *DB) Close() error {
+	db.closeMu.Lock()
+	if db.closed {
+		db.closeMu.Unlock()
+		return ErrClosed
+	}
+	db.closed = true
+	close(db.quit)
+	db.closeMu.Unlock()
+	db.wg.Wait()
+	return db.closeResources()
+}
+
+func (db *DB) closeResources() error {
+	var errs []error
+	if db.readers != nil {
+		db.readers.closeAll()
+	}
+	if db.idx != nil {
+		errs = append(errs, db.idx.Close())
+	}
+	if db.cache != nil {
+		db.cache.Purge()
+	}
+	if db.local != nil {
+		errs = append(errs, db.local.Close())
+	}
+	if db.lock != nil {
+		errs = append(errs, db.lock.Close())
+	}
+	return errors.Join(errs...)
+}
+
+func (db *DB) segDir(tenant string) string { return filepath.Join(db.dir, "segments", tenant) }
+
+func (db *DB) segPath(tenant string, id [16]byte) string {
+	return filepath.Join(db.segDir(tenant), segHex(id)+".lss")
+}
+
+// control runs f on the writer goroutine, which owns the active segments,
+// and waits for it.
+func (db *DB) control(ctx context.Context, f func()) error {
+	db.closeMu.RLock()
+	if db.closed {
+		db.closeMu.RUnlock()
+		return ErrClosed
+	}
+	done := make(chan struct{})
+	select {
+	case db.ctl <- func() { f(); close(done) }:
+	case <-ctx.Done():
+		db.closeMu.RUnlock()
+		return ctx.Err()
+	}
+	db.closeMu.RUnlock()
+	<-done
+	return nil
+}
+
+// quietLogger drops Pebble's informational messages and keeps errors.
+type quietLogger struct{}
+
+func (quietLogger) Infof(string, ...any) {}
+func (quietLogger) Errorf(format string, args ...any) {
+	log.Printf("logstore/engine: index: "+format, args...)
+}
+func (quietLogger) Fatalf(format string, args ...any) {
+	log.Printf("logstore/engine: index fatal: "+format, args...)
+	os.Exit(2)
+}
+
+// listTenants returns the tenants that have a segment directory.
+func (db *DB) listTenants() ([]string, error) {
+	names, err := db.fs.List(filepath.Join(db.dir, "segments"))
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, n := range names {
+		if ValidateTenant(n) == nil {
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}
+
+// listSegmentFiles returns the segment ids in a tenant's directory.
+func (db *DB) listSegmentFiles(tenant string) ([][16]byte, error) {
+	names, err := db.fs.List(db.segDir(tenant))
+	if errors.Is(err, vfs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out [][16]byte
+	for _, n := range names {
+		h, ok := strings.CutSuffix(n, ".lss")
+		if !ok {
+			continue
+		}
+		s := SegmentInfo{ID: h}
+		id, err := s.segID()
+		if err != nil {
+			continue
+		}
+		out = append(out, id)
+	}
+	return out, nil
+}

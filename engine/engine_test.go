@@ -1,0 +1,235 @@
+package engine
+
+import (
+	"errors"
+	"math/rand"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/logstore/logstore/internal/vfs"
+	"github.com/logstore/logstore/keys"
+)
+
+func TestAppendGetScan(t *testing.T) {
+	db := openTest(t, vfs.Default, t.TempDir(), nil)
+	defer db.Close()
+	recs := genRecords(rand.New(rand.NewSource(1)), 500, t0)
+	ids, err := db.Append(bg, "acme", recs)
+	require.NoError(t, err)
+	require.Len(t, ids, len(recs))
+	for i := range recs {
+		got, err := db.Get(bg, "acme", ids[i], PartAll)
+		require.NoError(t, err)
+		requireSameRecord(t, recs[i], ids[i], got)
+	}
+	// Log only: no payload decrypted.
+	got, err := db.Get(bg, "acme", ids[0], PartLog)
+	require.NoError(t, err)
+	require.Nil(t, got.Payload)
+	require.Equal(t, recs[0].Path, got.Path)
+	_, err = db.Get(bg, "acme", ids[1], PartPayload)
+	require.ErrorIs(t, err, ErrNoPayload)
+
+	// Newest first over the time index.
+	var seen []ID
+	require.NoError(t, db.Scan(bg, "acme", ScanOptions{}, func(m *Meta) error { seen = append(seen, m.ID); return nil }))
+	require.Len(t, seen, 500)
+	require.Equal(t, ids[499], seen[0])
+	require.Equal(t, ids[0], seen[499])
+
+	// Secondary index with IN, merged newest first.
+	want := 0
+	for _, r := range recs {
+		if r.Status == 500 || r.Status == 503 {
+			want++
+		}
+	}
+	n, err := db.Count(bg, "acme", ScanOptions{Field: FieldStatus, Statuses: []int{500, 503}})
+	require.NoError(t, err)
+	require.Equal(t, want, n)
+	var prev time.Time
+	require.NoError(t, db.Scan(bg, "acme", ScanOptions{Field: FieldStatus, Statuses: []int{500, 503}}, func(m *Meta) error {
+		require.True(t, m.Status == 500 || m.Status == 503)
+		if !prev.IsZero() {
+			require.False(t, m.Time.After(prev), "newest first")
+		}
+		prev = m.Time
+		return nil
+	}))
+
+	// Time range and cursor paging: every record exactly once.
+	from, to := t0.Add(100*time.Millisecond), t0.Add(300*time.Millisecond)
+	var cur *Cursor
+	got200 := map[ID]bool{}
+	for {
+		page := 0
+		err := db.Scan(bg, "acme", ScanOptions{From: from, To: to, After: cur}, func(m *Meta) error {
+			require.False(t, got200[m.ID], "repeated")
+			got200[m.ID] = true
+			cur = &Cursor{Time: m.Time, ID: m.ID}
+			page++
+			if page == 37 {
+				return ErrStopScan
+			}
+			return nil
+		})
+		require.NoError(t, err)
+		if page < 37 {
+			break
+		}
+	}
+	require.Len(t, got200, 200)
+
+	// Other tenants see nothing.
+	n, err = db.Count(bg, "globex", ScanOptions{})
+	require.NoError(t, err)
+	require.Zero(t, n)
+	_, err = db.Get(bg, "globex", ids[0], PartLog)
+	require.ErrorIs(t, err, ErrNotFound)
+}
+
+func TestReopenAndReindexEqualsLive(t *testing.T) {
+	dir := t.TempDir()
+	db := openTest(t, vfs.Default, dir, nil)
+	recs := genRecords(rand.New(rand.NewSource(2)), 300, t0)
+	ids, err := db.Append(bg, "acme", recs[:150])
+	require.NoError(t, err)
+	ids2, err := db.Append(bg, "beta", recs[150:])
+	require.NoError(t, err)
+	live := dumpIndex(t, db.DB)
+	require.NoError(t, db.Close())
+
+	db = openTest(t, vfs.Default, dir, nil)
+	defer db.Close()
+	reopened := dumpIndex(t, db.DB)
+	requireSameIndex(t, live, reopened, true, "reopen changes nothing but sealing")
+	_, err = db.Reindex()
+	require.NoError(t, err)
+	requireSameIndex(t, reopened, dumpIndex(t, db.DB), false, "index rebuilt from segments equals the live index")
+	got, err := db.Get(bg, "beta", ids2[3], PartAll)
+	require.NoError(t, err)
+	requireSameRecord(t, recs[153], ids2[3], got)
+	got, err = db.Get(bg, "acme", ids[0], PartAll)
+	require.NoError(t, err)
+	requireSameRecord(t, recs[0], ids[0], got)
+}
+
+func TestSecondOpenIsLocked(t *testing.T) {
+	dir := t.TempDir()
+	db := openTest(t, vfs.Default, dir, nil)
+	defer db.Close()
+	_, err := Open(dir, &Options{})
+	require.ErrorIs(t, err, ErrLocked)
+}
+
+func TestValidationIsAllOrNothing(t *testing.T) {
+	db := openTest(t, vfs.Default, t.TempDir(), func(o *Options) { o.Limits.MaxHeaders = 4 })
+	defer db.Close()
+	recs := genRecords(rand.New(rand.NewSource(3)), 10, t0)
+	recs[7].RequestHeaders = append(recs[7].RequestHeaders, Header{"a", "b"}, Header{"c", "d"})
+	_, err := db.Append(bg, "acme", recs)
+	require.ErrorIs(t, err, ErrRecordTooLarge)
+	require.Contains(t, err.Error(), "record 7")
+	n, err := db.Count(bg, "acme", ScanOptions{})
+	require.NoError(t, err)
+	require.Zero(t, n, "nothing of the batch was written")
+	bad := genRecords(rand.New(rand.NewSource(3)), 1, t0)
+	bad[0].Time = time.Time{}
+	_, err = db.Append(bg, "acme", bad)
+	require.ErrorIs(t, err, ErrInvalidRecord)
+	_, err = db.Append(bg, "../etc", recs[:1])
+	require.ErrorIs(t, err, ErrInvalidTenant)
+}
+
+func TestConcurrentAppendAndRead(t *testing.T) {
+	db := openTest(t, vfs.Default, t.TempDir(), func(o *Options) { o.BlockSize = 4 << 10 })
+	defer db.Close()
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	type written struct {
+		rec Record
+		id  ID
+	}
+	var mu sync.Mutex
+	var all []written
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			rng := rand.New(rand.NewSource(int64(w)))
+			tenant := []string{"acme", "beta"}[w%2]
+			for i := 0; i < 20; i++ {
+				recs := genRecords(rng, 1+rng.Intn(10), t0.Add(time.Duration(w*1000+i)*time.Second))
+				ids, err := db.Append(bg, tenant, recs)
+				if err != nil {
+					errs <- err
+					return
+				}
+				mu.Lock()
+				for j := range recs {
+					all = append(all, written{recs[j], ids[j]})
+				}
+				mu.Unlock()
+				// Read back something already acknowledged, concurrently.
+				got, err := db.Get(bg, tenant, ids[0], PartAll)
+				if err != nil {
+					errs <- err
+					return
+				}
+				if got.Path != recs[0].Path {
+					errs <- errors.New("read back a different record")
+					return
+				}
+			}
+		}(w)
+	}
+	for r := 0; r < 2; r++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 30; i++ {
+				if _, err := db.Count(bg, "acme", ScanOptions{Field: FieldStatus, Statuses: []int{200}}); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	st, err := db.Stats()
+	require.NoError(t, err)
+	require.Equal(t, len(all), st.Tenants["acme"].Records+st.Tenants["beta"].Records)
+	require.Less(t, st.GroupCommits, uint64(80), "concurrent appends are coalesced")
+}
+
+func TestTenantIsolationKeys(t *testing.T) {
+	db := openTest(t, vfs.Default, t.TempDir(), nil)
+	defer db.Close()
+	recs := genRecords(rand.New(rand.NewSource(4)), 5, t0)
+	_, err := db.Append(bg, "acme", recs)
+	require.NoError(t, err)
+	_, err = db.Append(bg, "beta", recs)
+	require.NoError(t, err)
+	st, err := db.Stats()
+	require.NoError(t, err)
+	require.Equal(t, []string{keys.LocalURI("acme")}, st.Tenants["acme"].KeysInUse)
+	require.Equal(t, []string{keys.LocalURI("beta")}, st.Tenants["beta"].KeysInUse)
+	// Tenant A's key does not open tenant B's wrapped DEK.
+	segs, err := db.Segments("beta")
+	require.NoError(t, err)
+	require.NotEmpty(t, segs)
+	r := openSegment(t, db.DB, "beta", segs[0])
+	h := r.Header()
+	_, err = db.LocalKeys().Unwrap(bg, keys.LocalURI("acme"), h.Slot.Wrapped, keys.SegmentContext("beta", segs[0].ID))
+	require.ErrorIs(t, err, keys.ErrInvalidCiphertext)
+	_, err = db.LocalKeys().Unwrap(bg, keys.LocalURI("beta"), h.Slot.Wrapped, keys.SegmentContext("acme", segs[0].ID))
+	require.ErrorIs(t, err, keys.ErrInvalidCiphertext)
+	require.NoError(t, r.Close())
+}

@@ -1,0 +1,108 @@
+package engine
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// ID identifies a record: 48 bits of unix milliseconds then 80 random bits,
+// as a ULID, so ids sort by time. Its text form is 26 Crockford base32 chars.
+type ID [16]byte
+
+const crockford = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+var crockfordDec = func() [256]byte {
+	var t [256]byte
+	for i := range t {
+		t[i] = 0xff
+	}
+	for i := 0; i < len(crockford); i++ {
+		t[crockford[i]] = byte(i)
+		t[crockford[i]|0x20] = byte(i) // lower case
+	}
+	for _, p := range [][2]byte{{'O', 0}, {'o', 0}, {'I', 1}, {'i', 1}, {'L', 1}, {'l', 1}} {
+		t[p[0]] = p[1]
+	}
+	return t
+}()
+
+// String is the 26-character ULID form.
+func (id ID) String() string {
+	var out [26]byte
+	// 128 bits = 26*5 - 2: the first char carries 3 bits.
+	hi := binary.BigEndian.Uint64(id[:8])
+	lo := binary.BigEndian.Uint64(id[8:])
+	for i := 25; i >= 0; i-- {
+		out[i] = crockford[lo&31]
+		lo = lo>>5 | hi<<59
+		hi >>= 5
+	}
+	return string(out[:])
+}
+
+// Time is the millisecond timestamp embedded in the id.
+func (id ID) Time() time.Time {
+	var b [8]byte
+	copy(b[2:], id[:6])
+	return time.UnixMilli(int64(binary.BigEndian.Uint64(b[:]))).UTC()
+}
+
+// IsZero reports whether id is unset.
+func (id ID) IsZero() bool { return id == ID{} }
+
+// ParseID decodes the 26-character form.
+func ParseID(s string) (ID, error) {
+	var id ID
+	if len(s) != 26 {
+		return id, fmt.Errorf("%w: id %q must be 26 characters", ErrInvalidRecord, s)
+	}
+	if crockfordDec[s[0]] > 7 {
+		return id, fmt.Errorf("%w: id %q overflows 128 bits", ErrInvalidRecord, s)
+	}
+	var hi, lo uint64
+	for i := 0; i < 26; i++ {
+		v := crockfordDec[s[i]]
+		if v == 0xff {
+			return id, fmt.Errorf("%w: id %q has invalid character %q", ErrInvalidRecord, s, s[i])
+		}
+		hi = hi<<5 | lo>>59
+		lo = lo<<5 | uint64(v)
+	}
+	binary.BigEndian.PutUint64(id[:8], hi)
+	binary.BigEndian.PutUint64(id[8:], lo)
+	return id, nil
+}
+
+// idSource makes ids that are unique and increasing within a process even
+// within one millisecond (the random part is incremented, as ULID's
+// monotonic mode does).
+type idSource struct {
+	mu   sync.Mutex // guards last
+	last ID
+}
+
+func (s *idSource) next(t time.Time) (ID, error) {
+	var id ID
+	ms := uint64(t.UnixMilli())
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], ms)
+	copy(id[:6], b[2:])
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if string(id[:6]) == string(s.last[:6]) {
+		id = s.last
+		for i := 15; i >= 6; i-- {
+			id[i]++
+			if id[i] != 0 {
+				break
+			}
+		}
+	} else if _, err := rand.Read(id[6:]); err != nil {
+		return ID{}, err
+	}
+	s.last = id
+	return id, nil
+}

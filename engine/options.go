@@ -1,0 +1,132 @@
+package engine
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/logstore/logstore/internal/vfs"
+	"github.com/logstore/logstore/keys"
+	"github.com/logstore/logstore/segment"
+)
+
+// SyncMode says when appended records are made durable.
+type SyncMode struct {
+	kind     int
+	interval time.Duration
+}
+
+var (
+	// SyncAlways fsyncs every touched segment before any caller of a group
+	// commit is acknowledged. The default.
+	SyncAlways = SyncMode{kind: 0}
+	// SyncNever leaves flushing to the OS: an acknowledged record survives a
+	// process crash but not a power loss.
+	SyncNever = SyncMode{kind: 2}
+)
+
+// SyncInterval fsyncs dirty segments every d: a power loss may lose up to d
+// of acknowledged records.
+func SyncInterval(d time.Duration) SyncMode { return SyncMode{kind: 1, interval: d} }
+
+func (m SyncMode) String() string {
+	switch m.kind {
+	case 0:
+		return "always"
+	case 1:
+		return "interval(" + m.interval.String() + ")"
+	}
+	return "never"
+}
+
+// Options configure a DB. The zero value of every field means its default.
+type Options struct {
+	// FS holds the segments, the lock and the local keys (default: the OS).
+	FS vfs.FS
+	// IndexInMemory keeps the Pebble index in memory (tests, benchmarks);
+	// default false: DIR/index on disk.
+	IndexInMemory bool
+	// Keys is the key provider (default: a Router with a local provider over
+	// DIR/keys). Supply a Router holding an awskms provider for CMEK.
+	Keys keys.Provider
+	// DEKCache configures the DEK cache in front of Keys (default:
+	// keys.DefaultCacheOptions(), a 5-minute max age; MaxAge 0 disables
+	// caching). The max age is how long a revocation takes to bite.
+	DEKCache *keys.CacheOptions
+	// RequireLinkedKey refuses appends for tenants without a linked key
+	// (ErrNoKey). Default false: such a tenant gets local://TENANT, created on
+	// first use, the embedded development default.
+	RequireLinkedKey bool
+	// Sync is the durability mode (default SyncAlways).
+	Sync SyncMode
+	// BlockSize is the target uncompressed size of a block (default 64 KiB).
+	BlockSize int
+	// Compression is the block codec: "zstd" (default), "s2" or "none".
+	Compression string
+	// Plaintext disables encryption: bodies are compressed but not sealed.
+	// For the benchmark baseline only; never set it for real data.
+	Plaintext bool
+	// SegmentSize rolls the active segment past this size (default 64 MiB).
+	SegmentSize int64
+	// SegmentAge rolls the active segment past this age (default 1 h).
+	SegmentAge time.Duration
+	// Limits bound records (defaults in Limits).
+	Limits Limits
+	// RetentionInterval is how often the background job applies retention
+	// (default 1 min; negative disables the background job).
+	RetentionInterval time.Duration
+	// MaxOpenSegments bounds the cached segment readers (default 256).
+	MaxOpenSegments int
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+func (o *Options) withDefaults() (Options, error) {
+	var c Options
+	if o != nil {
+		c = *o
+	}
+	if c.FS == nil {
+		c.FS = vfs.Default
+	}
+	if c.DEKCache == nil {
+		d := keys.DefaultCacheOptions()
+		c.DEKCache = &d
+	}
+	if c.BlockSize == 0 {
+		c.BlockSize = 64 << 10
+	}
+	if c.SegmentSize == 0 {
+		c.SegmentSize = 64 << 20
+	}
+	if c.SegmentAge == 0 {
+		c.SegmentAge = time.Hour
+	}
+	if c.RetentionInterval == 0 {
+		c.RetentionInterval = time.Minute
+	}
+	if c.MaxOpenSegments == 0 {
+		c.MaxOpenSegments = 256
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	c.Limits.setDefaults()
+	if _, err := segment.ParseCodec(c.Compression); err != nil {
+		return c, fmt.Errorf("%w: %v", ErrInvalidOptions, err)
+	}
+	switch {
+	case c.BlockSize < 1<<10 || c.BlockSize > 16<<20:
+		return c, fmt.Errorf("%w: BlockSize %d outside 1 KiB..16 MiB", ErrInvalidOptions, c.BlockSize)
+	case c.SegmentSize < 1<<20:
+		return c, fmt.Errorf("%w: SegmentSize %d below 1 MiB", ErrInvalidOptions, c.SegmentSize)
+	case c.SegmentAge < time.Second:
+		return c, fmt.Errorf("%w: SegmentAge %v below 1s", ErrInvalidOptions, c.SegmentAge)
+	case c.Sync.kind == 1 && c.Sync.interval <= 0:
+		return c, fmt.Errorf("%w: SyncInterval needs a positive interval", ErrInvalidOptions)
+	case c.Limits.MaxRecordBytes > segment.MaxBlockRaw/2:
+		return c, fmt.Errorf("%w: MaxRecordBytes %d over %d", ErrInvalidOptions, c.Limits.MaxRecordBytes, segment.MaxBlockRaw/2)
+	case c.DEKCache.MaxAge < 0:
+		return c, fmt.Errorf("%w: DEK cache max age must be >= 0", ErrInvalidOptions)
+	}
+	return c, nil
+}

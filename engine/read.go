@@ -1,0 +1,302 @@
+package engine
+
+import (
+	"bytes"
+	"container/heap"
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/logstore/logstore/keys"
+	"github.com/logstore/logstore/segment"
+)
+
+// Part selects what Get decrypts.
+type Part int
+
+const (
+	PartLog     Part = 1 << iota // the request log (sealed fields)
+	PartPayload                  // the bodies
+	PartAll     = PartLog | PartPayload
+)
+
+// ErrStopScan, returned by a Scan callback, ends the scan without error.
+var ErrStopScan = errors.New("logstore/engine: stop scan")
+
+// GetMeta returns a record's plaintext metadata and locator from the index;
+// it never needs a key.
+func (db *DB) GetMeta(tenant string, id ID) (*Meta, error) {
+	if err := ValidateTenant(tenant); err != nil {
+		return nil, err
+	}
+	v, closer, err := db.idx.Get(recordKey(tenant, id))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, fmt.Errorf("%w: tenant %s has no record %s", ErrNotFound, tenant, id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer closer.Close()
+	m := &Meta{}
+	if err := decodeRecordValue(v, m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// Get returns a record with the parts asked for decrypted, decrypting only
+// the blocks that hold them. Key errors are the keys package's typed errors
+// (errors.Is(err, keys.ErrKeyUnusable) when the key is revoked); the
+// metadata stays readable through GetMeta and Scan.
+func (db *DB) Get(ctx context.Context, tenant string, id ID, parts Part) (*Record, error) {
+	m, err := db.GetMeta(tenant, id)
+	if err != nil {
+		return nil, err
+	}
+	rec := &Record{}
+	rec.fill(m)
+	if parts&PartLog != 0 {
+		data, err := db.readSealed(ctx, tenant, m.Loc, id)
+		if err != nil {
+			return nil, err
+		}
+		if err := decodeSealedLog(data, rec); err != nil {
+			return nil, err
+		}
+	}
+	if parts&PartPayload != 0 {
+		if !m.HasPayload {
+			if parts == PartPayload {
+				return nil, fmt.Errorf("%w: %s", ErrNoPayload, id)
+			}
+			return rec, nil
+		}
+		v, closer, err := db.idx.Get(payloadKey(tenant, id))
+		if errors.Is(err, pebble.ErrNotFound) {
+			return nil, fmt.Errorf("%w: payload of %s is missing from the index", ErrCorrupt, id)
+		}
+		if err != nil {
+			return nil, err
+		}
+		loc, _, err := decodeLocator(v)
+		closer.Close()
+		if err != nil {
+			return nil, err
+		}
+		data, err := db.readSealed(ctx, tenant, loc, id)
+		if err != nil {
+			return nil, err
+		}
+		if rec.Payload, err = decodeSealedPayload(data); err != nil {
+			return nil, err
+		}
+	}
+	return rec, nil
+}
+
+// readSealed decrypts the block at loc and returns the sealed bytes of the
+// record at loc.Index, checking that it is the record asked for.
+func (db *DB) readSealed(ctx context.Context, tenant string, loc Locator, id ID) ([]byte, error) {
+	path := db.segPath(tenant, loc.Segment)
+	r, err := db.readers.acquire(path, tenant)
+	if err != nil {
+		return nil, err
+	}
+	defer db.readers.release(path, r)
+	h := r.Header()
+	var dek []byte
+	if h.Cipher != segment.CipherNone {
+		ec := keys.SegmentContext(tenant, segHex(h.ID))
+		if dek, err = db.cache.Unwrap(ctx, h.Slot.KeyURI, h.Slot.Wrapped, ec); err != nil {
+			return nil, err
+		}
+		defer keys.Zero(dek)
+	}
+	blk, err := r.ReadBlockWith(dek, loc.Offset, loc.Seq)
+	if err != nil {
+		return nil, err
+	}
+	if loc.Index >= len(blk.Data) {
+		return nil, fmt.Errorf("%w: locator index %d beyond block of %d records", ErrCorrupt, loc.Index, len(blk.Data))
+	}
+	if len(blk.Meta[loc.Index]) < 18 || !bytes.Equal(blk.Meta[loc.Index][2:18], id[:]) {
+		return nil, fmt.Errorf("%w: locator of %s points at another record", ErrCorrupt, id)
+	}
+	return blk.Data[loc.Index], nil
+}
+
+// Cursor is a position in a scan: the (time, id) of the last record seen.
+type Cursor struct {
+	Time time.Time
+	ID   ID
+}
+
+// ScanOptions select records by the index. Within the selection, records
+// come newest first unless Oldest is set.
+type ScanOptions struct {
+	// From and To bound the record time to [From, To); zero means unbounded.
+	From, To time.Time
+	// Field picks a secondary index (FieldSessionID...); 0 scans the time index.
+	Field byte
+	// Values are the wanted values of a string field (IN semantics).
+	Values []string
+	// Statuses are the wanted statuses when Field is FieldStatus.
+	Statuses []int
+	// Oldest returns the oldest records first.
+	Oldest bool
+	// After resumes strictly after this position in scan order.
+	After *Cursor
+}
+
+// Scan calls fn with the metadata of every selected record, in order, until
+// fn returns an error (ErrStopScan ends it cleanly). No key is needed.
+func (db *DB) Scan(ctx context.Context, tenant string, o ScanOptions, fn func(*Meta) error) error {
+	return db.scan(ctx, tenant, o, func(_ []byte, id ID) error {
+		m, err := db.GetMeta(tenant, id)
+		if err != nil {
+			return err
+		}
+		return fn(m)
+	})
+}
+
+// Count returns how many records the index selects, without reading them.
+func (db *DB) Count(ctx context.Context, tenant string, o ScanOptions) (int, error) {
+	n := 0
+	err := db.scan(ctx, tenant, o, func([]byte, ID) error { n++; return nil })
+	return n, err
+}
+
+func (db *DB) scan(ctx context.Context, tenant string, o ScanOptions, fn func(key []byte, id ID) error) error {
+	if err := ValidateTenant(tenant); err != nil {
+		return err
+	}
+	var prefixes [][]byte
+	switch {
+	case o.Field == 0:
+		prefixes = [][]byte{tenantPrefix(keyTime, tenant)}
+	case o.Field == FieldStatus:
+		for _, s := range o.Statuses {
+			prefixes = append(prefixes, statusPrefix(tenant, s))
+		}
+	case o.Field >= FieldSessionID && o.Field <= FieldHost:
+		for _, v := range o.Values {
+			prefixes = append(prefixes, fieldPrefix(tenant, o.Field, v))
+		}
+	default:
+		return fmt.Errorf("%w: unknown index field %d", ErrInvalidOptions, o.Field)
+	}
+	h := &mergeHeap{oldest: o.Oldest}
+	defer func() {
+		for _, s := range h.its {
+			_ = s.it.Close()
+		}
+	}()
+	for _, p := range prefixes {
+		lo, hi := append([]byte(nil), p...), prefixEnd(p)
+		if !o.From.IsZero() {
+			lo = appendTime(append([]byte(nil), p...), o.From)
+		}
+		if !o.To.IsZero() {
+			hi = appendTime(append([]byte(nil), p...), o.To)
+		}
+		if c := o.After; c != nil {
+			pos := append(appendTime(append([]byte(nil), p...), c.Time), c.ID[:]...)
+			if o.Oldest {
+				pos = append(pos, 0) // strictly after
+				if bytes.Compare(pos, lo) > 0 {
+					lo = pos
+				}
+			} else if bytes.Compare(pos, hi) < 0 {
+				hi = pos
+			}
+		}
+		if bytes.Compare(lo, hi) >= 0 {
+			continue
+		}
+		it, err := db.idx.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+		if err != nil {
+			return err
+		}
+		var valid bool
+		if o.Oldest {
+			valid = it.First()
+		} else {
+			valid = it.Last()
+		}
+		if !valid {
+			if err := it.Error(); err != nil {
+				_ = it.Close()
+				return err
+			}
+			_ = it.Close()
+			continue
+		}
+		h.its = append(h.its, &scanIter{it: it})
+	}
+	heap.Init(h)
+	for n := 0; h.Len() > 0; n++ {
+		if n%1024 == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		s := h.its[0]
+		key := s.it.Key()
+		if len(key) < 24 {
+			return fmt.Errorf("%w: index key of %d bytes", ErrCorrupt, len(key))
+		}
+		var id ID
+		copy(id[:], key[len(key)-16:])
+		if err := fn(key, id); err != nil {
+			if errors.Is(err, ErrStopScan) {
+				return nil
+			}
+			return err
+		}
+		var valid bool
+		if o.Oldest {
+			valid = s.it.Next()
+		} else {
+			valid = s.it.Prev()
+		}
+		if valid {
+			heap.Fix(h, 0)
+			continue
+		}
+		if err := s.it.Error(); err != nil {
+			return err
+		}
+		heap.Pop(h)
+		_ = s.it.Close()
+	}
+	return nil
+}
+
+type scanIter struct{ it *pebble.Iterator }
+
+// mergeHeap merges per-value iterators by the (time, id) suffix of their keys.
+type mergeHeap struct {
+	its    []*scanIter
+	oldest bool
+}
+
+func (h *mergeHeap) Len() int { return len(h.its) }
+func (h *mergeHeap) Less(i, j int) bool {
+	a, b := h.its[i].it.Key(), h.its[j].it.Key()
+	c := bytes.Compare(a[len(a)-24:], b[len(b)-24:])
+	if h.oldest {
+		return c < 0
+	}
+	return c > 0
+}
+func (h *mergeHeap) Swap(i, j int) { h.its[i], h.its[j] = h.its[j], h.its[i] }
+func (h *mergeHeap) Push(x any)    { h.its = append(h.its, x.(*scanIter)) }
+func (h *mergeHeap) Pop() any {
+	x := h.its[len(h.its)-1]
+	h.its = h.its[:len(h.its)-1]
+	return x
+}

@@ -1,0 +1,495 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/logstore/logstore/keys"
+	"github.com/logstore/logstore/segment"
+)
+
+// keyCallTimeout bounds a key-provider call made by the writer goroutine.
+const keyCallTimeout = 30 * time.Second
+
+// prepared is a record encoded by its caller's goroutine, so encoding runs in
+// parallel and the writer only compresses, seals and writes.
+type prepared struct {
+	m       Meta
+	meta    []byte
+	sealed  []byte
+	pmeta   []byte // nil without payload
+	psealed []byte
+}
+
+type appendReq struct {
+	tenant string
+	recs   []prepared
+	done   chan error
+}
+
+// tenantState is the writer goroutine's view of one tenant.
+type tenantState struct {
+	name      string
+	cfg       tenantConfig
+	cfgLoaded bool
+	w         *segment.Writer
+	info      *SegmentInfo
+	keyURI    string
+	wrapped   []byte
+	ec        keys.EncryptionContext
+	opened    time.Time
+	dirty     bool // written since the last fsync
+}
+
+// Append stores records for tenant and returns their ids (assigned when a
+// record has none). Concurrent callers are coalesced into one group commit.
+// Every record is validated before anything is written: one bad record fails
+// the whole call and writes nothing. With SyncAlways (the default) the
+// records are on stable storage when Append returns nil.
+//
+// If ctx ends while the group commit is in flight, Append returns ctx.Err()
+// and the records may or may not have been stored.
+func (db *DB) Append(ctx context.Context, tenant string, recs []Record) ([]ID, error) {
+	if err := ValidateTenant(tenant); err != nil {
+		return nil, err
+	}
+	if len(recs) == 0 {
+		return nil, nil
+	}
+	req := &appendReq{tenant: tenant, recs: make([]prepared, len(recs)), done: make(chan error, 1)}
+	ids := make([]ID, len(recs))
+	for i := range recs {
+		if err := db.prepare(&recs[i], &req.recs[i]); err != nil {
+			return nil, fmt.Errorf("record %d of %d: %w", i, len(recs), err)
+		}
+		ids[i] = req.recs[i].m.ID
+	}
+	db.closeMu.RLock()
+	if db.closed {
+		db.closeMu.RUnlock()
+		return nil, ErrClosed
+	}
+	select {
+	case db.reqs <- req:
+	case <-ctx.Done():
+		db.closeMu.RUnlock()
+		return nil, ctx.Err()
+	}
+	db.closeMu.RUnlock()
+	select {
+	case err := <-req.done:
+		if err != nil {
+			return nil, err
+		}
+		return ids, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (db *DB) prepare(r *Record, p *prepared) error {
+	if err := r.validate(db.opts.Limits); err != nil {
+		return err
+	}
+	p.m = r.meta()
+	p.m.Time = r.Time.UTC()
+	if p.m.ID.IsZero() {
+		id, err := db.ids.next(r.Time)
+		if err != nil {
+			return err
+		}
+		p.m.ID = id
+	}
+	p.meta = appendMeta(nil, &p.m, kindLog)
+	p.sealed = appendSealedLog(nil, r)
+	size := len(p.meta) + len(p.sealed)
+	if r.Payload != nil {
+		pm := Meta{ID: p.m.ID, Time: p.m.Time}
+		p.pmeta = appendMeta(nil, &pm, kindPayload)
+		p.psealed = appendSealedPayload(nil, r.Payload)
+		size += len(p.pmeta) + len(p.psealed)
+	}
+	if size > db.opts.Limits.MaxRecordBytes {
+		return fmt.Errorf("%w: record %s is %d bytes encoded, over MaxRecordBytes %d", ErrRecordTooLarge, p.m.ID, size, db.opts.Limits.MaxRecordBytes)
+	}
+	return nil
+}
+
+// writeLoop is the single writer: it owns every active segment and turns
+// queued requests into group commits.
+func (db *DB) writeLoop() {
+	defer db.wg.Done()
+	var tick <-chan time.Time
+	if db.opts.Sync.kind == 1 {
+		t := time.NewTicker(db.opts.Sync.interval)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case r := <-db.reqs:
+			db.commitGroup(db.drain(r))
+		case f := <-db.ctl:
+			f()
+		case <-tick:
+			db.syncDirty()
+		case <-db.quit:
+			for {
+				select {
+				case r := <-db.reqs:
+					db.commitGroup(db.drain(r))
+				default:
+					db.syncDirty()
+					db.sealAll()
+					return
+				}
+			}
+		}
+	}
+}
+
+// drain collects the requests already queued behind first.
+func (db *DB) drain(first *appendReq) []*appendReq {
+	group := []*appendReq{first}
+	n := len(first.recs)
+	for n < 16384 {
+		select {
+		case r := <-db.reqs:
+			group = append(group, r)
+			n += len(r.recs)
+		default:
+			return group
+		}
+	}
+	return group
+}
+
+func (db *DB) tenant(name string) (*tenantState, error) {
+	ts := db.tenants[name]
+	if ts == nil {
+		ts = &tenantState{name: name}
+		db.tenants[name] = ts
+	}
+	if !ts.cfgLoaded {
+		cfg, err := db.loadConfig(name)
+		if err != nil {
+			return nil, err
+		}
+		ts.cfg, ts.cfgLoaded = cfg, true
+	}
+	return ts, nil
+}
+
+// commitGroup writes one group: per tenant, blocks to the active segment,
+// then (SyncAlways) fsync, then the index entries in one Pebble batch, then
+// the acknowledgements. The index is written after the blocks; a crash in
+// between is repaired by replay on Open.
+func (db *DB) commitGroup(group []*appendReq) {
+	db.stats.groupCommits.Add(1)
+	var order []string
+	byTenant := map[string][]*appendReq{}
+	for _, r := range group {
+		if _, ok := byTenant[r.tenant]; !ok {
+			order = append(order, r.tenant)
+		}
+		byTenant[r.tenant] = append(byTenant[r.tenant], r)
+	}
+	b := db.idx.NewBatch()
+	defer b.Close()
+	var ok []*appendReq
+	var touched []*tenantState
+	fail := func(reqs []*appendReq, err error) {
+		for _, r := range reqs {
+			r.done <- err
+		}
+	}
+	for _, name := range order {
+		reqs := byTenant[name]
+		ts, err := db.tenant(name)
+		if err != nil {
+			fail(reqs, err)
+			continue
+		}
+		lb := db.idx.NewBatch()
+		err = db.writeTenant(ts, reqs, lb)
+		if err == nil && db.opts.Sync.kind == 0 {
+			if err = ts.w.Sync(); err != nil {
+				db.abandon(ts)
+			} else {
+				ts.dirty = false
+			}
+		}
+		if err == nil {
+			err = b.Apply(lb, nil)
+		}
+		_ = lb.Close()
+		if err != nil {
+			fail(reqs, err)
+			continue
+		}
+		ok = append(ok, reqs...)
+		touched = append(touched, ts)
+	}
+	if err := b.Commit(pebble.NoSync); err != nil {
+		for _, ts := range touched {
+			db.abandon(ts)
+		}
+		fail(ok, fmt.Errorf("logstore/engine: index write failed: %w", err))
+		return
+	}
+	for _, r := range ok {
+		for i := range r.recs {
+			db.stats.appendedBytes.Add(uint64(len(r.recs[i].sealed) + len(r.recs[i].psealed)))
+		}
+		db.stats.appendedRecords.Add(uint64(len(r.recs)))
+		r.done <- nil
+	}
+}
+
+// writeTenant appends the group's payload blocks, then its request-log
+// blocks, and stages their index entries and the segment state in lb.
+func (db *DB) writeTenant(ts *tenantState, reqs []*appendReq, lb *pebble.Batch) error {
+	if err := db.ensureSegment(ts); err != nil {
+		return err
+	}
+	st := ts.info
+	var entries []segment.Entry
+	var metas []*Meta
+	size := 0
+	flush := func(payload bool) error {
+		if len(entries) == 0 {
+			return nil
+		}
+		info, err := ts.w.AppendCodec(entries, db.codec)
+		if err != nil {
+			db.abandon(ts)
+			return err
+		}
+		db.stats.blocksWritten.Add(1)
+		for j := range entries {
+			loc := Locator{Segment: ts.w.Header().ID, Offset: info.Offset, Seq: info.Seq, Index: j}
+			if err := stageIndex(lb, ts.name, metas[j], entries[j].Meta, loc, payload, st); err != nil {
+				return err
+			}
+		}
+		st.RawBytes += int64(info.RawLen)
+		st.Blocks++
+		entries, metas, size = entries[:0], metas[:0], 0
+		return nil
+	}
+	for pass := 0; pass < 2; pass++ {
+		payload := pass == 0
+		for _, r := range reqs {
+			for i := range r.recs {
+				p := &r.recs[i]
+				e := segment.Entry{Time: p.m.Time.UnixNano(), Meta: p.meta, Data: p.sealed}
+				if payload {
+					if p.pmeta == nil {
+						continue
+					}
+					e.Meta, e.Data = p.pmeta, p.psealed
+				}
+				if size > 0 && size+len(e.Data) > db.opts.BlockSize {
+					if err := flush(payload); err != nil {
+						return err
+					}
+				}
+				entries = append(entries, e)
+				metas = append(metas, &p.m)
+				size += len(e.Data) + len(e.Meta)
+			}
+		}
+		if err := flush(payload); err != nil {
+			return err
+		}
+	}
+	ts.dirty = true
+	st.Size = ts.w.Size()
+	return putState(lb, st)
+}
+
+// stageIndex adds one record's index entries to lb.
+func stageIndex(lb *pebble.Batch, tenant string, m *Meta, raw []byte, loc Locator, payload bool, st *SegmentInfo) error {
+	if payload {
+		st.Payloads++
+		return lb.Set(payloadKey(tenant, m.ID), appendLocator(nil, loc), nil)
+	}
+	st.Records++
+	st.observe(m.Time)
+	val := appendLocator(make([]byte, 0, locatorLen+len(raw)), loc)
+	val = append(val, raw...)
+	if err := lb.Set(recordKey(tenant, m.ID), val, nil); err != nil {
+		return err
+	}
+	var ierr error
+	indexEntries(tenant, m, func(k []byte) {
+		if err := lb.Set(k, nil, nil); err != nil && ierr == nil {
+			ierr = err
+		}
+	})
+	return ierr
+}
+
+// keyURIFor is the key a tenant's next segment is wrapped under.
+func (db *DB) keyURIFor(ts *tenantState) (string, error) {
+	if ts.cfg.KeyURI != "" {
+		return ts.cfg.KeyURI, nil
+	}
+	if db.opts.RequireLinkedKey || db.local == nil {
+		return "", fmt.Errorf("%w: tenant %s has no key: run `logstore keys link --tenant %s --key URI`", ErrNoKey, ts.name, ts.name)
+	}
+	return keys.LocalURI(ts.name), nil
+}
+
+// ensureSegment makes sure ts has an active segment that may take writes:
+// it rolls at SegmentSize, at SegmentAge, and when the DEK cache's max age
+// means the key must be re-validated (so a revoked key stops writes within
+// the max age). With caching disabled, it re-validates on every group.
+func (db *DB) ensureSegment(ts *tenantState) error {
+	now := db.opts.Now()
+	if ts.w != nil {
+		roll := ts.w.Size() >= db.opts.SegmentSize || now.Sub(ts.opened) >= db.opts.SegmentAge
+		if !roll && !db.opts.Plaintext {
+			if db.cache.MaxAge() > 0 {
+				roll = !db.cache.Fresh(ts.keyURI, ts.wrapped, ts.ec)
+			} else {
+				ctx, cancel := context.WithTimeout(context.Background(), keyCallTimeout)
+				dek, err := db.cache.Unwrap(ctx, ts.keyURI, ts.wrapped, ts.ec)
+				cancel()
+				keys.Zero(dek)
+				if err != nil {
+					_ = db.sealActive(ts)
+					return err
+				}
+			}
+		}
+		if !roll {
+			return nil
+		}
+		if err := db.sealActive(ts); err != nil {
+			return err
+		}
+	}
+	id, err := segment.NewID()
+	if err != nil {
+		return err
+	}
+	p := segment.Params{ID: id, Tenant: ts.name, Codec: db.codec, FS: db.fs, Created: now, Cipher: segment.CipherAES256GCM}
+	var uri string
+	var ec keys.EncryptionContext
+	if db.opts.Plaintext {
+		p.Cipher = segment.CipherNone
+	} else {
+		if uri, err = db.keyURIFor(ts); err != nil {
+			return err
+		}
+		ec = keys.SegmentContext(ts.name, segHex(id))
+		ctx, cancel := context.WithTimeout(context.Background(), keyCallTimeout)
+		dk, err := db.cache.GenerateDataKey(ctx, uri, ec)
+		cancel()
+		if err != nil {
+			return err // fail closed: no segment without a usable key
+		}
+		defer keys.Zero(dk.Plaintext)
+		p.KeyURI, p.Wrapped, p.DEK = uri, dk.Wrapped, dk.Plaintext
+	}
+	if err := db.fs.MkdirAll(db.segDir(ts.name)); err != nil {
+		return err
+	}
+	w, err := segment.Create(db.segPath(ts.name, id), p)
+	if err != nil {
+		return err
+	}
+	db.stats.segmentsCreated.Add(1)
+	h := w.Header()
+	ts.w, ts.opened, ts.keyURI, ts.wrapped, ts.ec = w, now, uri, p.Wrapped, ec
+	ts.info = &SegmentInfo{V: stateVersion, Tenant: ts.name, ID: segHex(id), KeyURI: uri, KeyGen: h.Slot.Generation, Created: h.Created, Size: w.Size()}
+	return nil
+}
+
+// sealActive seals ts's active segment and records that in the index.
+func (db *DB) sealActive(ts *tenantState) error {
+	if ts.w == nil {
+		return nil
+	}
+	if err := ts.w.Seal(); err != nil {
+		db.abandon(ts)
+		return err
+	}
+	st := ts.info
+	st.Sealed, st.Size = true, ts.w.Size()
+	_ = ts.w.Close()
+	ts.w, ts.info, ts.dirty = nil, nil, false
+	b := db.idx.NewBatch()
+	defer b.Close()
+	if err := putState(b, st); err != nil {
+		return err
+	}
+	return b.Commit(pebble.NoSync)
+}
+
+// abandon gives up on ts's active segment after a write or fsync error: the
+// writer never appends to it again (its nonces must not repeat); recovery
+// truncates what was torn and seals it, and whatever valid blocks remain are
+// indexed so the index keeps matching the segments.
+func (db *DB) abandon(ts *tenantState) {
+	if ts.w == nil {
+		return
+	}
+	path, st := ts.w.Path(), ts.info
+	_ = ts.w.Close()
+	ts.w, ts.info, ts.dirty = nil, nil, false
+	db.readers.invalidate(path)
+	if _, err := segment.Recover(path, db.fs); err != nil {
+		return // Open will retry
+	}
+	r, err := segment.Open(path, &segment.ReadOptions{FS: db.fs, Tenant: ts.name})
+	if err != nil {
+		return
+	}
+	defer r.Close()
+	persisted, err := db.segmentStates(ts.name)
+	if err != nil {
+		return
+	}
+	id, _ := st.segID()
+	cur := persisted[id]
+	if cur == nil {
+		cur = &SegmentInfo{V: stateVersion, Tenant: ts.name, ID: st.ID}
+	}
+	_, _ = db.indexBlocks(r, cur, cur.Blocks)
+}
+
+func (db *DB) syncDirty() {
+	for _, ts := range db.tenants {
+		if ts.w != nil && ts.dirty {
+			if err := ts.w.Sync(); err != nil {
+				db.abandon(ts)
+				continue
+			}
+			ts.dirty = false
+		}
+	}
+}
+
+func (db *DB) sealAll() {
+	for _, ts := range db.tenants {
+		_ = db.sealActive(ts)
+	}
+}
+
+// withWriterPaused seals every active segment and runs f on the writer
+// goroutine, so no append runs concurrently.
+func (db *DB) withWriterPaused(f func() error) error {
+	var ferr error
+	if err := db.control(context.Background(), func() {
+		db.sealAll()
+		ferr = f()
+	}); err != nil {
+		return err
+	}
+	return ferr
+}
