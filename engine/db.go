@@ -107,7 +107,11 @@ func Open(dir string, o *Options) (*DB, error) {
 	if opts.IndexInMemory {
 		popts.FS = pvfs.NewMem()
 	}
-	if db.idx, err = pebble.Open(filepath.Join(dir, "index"), popts); err != nil {
+	indexDir := opts.IndexDir
+	if indexDir == "" {
+		indexDir = filepath.Join(dir, "index")
+	}
+	if db.idx, err = pebble.Open(indexDir, popts); err != nil {
 		return fail(fmt.Errorf("logstore/engine: open index: %w", err))
 	}
 	provider := opts.Keys

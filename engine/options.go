@@ -43,8 +43,11 @@ type Options struct {
 	// FS holds the segments, the lock and the local keys (default: the OS).
 	FS vfs.FS
 	// IndexInMemory keeps the Pebble index in memory (tests, benchmarks);
-	// default false: DIR/index on disk.
+	// default false: on disk in IndexDir.
 	IndexInMemory bool
+	// IndexDir is where Pebble keeps the index (default DIR/index). Pebble
+	// uses the OS file system, whatever FS is.
+	IndexDir string
 	// Keys is the key provider (default: a Router with a local provider over
 	// DIR/keys). Supply a Router holding an awskms provider for CMEK.
 	Keys keys.Provider
