@@ -68,6 +68,7 @@ func (db *DB) ApplyRetention(ctx context.Context) (RetentionReport, error) {
 		if err := db.control(ctx, func() {
 			if ts := db.tenants[t]; ts != nil && ts.info != nil && ts.info.Records > 0 && ts.info.MaxTime.Before(cutoff) {
 				_ = db.sealActive(ts)
+				db.indexBarrier()
 			}
 		}); err != nil {
 			return rep, err
@@ -134,7 +135,10 @@ func (db *DB) deleteSegment(tenant string, id [16]byte, st *SegmentInfo) error {
 	if err := b.Delete(segmentKey(tenant, id), nil); err != nil {
 		return err
 	}
-	if err := b.Commit(pebble.Sync); err != nil {
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return err
+	}
+	if err := db.durableIndex(); err != nil {
 		return err
 	}
 	db.readers.invalidate(path)
@@ -189,6 +193,7 @@ func (db *DB) DeleteTenant(ctx context.Context, tenant string) (DeleteReport, er
 		if ts := db.tenants[tenant]; ts != nil {
 			_ = db.sealActive(ts)
 			delete(db.tenants, tenant)
+			db.indexBarrier()
 		}
 		derr = db.deleteTenantLocked(tenant, &rep)
 	})

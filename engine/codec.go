@@ -306,3 +306,18 @@ func decodeRecordValue(b []byte, m *Meta) error {
 	m.Loc = loc
 	return nil
 }
+
+// estimateSealed sizes the sealed encoding of r, to allocate once.
+func estimateSealed(r *Record) int {
+	n := 16 + len(r.Path) + len(r.Query) + len(r.ClientIP) + len(r.ConsumerID)
+	for _, h := range r.RequestHeaders {
+		n += len(h.Name) + len(h.Value) + 4
+	}
+	for _, h := range r.ResponseHeaders {
+		n += len(h.Name) + len(h.Value) + 4
+	}
+	for k, v := range r.Attributes {
+		n += len(k) + len(v) + 4
+	}
+	return n
+}

@@ -45,8 +45,10 @@ type DB struct {
 	ids     idSource
 	readers *readerCache
 
-	reqs chan *appendReq
-	ctl  chan func()
+	reqs      chan *appendReq
+	indexQ    chan *indexJob
+	indexDone chan struct{}
+	ctl       chan func()
 	quit chan struct{}
 	wg   sync.WaitGroup
 
@@ -87,7 +89,8 @@ func Open(dir string, o *Options) (*DB, error) {
 	}
 	codec, _ := segment.ParseCodec(opts.Compression)
 	db := &DB{dir: dir, opts: opts, fs: opts.FS, codec: codec, tenants: map[string]*tenantState{},
-		reqs: make(chan *appendReq, 1024), ctl: make(chan func()), quit: make(chan struct{})}
+		reqs: make(chan *appendReq, 1024), ctl: make(chan func()), quit: make(chan struct{}),
+		indexQ: make(chan *indexJob, 4), indexDone: make(chan struct{})}
 	if err := db.fs.MkdirAll(filepath.Join(dir, "segments")); err != nil {
 		return nil, err
 	}
@@ -103,7 +106,12 @@ func Open(dir string, o *Options) (*DB, error) {
 		db.closeResources()
 		return nil, err
 	}
-	popts := &pebble.Options{Logger: quietLogger{}}
+	// The segments are the index's write-ahead log: every batch the engine
+	// commits is derived from blocks already in a segment, and recovery
+	// replays blocks the index has not seen. So Pebble's own WAL is off, and
+	// the few changes that cannot be derived (tenant configuration) are
+	// flushed explicitly (durableIndex).
+	popts := &pebble.Options{Logger: quietLogger{}, DisableWAL: true, MemTableSize: 4 << 20}
 	if opts.IndexInMemory {
 		popts.FS = pvfs.NewMem()
 	}
@@ -128,6 +136,7 @@ func Open(dir string, o *Options) (*DB, error) {
 	if _, err := db.recover(); err != nil {
 		return fail(err)
 	}
+	go db.indexLoop()
 	db.wg.Add(1)
 	go db.writeLoop()
 	if opts.RetentionInterval > 0 {
@@ -167,7 +176,9 @@ func (db *DB) closeResources() error {
 		db.readers.closeAll()
 	}
 	if db.idx != nil {
-		errs = append(errs, db.idx.Close())
+		// Without a Pebble WAL, an unflushed memtable would only cost a
+		// replay on the next Open; flushing makes that Open instant.
+		errs = append(errs, db.idx.Flush(), db.idx.Close())
 	}
 	if db.cache != nil {
 		db.cache.Purge()
@@ -206,6 +217,10 @@ func (db *DB) control(ctx context.Context, f func()) error {
 	<-done
 	return nil
 }
+
+// durableIndex flushes the memtable, making every committed index change
+// durable. Used after changes that segments cannot reproduce.
+func (db *DB) durableIndex() error { return db.idx.Flush() }
 
 // quietLogger drops Pebble's informational messages and keeps errors.
 type quietLogger struct{}

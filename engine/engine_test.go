@@ -233,3 +233,17 @@ func TestTenantIsolationKeys(t *testing.T) {
 	require.ErrorIs(t, err, keys.ErrInvalidCiphertext)
 	require.NoError(t, r.Close())
 }
+
+func TestCleanReopenReplaysNothing(t *testing.T) {
+	dir := t.TempDir()
+	db := openTest(t, vfs.Default, dir, nil)
+	_, err := db.Append(bg, "acme", genRecords(rand.New(rand.NewSource(1)), 100, t0))
+	require.NoError(t, err)
+	require.NoError(t, db.Close())
+	db = openTest(t, vfs.Default, dir, nil)
+	defer db.Close()
+	st, err := db.Stats()
+	require.NoError(t, err)
+	require.Zero(t, st.BlocksReplayed)
+	require.Equal(t, 100, st.Tenants["acme"].Records)
+}

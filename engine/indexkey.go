@@ -91,21 +91,41 @@ func statusPrefix(tenant string, status int) []byte {
 	return binary.BigEndian.AppendUint16(append(tenantPrefix(keyIndex, tenant), FieldStatus), uint16(status))
 }
 
-// indexEntries appends the secondary index keys of m.
-func indexEntries(tenant string, m *Meta, fn func(key []byte)) {
-	suffix := appendTime(nil, m.Time)
-	suffix = append(suffix, m.ID[:]...)
-	fn(timeKey(tenant, m.Time, m.ID))
-	fn(append(statusPrefix(tenant, m.Status), suffix...))
-	for _, f := range []struct {
+// appendIndexKeys builds the secondary index keys of m in buf (growing it if
+// needed) and passes each, capacity-capped, to fn.
+func appendIndexKeys(buf []byte, tenant string, m *Meta, fn func(key []byte)) {
+	emit := func(start int) {
+		fn(buf[start:len(buf):len(buf)])
+	}
+	var suffix [24]byte
+	binary.BigEndian.PutUint64(suffix[:], uint64(m.Time.UnixNano())^(1<<63))
+	copy(suffix[8:], m.ID[:])
+	start := len(buf)
+	buf = append(appendEscaped(append(buf, keyTime), tenant), suffix[:]...)
+	emit(start)
+	start = len(buf)
+	buf = appendEscaped(append(buf, keyIndex), tenant)
+	buf = binary.BigEndian.AppendUint16(append(buf, FieldStatus), uint16(m.Status))
+	buf = append(buf, suffix[:]...)
+	emit(start)
+	for _, f := range [...]struct {
 		field byte
 		v     string
 	}{{FieldSessionID, m.SessionID}, {FieldTraceID, m.TraceID}, {FieldMethod, m.Method},
 		{FieldRouteID, m.RouteID}, {FieldServiceID, m.ServiceID}, {FieldHost, m.Host}} {
-		if f.v != "" {
-			fn(append(fieldPrefix(tenant, f.field, f.v), suffix...))
+		if f.v == "" {
+			continue
 		}
+		start = len(buf)
+		buf = appendEscaped(append(appendEscaped(append(buf, keyIndex), tenant), f.field), f.v)
+		buf = append(buf, suffix[:]...)
+		emit(start)
 	}
+}
+
+// indexEntries calls fn with every secondary index key of m.
+func indexEntries(tenant string, m *Meta, fn func(key []byte)) {
+	appendIndexKeys(nil, tenant, m, fn)
 }
 
 // IndexKey is a decoded index key (for tools and fuzzing).

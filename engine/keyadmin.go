@@ -208,7 +208,9 @@ func (db *DB) rewrapSegment(ctx context.Context, tenant string, id [16]byte, toU
 		b := db.idx.NewBatch()
 		defer b.Close()
 		if serr = putState(b, st); serr == nil {
-			serr = b.Commit(pebble.Sync)
+			if serr = b.Commit(pebble.NoSync); serr == nil {
+				serr = db.durableIndex()
+			}
 		}
 	})
 	return h.Slot.KeyURI == toURI, errors.Join(cerr, serr)

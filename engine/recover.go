@@ -218,5 +218,8 @@ func (db *DB) deleteTenantIndex(tenant string, all bool) error {
 			return err
 		}
 	}
-	return b.Commit(pebble.Sync)
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return err
+	}
+	return db.durableIndex()
 }

@@ -109,16 +109,24 @@ func (db *DB) segmentStates(tenant string) (map[[16]byte]*SegmentInfo, error) {
 }
 
 func putState(b *pebble.Batch, st *SegmentInfo) error {
-	id, err := st.segID()
+	k, v, err := stateKV(st)
 	if err != nil {
 		return err
+	}
+	return b.Set(k, v, nil)
+}
+
+func stateKV(st *SegmentInfo) ([]byte, []byte, error) {
+	id, err := st.segID()
+	if err != nil {
+		return nil, nil, err
 	}
 	st.V = stateVersion
 	v, err := json.Marshal(st)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	return b.Set(segmentKey(st.Tenant, id), v, nil)
+	return segmentKey(st.Tenant, id), v, nil
 }
 
 func (db *DB) loadConfig(tenant string) (tenantConfig, error) {
@@ -141,5 +149,8 @@ func (db *DB) saveConfig(tenant string, c tenantConfig) error {
 	if err != nil {
 		return err
 	}
-	return db.idx.Set(tenantPrefix(keyConfig, tenant), v, pebble.Sync)
+	if err := db.idx.Set(tenantPrefix(keyConfig, tenant), v, pebble.NoSync); err != nil {
+		return err
+	}
+	return db.durableIndex()
 }

@@ -1,8 +1,10 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -103,8 +105,8 @@ func (db *DB) prepare(r *Record, p *prepared) error {
 		}
 		p.m.ID = id
 	}
-	p.meta = appendMeta(nil, &p.m, kindLog)
-	p.sealed = appendSealedLog(nil, r)
+	p.meta = appendMeta(make([]byte, 0, 128), &p.m, kindLog)
+	p.sealed = appendSealedLog(make([]byte, 0, estimateSealed(r)), r)
 	size := len(p.meta) + len(p.sealed)
 	if r.Payload != nil {
 		pm := Meta{ID: p.m.ID, Time: p.m.Time}
@@ -133,6 +135,7 @@ func (db *DB) writeLoop() {
 		case r := <-db.reqs:
 			db.commitGroup(db.drain(r))
 		case f := <-db.ctl:
+			db.indexBarrier() // control functions see every queued group's state
 			f()
 		case <-tick:
 			db.syncDirty()
@@ -144,6 +147,8 @@ func (db *DB) writeLoop() {
 				default:
 					db.syncDirty()
 					db.sealAll()
+					close(db.indexQ)
+					<-db.indexDone
 					return
 				}
 			}
@@ -183,10 +188,23 @@ func (db *DB) tenant(name string) (*tenantState, error) {
 	return ts, nil
 }
 
+// kv is one staged index entry.
+type kv struct{ k, v []byte }
+
+// indexJob is a batch for the indexer goroutine, which commits batches in
+// order and then acknowledges their appends; a job with only done set is a
+// barrier.
+type indexJob struct {
+	kvs  []kv
+	acks []*appendReq
+	done chan struct{}
+}
+
 // commitGroup writes one group: per tenant, blocks to the active segment,
-// then (SyncAlways) fsync, then the index entries in one Pebble batch, then
-// the acknowledgements. The index is written after the blocks; a crash in
-// between is repaired by replay on Open.
+// then (SyncAlways) fsync; then the group's index entries go to the indexer
+// goroutine, which commits them and acknowledges the callers. The writer
+// meanwhile compresses and seals the next group. The index is written after
+// the blocks; a crash in between is repaired by replay on Open.
 func (db *DB) commitGroup(group []*appendReq) {
 	db.stats.groupCommits.Add(1)
 	var order []string
@@ -197,10 +215,7 @@ func (db *DB) commitGroup(group []*appendReq) {
 		}
 		byTenant[r.tenant] = append(byTenant[r.tenant], r)
 	}
-	b := db.idx.NewBatch()
-	defer b.Close()
-	var ok []*appendReq
-	var touched []*tenantState
+	job := &indexJob{}
 	fail := func(reqs []*appendReq, err error) {
 		for _, r := range reqs {
 			r.done <- err
@@ -213,8 +228,8 @@ func (db *DB) commitGroup(group []*appendReq) {
 			fail(reqs, err)
 			continue
 		}
-		lb := db.idx.NewBatch()
-		err = db.writeTenant(ts, reqs, lb)
+		n := len(job.kvs)
+		job.kvs, err = db.writeTenant(ts, reqs, job.kvs)
 		if err == nil && db.opts.Sync.kind == 0 {
 			if err = ts.w.Sync(); err != nil {
 				db.abandon(ts)
@@ -222,38 +237,67 @@ func (db *DB) commitGroup(group []*appendReq) {
 				ts.dirty = false
 			}
 		}
-		if err == nil {
-			err = b.Apply(lb, nil)
-		}
-		_ = lb.Close()
 		if err != nil {
+			job.kvs = job.kvs[:n]
 			fail(reqs, err)
 			continue
 		}
-		ok = append(ok, reqs...)
-		touched = append(touched, ts)
+		job.acks = append(job.acks, reqs...)
 	}
-	if err := b.Commit(pebble.NoSync); err != nil {
-		for _, ts := range touched {
-			db.abandon(ts)
-		}
-		fail(ok, fmt.Errorf("logstore/engine: index write failed: %w", err))
-		return
-	}
-	for _, r := range ok {
-		for i := range r.recs {
-			db.stats.appendedBytes.Add(uint64(len(r.recs[i].sealed) + len(r.recs[i].psealed)))
-		}
-		db.stats.appendedRecords.Add(uint64(len(r.recs)))
-		r.done <- nil
+	if len(job.acks) > 0 {
+		db.indexQ <- job
 	}
 }
 
+// indexLoop commits index jobs in order. Sorted keys make Pebble's memtable
+// inserts cheap (each insert starts from the previous one's position).
+func (db *DB) indexLoop() {
+	defer close(db.indexDone)
+	for job := range db.indexQ {
+		if len(job.kvs) > 0 {
+			slices.SortFunc(job.kvs, func(a, b kv) int { return bytes.Compare(a.k, b.k) })
+			b := db.idx.NewBatch()
+			var err error
+			for _, e := range job.kvs {
+				if err = b.Set(e.k, e.v, nil); err != nil {
+					break
+				}
+			}
+			if err == nil {
+				err = b.Commit(pebble.NoSync)
+			}
+			_ = b.Close()
+			if err != nil {
+				err = fmt.Errorf("logstore/engine: index write failed: %w", err)
+			}
+			for _, r := range job.acks {
+				if err == nil {
+					for i := range r.recs {
+						db.stats.appendedBytes.Add(uint64(len(r.recs[i].sealed) + len(r.recs[i].psealed)))
+					}
+					db.stats.appendedRecords.Add(uint64(len(r.recs)))
+				}
+				r.done <- err
+			}
+		}
+		if job.done != nil {
+			close(job.done)
+		}
+	}
+}
+
+// indexBarrier waits until every index job queued so far is committed.
+func (db *DB) indexBarrier() {
+	done := make(chan struct{})
+	db.indexQ <- &indexJob{done: done}
+	<-done
+}
+
 // writeTenant appends the group's payload blocks, then its request-log
-// blocks, and stages their index entries and the segment state in lb.
-func (db *DB) writeTenant(ts *tenantState, reqs []*appendReq, lb *pebble.Batch) error {
+// blocks, and stages their index entries and the segment state in kvs.
+func (db *DB) writeTenant(ts *tenantState, reqs []*appendReq, kvs []kv) ([]kv, error) {
 	if err := db.ensureSegment(ts); err != nil {
-		return err
+		return kvs, err
 	}
 	st := ts.info
 	var entries []segment.Entry
@@ -271,9 +315,7 @@ func (db *DB) writeTenant(ts *tenantState, reqs []*appendReq, lb *pebble.Batch) 
 		db.stats.blocksWritten.Add(1)
 		for j := range entries {
 			loc := Locator{Segment: ts.w.Header().ID, Offset: info.Offset, Seq: info.Seq, Index: j}
-			if err := stageIndex(lb, ts.name, metas[j], entries[j].Meta, loc, payload, st); err != nil {
-				return err
-			}
+			kvs = stageIndex(kvs, ts.name, metas[j], entries[j].Meta, loc, payload, st)
 		}
 		st.RawBytes += int64(info.RawLen)
 		st.Blocks++
@@ -294,7 +336,7 @@ func (db *DB) writeTenant(ts *tenantState, reqs []*appendReq, lb *pebble.Batch) 
 				}
 				if size > 0 && size+len(e.Data) > db.opts.BlockSize {
 					if err := flush(payload); err != nil {
-						return err
+						return kvs, err
 					}
 				}
 				entries = append(entries, e)
@@ -303,34 +345,36 @@ func (db *DB) writeTenant(ts *tenantState, reqs []*appendReq, lb *pebble.Batch) 
 			}
 		}
 		if err := flush(payload); err != nil {
-			return err
+			return kvs, err
 		}
 	}
 	ts.dirty = true
 	st.Size = ts.w.Size()
-	return putState(lb, st)
+	k, v, err := stateKV(st)
+	if err != nil {
+		return kvs, err
+	}
+	return append(kvs, kv{k, v}), nil
 }
 
-// stageIndex adds one record's index entries to lb.
-func stageIndex(lb *pebble.Batch, tenant string, m *Meta, raw []byte, loc Locator, payload bool, st *SegmentInfo) error {
+// stageIndex appends one record's index entries to kvs.
+func stageIndex(kvs []kv, tenant string, m *Meta, raw []byte, loc Locator, payload bool, st *SegmentInfo) []kv {
 	if payload {
 		st.Payloads++
-		return lb.Set(payloadKey(tenant, m.ID), appendLocator(nil, loc), nil)
+		return append(kvs, kv{payloadKey(tenant, m.ID), appendLocator(nil, loc)})
 	}
 	st.Records++
 	st.observe(m.Time)
-	val := appendLocator(make([]byte, 0, locatorLen+len(raw)), loc)
-	val = append(val, raw...)
-	if err := lb.Set(recordKey(tenant, m.ID), val, nil); err != nil {
-		return err
-	}
-	var ierr error
-	indexEntries(tenant, m, func(k []byte) {
-		if err := lb.Set(k, nil, nil); err != nil && ierr == nil {
-			ierr = err
-		}
-	})
-	return ierr
+	// One allocation holds the value and every key of this record.
+	arena := make([]byte, 0, locatorLen+len(raw)+10*(len(tenant)+64)+len(m.SessionID)+len(m.TraceID)+len(m.RouteID)+len(m.ServiceID)+len(m.Host)+len(m.Method))
+	arena = appendLocator(arena, loc)
+	arena = append(arena, raw...)
+	val := arena[:len(arena):len(arena)]
+	start := len(arena)
+	arena = append(appendEscaped(append(arena, keyRecord), tenant), m.ID[:]...)
+	kvs = append(kvs, kv{arena[start:len(arena):len(arena)], val})
+	appendIndexKeys(arena[len(arena):], tenant, m, func(k []byte) { kvs = append(kvs, kv{k, nil}) })
+	return kvs
 }
 
 // keyURIFor is the key a tenant's next segment is wrapped under.
@@ -423,12 +467,12 @@ func (db *DB) sealActive(ts *tenantState) error {
 	st.Sealed, st.Size = true, ts.w.Size()
 	_ = ts.w.Close()
 	ts.w, ts.info, ts.dirty = nil, nil, false
-	b := db.idx.NewBatch()
-	defer b.Close()
-	if err := putState(b, st); err != nil {
+	k, v, err := stateKV(st)
+	if err != nil {
 		return err
 	}
-	return b.Commit(pebble.NoSync)
+	db.indexQ <- &indexJob{kvs: []kv{{k, v}}}
+	return nil
 }
 
 // abandon gives up on ts's active segment after a write or fsync error: the
@@ -440,6 +484,7 @@ func (db *DB) abandon(ts *tenantState) {
 		return
 	}
 	path, st := ts.w.Path(), ts.info
+	db.indexBarrier() // the persisted state must include every queued group
 	_ = ts.w.Close()
 	ts.w, ts.info, ts.dirty = nil, nil, false
 	db.readers.invalidate(path)
@@ -487,6 +532,7 @@ func (db *DB) withWriterPaused(f func() error) error {
 	var ferr error
 	if err := db.control(context.Background(), func() {
 		db.sealAll()
+		db.indexBarrier() // the seals above
 		ferr = f()
 	}); err != nil {
 		return err

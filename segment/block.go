@@ -116,7 +116,7 @@ var (
 func zstdCodecs() (*zstd.Encoder, *zstd.Decoder) {
 	zstdOnce.Do(func() {
 		// The frame checksum is redundant: GCM authenticates every body.
-		zstdEnc, _ = zstd.NewWriter(nil, zstd.WithEncoderCRC(false), zstd.WithEncoderLevel(zstd.SpeedDefault))
+		zstdEnc, _ = zstd.NewWriter(nil, zstd.WithEncoderCRC(false), zstd.WithEncoderLevel(zstd.SpeedFastest))
 		zstdDec, _ = zstd.NewReader(nil, zstd.WithDecoderMaxMemory(MaxBlockRaw), zstd.IgnoreChecksum(true))
 	})
 	return zstdEnc, zstdDec

@@ -1,0 +1,136 @@
+package engine
+
+import (
+	"fmt"
+	"math/rand"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/logstore/logstore/internal/vfs"
+)
+
+// benchRecords returns n realistic request logs of about size bytes each
+// (sealed part): JSON-ish headers with ids, tokens and cookies, seeded.
+func benchRecords(n, size int) []Record {
+	rng := rand.New(rand.NewSource(7))
+	recs := genRecords(rng, n, t0)
+	agents := []string{"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36",
+		"curl/8.5.0", "okhttp/4.12.0", "python-requests/2.31.0"}
+	for i := range recs {
+		r := &recs[i]
+		r.Payload = nil
+		r.RequestHeaders = []Header{{"user-agent", agents[rng.Intn(len(agents))]}, {"accept", "application/json"},
+			{"authorization", fmt.Sprintf("Bearer eyJhbGciOiJSUzI1NiJ9.%016x%016x", rng.Uint64(), rng.Uint64())},
+			{"x-request-id", fmt.Sprintf("%016x-%08x", rng.Uint64(), rng.Uint32())}}
+		r.ResponseHeaders = []Header{{"content-type", "application/json; charset=utf-8"}, {"cache-control", "no-store"},
+			{"x-kong-upstream-latency", fmt.Sprint(rng.Intn(900))}}
+		for k := 0; estimate(r) < size; k++ {
+			r.ResponseHeaders = append(r.ResponseHeaders, Header{fmt.Sprintf("x-trace-%d", k),
+				fmt.Sprintf("span=%08x;sampled=%d;region=eu-west-%d;cluster=gw-%02d", rng.Uint32(), rng.Intn(2), 1+rng.Intn(3), rng.Intn(40))})
+		}
+	}
+	return recs
+}
+
+func estimate(r *Record) int {
+	n := len(r.Path) + len(r.Query) + len(r.ClientIP) + len(r.ConsumerID) + 64
+	for _, h := range r.RequestHeaders {
+		n += len(h.Name) + len(h.Value) + 2
+	}
+	for _, h := range r.ResponseHeaders {
+		n += len(h.Name) + len(h.Value) + 2
+	}
+	return n
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}
+
+// BenchmarkAppend measures engine append throughput with encryption on and
+// off side by side (off is the plaintext baseline: the ratio is the cost of
+// encryption).
+func BenchmarkAppend(b *testing.B) {
+	for _, size := range []int{1 << 10, 16 << 10} {
+		for _, batch := range []int{1, 100} {
+			for _, sm := range []SyncMode{SyncNever, SyncAlways} {
+				for _, writers := range []int{1, 2} {
+					for _, enc := range []bool{true, false} {
+						name := fmt.Sprintf("record=%dKiB/batch=%d/sync=%s/writers=%d/enc=%s", size>>10, batch, sm, writers, onOff(enc))
+						b.Run(name, func(b *testing.B) { benchAppend(b, size, batch, sm, writers, enc) })
+					}
+				}
+			}
+		}
+	}
+}
+
+func benchAppend(b *testing.B, size, batch int, sm SyncMode, writers int, enc bool) {
+	db := openTest(b, vfs.Default, b.TempDir(), func(o *Options) { o.Sync = sm; o.Plaintext = !enc; o.IndexInMemory = false })
+	defer db.Close()
+	recs := benchRecords(batch*4, size)
+	b.SetBytes(int64(batch * size))
+	b.ReportAllocs()
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	per := (b.N + writers - 1) / writers
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; i < per; i++ {
+				chunk := recs[(i%4)*batch : (i%4+1)*batch]
+				if _, err := db.Append(bg, "acme", chunk); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	b.StopTimer()
+	el := b.Elapsed().Seconds()
+	if el > 0 {
+		b.ReportMetric(float64(per*writers*batch)/el, "records/s")
+	}
+	st, _ := db.Stats()
+	if t := st.Tenants["acme"]; t.Records > 0 {
+		b.ReportMetric(float64(t.StoredBytes)/float64(t.Records), "disk-B/record")
+	}
+}
+
+// BenchmarkGet measures Get of one record with its DEK cached, beside the
+// plaintext engine.
+func BenchmarkGet(b *testing.B) {
+	for _, size := range []int{1 << 10, 16 << 10} {
+		for _, enc := range []bool{true, false} {
+			b.Run(fmt.Sprintf("record=%dKiB/dek=cached/enc=%s", size>>10, onOff(enc)), func(b *testing.B) {
+				db := openTest(b, vfs.Default, b.TempDir(), func(o *Options) { o.Plaintext = !enc })
+				defer db.Close()
+				recs := benchRecords(2000, size)
+				var ids []ID
+				for i := 0; i < len(recs); i += 500 {
+					got, err := db.Append(bg, "acme", recs[i:i+500])
+					if err != nil {
+						b.Fatal(err)
+					}
+					ids = append(ids, got...)
+				}
+				b.SetBytes(int64(size))
+				b.ReportAllocs()
+				b.ResetTimer()
+				start := time.Now()
+				for i := 0; i < b.N; i++ {
+					if _, err := db.Get(bg, "acme", ids[i%len(ids)], PartLog); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(float64(time.Since(start).Microseconds())/float64(b.N), "µs/get")
+			})
+		}
+	}
+}
