@@ -15,12 +15,14 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	pvfs "github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/logstore/logstore/internal/vfs"
 	"github.com/logstore/logstore/keys"
+	"github.com/logstore/logstore/keys/awskms"
 	"github.com/logstore/logstore/segment"
 )
 
@@ -41,6 +43,7 @@ type DB struct {
 	idx   *pebble.DB
 	cache *keys.Cache
 	local *keys.Local // nil when Options.Keys was supplied
+	audit *keys.AuditLog
 
 	ids     idSource
 	readers *readerCache
@@ -129,7 +132,17 @@ func Open(dir string, o *Options) (*DB, error) {
 			return fail(err)
 		}
 		db.local = local
-		provider = keys.NewRouter(local)
+		var kopts awskms.Options
+		if opts.KMS != nil {
+			kopts = *opts.KMS
+		}
+		provider = keys.NewRouter(local, awskms.New(kopts))
+	}
+	if !opts.NoAudit {
+		if db.audit, err = keys.OpenAuditLog(db.fs, db.auditPath()); err != nil {
+			return fail(err)
+		}
+		provider = keys.NewAudited(provider, db.audit)
 	}
 	db.cache = keys.NewCache(provider, *opts.DEKCache)
 	db.readers = newReaderCache(db, opts.MaxOpenSegments)
@@ -186,10 +199,34 @@ func (db *DB) closeResources() error {
 	if db.local != nil {
 		errs = append(errs, db.local.Close())
 	}
+	if db.audit != nil {
+		errs = append(errs, db.audit.Close())
+	}
 	if db.lock != nil {
 		errs = append(errs, db.lock.Close())
 	}
 	return errors.Join(errs...)
+}
+
+func (db *DB) auditPath() string { return filepath.Join(db.dir, "audit", "keys.log") }
+
+// Audit returns the key operations recorded for tenant (all tenants when
+// empty) since the given time (zero: all), oldest first.
+func (db *DB) Audit(tenant string, since time.Time) ([]keys.AuditEvent, error) {
+	if db.audit == nil {
+		return nil, fmt.Errorf("%w: the audit trail is disabled", ErrInvalidOptions)
+	}
+	evs, err := keys.ReadAuditLog(db.fs, db.auditPath(), since)
+	if err != nil || tenant == "" {
+		return evs, err
+	}
+	out := evs[:0]
+	for _, e := range evs {
+		if e.Context[keys.CtxTenant] == tenant {
+			out = append(out, e)
+		}
+	}
+	return out, nil
 }
 
 func (db *DB) segDir(tenant string) string { return filepath.Join(db.dir, "segments", tenant) }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/logstore/logstore/internal/vfs"
 	"github.com/logstore/logstore/keys"
+	"github.com/logstore/logstore/keys/awskms"
 	"github.com/logstore/logstore/segment"
 )
 
@@ -48,9 +49,15 @@ type Options struct {
 	// IndexDir is where Pebble keeps the index (default DIR/index). Pebble
 	// uses the OS file system, whatever FS is.
 	IndexDir string
-	// Keys is the key provider (default: a Router with a local provider over
-	// DIR/keys). Supply a Router holding an awskms provider for CMEK.
+	// Keys is the key provider (default: a Router with the local provider
+	// over DIR/keys and the AWS KMS provider configured by KMS).
 	Keys keys.Provider
+	// KMS configures the default AWS KMS provider (default: the standard AWS
+	// configuration chain). Ignored when Keys is set.
+	KMS *awskms.Options
+	// NoAudit disables the key audit trail (default: every call that reaches
+	// a key provider is appended to DIR/audit/keys.log).
+	NoAudit bool
 	// DEKCache configures the DEK cache in front of Keys (default:
 	// keys.DefaultCacheOptions(), a 5-minute max age; MaxAge 0 disables
 	// caching). The max age is how long a revocation takes to bite.

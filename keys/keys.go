@@ -29,6 +29,7 @@ var (
 	ErrUnavailable       = errors.New("logstore/keys: key service unreachable")
 	ErrBadURI            = errors.New("logstore/keys: bad key URI")
 	ErrUnsupported       = errors.New("logstore/keys: operation not supported")
+	ErrWrongRegion       = errors.New("logstore/keys: key is in another region")
 	// ErrKeyUnusable matches every error that means "the customer has revoked
 	// or removed access to this key": no DEK may be served and no segment started.
 	ErrKeyUnusable = errors.New("logstore/keys: key unusable")
