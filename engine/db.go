@@ -52,8 +52,8 @@ type DB struct {
 	indexQ    chan *indexJob
 	indexDone chan struct{}
 	ctl       chan func()
-	quit chan struct{}
-	wg   sync.WaitGroup
+	quit      chan struct{}
+	wg        sync.WaitGroup
 
 	closeMu sync.RWMutex // held shared by Append while enqueueing; exclusively by Close
 	closed  bool         // guarded by closeMu

@@ -1,0 +1,102 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"math/rand"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
+	"github.com/stretchr/testify/require"
+
+	"github.com/logstore/logstore/internal/vfs"
+	"github.com/logstore/logstore/keys/awskms"
+)
+
+// startMoto runs moto_server (a KMS implementation nobody here wrote) on a
+// free port of 127.0.0.1 and stops it by PID when the test ends. The test
+// skips, saying why, where moto_server is not installed.
+func startMoto(t *testing.T) string {
+	bin, err := exec.LookPath("moto_server")
+	if err != nil {
+		t.Skip("moto_server is not installed (pip install 'moto[server]'): skipping the smoke test against a third-party KMS")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	port := ln.Addr().(*net.TCPAddr).Port
+	require.NoError(t, ln.Close())
+	cmd := exec.Command(bin, "-H", "127.0.0.1", "-p", fmt.Sprint(port))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if testing.Verbose() {
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	}
+	require.NoError(t, cmd.Start())
+	pid := cmd.Process.Pid
+	t.Cleanup(func() {
+		_ = syscall.Kill(-pid, syscall.SIGTERM) // the whole process group: the shim and python
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			_ = syscall.Kill(-pid, syscall.SIGKILL)
+			<-done
+		}
+	})
+	url := fmt.Sprintf("http://127.0.0.1:%d", port)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(url + "/moto-api/")
+		if err == nil {
+			resp.Body.Close()
+			return url
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("moto_server did not start on %s: %v", url, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func TestMotoSmoke(t *testing.T) {
+	url := startMoto(t)
+	creds := credentials.NewStaticCredentialsProvider("testing", "testing", "")
+	load := func(ctx context.Context, region string) (aws.Config, error) {
+		return aws.Config{Region: region, Credentials: creds, BaseEndpoint: aws.String(url)}, nil
+	}
+	admin := kms.NewFromConfig(aws.Config{Region: "us-east-1", Credentials: creds, BaseEndpoint: aws.String(url)})
+	mk := func() string {
+		out, err := admin.CreateKey(bg, &kms.CreateKeyInput{Description: aws.String("logstore smoke test")})
+		require.NoError(t, err)
+		return "aws-kms://" + aws.ToString(out.KeyMetadata.Arn)
+	}
+	k1, k2 := mk(), mk()
+	db := openTest(t, vfs.Default, t.TempDir(), func(o *Options) {
+		o.KMS = &awskms.Options{LoadConfig: load, MaxAttempts: 2, CallTimeout: 10 * time.Second}
+	})
+	defer db.Close()
+	_, err := db.LinkKey(bg, "acme", k1)
+	require.NoError(t, err)
+	recs := genRecords(rand.New(rand.NewSource(1)), 50, t0)
+	ids, err := db.Append(bg, "acme", recs)
+	require.NoError(t, err)
+	db.Keys().Purge()
+	got, err := db.Get(bg, "acme", ids[7], PartAll)
+	require.NoError(t, err)
+	requireSameRecord(t, recs[7], ids[7], got)
+	rep, err := db.Rewrap(bg, "acme", k2, nil)
+	require.NoError(t, err)
+	require.Equal(t, 1, rep.Rewrapped)
+	db.Keys().Purge()
+	got, err = db.Get(bg, "acme", ids[7], PartAll)
+	require.NoError(t, err)
+	requireSameRecord(t, recs[7], ids[7], got)
+}
