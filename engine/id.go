@@ -106,3 +106,20 @@ func (s *idSource) next(t time.Time) (ID, error) {
 	s.last = id
 	return id, nil
 }
+
+// MarshalText encodes the 26-character form (JSON strings).
+func (id ID) MarshalText() ([]byte, error) { return []byte(id.String()), nil }
+
+// UnmarshalText decodes the 26-character form; an empty string is the zero id.
+func (id *ID) UnmarshalText(b []byte) error {
+	if len(b) == 0 {
+		*id = ID{}
+		return nil
+	}
+	v, err := ParseID(string(b))
+	if err != nil {
+		return err
+	}
+	*id = v
+	return nil
+}

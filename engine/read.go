@@ -149,6 +149,8 @@ type ScanOptions struct {
 	Oldest bool
 	// After resumes strictly after this position in scan order.
 	After *Cursor
+	// Limit stops after this many records (0: no limit).
+	Limit int
 }
 
 // Scan calls fn with the metadata of every selected record, in order, until
@@ -239,6 +241,9 @@ func (db *DB) scan(ctx context.Context, tenant string, o ScanOptions, fn func(ke
 	}
 	heap.Init(h)
 	for n := 0; h.Len() > 0; n++ {
+		if o.Limit > 0 && n >= o.Limit {
+			return nil
+		}
 		if n%1024 == 0 {
 			if err := ctx.Err(); err != nil {
 				return err

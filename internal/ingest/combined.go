@@ -1,0 +1,107 @@
+package ingest
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/logstore/logstore/engine"
+)
+
+// combinedRE matches the Apache/nginx combined log format:
+// %h %l %u [%t] "%r" %>s %b "%{Referer}i" "%{User-Agent}i"
+var combinedRE = regexp.MustCompile(`^(\S+) (\S+) (\S+) \[([^\]]+)\] "((?:[^"\\]|\\.)*)" (\d{3}|-) (\d+|-)(?: "((?:[^"\\]|\\.)*)" "((?:[^"\\]|\\.)*)")?`)
+
+const combinedTime = "02/Jan/2006:15:04:05 -0700"
+
+func readCombined(r io.Reader, name string, emit func(engine.Record) error, bad func(error) error) error {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for line := 1; sc.Scan(); line++ {
+		text := sc.Text()
+		if strings.TrimSpace(text) == "" {
+			continue
+		}
+		rec, err := combinedRecord(text)
+		if err != nil {
+			if err := bad(&EntryError{File: name, Line: line, Entry: -1, Err: err}); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := emit(rec); err != nil {
+			return err
+		}
+	}
+	if err := sc.Err(); err != nil {
+		if errors.Is(err, bufio.ErrTooLong) {
+			return &EntryError{File: name, Entry: -1, Err: errors.New("a line is longer than 1 MiB")}
+		}
+		return err
+	}
+	return nil
+}
+
+func unquote(s string) string { return strings.ReplaceAll(strings.ReplaceAll(s, `\"`, `"`), `\\`, `\`) }
+
+func combinedRecord(line string) (engine.Record, error) {
+	if !utf8.ValidString(line) {
+		return engine.Record{}, errors.New("not a text line (invalid UTF-8)")
+	}
+	m := combinedRE.FindStringSubmatch(line)
+	if m == nil {
+		return engine.Record{}, fmt.Errorf("not a combined log line: %.60q", line)
+	}
+	t, err := time.Parse(combinedTime, m[4])
+	if err != nil {
+		return engine.Record{}, fmt.Errorf("time [%s] is not %s", m[4], combinedTime)
+	}
+	reqLine := strings.Fields(unquote(m[5]))
+	if len(reqLine) < 2 {
+		return engine.Record{}, fmt.Errorf("request line %q is not METHOD TARGET [PROTOCOL]", m[5])
+	}
+	u, err := url.ParseRequestURI(reqLine[1])
+	if err != nil {
+		return engine.Record{}, fmt.Errorf("request target %q: %v", reqLine[1], err)
+	}
+	rec := engine.Record{Time: t, Method: reqLine[0], Path: u.EscapedPath(), Query: u.RawQuery, ClientIP: m[1], ResponseSource: "upstream"}
+	if m[3] != "-" {
+		rec.ConsumerID = m[3]
+	}
+	if m[6] != "-" {
+		rec.Status, _ = strconv.Atoi(m[6])
+	}
+	if m[7] != "-" {
+		rec.ResponseSize, _ = strconv.ParseInt(m[7], 10, 64)
+	}
+	if m[8] != "" && m[8] != "-" {
+		rec.RequestHeaders = append(rec.RequestHeaders, engine.Header{Name: "Referer", Value: unquote(m[8])})
+	}
+	if m[9] != "" && m[9] != "-" {
+		rec.RequestHeaders = append(rec.RequestHeaders, engine.Header{Name: "User-Agent", Value: unquote(m[9])})
+	}
+	if len(reqLine) > 2 {
+		rec.Attributes = map[string]string{"protocol": reqLine[2]}
+	}
+	return rec, nil
+}
+
+// isText reports whether b is printable UTF-8 (shown as text, not base64).
+func isText(b []byte) bool {
+	if !utf8.Valid(b) {
+		return false
+	}
+	for _, r := range string(b) {
+		if r < 0x20 && r != '\n' && r != '\r' && r != '\t' {
+			return false
+		}
+	}
+	return true
+}

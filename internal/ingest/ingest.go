@@ -1,0 +1,227 @@
+// Package ingest turns captures into engine records: HAR 1.2 files, JSONL in
+// the engine's record schema, and Apache/nginx combined access logs. Every
+// decoder reports the place of a malformed entry (file:line or HAR entry
+// index) and never panics on bad input.
+package ingest
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/logstore/logstore/engine"
+)
+
+// Format names an input format.
+type Format string
+
+const (
+	FormatAuto     Format = "auto"
+	FormatJSONL    Format = "jsonl"
+	FormatHAR      Format = "har"
+	FormatCombined Format = "combined"
+)
+
+// ParseFormat validates a format name.
+func ParseFormat(s string) (Format, error) {
+	switch f := Format(s); f {
+	case "", FormatAuto:
+		return FormatAuto, nil
+	case FormatJSONL, FormatHAR, FormatCombined:
+		return f, nil
+	}
+	return "", fmt.Errorf("%w: unknown format %q (want auto, jsonl, har or combined)", ErrUsage, s)
+}
+
+// Errors.
+var (
+	// ErrMalformed wraps every bad-entry error (*EntryError says where).
+	ErrMalformed = errors.New("logstore/ingest: malformed input")
+	// ErrUnknownFormat: auto-detection recognised nothing.
+	ErrUnknownFormat = errors.New("logstore/ingest: unrecognised input format")
+	// ErrUsage: bad options.
+	ErrUsage = errors.New("logstore/ingest: invalid options")
+)
+
+// EntryError locates a malformed entry.
+type EntryError struct {
+	File  string
+	Line  int // 1-based line, 0 if unknown
+	Entry int // HAR entry index (0-based), -1 if not HAR
+	Err   error
+}
+
+func (e *EntryError) Error() string {
+	switch {
+	case e.Entry >= 0 && e.Line > 0:
+		return fmt.Sprintf("%s:%d: HAR entry %d: %v", e.File, e.Line, e.Entry, e.Err)
+	case e.Entry >= 0:
+		return fmt.Sprintf("%s: HAR entry %d: %v", e.File, e.Entry, e.Err)
+	case e.Line > 0:
+		return fmt.Sprintf("%s:%d: %v", e.File, e.Line, e.Err)
+	}
+	return fmt.Sprintf("%s: %v", e.File, e.Err)
+}
+
+func (e *EntryError) Is(target error) bool { return target == ErrMalformed }
+func (e *EntryError) Unwrap() error        { return e.Err }
+
+// Options configure Ingest.
+type Options struct {
+	Tenant string
+	Format Format
+	// Session, when set, becomes the session id of every record without one.
+	Session string
+	// SkipInvalid counts malformed entries and goes on (default: stop at the first).
+	SkipInvalid bool
+	// BatchSize is how many records go into one Append (default 500).
+	BatchSize int
+	// Progress, if set, is called after each stored batch with the totals.
+	Progress func(Progress)
+}
+
+// Progress is reported after each batch.
+type Progress struct {
+	Records int
+	Bytes   int64 // input bytes consumed
+}
+
+// Result sums up one input.
+type Result struct {
+	Format  Format
+	Stored  int
+	Skipped int
+	Bytes   int64
+	// Skips holds the reasons for skipped entries (at most 100).
+	Skips []error
+}
+
+// Appender is what Ingest writes to (engine.DB).
+type Appender interface {
+	Append(ctx context.Context, tenant string, recs []engine.Record) ([]engine.ID, error)
+}
+
+// Ingest reads one input named name from r and appends its records. On a
+// malformed entry it stops (unless SkipInvalid) after storing every record
+// before it, and returns the *EntryError with Result.Stored set; nothing
+// acknowledged is lost either way.
+func Ingest(ctx context.Context, db Appender, name string, r io.Reader, o Options) (Result, error) {
+	res := Result{Format: o.Format}
+	if o.BatchSize <= 0 {
+		o.BatchSize = 500
+	}
+	br := bufio.NewReaderSize(r, 1<<16)
+	if o.Format == "" || o.Format == FormatAuto {
+		head, _ := br.Peek(64 << 10)
+		f, err := Detect(head)
+		if err != nil {
+			return res, fmt.Errorf("%s: %w", name, err)
+		}
+		o.Format = f
+		res.Format = f
+	}
+	cr := &countingReader{r: br}
+	var batch []engine.Record
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		if _, err := db.Append(ctx, o.Tenant, batch); err != nil {
+			return err
+		}
+		res.Stored += len(batch)
+		batch = batch[:0]
+		if o.Progress != nil {
+			o.Progress(Progress{Records: res.Stored, Bytes: cr.n})
+		}
+		return nil
+	}
+	emit := func(rec engine.Record) error {
+		if rec.SessionID == "" {
+			rec.SessionID = o.Session
+		}
+		batch = append(batch, rec)
+		if len(batch) >= o.BatchSize {
+			return flush()
+		}
+		return nil
+	}
+	bad := func(err error) error {
+		if !o.SkipInvalid {
+			return err
+		}
+		res.Skipped++
+		if len(res.Skips) < 100 {
+			res.Skips = append(res.Skips, err)
+		}
+		return nil
+	}
+	var err error
+	switch o.Format {
+	case FormatHAR:
+		err = readHAR(cr, name, emit, bad)
+	case FormatJSONL:
+		err = readJSONL(cr, name, emit, bad)
+	case FormatCombined:
+		err = readCombined(cr, name, emit, bad)
+	default:
+		err = fmt.Errorf("%w: %q", ErrUsage, o.Format)
+	}
+	// Store what came before the failure, then report it.
+	if ferr := flush(); ferr != nil {
+		return res, errors.Join(ferr, err)
+	}
+	res.Bytes = cr.n
+	return res, err
+}
+
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+var bom = []byte{0xEF, 0xBB, 0xBF}
+
+// Detect guesses the format from the first bytes of an input.
+func Detect(head []byte) (Format, error) {
+	b := bytes.TrimLeft(bytes.TrimPrefix(head, bom), " \t\r\n")
+	if len(b) == 0 {
+		return "", fmt.Errorf("%w: the input is empty", ErrUnknownFormat)
+	}
+	if b[0] == '{' {
+		line := b
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			line = b[:i]
+		}
+		line = bytes.TrimSpace(line)
+		// One JSON object per line is JSONL; a HAR opens with {"log": ...}.
+		if bytes.HasPrefix(bytes.TrimLeft(line[1:], " \t"), []byte(`"log"`)) || len(line) == 1 {
+			return FormatHAR, nil
+		}
+		return FormatJSONL, nil
+	}
+	line := b
+	if i := bytes.IndexByte(b, '\n'); i >= 0 {
+		line = b[:i]
+	}
+	if combinedRE.Match(line) {
+		return FormatCombined, nil
+	}
+	return "", fmt.Errorf("%w: not HAR, JSONL or a combined access log (first bytes %q)", ErrUnknownFormat, truncate(line, 40))
+}
+
+func truncate(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[:n]
+	}
+	return b
+}

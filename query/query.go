@@ -1,0 +1,293 @@
+package query
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/logstore/logstore/engine"
+)
+
+// Request is one metadata query.
+type Request struct {
+	Tenant string
+	// From and To bound the record time to [From, To); zero is unbounded.
+	From, To time.Time
+	// Where is an expression over plaintext fields ("" matches all).
+	Where string
+	// Limit is the page size (default 100, at most 10,000).
+	Limit int
+	// Cursor continues a previous page (Result.Next).
+	Cursor string
+	// Count asks for the number of matches instead of rows.
+	Count bool
+}
+
+// Plan says how a query ran.
+type Plan struct {
+	Index      string // "time" or the secondary index's field
+	Values     int    // index values scanned (IN lists, status classes)
+	Estimate   int    // index entries counted when choosing (capped)
+	Residual   bool   // rows are filtered after the index
+	Scanned    int    // index entries read
+	Candidates map[string]int
+}
+
+// Result is a page of rows (newest first) or a count.
+type Result struct {
+	Rows  []engine.Meta
+	Next  string // cursor of the next page; empty when exhausted
+	Count int
+	Plan  Plan
+}
+
+// DB is what queries run against (engine.DB).
+type DB interface {
+	Scan(ctx context.Context, tenant string, o engine.ScanOptions, fn func(*engine.Meta) error) error
+	Count(ctx context.Context, tenant string, o engine.ScanOptions) (int, error)
+}
+
+// estimateCap bounds the index entries counted per candidate when planning.
+const estimateCap = 10_000
+
+// Run plans and executes req.
+func Run(ctx context.Context, db DB, req Request) (*Result, error) {
+	if err := engine.ValidateTenant(req.Tenant); err != nil {
+		return nil, err
+	}
+	if req.Limit <= 0 {
+		req.Limit = 100
+	}
+	if req.Limit > 10_000 {
+		return nil, fmt.Errorf("%w: limit %d over 10,000", ErrBadValue, req.Limit)
+	}
+	expr, err := Parse(req.Where)
+	if err != nil {
+		return nil, err
+	}
+	from, to := narrowTime(expr, req.From, req.To)
+	base := engine.ScanOptions{From: from, To: to}
+	if req.Cursor != "" && !req.Count {
+		c, err := decodeCursor(req.Cursor, fingerprint(req))
+		if err != nil {
+			return nil, err
+		}
+		base.After = c
+	}
+	opts, plan, exact, err := choose(ctx, db, req.Tenant, expr, base)
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{Plan: plan}
+	if req.Count && exact {
+		res.Count, err = db.Count(ctx, req.Tenant, opts)
+		res.Plan.Scanned = res.Count
+		return res, err
+	}
+	res.Plan.Residual = !exact
+	var last *engine.Meta
+	err = db.Scan(ctx, req.Tenant, opts, func(m *engine.Meta) error {
+		res.Plan.Scanned++
+		if !match(expr, m) {
+			return nil
+		}
+		if req.Count {
+			res.Count++
+			return nil
+		}
+		if len(res.Rows) == req.Limit {
+			res.Next = encodeCursor(last, fingerprint(req))
+			return engine.ErrStopScan
+		}
+		res.Rows = append(res.Rows, *m)
+		last = &res.Rows[len(res.Rows)-1]
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if req.Count {
+		return res, nil
+	}
+	res.Count = len(res.Rows)
+	return res, nil
+}
+
+// conjuncts flattens top-level ANDs.
+func conjuncts(e Expr) []Expr {
+	if a, ok := e.(*And); ok {
+		return append(conjuncts(a.L), conjuncts(a.R)...)
+	}
+	if e == nil {
+		return nil
+	}
+	return []Expr{e}
+}
+
+// narrowTime folds top-level time comparisons into [from, to).
+func narrowTime(e Expr, from, to time.Time) (time.Time, time.Time) {
+	for _, c := range conjuncts(e) {
+		cmp, ok := c.(*Cmp)
+		if !ok || cmp.Field.Name != "time" || cmp.Op == OpIn || cmp.Op == OpNe {
+			continue
+		}
+		t := cmp.Values[0].Time
+		lo, hi := time.Time{}, time.Time{}
+		switch cmp.Op {
+		case OpEq:
+			lo, hi = t, t.Add(time.Nanosecond)
+		case OpGe:
+			lo = t
+		case OpGt:
+			lo = t.Add(time.Nanosecond)
+		case OpLt:
+			hi = t
+		case OpLe:
+			hi = t.Add(time.Nanosecond)
+		}
+		if !lo.IsZero() && (from.IsZero() || lo.After(from)) {
+			from = lo
+		}
+		if !hi.IsZero() && (to.IsZero() || hi.Before(to)) {
+			to = hi
+		}
+	}
+	return from, to
+}
+
+// indexOptions turns an indexable conjunct into scan options.
+func indexOptions(c *Cmp, base engine.ScanOptions) (engine.ScanOptions, bool) {
+	f := c.Field
+	if f.Index == 0 || c.Negate || c.Op == OpNe {
+		return base, false
+	}
+	o := base
+	o.Field = f.Index
+	if f.Index != engine.FieldStatus {
+		if c.Op != OpEq && c.Op != OpIn {
+			return base, false
+		}
+		for _, v := range c.Values {
+			o.Values = append(o.Values, v.Str)
+		}
+		return o, true
+	}
+	lo, hi := 0, 1000 // statuses in [lo, hi)
+	switch c.Op {
+	case OpEq, OpIn:
+		for _, v := range c.Values {
+			if v.Class > 0 {
+				for s := v.Class * 100; s < v.Class*100+100; s++ {
+					o.Statuses = append(o.Statuses, s)
+				}
+			} else if v.Num == math.Trunc(v.Num) && v.Num >= 0 && v.Num < 1000 {
+				o.Statuses = append(o.Statuses, int(v.Num))
+			}
+		}
+		return o, true
+	case OpLt:
+		hi = int(math.Ceil(c.Values[0].Num))
+	case OpLe:
+		hi = int(math.Floor(c.Values[0].Num)) + 1
+	case OpGt:
+		lo = int(math.Floor(c.Values[0].Num)) + 1
+	case OpGe:
+		lo = int(math.Ceil(c.Values[0].Num))
+	}
+	lo, hi = max(lo, 0), min(hi, 1000)
+	for s := lo; s < hi; s++ {
+		o.Statuses = append(o.Statuses, s)
+	}
+	return o, true
+}
+
+// choose picks the most selective access path by counting, up to a cap,
+// the index entries of each candidate; the time index is the fallback.
+// exact reports that the index alone answers the whole expression.
+func choose(ctx context.Context, db DB, tenant string, e Expr, base engine.ScanOptions) (engine.ScanOptions, Plan, bool, error) {
+	best, plan := base, Plan{Index: "time", Candidates: map[string]int{}}
+	bestN := math.MaxInt
+	var bestCmp Expr
+	cs := conjuncts(e)
+	for _, c := range cs {
+		cmp, ok := c.(*Cmp)
+		if !ok {
+			continue
+		}
+		o, ok := indexOptions(cmp, base)
+		if !ok {
+			continue
+		}
+		probe := o
+		probe.Limit, probe.After = estimateCap, nil
+		n, err := db.Count(ctx, tenant, probe)
+		if err != nil {
+			return base, plan, false, err
+		}
+		plan.Candidates[cmp.Field.Name] = n
+		if n < bestN {
+			best, bestN, bestCmp = o, n, c
+			plan.Index, plan.Estimate = cmp.Field.Name, n
+			plan.Values = len(o.Values) + len(o.Statuses)
+		}
+	}
+	exact := len(cs) == 0
+	if bestCmp != nil && len(cs) == 1 {
+		exact = true
+	}
+	if len(cs) == 1 {
+		if cmp, ok := cs[0].(*Cmp); ok && cmp.Field.Name == "time" && cmp.Op != OpNe && cmp.Op != OpIn {
+			exact = true // folded into the time bounds
+		}
+	}
+	return best, plan, exact, nil
+}
+
+type cursorToken struct {
+	V  int    `json:"v"`
+	T  int64  `json:"t"`
+	ID string `json:"id"`
+	Q  string `json:"q"`
+}
+
+// fingerprint ties a cursor to the query it came from.
+func fingerprint(r Request) string {
+	h := sha256.New()
+	var b [8]byte
+	for _, t := range []time.Time{r.From, r.To} {
+		binary.BigEndian.PutUint64(b[:], uint64(t.UnixNano()))
+		h.Write(b[:])
+	}
+	h.Write([]byte(r.Tenant + "\x00" + r.Where))
+	return base64.RawURLEncoding.EncodeToString(h.Sum(nil)[:9])
+}
+
+func encodeCursor(m *engine.Meta, q string) string {
+	b, _ := json.Marshal(cursorToken{V: 1, T: m.Time.UnixNano(), ID: m.ID.String(), Q: q})
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func decodeCursor(s, q string) (*engine.Cursor, error) {
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil || len(b) > 512 {
+		return nil, fmt.Errorf("%w: not a cursor token", ErrBadCursor)
+	}
+	var c cursorToken
+	if err := json.Unmarshal(b, &c); err != nil || c.V != 1 {
+		return nil, fmt.Errorf("%w: not a cursor token", ErrBadCursor)
+	}
+	if c.Q != q {
+		return nil, fmt.Errorf("%w: the cursor belongs to another query (tenant, --where or time range changed)", ErrBadCursor)
+	}
+	id, err := engine.ParseID(c.ID)
+	if err != nil {
+		return nil, errors.Join(ErrBadCursor, err)
+	}
+	return &engine.Cursor{Time: time.Unix(0, c.T).UTC(), ID: id}, nil
+}
