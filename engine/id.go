@@ -107,8 +107,14 @@ func (s *idSource) next(t time.Time) (ID, error) {
 	return id, nil
 }
 
-// MarshalText encodes the 26-character form (JSON strings).
-func (id ID) MarshalText() ([]byte, error) { return []byte(id.String()), nil }
+// MarshalText encodes the 26-character form (JSON strings); the zero id
+// (unassigned) encodes as "".
+func (id ID) MarshalText() ([]byte, error) {
+	if id.IsZero() {
+		return nil, nil
+	}
+	return []byte(id.String()), nil
+}
 
 // UnmarshalText decodes the 26-character form; an empty string is the zero id.
 func (id *ID) UnmarshalText(b []byte) error {

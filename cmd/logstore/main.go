@@ -1,43 +1,86 @@
 // Command logstore is the operator's CLI for a logstore data directory. It
 // only parses flags and prints; the logic lives in the packages.
+//
+// Exit codes: 0 ok, 1 error, 2 usage, 3 key unavailable or revoked.
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 
-	"github.com/logstore/logstore/internal/demo"
+	"github.com/logstore/logstore/engine"
+	"github.com/logstore/logstore/internal/ingest"
+	"github.com/logstore/logstore/keys"
+	"github.com/logstore/logstore/query"
+)
+
+const (
+	exitOK    = 0
+	exitError = 1
+	exitUsage = 2
+	exitKey   = 3
 )
 
 func main() {
-	os.Exit(run(os.Args[1:]))
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 
-func run(args []string) int {
-	var dir string
+// usageError marks errors in how the command was called.
+type usageError struct{ error }
+
+func (u usageError) Unwrap() error { return u.error }
+
+// app carries the global flags.
+type app struct {
+	dir    string
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+}
+
+func (a *app) open() (*engine.DB, error) { return engine.Open(a.dir, nil) }
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	a := &app{stdin: stdin, stdout: stdout, stderr: stderr}
 	root := &cobra.Command{
 		Use:           "logstore",
 		Short:         "Encrypted storage for API-gateway debugger logs",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.PersistentFlags().StringVar(&dir, "dir", defaultDir(), "data directory ($LOGSTORE_DIR, else ./logstore-data)")
-	root.AddCommand(&cobra.Command{
-		Use:   "demo",
-		Short: "Write and read back an encrypted segment under a local key (no AWS account needed)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return demo.SegmentRoundTrip(cmd.Context(), dir, cmd.OutOrStdout())
-		},
-	})
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.SetIn(stdin)
+	root.PersistentFlags().StringVar(&a.dir, "dir", defaultDir(), "data directory ($LOGSTORE_DIR, else ./logstore-data)")
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
+	root.AddCommand(a.demoCmd(), a.ingestCmd(), a.queryCmd(), a.showCmd(), a.keysCmd(), a.segmentsCmd(), a.auditCmd(), a.tenantsCmd())
 	root.SetArgs(args)
-	if err := root.Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "logstore:", err)
-		return 1
+	err := root.Execute()
+	if err == nil {
+		return exitOK
 	}
-	return 0
+	fmt.Fprintln(stderr, "logstore:", err)
+	return exitCode(err)
+}
+
+func exitCode(err error) int {
+	var u usageError
+	switch {
+	case errors.Is(err, keys.ErrKeyUnusable), keys.IsRetryable(err), errors.Is(err, engine.ErrNoKey):
+		return exitKey
+	case errors.As(err, &u), errors.Is(err, query.ErrSyntax), errors.Is(err, query.ErrSealedField),
+		errors.Is(err, query.ErrUnknownField), errors.Is(err, query.ErrBadValue), errors.Is(err, query.ErrBadCursor),
+		errors.Is(err, engine.ErrInvalidTenant), errors.Is(err, ingest.ErrUsage),
+		strings.HasPrefix(err.Error(), "unknown command"), strings.HasPrefix(err.Error(), "accepts "),
+		strings.HasPrefix(err.Error(), "requires "), strings.Contains(err.Error(), "required flag"):
+		return exitUsage
+	}
+	return exitError
 }
 
 func defaultDir() string {
@@ -45,4 +88,11 @@ func defaultDir() string {
 		return d
 	}
 	return "./logstore-data"
+}
+
+func requireTenant(t string) error {
+	if t == "" {
+		return usageError{errors.New("--tenant is required")}
+	}
+	return engine.ValidateTenant(t)
 }

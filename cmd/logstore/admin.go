@@ -1,0 +1,365 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/logstore/logstore/engine"
+	"github.com/logstore/logstore/keys"
+	"github.com/logstore/logstore/keys/awskms"
+)
+
+func (a *app) keysCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "keys", Short: "Link, inspect, rotate and rewrap tenant keys"}
+	var tenant, key, to, principal string
+
+	link := &cobra.Command{
+		Use:   "link --tenant T --key URI",
+		Short: "Validate a key (local://NAME or aws-kms://ARN) and use it for the tenant's new segments",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := requireTenant(tenant); err != nil {
+				return err
+			}
+			if key == "" {
+				return usageError{errors.New("--key is required")}
+			}
+			db, err := a.open()
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			st, err := db.LinkKey(cmd.Context(), tenant, key)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stdout, "linked %s to tenant %s (state %s, spec %s); new segments use it, old ones keep theirs until `keys rewrap`\n",
+				key, tenant, st.State, st.Spec)
+			return nil
+		},
+	}
+	link.Flags().StringVar(&tenant, "tenant", "", "tenant")
+	link.Flags().StringVar(&key, "key", "", "key URI: local://NAME or aws-kms://arn:aws:kms:REGION:ACCOUNT:key/ID")
+
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List tenants with their linked key and the keys their segments use",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			db, err := a.open()
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			st, err := db.Stats()
+			if err != nil {
+				return err
+			}
+			tenants, err := db.Tenants()
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "TENANT\tLINKED KEY\tKEYS IN USE\tSEGMENTS")
+			for _, t := range tenants {
+				uri, err := db.KeyURI(t)
+				if err != nil {
+					return err
+				}
+				if uri == "" {
+					uri = "(default " + keys.LocalURI(t) + ")"
+				}
+				ts := st.Tenants[t]
+				fmt.Fprintf(tw, "%s\t%s\t%v\t%d\n", t, uri, ts.KeysInUse, ts.Segments)
+			}
+			return tw.Flush()
+		},
+	}
+
+	status := &cobra.Command{
+		Use:   "status --tenant T",
+		Short: "Describe the state of every key a tenant's data depends on",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := requireTenant(tenant); err != nil {
+				return err
+			}
+			db, err := a.open()
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			st, err := db.Stats()
+			if err != nil {
+				return err
+			}
+			uris := st.Tenants[tenant].KeysInUse
+			if linked, _ := db.KeyURI(tenant); linked != "" && !contains(uris, linked) {
+				uris = append(uris, linked)
+			}
+			if len(uris) == 0 {
+				return fmt.Errorf("%w: tenant %s has no key and no data: run `logstore keys link --tenant %s --key URI`", engine.ErrNoKey, tenant, tenant)
+			}
+			var firstErr error
+			for _, u := range uris {
+				ks, err := db.Keys().Describe(cmd.Context(), u)
+				if err != nil {
+					fmt.Fprintf(a.stdout, "%s: UNAVAILABLE: %v\n", u, err)
+					if firstErr == nil {
+						firstErr = err
+					}
+					continue
+				}
+				fmt.Fprintf(a.stdout, "%s: %s (enabled=%v spec=%s region=%s)\n", u, ks.State, ks.Enabled, ks.Spec, ks.Region)
+			}
+			fmt.Fprintf(a.stdout, "DEK cache max age: %s (how long a revocation takes to bite)\n", db.Keys().MaxAge())
+			return firstErr
+		},
+	}
+
+	rewrap := &cobra.Command{
+		Use:   "rewrap --tenant T --to URI",
+		Short: "Re-wrap every segment DEK of a tenant under a new key (no data block rewritten; resumable)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := requireTenant(tenant); err != nil {
+				return err
+			}
+			if to == "" {
+				return usageError{errors.New("--to is required")}
+			}
+			db, err := a.open()
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			rep, err := db.Rewrap(cmd.Context(), tenant, to, func(p engine.RewrapProgress) {
+				state := "rewrapped"
+				if p.Skipped {
+					state = "already under the new key"
+				}
+				fmt.Fprintf(a.stderr, "[%d/%d] segment %s %s\n", p.Done, p.Total, p.Segment, state)
+			})
+			if err != nil {
+				fmt.Fprintln(a.stderr, "rewrap interrupted; every segment is readable with the old or the new key. Run the same command again to resume.")
+				return err
+			}
+			fmt.Fprintf(a.stdout, "rewrapped %d segment(s), %d already done, in %s; the old key is no longer needed\n", rep.Rewrapped, rep.Skipped, rep.Duration.Round(time.Millisecond))
+			return nil
+		},
+	}
+
+	policy := &cobra.Command{
+		Use:   "policy --principal ARN",
+		Short: "Print the key-policy statement that lets PRINCIPAL use a customer's AWS KMS key with logstore",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if principal == "" {
+				return usageError{errors.New("--principal is required (the IAM role ARN logstore runs as)")}
+			}
+			fmt.Fprintln(a.stdout, awskms.PolicyStatement(principal))
+			return nil
+		},
+	}
+	policy.Flags().StringVar(&principal, "principal", "", "IAM principal ARN")
+
+	for _, c := range []*cobra.Command{status, rewrap} {
+		c.Flags().StringVar(&tenant, "tenant", "", "tenant")
+	}
+	rewrap.Flags().StringVar(&to, "to", "", "the new key URI")
+	cmd.AddCommand(link, list, status, rewrap, policy)
+	return cmd
+}
+
+func contains(xs []string, x string) bool {
+	for _, v := range xs {
+		if v == x {
+			return true
+		}
+	}
+	return false
+}
+
+func (a *app) segmentsCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "segments", Short: "List, verify and reindex segments"}
+	var tenant string
+	list := &cobra.Command{
+		Use:  "list [--tenant T]",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			db, err := a.open()
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			tenants := []string{tenant}
+			if tenant == "" {
+				if tenants, err = db.Tenants(); err != nil {
+					return err
+				}
+			}
+			tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "TENANT\tSEGMENT\tSEALED\tRECORDS\tPAYLOADS\tBLOCKS\tRAW\tSIZE\tKEY\tGEN\tNEWEST")
+			for _, t := range tenants {
+				segs, err := db.Segments(t)
+				if err != nil {
+					return err
+				}
+				for _, s := range segs {
+					fmt.Fprintf(tw, "%s\t%s\t%v\t%d\t%d\t%d\t%d\t%d\t%s\t%d\t%s\n", t, s.ID, s.Sealed, s.Records, s.Payloads, s.Blocks,
+						s.RawBytes, s.Size, s.KeyURI, s.KeyGen, s.MaxTime.Format(time.RFC3339))
+				}
+			}
+			return tw.Flush()
+		},
+	}
+	list.Flags().StringVar(&tenant, "tenant", "", "only this tenant")
+	verify := &cobra.Command{
+		Use:   "verify [--tenant T]",
+		Short: "Check every segment's checksums, and authenticate every block when the key is available",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			db, err := a.open()
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			checks, err := db.Verify(cmd.Context(), tenant)
+			if err != nil {
+				return err
+			}
+			bad := 0
+			for _, c := range checks {
+				switch {
+				case c.OpenErr != nil:
+					bad++
+					fmt.Fprintf(a.stdout, "BAD  %s: %v\n", c.Path, c.OpenErr)
+					continue
+				case c.KeyErr != nil:
+					fmt.Fprintf(a.stdout, "WARN %s: checksums only, key unavailable: %v\n", c.Path, c.KeyErr)
+				}
+				for _, p := range c.Result.Problems {
+					bad++
+					fmt.Fprintf(a.stdout, "BAD  %s block %d at offset %d: %v\n", c.Path, p.Block, p.Offset, p.Err)
+				}
+				if len(c.Result.Problems) == 0 {
+					how := "authenticated"
+					if !c.Result.Authenticated {
+						how = "checksums ok"
+					}
+					fmt.Fprintf(a.stdout, "OK   %s: %d blocks, %d records, %s\n", c.Path, c.Result.Blocks, c.Result.Records, how)
+				}
+			}
+			fmt.Fprintf(a.stdout, "%d segment(s), %d problem(s)\n", len(checks), bad)
+			if bad > 0 {
+				return fmt.Errorf("%d problem(s) found", bad)
+			}
+			return nil
+		},
+	}
+	verify.Flags().StringVar(&tenant, "tenant", "", "only this tenant")
+	reindex := &cobra.Command{
+		Use:   "reindex",
+		Short: "Rebuild the metadata index from the segments alone (no key needed)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			db, err := a.open()
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			start := time.Now()
+			rep, err := db.Reindex()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stdout, "reindexed %d tenant(s) in %s\n", rep.TenantsReindexed, time.Since(start).Round(time.Millisecond))
+			return nil
+		},
+	}
+	cmd.AddCommand(list, verify, reindex)
+	return cmd
+}
+
+func (a *app) auditCmd() *cobra.Command {
+	var tenant, format string
+	var since time.Duration
+	cmd := &cobra.Command{
+		Use:   "audit --tenant T [--since D]",
+		Short: "Print the key operations recorded for a tenant",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := requireTenant(tenant); err != nil {
+				return err
+			}
+			db, err := a.open()
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			var from time.Time
+			if since > 0 {
+				from = time.Now().Add(-since)
+			}
+			evs, err := db.Audit(tenant, from)
+			if err != nil {
+				return err
+			}
+			if format == "json" {
+				enc := json.NewEncoder(a.stdout)
+				for _, e := range evs {
+					if err := enc.Encode(e); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
+			tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "TIME\tOPERATION\tKEY\tSEGMENT\tPURPOSE\tOUTCOME\tLATENCY_MS")
+			for _, e := range evs {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%.2f\n", e.Time.Format(time.RFC3339), e.Operation, e.KeyURI,
+					e.Context[keys.CtxSegment], e.Context[keys.CtxPurpose], e.Outcome, e.LatencyMs)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().StringVar(&tenant, "tenant", "", "tenant")
+	cmd.Flags().DurationVar(&since, "since", 0, "only events newer than this")
+	cmd.Flags().StringVar(&format, "format", "table", "table or json")
+	return cmd
+}
+
+func (a *app) tenantsCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "tenants", Short: "Tenant administration"}
+	var yes bool
+	del := &cobra.Command{
+		Use:   "delete T --yes",
+		Short: "Crypto-shred a tenant: segments, wrapped DEKs, index entries and its local key",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !yes {
+				return usageError{errors.New("deleting a tenant destroys its data for good: add --yes")}
+			}
+			db, err := a.open()
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			rep, err := db.DeleteTenant(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stdout, "deleted tenant %s: %d segment(s), %d record(s), %d bytes; keys destroyed: %v\n",
+				args[0], rep.Segments, rep.Records, rep.Bytes, rep.KeysDestroyed)
+			return nil
+		},
+	}
+	del.Flags().BoolVar(&yes, "yes", false, "confirm")
+	cmd.AddCommand(del)
+	return cmd
+}

@@ -1,0 +1,245 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/logstore/logstore/engine"
+	"github.com/logstore/logstore/internal/demo"
+	"github.com/logstore/logstore/internal/ingest"
+	"github.com/logstore/logstore/query"
+)
+
+func (a *app) demoCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "demo",
+		Short: "Create a store under a local key, ingest the bundled sample, query it and decrypt a record (no AWS account needed)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return demo.Run(cmd.Context(), a.dir, a.stdout)
+		},
+	}
+}
+
+func (a *app) ingestCmd() *cobra.Command {
+	var tenant, format, session string
+	var skip bool
+	cmd := &cobra.Command{
+		Use:   "ingest --tenant T [--format auto|jsonl|har|combined] [--session S] [--skip-invalid] FILE...|-",
+		Short: "Store captures: HAR 1.2, JSONL records or Apache/nginx combined access logs",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, files []string) error {
+			if err := requireTenant(tenant); err != nil {
+				return err
+			}
+			f, err := ingest.ParseFormat(format)
+			if err != nil {
+				return err
+			}
+			db, err := a.open()
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			total, skipped := 0, 0
+			start := time.Now()
+			for _, name := range files {
+				res, err := a.ingestOne(cmd.Context(), db, name, ingest.Options{Tenant: tenant, Format: f, Session: session, SkipInvalid: skip})
+				total += res.Stored
+				skipped += res.Skipped
+				for _, s := range res.Skips {
+					fmt.Fprintf(a.stderr, "skipped: %v\n", s)
+				}
+				if err != nil {
+					fmt.Fprintf(a.stderr, "stored %d record(s) from %s before the error; they are safe\n", res.Stored, name)
+					return err
+				}
+				fmt.Fprintf(a.stdout, "%s: %s, %d record(s) stored, %d skipped, %d bytes\n", name, res.Format, res.Stored, res.Skipped, res.Bytes)
+			}
+			el := time.Since(start)
+			fmt.Fprintf(a.stdout, "ingested %d record(s) for tenant %s in %s (%.0f records/s), %d skipped\n", total, tenant, el.Round(time.Millisecond), float64(total)/el.Seconds(), skipped)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&tenant, "tenant", "", "tenant (required)")
+	cmd.Flags().StringVar(&format, "format", "auto", "input format: auto, jsonl, har or combined")
+	cmd.Flags().StringVar(&session, "session", "", "session id for records without one")
+	cmd.Flags().BoolVar(&skip, "skip-invalid", false, "skip malformed entries (counted) instead of stopping")
+	return cmd
+}
+
+func (a *app) ingestOne(ctx context.Context, db *engine.DB, name string, o ingest.Options) (ingest.Result, error) {
+	in, size := a.stdin, int64(-1)
+	if name != "-" {
+		f, err := os.Open(name)
+		if err != nil {
+			return ingest.Result{}, err
+		}
+		defer f.Close()
+		if st, err := f.Stat(); err == nil {
+			size = st.Size()
+		}
+		in = f
+	}
+	if fd, ok := a.stderr.(*os.File); ok && term.IsTerminal(int(fd.Fd())) {
+		bar := progressbar.NewOptions64(size, progressbar.OptionSetWriter(a.stderr), progressbar.OptionShowBytes(true),
+			progressbar.OptionSetDescription(filepath.Base(name)), progressbar.OptionShowCount(), progressbar.OptionThrottle(100*time.Millisecond),
+			progressbar.OptionClearOnFinish())
+		start := time.Now()
+		o.Progress = func(p ingest.Progress) {
+			_ = bar.Set64(p.Bytes)
+			bar.Describe(fmt.Sprintf("%s: %d records, %.0f/s", filepath.Base(name), p.Records, float64(p.Records)/time.Since(start).Seconds()))
+		}
+		defer bar.Finish()
+	}
+	return ingest.Ingest(ctx, db, name, in, o)
+}
+
+func (a *app) queryCmd() *cobra.Command {
+	var req query.Request
+	var since time.Duration
+	var from, to, format string
+	cmd := &cobra.Command{
+		Use:   "query --tenant T [--since 1h | --from RFC3339 --to RFC3339] [--where EXPR] [--limit N] [--cursor TOKEN] [--format table|json] [--count]",
+		Short: "Query plaintext metadata (never needs the key); newest first",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := requireTenant(req.Tenant); err != nil {
+				return err
+			}
+			if format != "table" && format != "json" {
+				return usageError{fmt.Errorf("--format must be table or json, not %q", format)}
+			}
+			var err error
+			if since > 0 {
+				if from != "" || to != "" {
+					return usageError{errors.New("use --since or --from/--to, not both")}
+				}
+				req.From = time.Now().Add(-since)
+			}
+			if from != "" {
+				if req.From, err = time.Parse(time.RFC3339Nano, from); err != nil {
+					return usageError{fmt.Errorf("--from: %v", err)}
+				}
+			}
+			if to != "" {
+				if req.To, err = time.Parse(time.RFC3339Nano, to); err != nil {
+					return usageError{fmt.Errorf("--to: %v", err)}
+				}
+			}
+			db, err := a.open()
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			res, err := query.Run(cmd.Context(), db, req)
+			if err != nil {
+				return err
+			}
+			if req.Count {
+				if format == "json" {
+					return json.NewEncoder(a.stdout).Encode(map[string]any{"count": res.Count, "index": res.Plan.Index})
+				}
+				fmt.Fprintln(a.stdout, res.Count)
+				return nil
+			}
+			if format == "json" {
+				if err := query.WriteJSONLines(a.stdout, res.Rows); err != nil {
+					return err
+				}
+			} else if err := query.WriteTable(a.stdout, res.Rows); err != nil {
+				return err
+			}
+			if res.Next != "" {
+				fmt.Fprintf(a.stderr, "more: --cursor %s\n", res.Next)
+			} else if format == "table" {
+				fmt.Fprintf(a.stderr, "%d row(s), index %s\n", len(res.Rows), res.Plan.Index)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&req.Tenant, "tenant", "", "tenant (required)")
+	f.DurationVar(&since, "since", 0, "only records newer than this (e.g. 1h)")
+	f.StringVar(&from, "from", "", "records at or after this RFC 3339 time")
+	f.StringVar(&to, "to", "", "records before this RFC 3339 time")
+	f.StringVar(&req.Where, "where", "", "filter expression, e.g. \"status=5xx AND method IN (POST, PUT)\"")
+	f.IntVar(&req.Limit, "limit", 100, "page size")
+	f.StringVar(&req.Cursor, "cursor", "", "continue from a previous page's cursor")
+	f.StringVar(&format, "format", "table", "table or json (JSON lines)")
+	f.BoolVar(&req.Count, "count", false, "print the number of matches")
+	return cmd
+}
+
+func (a *app) showCmd() *cobra.Command {
+	var tenant, part, format, which string
+	cmd := &cobra.Command{
+		Use:   "show --tenant T ID [--part log|payload|all] [--format text|json|raw] [--body request|response]",
+		Short: "Decrypt and print a record",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := requireTenant(tenant); err != nil {
+				return err
+			}
+			id, err := engine.ParseID(args[0])
+			if err != nil {
+				return usageError{err}
+			}
+			parts := map[string]engine.Part{"log": engine.PartLog, "payload": engine.PartPayload, "all": engine.PartAll}[part]
+			if parts == 0 {
+				return usageError{fmt.Errorf("--part must be log, payload or all, not %q", part)}
+			}
+			if format == "raw" && parts != engine.PartPayload {
+				return usageError{errors.New("--format raw writes body bytes: use it with --part payload")}
+			}
+			if which != "request" && which != "response" {
+				return usageError{fmt.Errorf("--body must be request or response, not %q", which)}
+			}
+			db, err := a.open()
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			rec, err := db.Get(cmd.Context(), tenant, id, parts)
+			if err != nil {
+				return err
+			}
+			switch format {
+			case "text":
+				return query.WriteRecordText(a.stdout, rec, parts)
+			case "json":
+				line, err := ingest.MarshalJSONL(*rec)
+				if err != nil {
+					return err
+				}
+				_, err = fmt.Fprintf(a.stdout, "%s\n", line)
+				return err
+			case "raw":
+				if rec.Payload == nil {
+					return nil
+				}
+				body := rec.Payload.ResponseBody
+				if which == "request" {
+					body = rec.Payload.RequestBody
+				}
+				_, err = a.stdout.Write(body)
+				return err
+			}
+			return usageError{fmt.Errorf("--format must be text, json or raw, not %q", format)}
+		},
+	}
+	cmd.Flags().StringVar(&tenant, "tenant", "", "tenant (required)")
+	cmd.Flags().StringVar(&part, "part", "all", "log, payload or all")
+	cmd.Flags().StringVar(&format, "format", "text", "text, json, or raw (the bytes of one body, see --body)")
+	cmd.Flags().StringVar(&which, "body", "response", "with --format raw: request or response")
+	return cmd
+}

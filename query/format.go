@@ -1,0 +1,145 @@
+package query
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+	"unicode/utf8"
+
+	"github.com/logstore/logstore/engine"
+)
+
+// WriteTable prints rows as an aligned table.
+func WriteTable(w io.Writer, rows []engine.Meta) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "TIME\tID\tMETHOD\tSTATUS\tLATENCY_MS\tHOST\tROUTE\tSESSION\tPAYLOAD")
+	for i := range rows {
+		m := &rows[i]
+		payload := ""
+		if m.HasPayload {
+			payload = "yes"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", m.Time.Format("2006-01-02T15:04:05.000Z07:00"), m.ID,
+			m.Method, m.Status, strconv.FormatFloat(m.LatencyMs, 'f', 1, 64), dash(m.Host), dash(m.RouteID), dash(m.SessionID), payload)
+	}
+	return tw.Flush()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// metaJSON is the JSON form of a row (plaintext fields only).
+type metaJSON struct {
+	ID                string    `json:"id"`
+	Time              time.Time `json:"time"`
+	SessionID         string    `json:"session_id,omitempty"`
+	TraceID           string    `json:"trace_id,omitempty"`
+	SpanID            string    `json:"span_id,omitempty"`
+	Method            string    `json:"method"`
+	Host              string    `json:"host,omitempty"`
+	Status            int       `json:"status"`
+	UpstreamStatus    int       `json:"upstream_status,omitempty"`
+	ResponseSource    string    `json:"response_source,omitempty"`
+	LatencyMs         float64   `json:"latency_ms"`
+	UpstreamLatencyMs float64   `json:"upstream_latency_ms,omitempty"`
+	GatewayLatencyMs  float64   `json:"gateway_latency_ms,omitempty"`
+	RouteID           string    `json:"route_id,omitempty"`
+	ServiceID         string    `json:"service_id,omitempty"`
+	RequestSize       int64     `json:"request_size,omitempty"`
+	ResponseSize      int64     `json:"response_size,omitempty"`
+	HasPayload        bool      `json:"has_payload"`
+}
+
+// WriteJSONLines prints one JSON object per row.
+func WriteJSONLines(w io.Writer, rows []engine.Meta) error {
+	enc := json.NewEncoder(w)
+	for i := range rows {
+		m := &rows[i]
+		if err := enc.Encode(metaJSON{ID: m.ID.String(), Time: m.Time, SessionID: m.SessionID, TraceID: m.TraceID, SpanID: m.SpanID,
+			Method: m.Method, Host: m.Host, Status: m.Status, UpstreamStatus: m.UpstreamStatus, ResponseSource: m.ResponseSource,
+			LatencyMs: m.LatencyMs, UpstreamLatencyMs: m.UpstreamLatencyMs, GatewayLatencyMs: m.GatewayLatencyMs,
+			RouteID: m.RouteID, ServiceID: m.ServiceID, RequestSize: m.RequestSize, ResponseSize: m.ResponseSize, HasPayload: m.HasPayload}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// WriteRecordText prints a decrypted record for a person; binary bodies are
+// shown as their size and base64.
+func WriteRecordText(w io.Writer, r *engine.Record, parts engine.Part) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "id        %s\ntime      %s\n", r.ID, r.Time.Format(time.RFC3339Nano))
+	fmt.Fprintf(&b, "request   %s %s%s", r.Method, dash(r.Host), r.Path)
+	if r.Query != "" {
+		b.WriteString("?" + r.Query)
+	}
+	fmt.Fprintf(&b, "\nstatus    %d (upstream %d)\nlatency   %.1f ms (upstream %.1f, gateway %.1f)\n", r.Status, r.UpstreamStatus, r.LatencyMs, r.UpstreamLatencyMs, r.GatewayLatencyMs)
+	for _, kv := range [][2]string{{"session", r.SessionID}, {"trace", r.TraceID}, {"span", r.SpanID}, {"route", r.RouteID},
+		{"service", r.ServiceID}, {"client ip", r.ClientIP}, {"consumer", r.ConsumerID}} {
+		if kv[1] != "" {
+			fmt.Fprintf(&b, "%-9s %s\n", kv[0], kv[1])
+		}
+	}
+	if parts&engine.PartLog != 0 {
+		for _, hs := range []struct {
+			title string
+			h     []engine.Header
+		}{{"request headers", r.RequestHeaders}, {"response headers", r.ResponseHeaders}} {
+			fmt.Fprintf(&b, "%s (%d):\n", hs.title, len(hs.h))
+			for _, h := range hs.h {
+				fmt.Fprintf(&b, "  %s: %s\n", h.Name, h.Value)
+			}
+		}
+		for k, v := range r.Attributes {
+			fmt.Fprintf(&b, "attribute %s=%s\n", k, v)
+		}
+	}
+	if parts&engine.PartPayload != 0 {
+		if r.Payload == nil {
+			b.WriteString("payload   none captured\n")
+		} else {
+			writeBody(&b, "request body", r.Payload.RequestContentType, r.Payload.RequestBody)
+			writeBody(&b, "response body", r.Payload.ResponseContentType, r.Payload.ResponseBody)
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func writeBody(b *strings.Builder, title, ctype string, body []byte) {
+	fmt.Fprintf(b, "%s (%s, %d bytes)", title, dash(ctype), len(body))
+	switch {
+	case len(body) == 0:
+		b.WriteString("\n")
+	case isPrintable(body):
+		b.WriteString(":\n")
+		b.Write(body)
+		b.WriteString("\n")
+	default:
+		b.WriteString(", binary, base64:\n")
+		b.WriteString(base64.StdEncoding.EncodeToString(body))
+		b.WriteString("\n")
+	}
+}
+
+func isPrintable(body []byte) bool {
+	if !utf8.Valid(body) {
+		return false
+	}
+	for _, r := range string(body) {
+		if r < 0x20 && r != '\n' && r != '\r' && r != '\t' {
+			return false
+		}
+	}
+	return true
+}
