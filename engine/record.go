@@ -117,6 +117,14 @@ func (l *Limits) setDefaults() {
 	}
 }
 
+// Validate checks a record against the default limits, as Append will
+// (ingesters call it to report a bad record at its place in the input).
+func (r *Record) Validate() error {
+	var l Limits
+	l.setDefaults()
+	return r.validate(l)
+}
+
 // validate checks a record against the limits before anything is written.
 func (r *Record) validate(l Limits) error {
 	if r.Time.IsZero() {

@@ -37,7 +37,13 @@ func readCombined(r io.Reader, name string, emit func(engine.Record) error, bad 
 			continue
 		}
 		if err := emit(rec); err != nil {
-			return err
+			var ie errInvalid
+			if !errors.As(err, &ie) {
+				return err
+			}
+			if err := bad(&EntryError{File: name, Line: line, Entry: -1, Err: ie.error}); err != nil {
+				return err
+			}
 		}
 	}
 	if err := sc.Err(); err != nil {

@@ -123,7 +123,13 @@ func readHAR(r io.Reader, name string, emit func(engine.Record) error, bad func(
 			continue
 		}
 		if err := emit(rec); err != nil {
-			return err
+			var ie errInvalid
+			if !errors.As(err, &ie) {
+				return err
+			}
+			if err := bad(&EntryError{File: name, Line: line, Entry: i, Err: ie.error}); err != nil {
+				return err
+			}
 		}
 	}
 	if _, err := dec.Token(); err != nil {

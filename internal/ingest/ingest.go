@@ -143,6 +143,9 @@ func Ingest(ctx context.Context, db Appender, name string, r io.Reader, o Option
 		if rec.SessionID == "" {
 			rec.SessionID = o.Session
 		}
+		if err := rec.Validate(); err != nil {
+			return errInvalid{err}
+		}
 		batch = append(batch, rec)
 		if len(batch) >= o.BatchSize {
 			return flush()
@@ -177,6 +180,12 @@ func Ingest(ctx context.Context, db Appender, name string, r io.Reader, o Option
 	res.Bytes = cr.n
 	return res, err
 }
+
+// errInvalid marks a parsed record the engine would refuse; the readers
+// turn it into an EntryError at the record's place.
+type errInvalid struct{ error }
+
+func (e errInvalid) Unwrap() error { return e.error }
 
 type countingReader struct {
 	r io.Reader

@@ -49,7 +49,13 @@ func readJSONL(r io.Reader, name string, emit func(engine.Record) error, bad fun
 			continue
 		}
 		if err := emit(rec); err != nil {
-			return err
+			var ie errInvalid
+			if !errors.As(err, &ie) {
+				return err
+			}
+			if err := bad(&EntryError{File: name, Line: line, Entry: -1, Err: ie.error}); err != nil {
+				return err
+			}
 		}
 	}
 	if err := sc.Err(); err != nil {
