@@ -252,7 +252,7 @@ func (a *app) segmentsCmd() *cobra.Command {
 					if !c.Result.Authenticated {
 						how = "checksums ok"
 					}
-					fmt.Fprintf(a.stdout, "OK   %s: %d blocks, %d records, %s\n", c.Path, c.Result.Blocks, c.Result.Records, how)
+					fmt.Fprintf(a.stdout, "OK   %s: %d blocks, %d entries (logs and payloads), %s\n", c.Path, c.Result.Blocks, c.Result.Records, how)
 				}
 			}
 			fmt.Fprintf(a.stdout, "%d segment(s), %d problem(s)\n", len(checks), bad)
