@@ -58,7 +58,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	root.SetIn(stdin)
 	root.PersistentFlags().StringVar(&a.dir, "dir", defaultDir(), "data directory ($LOGSTORE_DIR, else ./logstore-data)")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(a.demoCmd(), a.ingestCmd(), a.queryCmd(), a.showCmd(), a.keysCmd(), a.segmentsCmd(), a.auditCmd(), a.tenantsCmd())
+	root.AddCommand(a.demoCmd(), a.ingestCmd(), a.queryCmd(), a.showCmd(), a.keysCmd(), a.segmentsCmd(), a.auditCmd(), a.tenantsCmd(), a.benchCmd())
 	root.SetArgs(args)
 	err := root.Execute()
 	if err == nil {
