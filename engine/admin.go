@@ -318,6 +318,12 @@ func (db *DB) Verify(ctx context.Context, tenant string) ([]SegmentCheck, error)
 				continue
 			}
 			h := r.Header()
+			if err := db.checkSlotGeneration(t, r); err != nil {
+				c.OpenErr = err
+				_ = r.Close()
+				out = append(out, c)
+				continue
+			}
 			if h.Cipher != segment.CipherNone {
 				dek, err := db.cache.Unwrap(ctx, h.Slot.KeyURI, h.Slot.Wrapped, keys.SegmentContext(t, segHex(h.ID)))
 				if err == nil {

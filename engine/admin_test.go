@@ -221,3 +221,34 @@ func TestLinkKeyValidation(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, keys.LocalURI("acme-key"), uri)
 }
+
+// TestReplayedKeySlotIsRejected puts an old copy of a segment's header (the
+// key slot before a rewrap) back: reads of that segment are refused.
+func TestReplayedKeySlotIsRejected(t *testing.T) {
+	dir := t.TempDir()
+	db := openTest(t, vfs.Default, dir, nil)
+	defer db.Close()
+	ids, err := db.Append(bg, "acme", genRecords(rand.New(rand.NewSource(8)), 5, t0))
+	require.NoError(t, err)
+	require.NoError(t, db.control(bg, func() { _ = db.sealActive(db.tenants["acme"]) }))
+	segs, err := db.Segments("acme")
+	require.NoError(t, err)
+	id, _ := segs[0].segID()
+	path := db.segPath("acme", id)
+	old, err := os.ReadFile(path)
+	require.NoError(t, err)
+	_, err = db.Rewrap(bg, "acme", keys.LocalURI("acme-new"), nil)
+	require.NoError(t, err)
+	cur, err := os.ReadFile(path)
+	require.NoError(t, err)
+	// Replay the old header (both key slots) over the rewrapped one.
+	copy(cur[:3072], old[:3072])
+	require.NoError(t, os.WriteFile(path, cur, 0o600))
+	db.readers.invalidate(path)
+	db.Keys().Purge()
+	_, err = db.Get(bg, "acme", ids[0], PartAll)
+	require.ErrorIs(t, err, ErrKeySlotRollback)
+	checks, err := db.Verify(bg, "acme")
+	require.NoError(t, err)
+	require.ErrorIs(t, checks[0].OpenErr, ErrKeySlotRollback)
+}

@@ -215,3 +215,34 @@ func (db *DB) rewrapSegment(ctx context.Context, tenant string, id [16]byte, toU
 	})
 	return h.Slot.KeyURI == toURI, errors.Join(cerr, serr)
 }
+
+// ErrKeySlotRollback: a segment's active key slot is older than the one the
+// index recorded (an old copy of the header was put back, e.g. to bring back
+// a retired key). Reads of that segment are refused.
+var ErrKeySlotRollback = errors.New("logstore/engine: segment key slot rolled back")
+
+// checkSlotGeneration compares a segment's active key-slot generation with
+// the generation the index recorded when it was last written or rewrapped.
+func (db *DB) checkSlotGeneration(tenant string, r *segment.Reader) error {
+	h := r.Header()
+	if h.Cipher == segment.CipherNone {
+		return nil
+	}
+	v, closer, err := db.idx.Get(segmentKey(tenant, h.ID))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil // not indexed yet (recovery will record it)
+	}
+	if err != nil {
+		return err
+	}
+	defer closer.Close()
+	var st SegmentInfo
+	if err := decodeJSONValue(v, &st, "segment state"); err != nil {
+		return err
+	}
+	if h.Slot.Generation < st.KeyGen {
+		return fmt.Errorf("%w: %s has key slot generation %d, the index recorded %d (%s)", ErrKeySlotRollback,
+			r.Path(), h.Slot.Generation, st.KeyGen, st.KeyURI)
+	}
+	return nil
+}

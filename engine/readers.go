@@ -43,6 +43,10 @@ func (c *readerCache) acquire(path, tenant string) (*segment.Reader, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := c.db.checkSlotGeneration(tenant, r); err != nil {
+		_ = r.Close()
+		return nil, err
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e, ok := c.entries[path]; ok { // lost a race: use the winner's
