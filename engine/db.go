@@ -114,7 +114,11 @@ func Open(dir string, o *Options) (*DB, error) {
 	// replays blocks the index has not seen. So Pebble's own WAL is off, and
 	// the few changes that cannot be derived (tenant configuration) are
 	// flushed explicitly (durableIndex).
-	popts := &pebble.Options{Logger: quietLogger{}, DisableWAL: true, MemTableSize: 4 << 20}
+	// Index entries arrive in time order per tenant but spread over many
+	// key prefixes; larger memtables and a lazier L0 cut compaction work,
+	// which otherwise takes most of the CPU of a sustained append.
+	popts := &pebble.Options{Logger: quietLogger{}, DisableWAL: true, MemTableSize: 4 << 20,
+		L0CompactionThreshold: 8, L0StopWritesThreshold: 64, LBaseMaxBytes: 256 << 20}
 	if opts.IndexInMemory {
 		popts.FS = pvfs.NewMem()
 	}

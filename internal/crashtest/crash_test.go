@@ -125,7 +125,7 @@ func TestKill9(t *testing.T) {
 		}
 	}
 	require.Empty(t, filesContaining(t, dir, []byte(Marker)), "a sealed field reached the disk in plaintext")
-	t.Logf("%d kills in %s; %d acknowledged records checked after each", iters, time.Since(start).Round(time.Millisecond), len(acked))
+	t.Logf("%d kills in %s; %d acknowledged records, all checked after the last kill", iters, time.Since(start).Round(time.Millisecond), len(acked))
 }
 
 // scanAll lists every record's metadata from the index, as text.
