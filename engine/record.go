@@ -64,25 +64,25 @@ type Record struct {
 // Meta is the plaintext, indexable part of a record plus where it is stored.
 // Reading it never needs a key.
 type Meta struct {
-	ID                ID
-	Time              time.Time
-	SessionID         string
-	TraceID           string
-	SpanID            string
-	Method            string
-	Host              string
-	Status            int
-	UpstreamStatus    int
-	ResponseSource    string
-	LatencyMs         float64
-	UpstreamLatencyMs float64
-	GatewayLatencyMs  float64
-	RouteID           string
-	ServiceID         string
-	RequestSize       int64
-	ResponseSize      int64
-	HasPayload        bool
-	Loc               Locator
+	ID                ID        `json:"id"`
+	Time              time.Time `json:"time"`
+	SessionID         string    `json:"session_id,omitempty"`
+	TraceID           string    `json:"trace_id,omitempty"`
+	SpanID            string    `json:"span_id,omitempty"`
+	Method            string    `json:"method"`
+	Host              string    `json:"host,omitempty"`
+	Status            int       `json:"status"`
+	UpstreamStatus    int       `json:"upstream_status,omitempty"`
+	ResponseSource    string    `json:"response_source,omitempty"`
+	LatencyMs         float64   `json:"latency_ms"`
+	UpstreamLatencyMs float64   `json:"upstream_latency_ms,omitempty"`
+	GatewayLatencyMs  float64   `json:"gateway_latency_ms,omitempty"`
+	RouteID           string    `json:"route_id,omitempty"`
+	ServiceID         string    `json:"service_id,omitempty"`
+	RequestSize       int64     `json:"request_size,omitempty"`
+	ResponseSize      int64     `json:"response_size,omitempty"`
+	HasPayload        bool      `json:"has_payload"`
+	Loc               Locator   `json:"-"`
 }
 
 // Locator is where a record lives: segment, block frame offset and sequence,

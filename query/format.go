@@ -37,37 +37,11 @@ func dash(s string) string {
 	return s
 }
 
-// metaJSON is the JSON form of a row (plaintext fields only).
-type metaJSON struct {
-	ID                string    `json:"id"`
-	Time              time.Time `json:"time"`
-	SessionID         string    `json:"session_id,omitempty"`
-	TraceID           string    `json:"trace_id,omitempty"`
-	SpanID            string    `json:"span_id,omitempty"`
-	Method            string    `json:"method"`
-	Host              string    `json:"host,omitempty"`
-	Status            int       `json:"status"`
-	UpstreamStatus    int       `json:"upstream_status,omitempty"`
-	ResponseSource    string    `json:"response_source,omitempty"`
-	LatencyMs         float64   `json:"latency_ms"`
-	UpstreamLatencyMs float64   `json:"upstream_latency_ms,omitempty"`
-	GatewayLatencyMs  float64   `json:"gateway_latency_ms,omitempty"`
-	RouteID           string    `json:"route_id,omitempty"`
-	ServiceID         string    `json:"service_id,omitempty"`
-	RequestSize       int64     `json:"request_size,omitempty"`
-	ResponseSize      int64     `json:"response_size,omitempty"`
-	HasPayload        bool      `json:"has_payload"`
-}
-
-// WriteJSONLines prints one JSON object per row.
+// WriteJSONLines prints one JSON object per row (plaintext fields only).
 func WriteJSONLines(w io.Writer, rows []engine.Meta) error {
 	enc := json.NewEncoder(w)
 	for i := range rows {
-		m := &rows[i]
-		if err := enc.Encode(metaJSON{ID: m.ID.String(), Time: m.Time, SessionID: m.SessionID, TraceID: m.TraceID, SpanID: m.SpanID,
-			Method: m.Method, Host: m.Host, Status: m.Status, UpstreamStatus: m.UpstreamStatus, ResponseSource: m.ResponseSource,
-			LatencyMs: m.LatencyMs, UpstreamLatencyMs: m.UpstreamLatencyMs, GatewayLatencyMs: m.GatewayLatencyMs,
-			RouteID: m.RouteID, ServiceID: m.ServiceID, RequestSize: m.RequestSize, ResponseSize: m.ResponseSize, HasPayload: m.HasPayload}); err != nil {
+		if err := enc.Encode(&rows[i]); err != nil {
 			return err
 		}
 	}

@@ -1,7 +1,6 @@
 package ingest
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -22,37 +21,7 @@ var combinedRE = regexp.MustCompile(`^(\S+) (\S+) (\S+) \[([^\]]+)\] "((?:[^"\\]
 const combinedTime = "02/Jan/2006:15:04:05 -0700"
 
 func readCombined(r io.Reader, name string, emit func(engine.Record) error, bad func(error) error) error {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	for line := 1; sc.Scan(); line++ {
-		text := sc.Text()
-		if strings.TrimSpace(text) == "" {
-			continue
-		}
-		rec, err := combinedRecord(text)
-		if err != nil {
-			if err := bad(&EntryError{File: name, Line: line, Entry: -1, Err: err}); err != nil {
-				return err
-			}
-			continue
-		}
-		if err := emit(rec); err != nil {
-			var ie errInvalid
-			if !errors.As(err, &ie) {
-				return err
-			}
-			if err := bad(&EntryError{File: name, Line: line, Entry: -1, Err: ie.error}); err != nil {
-				return err
-			}
-		}
-	}
-	if err := sc.Err(); err != nil {
-		if errors.Is(err, bufio.ErrTooLong) {
-			return &EntryError{File: name, Entry: -1, Err: errors.New("a line is longer than 1 MiB")}
-		}
-		return err
-	}
-	return nil
+	return readLines(r, name, 1<<20, func(line []byte) (engine.Record, error) { return combinedRecord(string(line)) }, emit, bad)
 }
 
 func unquote(s string) string { return strings.ReplaceAll(strings.ReplaceAll(s, `\"`, `"`), `\\`, `\`) }

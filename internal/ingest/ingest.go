@@ -234,3 +234,42 @@ func truncate(b []byte, n int) []byte {
 	}
 	return b
 }
+
+// readLines runs parse on every non-blank line (a BOM on the first is
+// dropped) and reports failures at file:line.
+func readLines(r io.Reader, name string, max int, parse func([]byte) (engine.Record, error), emit func(engine.Record) error, bad func(error) error) error {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64<<10), max)
+	for line := 1; sc.Scan(); line++ {
+		b := sc.Bytes()
+		if line == 1 {
+			b = bytes.TrimPrefix(b, bom)
+		}
+		if len(bytes.TrimSpace(b)) == 0 {
+			continue
+		}
+		rec, err := parse(b)
+		if err == nil {
+			err = emit(rec)
+			var ie errInvalid
+			if err != nil && !errors.As(err, &ie) {
+				return err // the store failed: stop
+			}
+			if err != nil {
+				err = ie.error
+			}
+		}
+		if err != nil {
+			if err := bad(&EntryError{File: name, Line: line, Entry: -1, Err: err}); err != nil {
+				return err
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		if errors.Is(err, bufio.ErrTooLong) {
+			return &EntryError{File: name, Entry: -1, Err: fmt.Errorf("a line is longer than %d bytes", max)}
+		}
+		return err
+	}
+	return nil
+}

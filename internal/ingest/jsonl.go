@@ -1,7 +1,6 @@
 package ingest
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -31,40 +30,7 @@ type jsonlRecord struct {
 
 // readJSONL reads one engine record per line (README: "JSONL schema").
 func readJSONL(r io.Reader, name string, emit func(engine.Record) error, bad func(error) error) error {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 64<<10), maxLine)
-	for line := 1; sc.Scan(); line++ {
-		b := sc.Bytes()
-		if line == 1 {
-			b = bytes.TrimPrefix(b, bom)
-		}
-		if len(bytes.TrimSpace(b)) == 0 {
-			continue
-		}
-		rec, err := jsonlRecordFrom(b)
-		if err != nil {
-			if err := bad(&EntryError{File: name, Line: line, Entry: -1, Err: err}); err != nil {
-				return err
-			}
-			continue
-		}
-		if err := emit(rec); err != nil {
-			var ie errInvalid
-			if !errors.As(err, &ie) {
-				return err
-			}
-			if err := bad(&EntryError{File: name, Line: line, Entry: -1, Err: ie.error}); err != nil {
-				return err
-			}
-		}
-	}
-	if err := sc.Err(); err != nil {
-		if errors.Is(err, bufio.ErrTooLong) {
-			return &EntryError{File: name, Entry: -1, Err: fmt.Errorf("a line is longer than %d bytes", maxLine)}
-		}
-		return err
-	}
-	return nil
+	return readLines(r, name, maxLine, jsonlRecordFrom, emit, bad)
 }
 
 func jsonlRecordFrom(b []byte) (engine.Record, error) {

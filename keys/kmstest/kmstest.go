@@ -22,10 +22,11 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"sort"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/logstore/logstore/keys"
 )
 
 // Account is the AWS account id of every key.
@@ -369,18 +370,8 @@ func (s *Server) usableLocked(ref string) (*key, *apiError) {
 	return k, nil
 }
 
-func canonical(ec map[string]string) []byte {
-	ks := make([]string, 0, len(ec))
-	for k := range ec {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	var b []byte
-	for _, k := range ks {
-		b = fmt.Appendf(b, "%d:%s=%d:%s;", len(k), k, len(ec[k]), ec[k])
-	}
-	return b
-}
+// canonical binds a ciphertext to its encryption context, as KMS does.
+func canonical(ec map[string]string) []byte { return keys.EncryptionContext(ec).Canonical() }
 
 const blobMagic = "KTB1"
 
