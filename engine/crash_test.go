@@ -176,3 +176,24 @@ func TestDiskFaults(t *testing.T) {
 		}
 	}
 }
+
+// TestSyncIntervalMakesRecordsDurable: with SyncInterval(d), records
+// acknowledged more than d before a power loss survive it.
+func TestSyncIntervalMakesRecordsDurable(t *testing.T) {
+	mem := vfs.NewMem()
+	indexDir := t.TempDir()
+	db := openTest(t, mem, "/db", func(o *Options) { o.IndexDir = indexDir; o.Sync = SyncInterval(20 * time.Millisecond) })
+	recs := genRecords(rand.New(rand.NewSource(1)), 50, t0)
+	ids, err := db.Append(bg, "acme", recs)
+	require.NoError(t, err)
+	time.Sleep(150 * time.Millisecond) // several intervals
+	mem.Crash()
+	_ = db.Close()
+	db2 := openTest(t, mem, "/db", func(o *Options) { o.IndexDir = indexDir })
+	defer db2.Close()
+	for i, id := range ids {
+		got, err := db2.Get(bg, "acme", id, PartAll)
+		require.NoError(t, err)
+		requireSameRecord(t, recs[i], id, got)
+	}
+}
