@@ -78,6 +78,12 @@ func (d *decoder) uvarint() uint64 {
 		d.fail(errShort)
 		return 0
 	}
+	// Only the minimal encoding is valid, so every value has one encoding
+	// (a fuzzing find: 0xff 0x00 also decodes to 127).
+	if n != uvarintLen(v) {
+		d.fail(errors.New("non-minimal varint"))
+		return 0
+	}
 	d.b = d.b[n:]
 	return v
 }
@@ -318,6 +324,15 @@ func estimateSealed(r *Record) int {
 	}
 	for k, v := range r.Attributes {
 		n += len(k) + len(v) + 4
+	}
+	return n
+}
+
+func uvarintLen(v uint64) int {
+	n := 1
+	for v >= 0x80 {
+		v >>= 7
+		n++
 	}
 	return n
 }
