@@ -321,11 +321,13 @@ func measureAppend(ctx context.Context, rep *Report, o Options, kms *kmstest.Ser
 			return p, nil
 		}, true},
 	}
-	// Three interleaved rounds, median per configuration: a noisy neighbour
-	// hits every configuration alike.
+	// Five interleaved rounds, the order rotated each round, median per
+	// configuration: a noisy neighbour or a warm-up hits every one alike.
 	rounds := map[string][]Row{}
-	for round := 0; round < 3; round++ {
-		for i, c := range cfgs {
+	for round := 0; round < 5; round++ {
+		for k := range cfgs {
+			i := (k + round) % len(cfgs)
+			c := cfgs[i]
 			row, err := appendOnce(ctx, o, c.name, c.open, c.kms, recs, raw, kms, filepath.Join(o.Dir, fmt.Sprintf("append-%d-%d", round, i)))
 			if err != nil {
 				return err

@@ -59,11 +59,7 @@ func (db *DB) Get(ctx context.Context, tenant string, id ID, parts Part) (*Recor
 	rec := &Record{}
 	rec.fill(m)
 	if parts&PartLog != 0 {
-		data, err := db.readSealed(ctx, tenant, m.Loc, id)
-		if err != nil {
-			return nil, err
-		}
-		if err := decodeSealedLog(data, rec); err != nil {
+		if err := db.readSealed(ctx, tenant, m.Loc, id, func(data []byte) error { return decodeSealedLog(data, rec) }); err != nil {
 			return nil, err
 		}
 	}
@@ -86,24 +82,24 @@ func (db *DB) Get(ctx context.Context, tenant string, id ID, parts Part) (*Recor
 		if err != nil {
 			return nil, err
 		}
-		data, err := db.readSealed(ctx, tenant, loc, id)
-		if err != nil {
-			return nil, err
-		}
-		if rec.Payload, err = decodeSealedPayload(data); err != nil {
+		if err := db.readSealed(ctx, tenant, loc, id, func(data []byte) (err error) {
+			rec.Payload, err = decodeSealedPayload(data)
+			return err
+		}); err != nil {
 			return nil, err
 		}
 	}
 	return rec, nil
 }
 
-// readSealed decrypts the block at loc and returns the sealed bytes of the
-// record at loc.Index, checking that it is the record asked for.
-func (db *DB) readSealed(ctx context.Context, tenant string, loc Locator, id ID) ([]byte, error) {
+// readSealed decrypts the block at loc and passes decode the sealed bytes of
+// the record at loc.Index, checking that it is the record asked for. decode
+// must copy what it keeps: the block's plaintext is zeroed and recycled.
+func (db *DB) readSealed(ctx context.Context, tenant string, loc Locator, id ID, decode func([]byte) error) error {
 	path := db.segPath(tenant, loc.Segment)
 	r, err := db.readers.acquire(path, tenant)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer db.readers.release(path, r)
 	h := r.Header()
@@ -111,21 +107,22 @@ func (db *DB) readSealed(ctx context.Context, tenant string, loc Locator, id ID)
 	if h.Cipher != segment.CipherNone {
 		ec := keys.SegmentContext(tenant, segHex(h.ID))
 		if dek, err = db.cache.Unwrap(ctx, h.Slot.KeyURI, h.Slot.Wrapped, ec); err != nil {
-			return nil, err
+			return err
 		}
 		defer keys.Zero(dek)
 	}
 	blk, err := r.ReadBlockWith(dek, loc.Offset, loc.Seq)
 	if err != nil {
-		return nil, err
+		return err
 	}
+	defer blk.Release()
 	if loc.Index >= len(blk.Data) {
-		return nil, fmt.Errorf("%w: locator index %d beyond block of %d records", ErrCorrupt, loc.Index, len(blk.Data))
+		return fmt.Errorf("%w: locator index %d beyond block of %d records", ErrCorrupt, loc.Index, len(blk.Data))
 	}
 	if len(blk.Meta[loc.Index]) < 18 || !bytes.Equal(blk.Meta[loc.Index][2:18], id[:]) {
-		return nil, fmt.Errorf("%w: locator of %s points at another record", ErrCorrupt, id)
+		return fmt.Errorf("%w: locator of %s points at another record", ErrCorrupt, id)
 	}
-	return blk.Data[loc.Index], nil
+	return decode(blk.Data[loc.Index])
 }
 
 // Cursor is a position in a scan: the (time, id) of the last record seen.

@@ -182,6 +182,25 @@ func Decompress(codec Codec, dst, src []byte, rawLen int) ([]byte, error) {
 	return nil, fmt.Errorf("unknown codec %d", codec)
 }
 
+// bufPool recycles frame and body buffers of the read path (one frame and
+// one decompressed body per block read would otherwise be garbage).
+var bufPool sync.Pool
+
+func getBuf(n int) []byte {
+	if p, ok := bufPool.Get().(*[]byte); ok && cap(*p) >= n {
+		return (*p)[:n]
+	}
+	return make([]byte, n)
+}
+
+func putBuf(b []byte) {
+	if b == nil || cap(b) > 4*MaxBlockRaw {
+		return
+	}
+	b = b[:0]
+	bufPool.Put(&b)
+}
+
 // grow returns b with capacity for n more bytes.
 func grow(b []byte, n int) []byte {
 	if cap(b)-len(b) >= n {

@@ -157,7 +157,8 @@ func (r *Reader) scan() {
 	off := int64(HeaderSize)
 	var blocks []BlockInfo
 	for off < r.size {
-		h, _, err := r.readFrame(off, uint64(len(blocks)))
+		h, frame, err := r.readFrame(off, uint64(len(blocks)))
+		putBuf(frame)
 		if err != nil {
 			if r.isFooterAt(off) {
 				break
@@ -214,7 +215,8 @@ func (r *Reader) validFrameAfter(off int64) bool {
 }
 
 // readFrame reads and checks the frame at off: checksums, segment identity and
-// expected sequence. It does not decrypt.
+// expected sequence. It does not decrypt. The frame comes from a pool: the
+// caller returns it with putBuf once nothing aliases it.
 func (r *Reader) currentSize(atLeast int64) int64 {
 	r.sizeMu.Lock()
 	defer r.sizeMu.Unlock()
@@ -246,19 +248,23 @@ func (r *Reader) readFrame(off int64, wantSeq uint64) (frameHeader, []byte, erro
 	if off+h.frameLen() > size {
 		return h, nil, corruptf(ErrCorrupt, r.path, off, blk, "frame of %d bytes runs past the end of the file", h.frameLen())
 	}
-	frame := make([]byte, h.frameLen())
-	if _, err := r.f.ReadAt(frame, off); err != nil {
+	frame := getBuf(int(h.frameLen()))
+	fail := func(err error) (frameHeader, []byte, error) {
+		putBuf(frame)
 		return h, nil, err
+	}
+	if _, err := r.f.ReadAt(frame, off); err != nil {
+		return fail(err)
 	}
 	body := frame[:len(frame)-frameCRCSize]
 	if crc(body) != binary.LittleEndian.Uint32(frame[len(body):]) {
-		return h, nil, corruptf(ErrCorrupt, r.path, off, blk, "frame checksum mismatch")
+		return fail(corruptf(ErrCorrupt, r.path, off, blk, "frame checksum mismatch"))
 	}
 	if h.id != r.hdr.ID {
-		return h, nil, corruptf(ErrForeignBlock, r.path, off, blk, "frame belongs to segment %x", h.id[:])
+		return fail(corruptf(ErrForeignBlock, r.path, off, blk, "frame belongs to segment %x", h.id[:]))
 	}
 	if h.seq != wantSeq {
-		return h, nil, corruptf(ErrBlockOrder, r.path, off, blk, "frame has sequence %d, expected %d", h.seq, wantSeq)
+		return fail(corruptf(ErrBlockOrder, r.path, off, blk, "frame has sequence %d, expected %d", h.seq, wantSeq))
 	}
 	return h, body, nil
 }
@@ -322,6 +328,18 @@ type Block struct {
 	Info BlockInfo
 	Meta [][]byte
 	Data [][]byte // nil when read with ReadMeta
+	raw  []byte   // the decompressed body Data aliases
+}
+
+// Release recycles the block's decrypted body and zeroes it. Data must not be
+// used afterwards. Calling it is optional (an optimisation of the read path).
+func (b *Block) Release() {
+	if b.raw == nil {
+		return
+	}
+	zero(b.raw)
+	putBuf(b.raw)
+	b.raw, b.Data = nil, nil
 }
 
 // ReadMeta returns the plaintext metadata of block i, checksum-verified; it
@@ -391,11 +409,12 @@ func (r *Reader) readAtWith(bc *blockCipher, off int64, seq uint64, decrypt bool
 	if err != nil {
 		return nil, err
 	}
+	defer func() { zero(frame); putBuf(frame) }() // everything returned is copied out of it
 	blk := int(seq)
 	info := BlockInfo{Seq: seq, Offset: off, Length: h.frameLen(), Records: int(h.records), MinTime: h.minTime, MaxTime: h.maxTime,
 		Codec: h.codec, MetaLen: int(h.metaLen), RawLen: int(h.rawLen), BodyLen: int(h.bodyLen)}
 	metaEnd := frameHdrSize + int(h.metaLen)
-	metas, err := splitRecords(frame[frameHdrSize:metaEnd], int(h.records))
+	metas, err := splitRecords(append([]byte(nil), frame[frameHdrSize:metaEnd]...), int(h.records))
 	if err != nil {
 		return nil, corruptf(ErrCorrupt, r.path, off, blk, "metadata section: %v", err)
 	}
@@ -416,13 +435,15 @@ func (r *Reader) readAtWith(bc *blockCipher, off int64, seq uint64, decrypt bool
 			return nil, corruptf(ErrAuth, r.path, off, blk, "AES-GCM open failed: the block or its metadata was altered")
 		}
 	}
-	raw, err := Decompress(h.codec, nil, body, int(h.rawLen))
+	raw, err := Decompress(h.codec, getBuf(int(h.rawLen))[:0], body, int(h.rawLen))
 	if err != nil {
 		return nil, corruptf(ErrCorrupt, r.path, off, blk, "decompress: %v", err)
 	}
 	b.Data, err = splitRecords(raw, int(h.records))
 	if err != nil {
+		putBuf(raw)
 		return nil, corruptf(ErrCorrupt, r.path, off, blk, "body: %v", err)
 	}
+	b.raw = raw
 	return b, nil
 }
