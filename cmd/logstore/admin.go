@@ -168,11 +168,34 @@ func (a *app) keysCmd() *cobra.Command {
 	}
 	policy.Flags().StringVar(&principal, "principal", "", "IAM principal ARN")
 
+	setLocal := func(enable bool) *cobra.Command {
+		verb := map[bool]string{true: "enable", false: "disable"}[enable]
+		return &cobra.Command{
+			Use:   verb + " local://NAME",
+			Short: map[bool]string{true: "Re-enable a local key", false: "Disable a local key: reads and writes under it fail (exit 3) until it is enabled"}[enable],
+			Args:  cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				db, err := a.open()
+				if err != nil {
+					return err
+				}
+				defer db.Close()
+				if db.LocalKeys() == nil {
+					return errors.New("this store has no local key provider")
+				}
+				if err := db.LocalKeys().SetEnabled(args[0], enable); err != nil {
+					return err
+				}
+				fmt.Fprintf(a.stdout, "%sd %s (for AWS KMS keys use the KMS console or `aws kms %s-key`)\n", verb, args[0], verb)
+				return nil
+			},
+		}
+	}
 	for _, c := range []*cobra.Command{status, rewrap} {
 		c.Flags().StringVar(&tenant, "tenant", "", "tenant")
 	}
 	rewrap.Flags().StringVar(&to, "to", "", "the new key URI")
-	cmd.AddCommand(link, list, status, rewrap, policy)
+	cmd.AddCommand(link, list, status, rewrap, policy, setLocal(true), setLocal(false))
 	return cmd
 }
 

@@ -239,6 +239,19 @@ func TestIngestQueryShowEndToEnd(t *testing.T) {
 	require.Equal(t, want404, count("--where", "status = 404"))
 	require.NoError(t, os.Rename(filepath.Join(dir, "acme.key.bak"), filepath.Join(dir, "keys", "acme.key")))
 
+	// Disabling the local key revokes it the same way (exit 3), enabling restores.
+	r = cli(t, dir, "keys", "disable", "local://acme")
+	require.Equal(t, 0, r.code, r.stderr)
+	r = cli(t, dir, "show", "--tenant", "acme", id)
+	require.Equal(t, 3, r.code, r.stderr)
+	require.Contains(t, r.stderr, "key disabled")
+	r = cli(t, dir, "ingest", "--tenant", "acme", filepath.Join(shared, "har", "postdata.har"))
+	require.Equal(t, 3, r.code, "writes fail closed: %s", r.stderr)
+	r = cli(t, dir, "keys", "enable", "local://acme")
+	require.Equal(t, 0, r.code, r.stderr)
+	r = cli(t, dir, "show", "--tenant", "acme", id)
+	require.Equal(t, 0, r.code, r.stderr)
+
 	// Tenant deletion.
 	r = cli(t, dir, "tenants", "delete", "acme")
 	require.Equal(t, 2, r.code, "needs --yes")
