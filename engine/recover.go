@@ -129,31 +129,20 @@ func (db *DB) commitState(b *pebble.Batch, st *SegmentInfo) error {
 	return b.Commit(pebble.NoSync)
 }
 
-// indexOne adds the index entries of one record's metadata to b.
+// indexOne adds the index entries of one record's metadata to b, built as
+// the writer builds them (stageIndex), so replay and live writes agree.
 func indexOne(b *pebble.Batch, tenant string, raw []byte, loc Locator, st *SegmentInfo) error {
 	var m Meta
 	kind, err := decodeMeta(raw, &m)
 	if err != nil {
 		return err
 	}
-	if kind == kindPayload {
-		st.Payloads++
-		return b.Set(payloadKey(tenant, m.ID), appendLocator(nil, loc), nil)
-	}
-	st.Records++
-	st.observe(m.Time)
-	val := appendLocator(make([]byte, 0, locatorLen+len(raw)), loc)
-	val = append(val, raw...)
-	if err := b.Set(recordKey(tenant, m.ID), val, nil); err != nil {
-		return err
-	}
-	var ierr error
-	indexEntries(tenant, &m, func(k []byte) {
-		if err := b.Set(k, nil, nil); err != nil && ierr == nil {
-			ierr = err
+	for _, e := range stageIndex(nil, tenant, &m, raw, loc, kind == kindPayload, st) {
+		if err := b.Set(e.k, e.v, nil); err != nil {
+			return err
 		}
-	})
-	return ierr
+	}
+	return nil
 }
 
 // Reindex rebuilds the whole index from the segments alone; no key is needed

@@ -22,7 +22,7 @@ func (a *app) keysCmd() *cobra.Command {
 		Use:   "link --tenant T --key URI",
 		Short: "Validate a key (local://NAME or aws-kms://ARN) and use it for the tenant's new segments",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) (err error) {
 			if err := requireTenant(tenant); err != nil {
 				return err
 			}
@@ -33,7 +33,7 @@ func (a *app) keysCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			defer db.Close()
+			defer closeDB(db, &err)
 			st, err := db.LinkKey(cmd.Context(), tenant, key)
 			if err != nil {
 				return err
@@ -50,12 +50,12 @@ func (a *app) keysCmd() *cobra.Command {
 		Use:   "list",
 		Short: "List tenants with their linked key and the keys their segments use",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) (err error) {
 			db, err := a.open()
 			if err != nil {
 				return err
 			}
-			defer db.Close()
+			defer closeDB(db, &err)
 			st, err := db.Stats()
 			if err != nil {
 				return err
@@ -85,7 +85,7 @@ func (a *app) keysCmd() *cobra.Command {
 		Use:   "status --tenant T",
 		Short: "Describe the state of every key a tenant's data depends on",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) (err error) {
 			if err := requireTenant(tenant); err != nil {
 				return err
 			}
@@ -93,7 +93,7 @@ func (a *app) keysCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			defer db.Close()
+			defer closeDB(db, &err)
 			st, err := db.Stats()
 			if err != nil {
 				return err
@@ -126,7 +126,7 @@ func (a *app) keysCmd() *cobra.Command {
 		Use:   "rewrap --tenant T --to URI",
 		Short: "Re-wrap every segment DEK of a tenant under a new key (no data block rewritten; resumable)",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) (err error) {
 			if err := requireTenant(tenant); err != nil {
 				return err
 			}
@@ -137,7 +137,7 @@ func (a *app) keysCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			defer db.Close()
+			defer closeDB(db, &err)
 			rep, err := db.Rewrap(cmd.Context(), tenant, to, func(p engine.RewrapProgress) {
 				state := "rewrapped"
 				if p.Skipped {
@@ -158,7 +158,7 @@ func (a *app) keysCmd() *cobra.Command {
 		Use:   "policy --principal ARN",
 		Short: "Print the key-policy statement that lets PRINCIPAL use a customer's AWS KMS key with logstore",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) (err error) {
 			if principal == "" {
 				return usageError{errors.New("--principal is required (the IAM role ARN logstore runs as)")}
 			}
@@ -174,12 +174,12 @@ func (a *app) keysCmd() *cobra.Command {
 			Use:   verb + " local://NAME",
 			Short: map[bool]string{true: "Re-enable a local key", false: "Disable a local key: reads and writes under it fail (exit 3) until it is enabled"}[enable],
 			Args:  cobra.ExactArgs(1),
-			RunE: func(cmd *cobra.Command, args []string) error {
+			RunE: func(cmd *cobra.Command, args []string) (err error) {
 				db, err := a.open()
 				if err != nil {
 					return err
 				}
-				defer db.Close()
+				defer closeDB(db, &err)
 				if db.LocalKeys() == nil {
 					return errors.New("this store has no local key provider")
 				}
@@ -214,12 +214,12 @@ func (a *app) segmentsCmd() *cobra.Command {
 	list := &cobra.Command{
 		Use:  "list [--tenant T]",
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) (err error) {
 			db, err := a.open()
 			if err != nil {
 				return err
 			}
-			defer db.Close()
+			defer closeDB(db, &err)
 			tenants := []string{tenant}
 			if tenant == "" {
 				if tenants, err = db.Tenants(); err != nil {
@@ -246,12 +246,12 @@ func (a *app) segmentsCmd() *cobra.Command {
 		Use:   "verify [--tenant T]",
 		Short: "Check every segment's checksums, and authenticate every block when the key is available",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) (err error) {
 			db, err := a.open()
 			if err != nil {
 				return err
 			}
-			defer db.Close()
+			defer closeDB(db, &err)
 			checks, err := db.Verify(cmd.Context(), tenant)
 			if err != nil {
 				return err
@@ -290,12 +290,12 @@ func (a *app) segmentsCmd() *cobra.Command {
 		Use:   "reindex",
 		Short: "Rebuild the metadata index from the segments alone (no key needed)",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) (err error) {
 			db, err := a.open()
 			if err != nil {
 				return err
 			}
-			defer db.Close()
+			defer closeDB(db, &err)
 			start := time.Now()
 			rep, err := db.Reindex()
 			if err != nil {
@@ -316,7 +316,7 @@ func (a *app) auditCmd() *cobra.Command {
 		Use:   "audit --tenant T [--since D]",
 		Short: "Print the key operations recorded for a tenant",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) (err error) {
 			if err := requireTenant(tenant); err != nil {
 				return err
 			}
@@ -324,7 +324,7 @@ func (a *app) auditCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			defer db.Close()
+			defer closeDB(db, &err)
 			var from time.Time
 			if since > 0 {
 				from = time.Now().Add(-since)
@@ -364,7 +364,7 @@ func (a *app) tenantsCmd() *cobra.Command {
 		Use:   "delete T --yes",
 		Short: "Crypto-shred a tenant: segments, wrapped DEKs, index entries and its local key",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: func(cmd *cobra.Command, args []string) (err error) {
 			if !yes {
 				return usageError{errors.New("deleting a tenant destroys its data for good: add --yes")}
 			}
@@ -372,7 +372,7 @@ func (a *app) tenantsCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			defer db.Close()
+			defer closeDB(db, &err)
 			rep, err := db.DeleteTenant(cmd.Context(), args[0])
 			if err != nil {
 				return err

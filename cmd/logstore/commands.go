@@ -24,7 +24,7 @@ func (a *app) demoCmd() *cobra.Command {
 		Use:   "demo",
 		Short: "Create a store under a local key, ingest the bundled sample, query it and decrypt a record (no AWS account needed)",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) (err error) {
 			return demo.Run(cmd.Context(), a.dir, a.stdout)
 		},
 	}
@@ -37,7 +37,7 @@ func (a *app) ingestCmd() *cobra.Command {
 		Use:   "ingest --tenant T [--format auto|jsonl|har|combined] [--session S] [--skip-invalid] FILE...|-",
 		Short: "Store captures: HAR 1.2, JSONL records or Apache/nginx combined access logs",
 		Args:  cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, files []string) error {
+		RunE: func(cmd *cobra.Command, files []string) (err error) {
 			if err := requireTenant(tenant); err != nil {
 				return err
 			}
@@ -49,7 +49,7 @@ func (a *app) ingestCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			defer db.Close()
+			defer closeDB(db, &err)
 			total, skipped := 0, 0
 			start := time.Now()
 			for _, name := range files {
@@ -112,14 +112,13 @@ func (a *app) queryCmd() *cobra.Command {
 		Use:   "query --tenant T [--since 1h | --from RFC3339 --to RFC3339] [--where EXPR] [--limit N] [--cursor TOKEN] [--format table|json] [--count]",
 		Short: "Query plaintext metadata (never needs the key); newest first",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) (err error) {
 			if err := requireTenant(req.Tenant); err != nil {
 				return err
 			}
 			if format != "table" && format != "json" {
 				return usageError{fmt.Errorf("--format must be table or json, not %q", format)}
 			}
-			var err error
 			if since > 0 {
 				if from != "" || to != "" {
 					return usageError{errors.New("use --since or --from/--to, not both")}
@@ -140,7 +139,7 @@ func (a *app) queryCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			defer db.Close()
+			defer closeDB(db, &err)
 			res, err := query.Run(cmd.Context(), db, req)
 			if err != nil {
 				return err
@@ -186,7 +185,7 @@ func (a *app) showCmd() *cobra.Command {
 		Use:   "show --tenant T ID [--part log|payload|all] [--format text|json|raw] [--body request|response]",
 		Short: "Decrypt and print a record",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: func(cmd *cobra.Command, args []string) (err error) {
 			if err := requireTenant(tenant); err != nil {
 				return err
 			}
@@ -208,7 +207,7 @@ func (a *app) showCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			defer db.Close()
+			defer closeDB(db, &err)
 			rec, err := db.Get(cmd.Context(), tenant, id, parts)
 			if err != nil {
 				return err

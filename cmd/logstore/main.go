@@ -45,6 +45,14 @@ type app struct {
 
 func (a *app) open() (*engine.DB, error) { return engine.Open(a.dir, nil) }
 
+// closeDB closes db and reports a failure to do so (sealing segments,
+// flushing the index) unless the command already failed.
+func closeDB(db *engine.DB, err *error) {
+	if cerr := db.Close(); cerr != nil && *err == nil {
+		*err = cerr
+	}
+}
+
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	a := &app{stdin: stdin, stdout: stdout, stderr: stderr}
 	root := &cobra.Command{

@@ -51,12 +51,16 @@ func sampleSpan() (time.Time, time.Time) {
 }
 
 // Run performs the demo in dir, printing what it does to out.
-func Run(ctx context.Context, dir string, out io.Writer) error {
+func Run(ctx context.Context, dir string, out io.Writer) (err error) {
 	db, err := engine.Open(dir, nil)
 	if err != nil {
 		return err
 	}
-	defer db.Close()
+	defer func() {
+		if cerr := db.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}()
 	now := time.Now().UTC()
 	_, last := sampleSpan()
 	res, err := ingest.Ingest(ctx, &rebase{db: db, shift: now.Sub(last)}, "demo-sample.jsonl", bytes.NewReader(logstore.DemoSample),
