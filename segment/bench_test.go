@@ -79,7 +79,7 @@ func BenchmarkBlockOpen(b *testing.B) {
 						c = CipherAES256GCM
 					}
 					path := writeSeg(b, segSpec{fs: fs, codec: codec, cipher: c, blocks: [][]Entry{es}, seal: true})
-					r, err := Open(path, &ReadOptions{FS: fs})
+					r, err := Open(path, &ReadOptions{FS: fs, AllowPlaintext: true})
 					if err != nil {
 						b.Fatal(err)
 					}

@@ -217,19 +217,24 @@ type blockCipher struct {
 	suite  Cipher
 	aead   cipher.AEAD
 	key    []byte
-	prefix []byte // aadPrefix || segment id || tenant length || tenant
+	prefix []byte // the AAD's fixed part (format.go: "AAD")
 }
 
-func newBlockCipher(suite Cipher, dek []byte, id ID, tenant string) (*blockCipher, error) {
-	bc := &blockCipher{suite: suite}
-	bc.prefix = append(bc.prefix, aadPrefix...)
-	bc.prefix = append(bc.prefix, id[:]...)
-	bc.prefix = binary.LittleEndian.AppendUint16(bc.prefix, uint16(len(tenant)))
-	bc.prefix = append(bc.prefix, tenant...)
-	if suite == CipherNone {
+func newBlockCipher(h *Header, dek []byte) (*blockCipher, error) {
+	bc := &blockCipher{suite: h.Cipher}
+	if h.Version >= Version2 {
+		bc.prefix = append(bc.prefix, aadPrefixV2...)
+		bc.prefix = append(bc.prefix, h.authPrefix()...)
+	} else {
+		bc.prefix = append(bc.prefix, aadPrefix...)
+		bc.prefix = append(bc.prefix, h.ID[:]...)
+		bc.prefix = binary.LittleEndian.AppendUint16(bc.prefix, uint16(len(h.Tenant)))
+		bc.prefix = append(bc.prefix, h.Tenant...)
+	}
+	if h.Cipher == CipherNone {
 		return bc, nil
 	}
-	key, err := derive(dek, id, infoBlockKey)
+	key, err := derive(dek, h.ID, infoBlockKey)
 	if err != nil {
 		return nil, err
 	}

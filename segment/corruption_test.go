@@ -59,7 +59,7 @@ func TestTruncateEveryOffset(t *testing.T) {
 			require.Equal(t, len(r.Blocks()), ce.Block, "the error names the first missing block")
 		}
 		// Recovery keeps exactly the valid prefix and seals it.
-		res, err := Recover(path, mfs)
+		res, err := Recover(path, &ReadOptions{FS: mfs, AllowPlaintext: true})
 		require.NoError(t, err, "n=%d", n)
 		got2, r2, err := readAll(mfs, path, testDEK)
 		require.NoError(t, err, "n=%d after recovery", n)
@@ -89,13 +89,13 @@ func TestFlipEveryBit(t *testing.T) {
 
 func TestRecoverRefusesMidSegmentCorruption(t *testing.T) {
 	fs, path, want := smallSegment(t, false)
-	r, err := Open(path, &ReadOptions{FS: fs})
+	r, err := Open(path, &ReadOptions{FS: fs, AllowPlaintext: true})
 	require.NoError(t, err)
 	first := r.Blocks()[0]
 	require.NoError(t, r.Close())
 	mfs := messWith(t, fs, path, func(b []byte) []byte { b[first.Offset+frameHdrSize+2] ^= 0xff; return b })
 	before, _ := mfs.Bytes(path)
-	_, err = Recover(path, mfs)
+	_, err = Recover(path, &ReadOptions{FS: mfs, AllowPlaintext: true})
 	require.ErrorIs(t, err, ErrCorrupt)
 	after, _ := mfs.Bytes(path)
 	require.Equal(t, before, after, "a refused recovery must not modify the file")
@@ -124,7 +124,7 @@ func TestCrashDropsOnlyUnsynced(t *testing.T) {
 			}
 		}
 		fs.CrashTorn(rng)
-		res, err := Recover("/d/s.lss", fs)
+		res, err := Recover("/d/s.lss", &ReadOptions{FS: fs, AllowPlaintext: true})
 		require.NoError(t, err, "iter %d", iter)
 		require.True(t, res.Sealed)
 		got, r, err := readAll(fs, "/d/s.lss", testDEK)
@@ -143,7 +143,7 @@ func TestCrashBeforeDirSyncLosesUnacknowledgedFileOnly(t *testing.T) {
 	require.NoError(t, err)
 	fs.Crash()
 	_ = w
-	r, err := Open("/d/s.lss", &ReadOptions{FS: fs})
+	r, err := Open("/d/s.lss", &ReadOptions{FS: fs, AllowPlaintext: true})
 	require.NoError(t, err)
 	require.Empty(t, r.Blocks())
 	require.NoError(t, r.TailError())
@@ -152,7 +152,7 @@ func TestCrashBeforeDirSyncLosesUnacknowledgedFileOnly(t *testing.T) {
 func TestRewriteKeySlot(t *testing.T) {
 	fs, path, want := smallSegment(t, true)
 	newWrap := []byte("wrapped-under-new-key")
-	slot, err := RewriteKeySlot(path, fs, "aws-kms://arn:aws:kms:us-east-1:111122223333:key/abc", newWrap)
+	slot, err := RewriteKeySlot(path, fs, "aws-kms://arn:aws:kms:us-east-1:111122223333:key/abc", newWrap, testDEK)
 	require.NoError(t, err)
 	require.Equal(t, uint64(2), slot.Generation)
 	got, r, err := readAll(fs, path, testDEK)
@@ -164,7 +164,7 @@ func TestRewriteKeySlot(t *testing.T) {
 	b, _ := fs.Bytes(path)
 	require.Equal(t, emptySlot, b[slot0Offset:slot0Offset+slotSize], "the old wrapped DEK is erased")
 	// Idempotent: a second call with the same URI changes nothing.
-	slot2, err := RewriteKeySlot(path, fs, slot.KeyURI, []byte("other"))
+	slot2, err := RewriteKeySlot(path, fs, slot.KeyURI, []byte("other"), testDEK)
 	require.NoError(t, err)
 	require.Equal(t, slot, slot2)
 }
@@ -177,16 +177,16 @@ func TestRewriteKeySlotCrashSafety(t *testing.T) {
 			mem, path, _ := smallSegment(t, true)
 			var count atomicCounter
 			efs := vfs.NewErrorFS(mem, vfs.FailNth(op, "seg", n, vfs.ErrIO, &count.Int64))
-			_, err := RewriteKeySlot(path, efs, "local://new", []byte("new-wrap"))
+			_, err := RewriteKeySlot(path, efs, "local://new", []byte("new-wrap"), testDEK)
 			require.Error(t, err)
 			mem.CrashTorn(rand.New(rand.NewSource(n)))
-			r, err := Open(path, &ReadOptions{FS: mem})
+			r, err := Open(path, &ReadOptions{FS: mem, AllowPlaintext: true})
 			require.NoError(t, err, "%v #%d", op, n)
 			uri := r.Header().Slot.KeyURI
 			require.Contains(t, []string{testURI, "local://new"}, uri)
 			require.NoError(t, r.Close())
 			// Resuming completes the rewrap.
-			s, err := RewriteKeySlot(path, mem, "local://new", []byte("new-wrap"))
+			s, err := RewriteKeySlot(path, mem, "local://new", []byte("new-wrap"), testDEK)
 			require.NoError(t, err)
 			require.Equal(t, "local://new", s.KeyURI)
 		}

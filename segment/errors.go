@@ -37,6 +37,9 @@ var (
 	ErrInvalidArgument = errors.New("logstore/segment: invalid argument")
 	// ErrKeySlot: the key slots are unusable or rolled back.
 	ErrKeySlot = errors.New("logstore/segment: key slot")
+	// ErrPlaintext: the segment is not encrypted (cipher suite none) and the
+	// reader did not allow plaintext. Nothing in such a file is authenticated.
+	ErrPlaintext = errors.New("logstore/segment: unencrypted segment refused")
 	// ErrNotFound: a block or record index is out of range.
 	ErrNotFound = errors.New("logstore/segment: not found")
 )

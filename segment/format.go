@@ -1,14 +1,15 @@
 package segment
 
-// On-disk layout of a segment file, format version 1. docs/format/segment.md
-// describes the same bytes in prose; keep the two in step.
+// On-disk layout of a segment file, format version 2 (version 1 differs only
+// where marked v1 below and is still read). docs/format/segment.md describes
+// the same bytes in prose; keep the two in step.
 //
 // All integers are little-endian. CRCs are CRC-32C (Castagnoli).
 //
 //	+------------------------------------------------------------+ 0
 //	| preamble                                      (1024 bytes) |
 //	|   0  magic "LOGSTSEG"                               [8]     |
-//	|   8  format version                                u16      |
+//	|   8  format version (1 or 2)                       u16      |
 //	|  10  cipher suite (0 none, 1 AES-256-GCM)          u16      |
 //	|  12  flags (reserved, 0)                           u32      |
 //	|  16  segment id (random)                           [16]     |
@@ -26,6 +27,7 @@ package segment
 //	|  14  wrapped DEK length                          u16      |
 //	|  16  key URI, then wrapped DEK                   [...]    |
 //	|   .. zero padding                                           |
+//	|  988 slot MAC (v2; v1: padding)                  [32]     |
 //	| 1020 crc32c of bytes [0,1020)                      u32      |
 //	+------------------------------------------------------------+ 2048
 //	| key slot 1                                    (1024 bytes) |
@@ -71,17 +73,31 @@ package segment
 //	block key  = HKDF-SHA256(DEK, salt = segment id, info = "logstore/v1/block")
 //	commitment = HKDF-SHA256(DEK, salt = segment id, info = "logstore/v1/commit")
 //	nonce      = 4 zero bytes || block sequence (u64 big-endian)
-//	AAD        = "logstore/v1/aad" || segment id || tenant length u16 || tenant
+//	AAD (v2)   = "logstore/v2/aad" || preamble bytes [0, 74+tenant length)
 //	             || frame header bytes [0,64) || metadata section
+//	AAD (v1)   = "logstore/v1/aad" || segment id || tenant length u16 || tenant
+//	             || frame header bytes [0,64) || metadata section
+//	slot MAC   = HMAC-SHA256(HKDF-SHA256(DEK, salt = segment id,
+//	             info = "logstore/v2/slot"), preamble [0,1020) || slot [0,988))
+//
+// Version 2 authenticates every parameter that changes how bytes are read:
+// the whole preamble (magic, version, cipher suite, flags, id, created,
+// commitment, tenant) is in every block's AAD, the codec, counts and lengths
+// of a block are in its frame header (also in the AAD), and a key slot's
+// generation and key URI are under the slot MAC, which only a holder of the
+// DEK can compute. A plaintext segment (cipher suite 0) authenticates
+// nothing, so readers refuse it unless ReadOptions.AllowPlaintext is set.
 //
 // A DEK belongs to exactly one segment and a segment is never appended to
 // after it was closed or crashed, so a block sequence never repeats under a
 // DEK and the deterministic nonce is never reused.
 
 const (
-	// Version1 is the only format version written. Versions form an append-only
-	// enum: a reader rejects any version it does not know with ErrUnknownVersion.
+	// Version2 is the format version written. Versions form an append-only
+	// enum: a reader rejects any version it does not know with
+	// ErrUnknownVersion. Version1 (unauthenticated preamble and slots) is read.
 	Version1 uint16 = 1
+	Version2 uint16 = 2
 
 	preambleMagic = "LOGSTSEG"
 	slotMagic     = "KSLT"
@@ -107,8 +123,10 @@ const (
 
 	// MaxTenantLen bounds the tenant id stored in the preamble.
 	MaxTenantLen = 255
-	// maxSlotPayload bounds key URI + wrapped DEK in one slot.
-	maxSlotPayload = crcOffsetTail - 16
+	// maxSlotPayload bounds key URI + wrapped DEK in one slot (v2 keeps the
+	// last 32 bytes before the CRC for the slot MAC).
+	slotMACOffset  = crcOffsetTail - 32
+	maxSlotPayload = slotMACOffset - 16
 
 	// MaxBlockRaw bounds the uncompressed body and the metadata section of one
 	// block, so a corrupt length can never make a reader allocate without limit.
@@ -118,7 +136,12 @@ const (
 
 	infoBlockKey   = "logstore/v1/block"
 	infoCommitment = "logstore/v1/commit"
+	infoSlotMAC    = "logstore/v2/slot"
 	aadPrefix      = "logstore/v1/aad"
+	aadPrefixV2    = "logstore/v2/aad"
+	// preambleTenantOff is where the tenant starts in the preamble; a v2
+	// block's AAD covers the preamble up to the tenant's end.
+	preambleTenantOff = 74
 )
 
 // Cipher identifies the block cipher suite, recorded in the preamble.

@@ -10,9 +10,11 @@ import (
 )
 
 func fuzzSeeds(f *testing.F) {
-	if b, err := os.ReadFile(goldenPath); err == nil {
-		f.Add(b)
-		f.Add(b[:len(b)-trailerSize])
+	for _, path := range goldenPaths {
+		if b, err := os.ReadFile(path); err == nil {
+			f.Add(b)
+			f.Add(b[:len(b)-trailerSize])
+		}
 	}
 	for _, seal := range []bool{true, false} {
 		rng := rand.New(rand.NewSource(9))
@@ -34,7 +36,7 @@ func FuzzSegment(f *testing.F) {
 		fh, _ := fs.Create("/f.lss")
 		_, _ = fh.Write(data)
 		_ = fh.Close()
-		r, err := Open("/f.lss", &ReadOptions{FS: fs})
+		r, err := Open("/f.lss", &ReadOptions{FS: fs, AllowPlaintext: true})
 		if err != nil {
 			if !typed(err) && !bytes.Contains([]byte(err.Error()), []byte("logstore/segment")) {
 				t.Fatalf("untyped error %v", err)
@@ -48,13 +50,13 @@ func FuzzSegment(f *testing.F) {
 		}
 		_ = r.Verify()
 		_ = r.Close()
-		_, _ = Recover("/f.lss", fs)
+		_, _ = Recover("/f.lss", &ReadOptions{FS: fs, AllowPlaintext: true})
 	})
 }
 
 // FuzzFrameHeader targets the fixed block header and record splitting.
 func FuzzFrameHeader(f *testing.F) {
-	if b, err := os.ReadFile(goldenPath); err == nil && len(b) > HeaderSize+frameHdrSize {
+	if b, err := os.ReadFile(goldenPaths[Version2]); err == nil && len(b) > HeaderSize+frameHdrSize {
 		f.Add(b[HeaderSize:HeaderSize+frameHdrSize], uint8(3))
 	}
 	f.Add(make([]byte, frameHdrSize), uint8(0))

@@ -13,9 +13,11 @@ import (
 	"github.com/logstore/logstore/internal/vfs"
 )
 
-var update = flag.Bool("update", false, "rewrite the golden segment (only when the format version changes)")
+var update = flag.Bool("update", false, "write the golden segment of the current version (only when a new version is added)")
 
-const goldenPath = "testdata/golden-v1.lss"
+// goldenPaths holds one golden segment per format version, each written by
+// the build of its day: every version stays readable.
+var goldenPaths = map[uint16]string{Version1: "testdata/golden-v1.lss", Version2: "testdata/golden-v2.lss"}
 
 // goldenBlocks is the content of the golden segment: three blocks, one per codec.
 func goldenBlocks() ([][]Entry, []Codec) {
@@ -50,21 +52,27 @@ func writeGolden(t *testing.T) {
 	require.NoError(t, w.Close())
 	b, err := os.ReadFile(tmp)
 	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(goldenPath, b, 0o644))
+	require.NoError(t, os.WriteFile(goldenPaths[Version2], b, 0o644))
 }
 
-// TestGoldenV1 reads a segment written by format version 1. If this fails,
-// the format drifted: add a new version instead of changing version 1.
-func TestGoldenV1(t *testing.T) {
+// TestGolden reads a segment written by each format version. If this fails,
+// the format drifted: add a new version instead of changing an old one.
+func TestGolden(t *testing.T) {
 	if *update {
 		writeGolden(t)
 	}
+	for v, path := range goldenPaths {
+		t.Run(fmt.Sprintf("version=%d", v), func(t *testing.T) { checkGolden(t, v, path) })
+	}
+}
+
+func checkGolden(t *testing.T, version uint16, path string) {
 	blocks, codecs := goldenBlocks()
-	r, err := Open(goldenPath, &ReadOptions{FS: vfs.Default, Tenant: "golden-tenant"})
+	r, err := Open(path, &ReadOptions{FS: vfs.Default, Tenant: "golden-tenant"})
 	require.NoError(t, err)
 	defer r.Close()
 	h := r.Header()
-	require.Equal(t, Version1, h.Version)
+	require.Equal(t, version, h.Version)
 	require.Equal(t, goldenID, h.ID)
 	require.Equal(t, CipherAES256GCM, h.Cipher)
 	require.Equal(t, "local://golden", h.Slot.KeyURI)

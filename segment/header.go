@@ -3,6 +3,7 @@ package segment
 import (
 	"bytes"
 	"crypto/hkdf"
+	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/binary"
@@ -29,6 +30,12 @@ type Header struct {
 	Slot KeySlot
 	// SlotIndex is which of the two slots is active (0 or 1), -1 if none.
 	SlotIndex int
+
+	// preamble is the encoded preamble [0,1020): a v2 block's AAD covers its
+	// first 74+len(Tenant) bytes and a v2 slot MAC all of it.
+	preamble []byte
+	// slotRaw is the active slot's encoded bytes, for its MAC.
+	slotRaw []byte
 }
 
 // KeySlot is one wrapped copy of the segment's DEK.
@@ -40,6 +47,7 @@ type KeySlot struct {
 
 func encodePreamble(h *Header) []byte {
 	b := make([]byte, preambleSize)
+	defer func() { h.preamble = b[:crcOffsetTail] }()
 	copy(b[0:8], preambleMagic)
 	binary.LittleEndian.PutUint16(b[8:], h.Version)
 	binary.LittleEndian.PutUint16(b[10:], uint16(h.Cipher))
@@ -68,10 +76,10 @@ func decodePreamble(b []byte, path string) (*Header, error) {
 	if got, want := crc(b[:crcOffsetTail]), binary.LittleEndian.Uint32(b[crcOffsetTail:]); got != want {
 		return nil, corruptf(ErrCorrupt, path, 0, -1, "preamble checksum mismatch")
 	}
-	h := &Header{SlotIndex: -1}
+	h := &Header{SlotIndex: -1, preamble: append([]byte(nil), b[:crcOffsetTail]...)}
 	h.Version = binary.LittleEndian.Uint16(b[8:])
-	if h.Version != Version1 {
-		return nil, errorf(ErrUnknownVersion, "%s: format version %d (this build reads %d)", path, h.Version, Version1)
+	if h.Version != Version1 && h.Version != Version2 {
+		return nil, errorf(ErrUnknownVersion, "%s: format version %d (this build reads %d and %d)", path, h.Version, Version1, Version2)
 	}
 	h.Cipher = Cipher(binary.LittleEndian.Uint16(b[10:]))
 	if h.Cipher != CipherNone && h.Cipher != CipherAES256GCM {
@@ -91,13 +99,20 @@ func decodePreamble(b []byte, path string) (*Header, error) {
 	return h, nil
 }
 
-func encodeSlot(s KeySlot) ([]byte, error) {
+// encodeSlot encodes a slot in the format of h's version: v2 with a MAC keyed
+// by dek and the header's preamble, v1 (a rewrap of an old segment) with only
+// its CRC.
+func encodeSlot(h *Header, s KeySlot, dek []byte) ([]byte, error) {
+	limit := maxSlotPayload
+	if h.Version == Version1 {
+		limit = crcOffsetTail - 16
+	}
 	if s.Generation == 0 {
 		return nil, errorf(ErrInvalidArgument, "key slot generation must be >= 1")
 	}
-	if len(s.KeyURI) == 0 || len(s.Wrapped) == 0 || len(s.KeyURI)+len(s.Wrapped) > maxSlotPayload {
+	if len(s.KeyURI) == 0 || len(s.Wrapped) == 0 || len(s.KeyURI)+len(s.Wrapped) > limit {
 		return nil, errorf(ErrInvalidArgument, "key URI (%d bytes) and wrapped DEK (%d bytes) must be non-empty and fit %d bytes",
-			len(s.KeyURI), len(s.Wrapped), maxSlotPayload)
+			len(s.KeyURI), len(s.Wrapped), limit)
 	}
 	b := make([]byte, slotSize)
 	copy(b[0:4], slotMagic)
@@ -106,14 +121,60 @@ func encodeSlot(s KeySlot) ([]byte, error) {
 	binary.LittleEndian.PutUint16(b[14:], uint16(len(s.Wrapped)))
 	n := copy(b[16:], s.KeyURI)
 	copy(b[16+n:], s.Wrapped)
+	if h.Version >= Version2 {
+		mac, err := slotMAC(h, b, dek)
+		if err != nil {
+			return nil, err
+		}
+		copy(b[slotMACOffset:], mac)
+	}
 	binary.LittleEndian.PutUint32(b[crcOffsetTail:], crc(b[:crcOffsetTail]))
 	return b, nil
+}
+
+// slotMAC computes a v2 slot's MAC over the preamble and the slot's bytes
+// before the MAC, under a key derived from the DEK: only a holder of the DEK
+// can produce a slot (with its generation) that a reader accepts.
+func slotMAC(h *Header, slot, dek []byte) ([]byte, error) {
+	if len(dek) != 32 {
+		return nil, errorf(ErrInvalidArgument, "data key must be 32 bytes, got %d", len(dek))
+	}
+	k, err := derive(dek, h.ID, infoSlotMAC)
+	if err != nil {
+		return nil, err
+	}
+	defer zero(k)
+	m := hmac.New(sha256.New, k)
+	m.Write(h.preamble)
+	m.Write(slot[:slotMACOffset])
+	return m.Sum(nil), nil
+}
+
+// checkSlotMAC authenticates the active slot of a v2 segment with the DEK
+// (already checked against the commitment). Version 1 slots carry no MAC; the
+// engine's manifest records their generation instead.
+func checkSlotMAC(h *Header, dek []byte) error {
+	if h.Version < Version2 || h.Cipher == CipherNone {
+		return nil
+	}
+	if len(h.slotRaw) != slotSize {
+		return errorf(ErrKeySlot, "segment %x: no active key slot", h.ID)
+	}
+	mac, err := slotMAC(h, h.slotRaw, dek)
+	if err != nil {
+		return err
+	}
+	if !hmac.Equal(mac, h.slotRaw[slotMACOffset:crcOffsetTail]) {
+		return errorf(ErrKeySlot, "segment %x: key slot %d (generation %d) fails its MAC: it was not written by a holder of the data key",
+			h.ID, h.SlotIndex, h.Slot.Generation)
+	}
+	return nil
 }
 
 var emptySlot = make([]byte, slotSize)
 
 // decodeSlot returns (slot, empty, error).
-func decodeSlot(b []byte, path string, off int64) (KeySlot, bool, error) {
+func decodeSlot(b []byte, version uint16, path string, off int64) (KeySlot, bool, error) {
 	if bytes.Equal(b, emptySlot) {
 		return KeySlot{}, true, nil
 	}
@@ -122,7 +183,11 @@ func decodeSlot(b []byte, path string, off int64) (KeySlot, bool, error) {
 	}
 	s := KeySlot{Generation: binary.LittleEndian.Uint64(b[4:])}
 	ul, wl := int(binary.LittleEndian.Uint16(b[12:])), int(binary.LittleEndian.Uint16(b[14:]))
-	if s.Generation == 0 || ul == 0 || wl == 0 || ul+wl > maxSlotPayload {
+	limit := maxSlotPayload
+	if version == Version1 {
+		limit = crcOffsetTail - 16
+	}
+	if s.Generation == 0 || ul == 0 || wl == 0 || ul+wl > limit {
 		return KeySlot{}, false, corruptf(ErrCorrupt, path, off, -1, "key slot fields out of range")
 	}
 	s.KeyURI = string(b[16 : 16+ul])
@@ -139,7 +204,7 @@ func chooseSlot(h *Header, raw []byte, path string) error {
 	bestIdx := -1
 	for i := 0; i < slotCount; i++ {
 		off := int64(preambleSize + i*slotSize)
-		s, empty, err := decodeSlot(raw[off:off+slotSize], path, off)
+		s, empty, err := decodeSlot(raw[off:off+slotSize], h.Version, path, off)
 		if err != nil {
 			if firstErr == nil {
 				firstErr = err
@@ -166,6 +231,8 @@ func chooseSlot(h *Header, raw []byte, path string) error {
 		return corruptf(ErrCorrupt, path, preambleSize, -1, "no key slot holds a wrapped data key")
 	}
 	h.Slot, h.SlotIndex = best, bestIdx
+	off := preambleSize + bestIdx*slotSize
+	h.slotRaw = append([]byte(nil), raw[off:off+slotSize]...)
 	return nil
 }
 
@@ -204,5 +271,15 @@ func zero(b []byte) {
 	}
 }
 
-// CheckKey reports whether dek is this segment's data key (ErrWrongKey if not).
-func (h Header) CheckKey(dek []byte) error { return checkCommitment(&h, dek) }
+// CheckKey reports whether dek is this segment's data key (ErrWrongKey if
+// not) and, for version 2, whether the active key slot was written by a holder
+// of that key (ErrKeySlot if not).
+func (h Header) CheckKey(dek []byte) error {
+	if err := checkCommitment(&h, dek); err != nil {
+		return err
+	}
+	return checkSlotMAC(&h, dek)
+}
+
+// authPrefix is the part of the preamble a v2 block's AAD covers.
+func (h *Header) authPrefix() []byte { return h.preamble[:preambleTenantOff+len(h.Tenant)] }

@@ -85,7 +85,7 @@ func writeSeg(t testing.TB, s segSpec) string {
 
 // readAll opens path, unlocks with dek and returns every entry's meta and data.
 func readAll(fs vfs.FS, path string, dek []byte) ([]Entry, *Reader, error) {
-	r, err := Open(path, &ReadOptions{FS: fs})
+	r, err := Open(path, &ReadOptions{FS: fs, AllowPlaintext: true})
 	if err != nil {
 		return nil, nil, err
 	}

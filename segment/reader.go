@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"sync"
+	"sync/atomic"
 
 	"github.com/logstore/logstore/internal/vfs"
 )
@@ -16,6 +17,11 @@ type ReadOptions struct {
 	FS vfs.FS
 	// Tenant, when set, must equal the segment's tenant (ErrTenantMismatch).
 	Tenant string
+	// AllowPlaintext accepts segments without encryption (cipher suite
+	// none). Default false: such a segment authenticates nothing, so anyone
+	// who can write a file could forge records; Open refuses it with
+	// ErrPlaintext. Only a store opened in plaintext mode sets it.
+	AllowPlaintext bool
 }
 
 // Reader reads one segment. Metadata needs no key; bodies need Unlock.
@@ -40,6 +46,8 @@ type Reader struct {
 	midCorrupt bool
 	footerErr  error
 	bc         *blockCipher
+	// slotChecked: the v2 slot MAC was verified with the segment's DEK.
+	slotChecked atomic.Bool
 }
 
 // Open reads a segment's header and block index: from the footer when the
@@ -56,7 +64,7 @@ func Open(path string, o *ReadOptions) (*Reader, error) {
 	if err != nil {
 		return nil, err
 	}
-	r, err := newReader(f, path, opts.Tenant)
+	r, err := newReader(f, path, &opts)
 	if err != nil {
 		_ = f.Close()
 		return nil, err
@@ -64,7 +72,7 @@ func Open(path string, o *ReadOptions) (*Reader, error) {
 	return r, nil
 }
 
-func newReader(f vfs.File, path, tenant string) (*Reader, error) {
+func newReader(f vfs.File, path string, opts *ReadOptions) (*Reader, error) {
 	size, err := f.Size()
 	if err != nil {
 		return nil, err
@@ -81,12 +89,15 @@ func newReader(f vfs.File, path, tenant string) (*Reader, error) {
 	if len(raw) < HeaderSize {
 		return nil, corruptf(ErrCorrupt, path, 0, -1, "file is %d bytes, shorter than the %d-byte header", size, HeaderSize)
 	}
+	if h.Cipher == CipherNone && !opts.AllowPlaintext {
+		return nil, errorf(ErrPlaintext, "%s", path)
+	}
 	if err := chooseSlot(h, raw, path); err != nil {
 		return nil, err
 	}
 	r.hdr = h
-	if tenant != "" && tenant != h.Tenant {
-		return nil, errorf(ErrTenantMismatch, "%s belongs to tenant %q, not %q", path, h.Tenant, tenant)
+	if opts.Tenant != "" && opts.Tenant != h.Tenant {
+		return nil, errorf(ErrTenantMismatch, "%s belongs to tenant %q, not %q", path, h.Tenant, opts.Tenant)
 	}
 	if err := r.loadFooter(); err != nil {
 		r.footerErr = err
@@ -301,15 +312,32 @@ func (r *Reader) Unlock(dek []byte) error {
 	if r.hdr.Cipher == CipherNone {
 		return nil
 	}
-	if err := checkCommitment(r.hdr, dek); err != nil {
+	if err := r.hdr.CheckKey(dek); err != nil {
 		return err
 	}
-	bc, err := newBlockCipher(r.hdr.Cipher, dek, r.hdr.ID, r.hdr.Tenant)
+	bc, err := newBlockCipher(r.hdr, dek)
 	if err != nil {
 		return err
 	}
 	r.bc.close()
 	r.bc = bc
+	return nil
+}
+
+// checkKeyOnce checks dek against the commitment on every call (a caller may
+// hold another key) and the v2 slot MAC once per reader: the slot does not
+// change under an open reader (a rewrap invalidates the engine's readers).
+func (r *Reader) checkKeyOnce(dek []byte) error {
+	if err := checkCommitment(r.hdr, dek); err != nil {
+		return err
+	}
+	if r.slotChecked.Load() {
+		return nil
+	}
+	if err := checkSlotMAC(r.hdr, dek); err != nil {
+		return err
+	}
+	r.slotChecked.Store(true)
 	return nil
 }
 
@@ -386,10 +414,10 @@ func (r *Reader) ReadBlockWith(dek []byte, off int64, seq uint64) (*Block, error
 	if r.hdr.Cipher == CipherNone {
 		return r.readAt(off, seq, true)
 	}
-	if err := checkCommitment(r.hdr, dek); err != nil {
+	if err := r.checkKeyOnce(dek); err != nil {
 		return nil, err
 	}
-	bc, err := newBlockCipher(r.hdr.Cipher, dek, r.hdr.ID, r.hdr.Tenant)
+	bc, err := newBlockCipher(r.hdr, dek)
 	if err != nil {
 		return nil, err
 	}

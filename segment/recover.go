@@ -1,6 +1,7 @@
 package segment
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 
@@ -21,7 +22,15 @@ type RecoverResult struct {
 //
 // If an intact frame follows the damaged one, the damage is not a torn tail
 // and Recover refuses (ErrCorrupt) rather than cut acknowledged blocks off.
-func Recover(path string, fs vfs.FS) (RecoverResult, error) {
+// The caller decides whether this segment may be cut at all: only the active
+// segment of a crashed writer may (the engine's manifest says which).
+// Options are those of Open (nil: defaults, which refuse plaintext).
+func Recover(path string, o *ReadOptions) (RecoverResult, error) {
+	var opts ReadOptions
+	if o != nil {
+		opts = *o
+	}
+	fs := opts.FS
 	if fs == nil {
 		fs = vfs.Default
 	}
@@ -30,7 +39,7 @@ func Recover(path string, fs vfs.FS) (RecoverResult, error) {
 		return RecoverResult{}, err
 	}
 	defer f.Close()
-	r, err := newReader(f, path, "")
+	r, err := newReader(f, path, &opts)
 	if err != nil {
 		return RecoverResult{}, err
 	}
@@ -63,9 +72,13 @@ func Recover(path string, fs vfs.FS) (RecoverResult, error) {
 //     A crash before this leaves both valid and the higher generation wins.
 //
 // It is idempotent: if the active slot already names keyURI it only finishes
-// step 2. The caller proves that wrapped unwraps to this segment's DEK
-// (Header.CheckKey) before calling.
-func RewriteKeySlot(path string, fs vfs.FS, keyURI string, wrapped []byte) (KeySlot, error) {
+// step 2. dek is the segment's data key: it is checked against the key
+// commitment and keys the new slot's MAC (version 2). The caller proves that
+// wrapped unwraps to dek before calling. A version-1 segment's new slot is
+// written in the version-2 slot format only if the whole segment were v2, so
+// v1 slots stay v1 (unauthenticated; the engine's manifest records their
+// generation).
+func RewriteKeySlot(path string, fs vfs.FS, keyURI string, wrapped, dek []byte) (KeySlot, error) {
 	if fs == nil {
 		fs = vfs.Default
 	}
@@ -88,13 +101,16 @@ func RewriteKeySlot(path string, fs vfs.FS, keyURI string, wrapped []byte) (KeyS
 	if err := chooseSlot(h, raw, path); err != nil {
 		return KeySlot{}, err
 	}
+	if err := checkCommitment(h, dek); err != nil {
+		return KeySlot{}, err
+	}
 	active := h.SlotIndex
 	cur := h.Slot
 	target := active
 	if cur.KeyURI != keyURI {
 		target = 1 - active
 		next := KeySlot{Generation: cur.Generation + 1, KeyURI: keyURI, Wrapped: wrapped}
-		b, err := encodeSlot(next)
+		b, err := encodeSlot(h, next, dek)
 		if err != nil {
 			return KeySlot{}, err
 		}
@@ -116,6 +132,30 @@ func RewriteKeySlot(path string, fs vfs.FS, keyURI string, wrapped []byte) (KeyS
 		}
 	}
 	return cur, nil
+}
+
+// Digest is the SHA-256 of the segment's bytes other than its key slots
+// (which a rewrap rewrites): the preamble and everything from HeaderSize to
+// the end of the file. A manifest records it when the segment is sealed, so
+// a replaced or edited segment is detected even where no key is at hand.
+func (r *Reader) Digest() ([32]byte, error) {
+	var out [32]byte
+	h := sha256.New()
+	buf := getBuf(1 << 20)
+	defer putBuf(buf)
+	size := r.Size()
+	for _, rg := range [][2]int64{{0, preambleSize}, {HeaderSize, size}} {
+		for off := rg[0]; off < rg[1]; {
+			n := min(int64(len(buf)), rg[1]-off)
+			if _, err := r.f.ReadAt(buf[:n], off); err != nil {
+				return out, err
+			}
+			h.Write(buf[:n])
+			off += n
+		}
+	}
+	copy(out[:], h.Sum(nil))
+	return out, nil
 }
 
 // BlockProblem names one bad block found by Verify.

@@ -62,7 +62,7 @@ func TestRandomAccessRecord(t *testing.T) {
 	_, err = r.ReadRecord(bi.Offset, 0, 0)
 	require.ErrorIs(t, err, ErrBlockOrder)
 	// Metadata needs no key: a fresh reader, never unlocked.
-	r2, err := Open(path, &ReadOptions{FS: fs})
+	r2, err := Open(path, &ReadOptions{FS: fs, AllowPlaintext: true})
 	require.NoError(t, err)
 	defer r2.Close()
 	m, err := r2.ReadMeta(2)
@@ -117,7 +117,7 @@ func TestWrongKeySwappedForeignTenant(t *testing.T) {
 		_, err := Open(path, &ReadOptions{FS: fs, Tenant: "globex"})
 		require.ErrorIs(t, err, ErrTenantMismatch)
 	})
-	r, err := Open(path, &ReadOptions{FS: fs})
+	r, err := Open(path, &ReadOptions{FS: fs, AllowPlaintext: true})
 	require.NoError(t, err)
 	bl := r.Blocks()
 	require.NoError(t, r.Close())
@@ -158,7 +158,7 @@ func TestWrongKeySwappedForeignTenant(t *testing.T) {
 			refreshFrameCRC(fr)
 			return b
 		})
-		r, err := Open(path, &ReadOptions{FS: mfs})
+		r, err := Open(path, &ReadOptions{FS: mfs, AllowPlaintext: true})
 		require.NoError(t, err)
 		require.NoError(t, r.Unlock(testDEK))
 		_, err = r.ReadMeta(1)
@@ -182,18 +182,18 @@ func TestUnknownVersionIsNotCorruption(t *testing.T) {
 	fs := vfs.NewMem()
 	path := writeSeg(t, segSpec{fs: fs, cipher: CipherAES256GCM, blocks: [][]Entry{makeEntries(rand.New(rand.NewSource(1)), 1, 10)}})
 	mfs := messWith(t, fs, path, func(b []byte) []byte {
-		b[8] = 2 // version 2, checksum recomputed: a future file, not a damaged one
+		b[8] = 3 // version 3, checksum recomputed: a future file, not a damaged one
 		c := crc(b[:crcOffsetTail])
 		b[1020], b[1021], b[1022], b[1023] = byte(c), byte(c>>8), byte(c>>16), byte(c>>24)
 		return b
 	})
-	_, err := Open(path, &ReadOptions{FS: mfs})
+	_, err := Open(path, &ReadOptions{FS: mfs, AllowPlaintext: true})
 	require.ErrorIs(t, err, ErrUnknownVersion)
 	require.NotErrorIs(t, err, ErrCorrupt)
-	bad := messWith(t, fs, path, func(b []byte) []byte { b[8] = 2; return b })
-	_, err = Open(path, &ReadOptions{FS: bad})
+	bad := messWith(t, fs, path, func(b []byte) []byte { b[8] = 3; return b })
+	_, err = Open(path, &ReadOptions{FS: bad, AllowPlaintext: true})
 	require.ErrorIs(t, err, ErrCorrupt)
 	junk := messWith(t, fs, path, func(b []byte) []byte { copy(b, "NOTASEGM"); return b })
-	_, err = Open(path, &ReadOptions{FS: junk})
+	_, err = Open(path, &ReadOptions{FS: junk, AllowPlaintext: true})
 	require.ErrorIs(t, err, ErrNotSegment)
 }

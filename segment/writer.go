@@ -89,7 +89,7 @@ func Create(path string, p Params) (*Writer, error) {
 	if p.Created.IsZero() {
 		p.Created = time.Now()
 	}
-	h := Header{Version: Version1, Cipher: p.Cipher, ID: p.ID, Tenant: p.Tenant, Created: p.Created.UTC(), SlotIndex: -1}
+	h := Header{Version: Version2, Cipher: p.Cipher, ID: p.ID, Tenant: p.Tenant, Created: p.Created.UTC(), SlotIndex: -1}
 	raw := make([]byte, HeaderSize)
 	if p.Cipher == CipherAES256GCM {
 		if len(p.DEK) != 32 {
@@ -100,18 +100,21 @@ func Create(path string, p Params) (*Writer, error) {
 			return nil, err
 		}
 		h.Commitment = c
+	} else if p.KeyURI != "" || len(p.Wrapped) != 0 || len(p.DEK) != 0 {
+		return nil, errorf(ErrInvalidArgument, "a plaintext segment takes no key")
+	}
+	copy(raw, encodePreamble(&h)) // the slot MAC covers the preamble
+	if p.Cipher == CipherAES256GCM {
 		h.Slot = KeySlot{Generation: 1, KeyURI: p.KeyURI, Wrapped: append([]byte(nil), p.Wrapped...)}
 		h.SlotIndex = 0
-		slot, err := encodeSlot(h.Slot)
+		slot, err := encodeSlot(&h, h.Slot, p.DEK)
 		if err != nil {
 			return nil, err
 		}
 		copy(raw[slot0Offset:], slot)
-	} else if p.KeyURI != "" || len(p.Wrapped) != 0 || len(p.DEK) != 0 {
-		return nil, errorf(ErrInvalidArgument, "a plaintext segment takes no key")
+		h.slotRaw = slot
 	}
-	copy(raw, encodePreamble(&h))
-	bc, err := newBlockCipher(p.Cipher, p.DEK, p.ID, p.Tenant)
+	bc, err := newBlockCipher(&h, p.DEK)
 	if err != nil {
 		return nil, err
 	}
