@@ -45,8 +45,13 @@ type DB struct {
 	local *keys.Local // nil when Options.Keys was supplied
 	audit *keys.AuditLog
 
-	ids     idSource
-	readers *readerCache
+	ids       idSource
+	readers   *readerCache
+	manifests manifests
+	// recovery is what Open found and did (Recovery).
+	recovery RecoveryReport
+	attestMu sync.Mutex     // guards attested
+	attested []AttestReport // re-attestations by LinkKey (Attested)
 
 	reqs      chan *appendReq
 	indexQ    chan *indexJob
@@ -81,7 +86,15 @@ type RecoveryReport struct {
 	TruncatedBytes   int64
 	BlocksReplayed   int // blocks indexed on open (crash between segment and index write)
 	TenantsReindexed int // tenants whose index was ahead of their segments
-	Damaged          []string
+	TenantsAdopted   int // tenants from before manifests that got their first manifest
+	DebrisRemoved    int // segment files a crash left with a header and no block, never listed
+	// Damaged lists what Open refused or found missing: tampered, unlisted
+	// or truncated segments, lost segments, damaged manifests. Those tenants
+	// or segments are refused; everything else works.
+	Damaged []string
+	// Unverified lists tenants whose manifest could not be authenticated
+	// because the key is unusable or unreachable; retried on their next write.
+	Unverified []string
 }
 
 // Open opens (creating if needed) the data directory dir.
@@ -92,6 +105,7 @@ func Open(dir string, o *Options) (*DB, error) {
 	}
 	codec, _ := segment.ParseCodec(opts.Compression)
 	db := &DB{dir: dir, opts: opts, fs: opts.FS, codec: codec, tenants: map[string]*tenantState{},
+		manifests: manifests{byTenant: map[string]*tenantManifest{}},
 		reqs: make(chan *appendReq, 1024), ctl: make(chan func()), quit: make(chan struct{}),
 		indexQ: make(chan *indexJob, 4), indexDone: make(chan struct{})}
 	if err := db.fs.MkdirAll(filepath.Join(dir, "segments")); err != nil {
@@ -150,7 +164,7 @@ func Open(dir string, o *Options) (*DB, error) {
 	}
 	db.cache = keys.NewCache(provider, *opts.DEKCache)
 	db.readers = newReaderCache(db, opts.MaxOpenSegments)
-	if _, err := db.recover(); err != nil {
+	if db.recovery, err = db.recover(); err != nil {
 		return fail(err)
 	}
 	go db.indexLoop()
@@ -161,6 +175,28 @@ func Open(dir string, o *Options) (*DB, error) {
 		go db.retentionLoop()
 	}
 	return db, nil
+}
+
+// Recovery reports what Open found and repaired: sealed crash leftovers,
+// replayed index entries, and the tenants or segments it refused (Damaged)
+// or could not authenticate yet (Unverified).
+func (db *DB) Recovery() RecoveryReport { return db.recovery }
+
+// AttestReport says what a LinkKey on a tenant without a trustworthy
+// manifest vouched for: the segment files it listed in the new manifest and
+// those it could not read. The operator should check the list (`logstore
+// segments verify`): those files are trusted from now on.
+type AttestReport struct {
+	Tenant   string
+	Segments int
+	Skipped  []string
+}
+
+// Attested lists the re-attestations LinkKey made since Open.
+func (db *DB) Attested() []AttestReport {
+	db.attestMu.Lock()
+	defer db.attestMu.Unlock()
+	return append([]AttestReport(nil), db.attested...)
 }
 
 // Dir is the data directory.

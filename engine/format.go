@@ -37,7 +37,10 @@ package engine
 // tenant (0x00 -> 0x00 0xFF, terminated by 0x00 0x01, so no tenant is a
 // prefix of another):
 //
-//	'c' tenant                                  -> tenant config (JSON, versioned)
+//	'c' tenant                                  -> tenant config (JSON, versioned;
+//	                                               before manifests: read only to
+//	                                               adopt such a store)
+//	'm' tenant                                  -> newest manifest sequence seen, u64
 //	's' tenant segment-id[16]                   -> segment state (JSON, versioned)
 //	'r' tenant record-id[16]                    -> record value (below)
 //	't' tenant time[8] record-id[16]            -> empty: time index
@@ -62,12 +65,13 @@ const (
 	metaFixedLen = 26
 	locatorLen   = 16 + 8 + 8 + 4
 
-	keyConfig  = 'c'
-	keySegment = 's'
-	keyRecord  = 'r'
-	keyTime    = 't'
-	keyIndex   = 'i'
-	keyPayload = 'p'
+	keyConfig      = 'c'
+	keyManifestSeq = 'm'
+	keySegment     = 's'
+	keyRecord      = 'r'
+	keyTime        = 't'
+	keyIndex       = 'i'
+	keyPayload     = 'p'
 
 	stateVersion = 1
 )

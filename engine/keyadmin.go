@@ -22,6 +22,11 @@ var ErrKeyValidation = errors.New("logstore/engine: key validation failed")
 // (SYMMETRIC_DEFAULT), and a GenerateDataKey + unwrap round trip with the
 // tenant's encryption context succeeds. A failed validation changes nothing.
 // Existing segments keep their key until Rewrap moves them.
+//
+// The tenant is bound to the key's identity, not to the string given: an
+// alias is resolved to the ARN of the key it names now (keys.KeyState.URI),
+// which is what new segments record, so repointing the alias later strands
+// no segment; the alias is kept as a display name (KeyAlias).
 func (db *DB) LinkKey(ctx context.Context, tenant, uri string) (keys.KeyState, error) {
 	if err := ValidateTenant(tenant); err != nil {
 		return keys.KeyState{}, err
@@ -44,6 +49,7 @@ func (db *DB) LinkKey(ctx context.Context, tenant, uri string) (keys.KeyState, e
 	if st.Spec != "" && st.Spec != "SYMMETRIC_DEFAULT" {
 		return st, fmt.Errorf("%w: key %s has spec %s; logstore needs a symmetric key (SYMMETRIC_DEFAULT)", ErrKeyValidation, uri, st.Spec)
 	}
+	uri, display := canonicalKeyURI(st, uri), uri // validate and bind the key itself
 	ec := keys.EncryptionContext{keys.CtxTenant: tenant, keys.CtxSegment: "key-link-check", keys.CtxPurpose: keys.PurposeKeyCheck}
 	dk, err := db.cache.Provider().GenerateDataKey(ctx, uri, ec)
 	if err != nil {
@@ -60,23 +66,86 @@ func (db *DB) LinkKey(ctx context.Context, tenant, uri string) (keys.KeyState, e
 		return st, fmt.Errorf("%w: round trip through %s returned a different data key", ErrKeyValidation, uri)
 	}
 	var serr error
-	cerr := db.control(ctx, func() {
-		ts, err := db.tenant(tenant)
-		if err != nil {
-			serr = err
-			return
-		}
-		cfg := ts.cfg
-		cfg.KeyURI, cfg.LinkedAt = uri, db.opts.Now().UTC()
-		if serr = db.saveConfig(tenant, cfg); serr != nil {
-			return
-		}
-		ts.cfg = cfg
-		if ts.keyURI != uri {
-			serr = db.sealActive(ts) // the next segment uses the new key
-		}
-	})
+	cerr := db.control(ctx, func() { serr = db.bindKey(ctx, tenant, keyBinding{URI: uri, Alias: aliasOf(display, uri), LinkedAt: db.opts.Now().UTC()}) })
 	return st, errors.Join(cerr, serr)
+}
+
+func aliasOf(display, uri string) string {
+	if display == uri {
+		return ""
+	}
+	return display
+}
+
+// bindKey records b as tenant's key binding in its manifest (on the writer
+// goroutine). The manifest key is wrapped under the new key beside the old
+// ones still wrapping segments. A tenant without a trustworthy manifest (new,
+// from before manifests, or whose manifest was lost or damaged) gets a new
+// one that re-attests the segment files present: this explicit operator
+// action is the only way such a tenant writes again. If the old key is
+// unusable (revoked before the link), the manifest key is replaced.
+func (db *DB) bindKey(ctx context.Context, tenant string, b keyBinding) error {
+	if db.opts.Plaintext {
+		return fmt.Errorf("%w: a plaintext store has no keys to link", ErrInvalidOptions)
+	}
+	tm := db.manifests.get(tenant)
+	if tm != nil && tm.body != nil {
+		body := tm.body.clone()
+		body.Key = b
+		err := db.commitManifest(ctx, tenant, body)
+		if err == nil || !errors.Is(err, keys.ErrKeyUnusable) {
+			return db.afterBind(tenant, b.URI, err)
+		}
+	}
+	body, err := db.newManifestBody(ctx, tenant, b)
+	if err != nil {
+		return err
+	}
+	if tm != nil && tm.body != nil {
+		body.Segments, body.Retention = tm.body.clone().Segments, tm.body.Retention
+	} else {
+		files, err := db.listSegmentFiles(tenant)
+		if err != nil {
+			return err
+		}
+		if ts := db.tenants[tenant]; ts != nil && ts.w != nil {
+			return fmt.Errorf("%w: %s has an active segment but no manifest", ErrTenantDamaged, tenant)
+		}
+		skipped, err := db.attest(tenant, files, body)
+		if err != nil {
+			return err
+		}
+		if cfg, err := db.loadLegacyConfig(tenant); err == nil && body.Retention == 0 {
+			body.Retention = cfg.Retention
+		}
+		db.attestMu.Lock()
+		db.attested = append(db.attested, AttestReport{Tenant: tenant, Segments: len(body.Segments), Skipped: skipped})
+		db.attestMu.Unlock()
+	}
+	return db.afterBind(tenant, b.URI, db.commitManifest(ctx, tenant, body))
+}
+
+// afterBind seals the active segment when its key is not the new one, so the
+// next segment is wrapped under the linked key.
+func (db *DB) afterBind(tenant, uri string, err error) error {
+	if err != nil {
+		return err
+	}
+	if ts := db.tenants[tenant]; ts != nil && ts.w != nil && ts.keyURI != uri {
+		return db.sealActive(ts)
+	}
+	return nil
+}
+
+// canonicalKeyURI is the URI to bind and record for the key described by st,
+// which was reached through uri: the provider's canonical form (an alias
+// resolved to its key's ARN), or uri itself when the provider gave none.
+func canonicalKeyURI(st keys.KeyState, uri string) string {
+	want, _ := keys.Scheme(uri)
+	if got, err := keys.Scheme(st.URI); err != nil || got != want {
+		return uri
+	}
+	return st.URI
 }
 
 func isLocal(uri string) bool {
@@ -86,7 +155,7 @@ func isLocal(uri string) bool {
 
 // KeyURI returns the key linked to tenant ("" when none is linked).
 func (db *DB) KeyURI(tenant string) (string, error) {
-	cfg, err := db.loadConfig(tenant)
+	cfg, err := db.config(tenant)
 	return cfg.KeyURI, err
 }
 
@@ -114,9 +183,11 @@ type RewrapReport struct {
 func (db *DB) Rewrap(ctx context.Context, tenant, toURI string, progress func(RewrapProgress)) (RewrapReport, error) {
 	start := time.Now()
 	var rep RewrapReport
-	if _, err := db.LinkKey(ctx, tenant, toURI); err != nil {
+	st, err := db.LinkKey(ctx, tenant, toURI)
+	if err != nil {
 		return rep, err
 	}
+	toURI = canonicalKeyURI(st, toURI) // segments record the key, not an alias of it
 	files, err := db.listSegmentFiles(tenant)
 	if err != nil {
 		return rep, err
@@ -148,7 +219,7 @@ func (db *DB) Rewrap(ctx context.Context, tenant, toURI string, progress func(Re
 
 func (db *DB) rewrapSegment(ctx context.Context, tenant string, id [16]byte, toURI string) (bool, error) {
 	path := db.segPath(tenant, id)
-	r, err := segment.Open(path, &segment.ReadOptions{FS: db.fs, Tenant: tenant})
+	r, err := segment.Open(path, db.readOpts(tenant))
 	if err != nil {
 		return false, err
 	}
@@ -157,63 +228,80 @@ func (db *DB) rewrapSegment(ctx context.Context, tenant string, id [16]byte, toU
 	if h.Cipher == segment.CipherNone {
 		return true, nil
 	}
+	if err := db.segmentAllowed(tenant, h); err != nil {
+		return false, err // never re-key a segment the manifest does not vouch for
+	}
 	ec := keys.SegmentContext(tenant, segHex(id))
+	wrapped := h.Slot.Wrapped
 	if h.Slot.KeyURI != toURI {
-		wrapped, err := db.cache.Rewrap(ctx, h.Slot.KeyURI, h.Slot.Wrapped, toURI, ec)
-		if err != nil {
+		if wrapped, err = db.cache.Rewrap(ctx, h.Slot.KeyURI, h.Slot.Wrapped, toURI, ec); err != nil {
 			return false, err
 		}
-		dek, err := db.cache.Provider().Unwrap(ctx, toURI, wrapped, ec)
-		if err != nil {
-			return false, fmt.Errorf("the rewrapped key does not unwrap: %w", err)
-		}
-		err = h.CheckKey(dek)
-		keys.Zero(dek)
-		if err != nil {
+	}
+	// Prove the new wrapped key opens this segment (commitment and slot MAC)
+	// before writing it; the DEK also keys the new slot's MAC.
+	dek, err := db.cache.Provider().Unwrap(ctx, toURI, wrapped, ec)
+	if err != nil {
+		return false, fmt.Errorf("the rewrapped key does not unwrap: %w", err)
+	}
+	defer keys.Zero(dek)
+	if h.Slot.KeyURI != toURI {
+		if err := h.CheckKey(dek); err != nil {
 			return false, err
 		}
-		if _, err := segment.RewriteKeySlot(path, db.fs, toURI, wrapped); err != nil {
-			return false, err
-		}
-	} else if _, err := segment.RewriteKeySlot(path, db.fs, toURI, h.Slot.Wrapped); err != nil {
-		// Already active: only make sure the old slot is erased (a crash
-		// may have come between the two steps).
+	}
+	// When the slot already names toURI this only erases the old slot (a
+	// crash may have come between the two steps).
+	if _, err := segment.RewriteKeySlot(path, db.fs, toURI, wrapped, dek); err != nil {
 		return false, err
 	}
 	db.readers.invalidate(path)
-	r, err = segment.Open(path, &segment.ReadOptions{FS: db.fs, Tenant: tenant})
+	r, err = segment.Open(path, db.readOpts(tenant))
 	if err != nil {
 		return false, err
 	}
 	nh := r.Header()
 	_ = r.Close()
-	// Record the new slot in the segment state (only for display; the file
-	// is the source of truth). Done on the writer goroutine, which owns the
-	// state of an active segment.
+	// Record the new slot in the manifest (what readers check) and in the
+	// index's segment state (display). Done on the writer goroutine, which
+	// owns the manifest and the state of an active segment.
 	var serr error
-	cerr := db.control(ctx, func() {
-		states, err := db.segmentStates(tenant)
-		if err != nil {
-			serr = err
-			return
-		}
-		st := states[id]
-		if st == nil {
-			return
-		}
-		if ts := db.tenants[tenant]; ts != nil && ts.info != nil && ts.info.ID == st.ID {
-			ts.info.KeyURI, ts.info.KeyGen = nh.Slot.KeyURI, nh.Slot.Generation
-		}
-		st.KeyURI, st.KeyGen = nh.Slot.KeyURI, nh.Slot.Generation
-		b := db.idx.NewBatch()
-		defer b.Close()
-		if serr = putState(b, st); serr == nil {
-			if serr = b.Commit(pebble.NoSync); serr == nil {
-				serr = db.durableIndex()
-			}
-		}
-	})
+	cerr := db.control(ctx, func() { serr = db.recordSlot(ctx, tenant, id, nh.Slot) })
 	return h.Slot.KeyURI == toURI, errors.Join(cerr, serr)
+}
+
+func (db *DB) recordSlot(ctx context.Context, tenant string, id [16]byte, slot segment.KeySlot) error {
+	hexID := segHex(id)
+	err := db.updateManifest(ctx, tenant, false, func(b *manifestBody) error {
+		if e := b.entry(hexID); e != nil {
+			e.KeyURI, e.KeyGen = slot.KeyURI, slot.Generation
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	states, err := db.segmentStates(tenant)
+	if err != nil {
+		return err
+	}
+	st := states[id]
+	if st == nil {
+		return nil
+	}
+	if ts := db.tenants[tenant]; ts != nil && ts.info != nil && ts.info.ID == st.ID {
+		ts.info.KeyURI, ts.info.KeyGen = slot.KeyURI, slot.Generation
+	}
+	st.KeyURI, st.KeyGen = slot.KeyURI, slot.Generation
+	b := db.idx.NewBatch()
+	defer b.Close()
+	if err := putState(b, st); err != nil {
+		return err
+	}
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return err
+	}
+	return db.durableIndex()
 }
 
 // ErrKeySlotRollback: a segment's active key slot is older than the one the

@@ -39,8 +39,12 @@ func (c *readerCache) acquire(path, tenant string) (*segment.Reader, error) {
 		return e.r, nil
 	}
 	c.mu.Unlock()
-	r, err := segment.Open(path, &segment.ReadOptions{FS: c.db.fs, Tenant: tenant})
+	r, err := segment.Open(path, c.db.readOpts(tenant))
 	if err != nil {
+		return nil, err
+	}
+	if err := c.db.segmentAllowed(tenant, r.Header()); err != nil {
+		_ = r.Close()
 		return nil, err
 	}
 	if err := c.db.checkSlotGeneration(tenant, r); err != nil {

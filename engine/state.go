@@ -22,11 +22,13 @@ func ValidateTenant(t string) error {
 	return nil
 }
 
-// tenantConfig is the 'c' value: what `keys link` and retention settings
-// store. It is the only index state not derivable from segments.
+// tenantConfig is what `keys link` and retention settings store. It lives in
+// the tenant manifest; stores from before manifests kept it in the index
+// ('c'), which is read only to adopt them.
 type tenantConfig struct {
 	V         int           `json:"v"`
-	KeyURI    string        `json:"key_uri,omitempty"`
+	KeyURI    string        `json:"key_uri,omitempty"`   // canonical: the key's own URI (an alias resolved at link time)
+	KeyAlias  string        `json:"key_alias,omitempty"` // the URI given to link when it differs (e.g. an alias): display only
 	LinkedAt  time.Time     `json:"linked_at,omitempty"`
 	Retention time.Duration `json:"retention_ns,omitempty"`
 }
@@ -129,7 +131,9 @@ func stateKV(st *SegmentInfo) ([]byte, []byte, error) {
 	return segmentKey(st.Tenant, id), v, nil
 }
 
-func (db *DB) loadConfig(tenant string) (tenantConfig, error) {
+// loadLegacyConfig reads the configuration a store from before manifests
+// kept in the index.
+func (db *DB) loadLegacyConfig(tenant string) (tenantConfig, error) {
 	var c tenantConfig
 	v, closer, err := db.idx.Get(tenantPrefix(keyConfig, tenant))
 	if errors.Is(err, pebble.ErrNotFound) {
@@ -143,14 +147,22 @@ func (db *DB) loadConfig(tenant string) (tenantConfig, error) {
 	return c, err
 }
 
-func (db *DB) saveConfig(tenant string, c tenantConfig) error {
-	c.V = stateVersion
-	v, err := json.Marshal(c)
-	if err != nil {
-		return err
+// config returns tenant's configuration from its verified manifest (zero
+// when it has none yet), or why it cannot be trusted.
+func (db *DB) config(tenant string) (tenantConfig, error) {
+	c := tenantConfig{V: stateVersion}
+	tm := db.manifests.get(tenant)
+	switch {
+	case tm == nil:
+		return c, nil
+	case tm.body == nil && tm.unverified != nil:
+		return c, tm.unverified
+	case tm.body == nil && tm.damaged != nil:
+		return c, tm.damaged
+	case tm.body == nil:
+		return c, nil
 	}
-	if err := db.idx.Set(tenantPrefix(keyConfig, tenant), v, pebble.NoSync); err != nil {
-		return err
-	}
-	return db.durableIndex()
+	k := tm.body.Key
+	c.KeyURI, c.KeyAlias, c.LinkedAt, c.Retention = k.URI, k.Alias, k.LinkedAt, tm.body.Retention
+	return c, nil
 }

@@ -9,7 +9,8 @@ import (
 	"github.com/logstore/logstore/segment"
 )
 
-// dumpIndex returns every derived index entry (configuration excluded,
+// dumpIndex returns every derived index entry (configuration and manifest
+// sequences excluded,
 // segment states reduced to what a rebuild reproduces).
 func dumpIndex(t testing.TB, db *DB) map[string]string {
 	it, err := db.idx.NewIter(&pebble.IterOptions{})
@@ -18,7 +19,7 @@ func dumpIndex(t testing.TB, db *DB) map[string]string {
 	out := map[string]string{}
 	for it.First(); it.Valid(); it.Next() {
 		k := it.Key()
-		if k[0] == keyConfig {
+		if k[0] == keyConfig || k[0] == keyManifestSeq {
 			continue
 		}
 		out[string(k)] = string(it.Value())

@@ -35,8 +35,6 @@ type appendReq struct {
 // tenantState is the writer goroutine's view of one tenant.
 type tenantState struct {
 	name      string
-	cfg       tenantConfig
-	cfgLoaded bool
 	w         *segment.Writer
 	info      *SegmentInfo
 	keyURI    string
@@ -173,17 +171,13 @@ func (db *DB) drain(first *appendReq) []*appendReq {
 }
 
 func (db *DB) tenant(name string) (*tenantState, error) {
+	if err := db.ensureManifest(name); err != nil {
+		return nil, err
+	}
 	ts := db.tenants[name]
 	if ts == nil {
 		ts = &tenantState{name: name}
 		db.tenants[name] = ts
-	}
-	if !ts.cfgLoaded {
-		cfg, err := db.loadConfig(name)
-		if err != nil {
-			return nil, err
-		}
-		ts.cfg, ts.cfgLoaded = cfg, true
 	}
 	return ts, nil
 }
@@ -377,15 +371,26 @@ func stageIndex(kvs []kv, tenant string, m *Meta, raw []byte, loc Locator, paylo
 	return kvs
 }
 
-// keyURIFor is the key a tenant's next segment is wrapped under.
-func (db *DB) keyURIFor(ts *tenantState) (string, error) {
-	if ts.cfg.KeyURI != "" {
-		return ts.cfg.KeyURI, nil
+// keyURIFor is the key a tenant's next segment is wrapped under: the key
+// its manifest binds. Only a tenant with no manifest and no segment at all
+// (a new tenant) may get the embedded default, an auto-created
+// local://TENANT, and only when Options allow it; a tenant that had any key
+// never falls back to it (ensureManifest refuses such a tenant first).
+func (db *DB) keyURIFor(ts *tenantState) (uri string, auto bool, err error) {
+	if tm := db.manifests.get(ts.name); tm != nil && tm.body != nil {
+		return tm.body.Key.URI, false, nil
+	}
+	files, err := db.listSegmentFiles(ts.name)
+	if err != nil {
+		return "", false, err
+	}
+	if len(files) > 0 {
+		return "", false, fmt.Errorf("%w: %s has segments but no manifest", ErrManifestMissing, ts.name)
 	}
 	if db.opts.RequireLinkedKey || db.local == nil {
-		return "", fmt.Errorf("%w: tenant %s has no key: run `logstore keys link --tenant %s --key URI`", ErrNoKey, ts.name, ts.name)
+		return "", false, fmt.Errorf("%w: tenant %s has no key: run `logstore keys link --tenant %s --key URI`", ErrNoKey, ts.name, ts.name)
 	}
-	return keys.LocalURI(ts.name), nil
+	return keys.LocalURI(ts.name), true, nil
 }
 
 // ensureSegment makes sure ts has an active segment that may take writes:
@@ -423,13 +428,16 @@ func (db *DB) ensureSegment(ts *tenantState) error {
 	}
 	p := segment.Params{ID: id, Tenant: ts.name, Codec: db.codec, FS: db.fs, Created: now, Cipher: segment.CipherAES256GCM}
 	var uri string
+	var autoLocal bool
 	var ec keys.EncryptionContext
 	if db.opts.Plaintext {
 		p.Cipher = segment.CipherNone
 	} else {
-		if uri, err = db.keyURIFor(ts); err != nil {
+		var auto bool
+		if uri, auto, err = db.keyURIFor(ts); err != nil {
 			return err
 		}
+		autoLocal = auto
 		ec = keys.SegmentContext(ts.name, segHex(id))
 		ctx, cancel := context.WithTimeout(context.Background(), keyCallTimeout)
 		dk, err := db.cache.GenerateDataKey(ctx, uri, ec)
@@ -445,6 +453,11 @@ func (db *DB) ensureSegment(ts *tenantState) error {
 	}
 	w, err := segment.Create(db.segPath(ts.name, id), p)
 	if err != nil {
+		return err
+	}
+	if err := db.listActive(ts.name, w, autoLocal); err != nil {
+		_ = w.Close()
+		_ = db.fs.Remove(w.Path()) // no block was written: nothing is lost
 		return err
 	}
 	db.stats.segmentsCreated.Add(1)
@@ -465,6 +478,7 @@ func (db *DB) sealActive(ts *tenantState) error {
 	}
 	st := ts.info
 	st.Sealed, st.Size = true, ts.w.Size()
+	path := ts.w.Path()
 	_ = ts.w.Close()
 	ts.w, ts.info, ts.dirty = nil, nil, false
 	k, v, err := stateKV(st)
@@ -472,7 +486,9 @@ func (db *DB) sealActive(ts *tenantState) error {
 		return err
 	}
 	db.indexQ <- &indexJob{kvs: []kv{{k, v}}}
-	return nil
+	// A failure here leaves the entry "active" with the file sealed: the
+	// next Open accepts it as a finished crash recovery.
+	return db.recordSealed(ts.name, path)
 }
 
 // abandon gives up on ts's active segment after a write or fsync error: the
@@ -488,10 +504,11 @@ func (db *DB) abandon(ts *tenantState) {
 	_ = ts.w.Close()
 	ts.w, ts.info, ts.dirty = nil, nil, false
 	db.readers.invalidate(path)
-	if _, err := segment.Recover(path, db.fs); err != nil {
+	if _, err := segment.Recover(path, db.readOpts(ts.name)); err != nil {
 		return // Open will retry
 	}
-	r, err := segment.Open(path, &segment.ReadOptions{FS: db.fs, Tenant: ts.name})
+	_ = db.recordSealed(ts.name, path) // on failure, Open finishes it
+	r, err := segment.Open(path, db.readOpts(ts.name))
 	if err != nil {
 		return
 	}
