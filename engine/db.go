@@ -105,9 +105,9 @@ func Open(dir string, o *Options) (*DB, error) {
 	}
 	codec, _ := segment.ParseCodec(opts.Compression)
 	db := &DB{dir: dir, opts: opts, fs: opts.FS, codec: codec, tenants: map[string]*tenantState{},
-		manifests: manifests{byTenant: map[string]*tenantManifest{}},
 		reqs: make(chan *appendReq, 1024), ctl: make(chan func()), quit: make(chan struct{}),
 		indexQ: make(chan *indexJob, 4), indexDone: make(chan struct{})}
+	db.manifests.byTenant = map[string]*tenantManifest{}
 	if err := db.fs.MkdirAll(filepath.Join(dir, "segments")); err != nil {
 		return nil, err
 	}

@@ -66,7 +66,9 @@ func (db *DB) LinkKey(ctx context.Context, tenant, uri string) (keys.KeyState, e
 		return st, fmt.Errorf("%w: round trip through %s returned a different data key", ErrKeyValidation, uri)
 	}
 	var serr error
-	cerr := db.control(ctx, func() { serr = db.bindKey(ctx, tenant, keyBinding{URI: uri, Alias: aliasOf(display, uri), LinkedAt: db.opts.Now().UTC()}) })
+	cerr := db.control(ctx, func() {
+		serr = db.bindKey(ctx, tenant, keyBinding{URI: uri, Alias: aliasOf(display, uri), LinkedAt: db.opts.Now().UTC()})
+	})
 	return st, errors.Join(cerr, serr)
 }
 

@@ -34,14 +34,14 @@ type appendReq struct {
 
 // tenantState is the writer goroutine's view of one tenant.
 type tenantState struct {
-	name      string
-	w         *segment.Writer
-	info      *SegmentInfo
-	keyURI    string
-	wrapped   []byte
-	ec        keys.EncryptionContext
-	opened    time.Time
-	dirty     bool // written since the last fsync
+	name    string
+	w       *segment.Writer
+	info    *SegmentInfo
+	keyURI  string
+	wrapped []byte
+	ec      keys.EncryptionContext
+	opened  time.Time
+	dirty   bool // written since the last fsync
 }
 
 // Append stores records for tenant and returns their ids (assigned when a
