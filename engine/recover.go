@@ -61,7 +61,7 @@ func (db *DB) recoverTenant(ctx context.Context, tenant string, rep *RecoveryRep
 	if db.opts.Plaintext {
 		// The benchmark baseline: nothing is authenticated, so there is no
 		// manifest; every file is recovered and indexed.
-		return db.syncIndex(tenant, files, true, rep)
+		return db.syncIndex(tenant, files, true, rep, nil)
 	}
 	body, mk, err := db.readManifest(ctx, tenant)
 	switch {
@@ -148,7 +148,7 @@ func (db *DB) reconcile(ctx context.Context, tenant string, body *manifestBody, 
 			rep.Unverified = append(rep.Unverified, fmt.Sprintf("tenant %s: manifest update deferred: %v", tenant, err))
 		}
 	}
-	return db.syncIndex(tenant, good, false, rep)
+	return db.syncIndex(tenant, good, false, rep, problems)
 }
 
 // reconcileSegment checks one listed segment file. A sealed segment must
@@ -238,15 +238,15 @@ func (db *DB) openListed(tenant string, id [16]byte, e *manifestEntry) (*segment
 		return nil, fmt.Errorf("%w: segment %s: %w", ErrSegmentTampered, e.ID, err)
 	}
 	fail := func(err error) (*segment.Reader, error) { _ = r.Close(); return nil, err }
+	if err := checkIdentity(r.Header(), id, e); err != nil {
+		return fail(err)
+	}
 	if size := r.Size(); size != e.Size {
 		kind := ErrSegmentTampered
 		if size < e.Size {
 			kind = ErrSegmentLoss
 		}
 		return fail(fmt.Errorf("%w: segment %s is %d bytes, the manifest recorded %d", kind, e.ID, size, e.Size))
-	}
-	if err := checkIdentity(r.Header(), id, e); err != nil {
-		return fail(err)
 	}
 	if !r.Sealed() || len(r.Blocks()) != e.Blocks {
 		return fail(fmt.Errorf("%w: segment %s: sealed=%v with %d blocks, the manifest recorded a sealed segment of %d", ErrSegmentTampered,
@@ -331,7 +331,7 @@ func (db *DB) recoverUnmanifested(ctx context.Context, tenant string, files [][1
 			return err
 		}
 	}
-	if err := db.syncIndex(tenant, files, true, rep); err != nil {
+	if err := db.syncIndex(tenant, files, true, rep, nil); err != nil {
 		return err
 	}
 	if err := db.adoptLegacy(ctx, tenant, files); err != nil {
@@ -414,8 +414,10 @@ func (db *DB) attest(tenant string, files [][16]byte, body *manifestBody) ([]str
 // passed the manifest checks (or, with recoverFirst, are recovered here: a
 // store without manifests). Blocks the index lacks are replayed; if the index
 // is ahead of the segments (a file shorter than indexed, or indexed segments
-// gone), the tenant is reindexed from its segments.
-func (db *DB) syncIndex(tenant string, files [][16]byte, recoverFirst bool, rep *RecoveryReport) error {
+// gone), the tenant is reindexed from its segments. The index entries of
+// refused segments are kept: their records stay visible to queries (and a
+// Get says why it cannot serve them) rather than vanish without a word.
+func (db *DB) syncIndex(tenant string, files [][16]byte, recoverFirst bool, rep *RecoveryReport, refused map[string]error) error {
 	states, err := db.segmentStates(tenant)
 	if err != nil {
 		return err
@@ -464,8 +466,8 @@ func (db *DB) syncIndex(tenant string, files [][16]byte, recoverFirst bool, rep 
 		_ = r.Close()
 	}
 	for id := range states {
-		if !seen[id] {
-			ahead = true // the index names a segment that is gone or refused
+		if !seen[id] && refused[segHex(id)] == nil {
+			ahead = true // the index names a segment that is gone
 		}
 	}
 	if ahead {
