@@ -33,7 +33,7 @@ func newForgeryStore(t *testing.T) *forgeryStore {
 	rng := rand.New(rand.NewSource(3))
 	for _, tenant := range []string{"acme", "globex"} {
 		for round := 0; round < 2; round++ { // two sealed segments each
-			recs := genRecords(rng, 40, t0.Add(time.Duration(round) * time.Hour))
+			recs := genRecords(rng, 40, t0.Add(time.Duration(round)*time.Hour))
 			ids, err := db.Append(bg, tenant, recs)
 			require.NoError(t, err)
 			fs.ids[tenant] = append(fs.ids[tenant], ids...)
@@ -380,4 +380,3 @@ func TestForgeryLocalKeyFile(t *testing.T) {
 		})
 	}
 }
-
