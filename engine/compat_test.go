@@ -1,0 +1,64 @@
+package engine
+
+import (
+	"math/rand"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestOpenVersion1Store opens a store written by the build before manifests
+// and segment format v2 (testdata/v1-store, made by that build: two tenants,
+// acme linked to local://acme-cmek with a retention, 40 records each). It is
+// adopted: each tenant gets a manifest bound to the key its configuration
+// named, every record reads back, and new writes use the linked key.
+func TestOpenVersion1Store(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.CopyFS(dir, os.DirFS("testdata/v1-store")))
+	db, err := Open(dir, &Options{RetentionInterval: -1})
+	require.NoError(t, err)
+	rep := db.Recovery()
+	require.Equal(t, 2, rep.TenantsAdopted, "%+v", rep)
+	require.Empty(t, rep.Damaged)
+	uri, err := db.KeyURI("acme")
+	require.NoError(t, err)
+	require.Equal(t, "local://acme-cmek", uri, "the binding comes from the old index configuration, not a new local key")
+	cfg, err := db.config("acme")
+	require.NoError(t, err)
+	require.Equal(t, 10*365*24*time.Hour, cfg.Retention)
+	for _, tenant := range []string{"acme", "globex"} {
+		n, err := db.Count(bg, tenant, ScanOptions{})
+		require.NoError(t, err)
+		require.Equal(t, 40, n)
+		require.NoError(t, db.Scan(bg, tenant, ScanOptions{}, func(m *Meta) error {
+			rec, err := db.Get(bg, tenant, m.ID, PartAll)
+			require.NoError(t, err)
+			require.Contains(t, rec.Path, "/v1/"+tenant+"/")
+			return nil
+		}))
+		checks, err := db.Verify(bg, tenant)
+		require.NoError(t, err)
+		for _, c := range checks {
+			require.NoError(t, c.OpenErr)
+			require.NoError(t, c.KeyErr)
+			require.Empty(t, c.Result.Problems)
+		}
+	}
+	_, err = db.Append(bg, "acme", genRecords(rand.New(rand.NewSource(1)), 3, t0))
+	require.NoError(t, err)
+	require.NoError(t, db.Close())
+	_, err = os.Stat(filepath.Join(dir, "keys", "acme.key"))
+	require.ErrorIs(t, err, os.ErrNotExist, "no local key was created for a linked tenant")
+
+	db, err = Open(dir, &Options{RetentionInterval: -1})
+	require.NoError(t, err)
+	defer db.Close()
+	require.Empty(t, db.Recovery().Damaged)
+	require.Zero(t, db.Recovery().TenantsAdopted)
+	n, err := db.Count(bg, "acme", ScanOptions{})
+	require.NoError(t, err)
+	require.Equal(t, 43, n)
+}
