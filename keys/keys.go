@@ -128,6 +128,12 @@ type DataKey struct {
 
 // KeyState is what Describe reports about a key.
 type KeyState struct {
+	// URI is the key's canonical URI: the one to record next to what it
+	// wraps. It names the key itself, not an alias of it (aws-kms: the key
+	// ARN the alias resolved to, keeping the URI's options such as
+	// ?replicas=); a provider without aliases reports the URI it was given
+	// (local://NAME). Repointing an alias must not change what a recorded
+	// URI opens.
 	URI      string
 	Provider string
 	KeyID    string // provider's id (ARN for KMS)

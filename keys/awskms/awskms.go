@@ -9,6 +9,23 @@
 // standard AWS configuration chain (environment, shared config and
 // credentials files, AWS_ENDPOINT_URL_KMS, instance roles), so pointing it
 // at a test server takes standard variables only.
+//
+// Identity: an alias names whatever key it points at now, so Describe
+// resolves it and reports the key's own URI (KeyState.URI, the key ARN with
+// the URI's options kept); that is what callers record next to a wrapped key,
+// so repointing the alias later (manual rotation) strands nothing.
+//
+// Multi-Region keys (key/mrk-...): when the key's region is unreachable
+// (connection failures, timeouts, HTTP 5xx, KMSInternal, KeyUnavailable,
+// DependencyTimeout), GenerateDataKey, Encrypt and Decrypt are retried
+// against the related keys of other regions: those listed in ?replicas= and,
+// with Options.DiscoverReplicas, those DescribeKey reports. Related keys
+// share key material, so a wrapped key made in a replica region unwraps in
+// the primary one and back. Every other error (access denied, disabled,
+// pending deletion, invalid ciphertext, throttling, bad requests) is final
+// and never retried elsewhere: a revocation in the key's region fails closed.
+// Each region keeps its own key state and key policy, as in AWS: to revoke a
+// multi-Region key, disable (or deny) every replica, not only the primary.
 package awskms
 
 import (
@@ -17,6 +34,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -49,15 +67,43 @@ type Options struct {
 	// Principal is the IAM principal ARN that logstore runs as, printed in
 	// the key-policy statement of access-denied errors (default a placeholder).
 	Principal string
+	// DiscoverReplicas lets the provider learn the replica regions of a
+	// multi-Region key (key/mrk-...) from DescribeKey's
+	// MultiRegionConfiguration and fall back to them, besides the URI's
+	// ?replicas= list (default false: only the regions the URI lists). The
+	// list is asked for once per ReplicaMaxAge, after a call that succeeded
+	// (one DescribeKey, not in the caller's audit trail), or, when the key's
+	// region is down and the list is stale, from a region it named.
+	DiscoverReplicas bool
+	// ReplicaMaxAge bounds how long a discovered replica list is used
+	// (default 1h); after it the list is asked for again and, until that
+	// succeeds, only ?replicas= regions serve as fallbacks.
+	ReplicaMaxAge time.Duration
+	// Now is the clock of the replica list's age (default time.Now).
+	Now func() time.Time
 }
 
 // Provider implements keys.Provider on AWS KMS.
 type Provider struct {
 	opts Options
 
-	mu      sync.Mutex // guards clients
-	clients map[string]*kms.Client
+	mu       sync.Mutex // guards clients, fast and replicas
+	clients  map[string]*kms.Client
+	fast     map[string]*kms.Client // the same, without retries of region failures (a fallback follows)
+	replicas map[string]*replicaList
 }
+
+// replicaList is what DescribeKey said about a multi-Region key's regions.
+type replicaList struct {
+	members    map[string]string // region -> key ARN, the primary and every replica
+	fetched    time.Time         // last successful discovery (zero: never)
+	tried      time.Time         // last attempt
+	refreshing bool
+}
+
+// discoveryRetry is the least time between two discoveries of a key (capped
+// by ReplicaMaxAge), so a failing DescribeKey is not asked on every call.
+const discoveryRetry = time.Minute
 
 // New returns a provider. It makes no call until used.
 func New(opts Options) *Provider {
@@ -78,7 +124,13 @@ func New(opts Options) *Provider {
 	if opts.Principal == "" {
 		opts.Principal = "arn:aws:iam::ACCOUNT_ID:role/YOUR-LOGSTORE-ROLE"
 	}
-	return &Provider{opts: opts, clients: map[string]*kms.Client{}}
+	if opts.ReplicaMaxAge <= 0 {
+		opts.ReplicaMaxAge = time.Hour
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Provider{opts: opts, clients: map[string]*kms.Client{}, fast: map[string]*kms.Client{}, replicas: map[string]*replicaList{}}
 }
 
 func (p *Provider) Scheme() string { return Scheme }
@@ -90,6 +142,21 @@ type KeyRef struct {
 	Account  string
 	Resource string // "key/ID" or "alias/NAME"
 	Replicas []string
+}
+
+// MultiRegion reports whether r names a multi-Region key by its key id
+// (key/mrk-...): only those fall back to other regions. An alias may name
+// a different key in every region, so it never does.
+func (r KeyRef) MultiRegion() bool { return strings.HasPrefix(r.Resource, "key/mrk-") }
+
+// URI is the canonical aws-kms:// form of r: its ARN and, when it has
+// replicas, ?replicas=R1,R2 (ParseURI accepts it and returns r).
+func (r KeyRef) URI() string {
+	u := Scheme + "://" + r.ARN
+	if len(r.Replicas) > 0 {
+		u += "?replicas=" + strings.Join(r.Replicas, ",")
+	}
+	return u
 }
 
 // ParseURI parses an aws-kms:// key URI.
@@ -119,7 +186,7 @@ func ParseURI(uri string) (KeyRef, error) {
 			}
 			for _, v := range vs {
 				for _, reg := range strings.Split(v, ",") {
-					if reg = strings.TrimSpace(reg); reg != "" && reg != r.Region {
+					if reg = strings.TrimSpace(reg); reg != "" && reg != r.Region && !slices.Contains(r.Replicas, reg) {
 						r.Replicas = append(r.Replicas, reg)
 					}
 				}
@@ -136,10 +203,18 @@ func (r KeyRef) arnIn(region string) string {
 	return strings.Join(parts, ":")
 }
 
-func (p *Provider) client(ctx context.Context, region string) (*kms.Client, error) {
+// client returns the region's client. A fast client does not retry region
+// failures (connection errors, timeouts, 5xx) itself: it is used when
+// another region will be tried next, so the fallback is not delayed by
+// backoff. Both retry throttling.
+func (p *Provider) client(ctx context.Context, region string, fast bool) (*kms.Client, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if c, ok := p.clients[region]; ok {
+	m := p.clients
+	if fast {
+		m = p.fast
+	}
+	if c, ok := m[region]; ok {
 		return c, nil
 	}
 	cfg, err := p.opts.LoadConfig(ctx, region)
@@ -151,16 +226,58 @@ func (p *Provider) client(ctx context.Context, region string) (*kms.Client, erro
 		return retry.NewStandard(func(o *retry.StandardOptions) {
 			o.MaxAttempts = p.opts.MaxAttempts
 			o.MaxBackoff = p.opts.MaxBackoff
+			if fast {
+				o.Retryables = append([]retry.IsErrorRetryable{retry.IsErrorRetryableFunc(func(err error) aws.Ternary {
+					if regionFailure(err) {
+						return aws.FalseTernary
+					}
+					return aws.UnknownTernary
+				})}, o.Retryables...)
+			}
 		})
 	}
 	c := kms.NewFromConfig(cfg)
-	p.clients[region] = c
+	m[region] = c
 	return c, nil
 }
 
-// call runs f against the key's region and, when that region is unreachable
-// and the key lists replicas, against each replica in turn (fallback is for
-// network failures only: a key-state error in the primary is final).
+// regionFailure reports whether err says the region (not the key, the
+// request or the caller) failed: the only errors that fall back to another
+// region of a multi-Region key.
+func regionFailure(err error) bool {
+	var (
+		unavail  *types.KeyUnavailableException
+		depTO    *types.DependencyTimeoutException
+		internal *types.KMSInternalException
+		conn     interface{ ConnectionError() bool }
+		status   interface{ HTTPStatusCode() int }
+		netErr   net.Error
+	)
+	switch {
+	case errors.As(err, &unavail), errors.As(err, &depTO), errors.As(err, &internal):
+		return true
+	case errors.As(err, &conn) && conn.ConnectionError(), errors.As(err, &netErr):
+		return true
+	case errors.Is(err, context.DeadlineExceeded):
+		return true
+	case errors.As(err, &status) && status.HTTPStatusCode() >= 500:
+		return true
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "connection reset") || strings.Contains(msg, "use of closed network connection")
+}
+
+// target is one region's key of a call.
+type target struct {
+	region, arn string
+}
+
+// call runs f against the key's region and, when that region fails (see
+// regionFailure) and the key is a multi-Region key with replicas, against
+// each replica in turn. Any other error is final: it is never retried
+// elsewhere. While another region remains, an attempt gets a fair share of
+// what is left of CallTimeout, so a region that hangs leaves time for the
+// next one.
 func (p *Provider) call(ctx context.Context, op, uri string, fallback bool, f func(ctx context.Context, c *kms.Client, arn string) error) error {
 	ref, err := ParseURI(uri)
 	if err != nil {
@@ -168,35 +285,215 @@ func (p *Provider) call(ctx context.Context, op, uri string, fallback bool, f fu
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.opts.CallTimeout)
 	defer cancel()
-	regions := []string{ref.Region}
+	fallback = fallback && ref.MultiRegion()
+	var replicas, candidates []target
 	if fallback {
-		regions = append(regions, ref.Replicas...)
+		replicas = p.replicaTargets(ref, true)
+		candidates = p.replicaTargets(ref, false) // a stale list may be refreshed after a failure
 	}
-	var last error
-	for i, region := range regions {
-		c, err := p.client(ctx, region)
-		if err != nil {
-			return err
+	raw := p.attempt(ctx, target{ref.Region, ref.ARN}, 1+len(candidates), f)
+	if raw == nil {
+		if fallback && p.discovers(ref) {
+			p.discover(ctx, ref, []string{ref.Region})
 		}
-		arn := ref.ARN
-		if i > 0 {
-			arn = ref.arnIn(region)
+		return nil
+	}
+	first := p.mapError(op, uri, ref, raw)
+	if !fallback || ctx.Err() != nil || !regionFailure(raw) {
+		return first
+	}
+	if p.discovers(ref) && !p.fresh(ref) {
+		// The list is stale or missing: ask the regions it (or the URI) named.
+		var regions []string
+		for _, t := range candidates {
+			regions = append(regions, t.region)
 		}
-		err = f(ctx, c, arn)
-		if err == nil {
+		p.discover(ctx, ref, regions)
+		replicas = p.replicaTargets(ref, true)
+	}
+	tried := []string{ref.Region}
+	var final error
+	for i, t := range replicas {
+		if ctx.Err() != nil {
+			break
+		}
+		raw := p.attempt(ctx, t, len(replicas)-i, f)
+		if raw == nil {
 			return nil
 		}
-		last = p.mapError(op, uri, ref, err)
-		if !errors.Is(last, keys.ErrUnavailable) {
-			return last
+		tried = append(tried, t.region)
+		rref := ref
+		rref.ARN, rref.Region = t.arn, t.region
+		e := p.mapError(op, uri, rref, raw)
+		var notFound *types.NotFoundException
+		switch {
+		case regionFailure(raw), errors.As(raw, &notFound), errors.Is(e, keys.ErrThrottled):
+			// This replica cannot serve now (or does not exist): the next one may.
+		default:
+			// The replica's own key state, policy or a bad ciphertext: final.
+			if ke, ok := e.(*keys.Error); ok {
+				ke.Detail = fmt.Sprintf("%s (from the replica in %s; %s is unreachable)", ke.Detail, t.region, ref.Region)
+			}
+			final = e
+		}
+		if final != nil {
+			return final
 		}
 	}
-	return last
+	if ke, ok := first.(*keys.Error); ok && len(tried) > 1 {
+		ke.Detail = fmt.Sprintf("AWS KMS is unreachable in %s and no replica could serve (tried %s); retry", ref.Region, strings.Join(tried[1:], ", "))
+	}
+	return first
+}
+
+// attempt runs f once against t (with the SDK's retries), with a share of
+// the time left when left regions (this one included) remain to be tried.
+func (p *Provider) attempt(ctx context.Context, t target, left int, f func(ctx context.Context, c *kms.Client, arn string) error) error {
+	c, err := p.client(ctx, t.region, left > 1)
+	if err != nil {
+		return err
+	}
+	if left > 1 {
+		if dl, ok := ctx.Deadline(); ok {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, time.Until(dl)/time.Duration(left))
+			defer cancel()
+		}
+	}
+	return f(ctx, c, t.arn)
+}
+
+// discovers reports whether replicas of ref may be discovered.
+func (p *Provider) discovers(ref KeyRef) bool { return p.opts.DiscoverReplicas && ref.MultiRegion() }
+
+// groupKey names a multi-Region key across regions: its account and key id.
+func groupKey(ref KeyRef) string { return ref.Account + "/" + ref.Resource }
+
+// fresh reports whether ref's discovered replica list is younger than
+// ReplicaMaxAge, or was tried too recently to ask again.
+func (p *Provider) fresh(ref KeyRef) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	l := p.replicas[groupKey(ref)]
+	if l == nil {
+		return false
+	}
+	now := p.opts.Now()
+	return (!l.fetched.IsZero() && now.Sub(l.fetched) < p.opts.ReplicaMaxAge) || now.Sub(l.tried) < p.retryDiscoveryAfter() || l.refreshing
+}
+
+// retryDiscoveryAfter is the least time between two discoveries of a key.
+func (p *Provider) retryDiscoveryAfter() time.Duration {
+	return min(discoveryRetry, p.opts.ReplicaMaxAge)
+}
+
+// replicaTargets lists the regions other than ref's to fall back to: the
+// URI's replicas, then the discovered ones (when usable is set, only a list
+// younger than ReplicaMaxAge; else any list ever seen, to know whom to ask).
+func (p *Provider) replicaTargets(ref KeyRef, usable bool) []target {
+	var out []target
+	seen := map[string]bool{ref.Region: true}
+	for _, r := range ref.Replicas {
+		if !seen[r] {
+			seen[r] = true
+			out = append(out, target{r, ref.arnIn(r)})
+		}
+	}
+	if !p.discovers(ref) {
+		return out
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	l := p.replicas[groupKey(ref)]
+	if l == nil || (usable && (l.fetched.IsZero() || p.opts.Now().Sub(l.fetched) >= p.opts.ReplicaMaxAge)) {
+		return out
+	}
+	regions := make([]string, 0, len(l.members))
+	for r := range l.members {
+		regions = append(regions, r)
+	}
+	slices.Sort(regions)
+	for _, r := range regions {
+		if !seen[r] {
+			seen[r] = true
+			out = append(out, target{r, l.members[r]})
+		}
+	}
+	return out
+}
+
+// discover asks DescribeKey in regions, in turn, for ref's related keys and
+// records them, unless the list is fresh or being asked for already.
+// Failures only leave the list as it was: discovery is best effort.
+func (p *Provider) discover(ctx context.Context, ref KeyRef, regions []string) {
+	k := groupKey(ref)
+	p.mu.Lock()
+	l := p.replicas[k]
+	if l == nil {
+		l = &replicaList{}
+		p.replicas[k] = l
+	}
+	now := p.opts.Now()
+	if l.refreshing || (!l.fetched.IsZero() && now.Sub(l.fetched) < p.opts.ReplicaMaxAge) || (!l.tried.IsZero() && now.Sub(l.tried) < p.retryDiscoveryAfter()) {
+		p.mu.Unlock()
+		return
+	}
+	l.refreshing, l.tried = true, now
+	p.mu.Unlock()
+	var members map[string]string
+	for i, region := range regions {
+		if ctx.Err() != nil {
+			break
+		}
+		var out *kms.DescribeKeyOutput
+		err := p.attempt(ctx, target{region, ref.arnIn(region)}, len(regions)-i+1, func(ctx context.Context, c *kms.Client, arn string) error {
+			var err error
+			out, err = c.DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: aws.String(arn)})
+			return err
+		})
+		if err == nil {
+			members = relatedKeys(out.KeyMetadata, ref)
+			break
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	l.refreshing = false
+	if members != nil {
+		l.members, l.fetched = members, p.opts.Now()
+	}
+}
+
+// relatedKeys returns region -> ARN of a multi-Region key's primary and
+// replicas (nil when m says nothing about them). Only the ARNs of ref's key
+// (same partition, account and key id) are taken: related multi-Region keys
+// share them, and a data key must never be made under any other key.
+func relatedKeys(m *types.KeyMetadata, ref KeyRef) map[string]string {
+	if m == nil || m.MultiRegionConfiguration == nil {
+		return nil
+	}
+	c := m.MultiRegionConfiguration
+	out := map[string]string{}
+	add := func(k *types.MultiRegionKey) {
+		if k == nil {
+			return
+		}
+		region, arn := aws.ToString(k.Region), aws.ToString(k.Arn)
+		if region != "" && arn == ref.arnIn(region) {
+			out[region] = arn
+		}
+	}
+	add(c.PrimaryKey)
+	for i := range c.ReplicaKeys {
+		add(&c.ReplicaKeys[i])
+	}
+	return out
 }
 
 func (p *Provider) GenerateDataKey(ctx context.Context, uri string, ec keys.EncryptionContext) (keys.DataKey, error) {
 	var dk keys.DataKey
-	err := p.call(ctx, "GenerateDataKey", uri, false, func(ctx context.Context, c *kms.Client, arn string) error {
+	// A data key made by a replica unwraps in every region of the key.
+	err := p.call(ctx, "GenerateDataKey", uri, true, func(ctx context.Context, c *kms.Client, arn string) error {
 		out, err := c.GenerateDataKey(ctx, &kms.GenerateDataKeyInput{KeyId: aws.String(arn), KeySpec: types.DataKeySpecAes256, EncryptionContext: ec})
 		if err != nil {
 			return err
@@ -212,7 +509,7 @@ func (p *Provider) GenerateDataKey(ctx context.Context, uri string, ec keys.Encr
 
 func (p *Provider) Wrap(ctx context.Context, uri string, dek []byte, ec keys.EncryptionContext) ([]byte, error) {
 	var w []byte
-	err := p.call(ctx, "Encrypt", uri, false, func(ctx context.Context, c *kms.Client, arn string) error {
+	err := p.call(ctx, "Encrypt", uri, true, func(ctx context.Context, c *kms.Client, arn string) error {
 		out, err := c.Encrypt(ctx, &kms.EncryptInput{KeyId: aws.String(arn), Plaintext: dek, EncryptionContext: ec})
 		if err != nil {
 			return err
@@ -237,7 +534,9 @@ func (p *Provider) Unwrap(ctx context.Context, uri string, wrapped []byte, ec ke
 	return dek, err
 }
 
-// Rewrap uses ReEncrypt: the DEK never leaves KMS.
+// Rewrap uses ReEncrypt: the DEK never leaves KMS. ReEncrypt does not fall
+// back to a replica region (rewrap is an administrative run: rerun it when
+// the region is back); across regions it goes through Unwrap and Wrap, which do.
 func (p *Provider) Rewrap(ctx context.Context, from string, wrapped []byte, to string, ec keys.EncryptionContext) ([]byte, error) {
 	fromRef, err := ParseURI(from)
 	if err != nil {
@@ -270,12 +569,18 @@ func (p *Provider) Rewrap(ctx context.Context, from string, wrapped []byte, to s
 	return w, err
 }
 
+// Describe reports the key's state in its own region (no fallback: linking
+// validates the key where it lives). KeyState.URI is the key's canonical
+// URI: an alias resolved to the ARN of the key it names now, with the URI's
+// ?replicas= kept. With DiscoverReplicas, a multi-Region key's related keys
+// are recorded on the way.
 func (p *Provider) Describe(ctx context.Context, uri string) (keys.KeyState, error) {
 	var st keys.KeyState
 	ref, err := ParseURI(uri)
 	if err != nil {
 		return st, err
 	}
+	var members map[string]string
 	err = p.call(ctx, "DescribeKey", uri, false, func(ctx context.Context, c *kms.Client, arn string) error {
 		out, err := c.DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: aws.String(arn)})
 		if err != nil {
@@ -284,11 +589,27 @@ func (p *Provider) Describe(ctx context.Context, uri string) (keys.KeyState, err
 		m := out.KeyMetadata
 		st = keys.KeyState{URI: uri, Provider: Scheme, KeyID: aws.ToString(m.Arn), Enabled: m.Enabled,
 			State: string(m.KeyState), Spec: string(m.KeySpec), Region: ref.Region}
-		if parsed, err := ParseURI(Scheme + "://" + aws.ToString(m.Arn)); err == nil {
+		if parsed, err := ParseURI(Scheme + "://" + aws.ToString(m.Arn)); err == nil && strings.HasPrefix(parsed.Resource, "key/") {
 			st.Region = parsed.Region
+			parsed.Replicas = ref.Replicas
+			st.URI = parsed.URI()
+			members = relatedKeys(m, parsed)
 		}
 		return nil
 	})
+	if err == nil && members != nil {
+		if canon, perr := ParseURI(st.URI); perr == nil && p.discovers(canon) {
+			p.mu.Lock()
+			l := p.replicas[groupKey(canon)]
+			if l == nil {
+				l = &replicaList{}
+				p.replicas[groupKey(canon)] = l
+			}
+			now := p.opts.Now()
+			l.members, l.fetched, l.tried = members, now, now
+			p.mu.Unlock()
+		}
+	}
 	if err == nil && st.Region != ref.Region {
 		return st, &keys.Error{Op: "describe", KeyURI: uri, Kind: keys.ErrWrongRegion,
 			Detail: fmt.Sprintf("the key lives in region %s, not %s", st.Region, ref.Region)}

@@ -3,8 +3,19 @@
 // real aws-sdk-go-v2 KMS client, with KMS's key-state rules and error bodies
 // (DisabledException, KMSInvalidStateException, NotFoundException,
 // AccessDeniedException, InvalidCiphertextException, IncorrectKeyException,
-// ThrottlingException), backing-key rotation, fault injection (latency,
+// ThrottlingException), backing-key rotation, aliases that can be repointed
+// (CreateAlias, UpdateAlias, DeleteAlias), fault injection (latency,
 // throttling, connection refused, denied actions) and call counting.
+//
+// One Server serves one region. StartCluster starts one server per region
+// (each on its own 127.0.0.1 port) that know each other: multi-Region keys
+// (CreateKey with MultiRegion, ReplicateKey) share their key material across
+// the cluster, so a ciphertext made in one region decrypts in another, while
+// each region's key keeps its own state (enable/disable/deletion) as in AWS;
+// DescribeKey returns their MultiRegionConfiguration. Taking one server down
+// (SetDown) simulates a regional outage. ARNs are checked against the
+// server's region and account: a key or alias ARN of another region is not
+// found, as in AWS.
 //
 // It exists because moto's key-state handling is incomplete (a disabled key
 // still decrypts); revocation semantics need a server that behaves as AWS
@@ -22,6 +33,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -36,7 +48,10 @@ const Account = "111122223333"
 type Server struct {
 	Region string
 
-	mu        sync.Mutex // guards every field below
+	// mu guards every field below; the servers of a Cluster share one mutex,
+	// so a call may read or change the related keys of other regions.
+	mu        *sync.Mutex
+	cluster   *Cluster // nil for a standalone server
 	addr      string
 	ln        net.Listener
 	srv       *http.Server
@@ -45,6 +60,7 @@ type Server struct {
 	calls     map[string]int
 	latency   time.Duration
 	throttleN int
+	outage    bool
 	denied    map[string]bool
 	conns     map[net.Conn]struct{}
 }
@@ -58,17 +74,82 @@ type key struct {
 	created     time.Time
 	deletion    time.Time
 	rotation    bool
-	backing     [][]byte // backing key versions; the last encrypts
+	backing     [][]byte // backing key versions; the last encrypts (single-Region keys)
+	region      string
+	mr          *mrGroup // multi-Region keys: shared by the related keys of every region
+}
+
+// mrGroup is a multi-Region key: one key id, one key material (rotated
+// together) and one key per region, each with its own state.
+type mrGroup struct {
+	id      string
+	primary string          // region of the primary key
+	backing [][]byte        // shared backing key versions; the last encrypts
+	members map[string]*key // by region
+}
+
+// versions returns the backing key versions of k (shared for multi-Region keys).
+func (k *key) versions() *[][]byte {
+	if k.mr != nil {
+		return &k.mr.backing
+	}
+	return &k.backing
+}
+
+// Cluster is a set of test KMS servers, one per region, that share
+// multi-Region keys.
+type Cluster struct {
+	servers map[string]*Server
+	regions []string
+}
+
+// StartCluster starts one server per region, each on its own free port of
+// 127.0.0.1.
+func StartCluster(regions ...string) (*Cluster, error) {
+	c := &Cluster{servers: map[string]*Server{}}
+	mu := &sync.Mutex{} // one lock for the whole cluster
+	for _, r := range regions {
+		if _, dup := c.servers[r]; dup {
+			c.Close()
+			return nil, fmt.Errorf("kmstest: region %s given twice", r)
+		}
+		s := newServer(r, mu)
+		s.cluster = c
+		if err := s.listen("127.0.0.1:0"); err != nil {
+			c.Close()
+			return nil, err
+		}
+		c.servers[r] = s
+		c.regions = append(c.regions, r)
+	}
+	return c, nil
+}
+
+// Server returns the server of region (nil when the cluster has none).
+func (c *Cluster) Server(region string) *Server { return c.servers[region] }
+
+// Regions lists the cluster's regions in the order given to StartCluster.
+func (c *Cluster) Regions() []string { return append([]string(nil), c.regions...) }
+
+// Close stops every server.
+func (c *Cluster) Close() {
+	for _, s := range c.servers {
+		s.Close()
+	}
 }
 
 // Start starts a server for region on a free port of 127.0.0.1.
 func Start(region string) (*Server, error) {
-	s := &Server{Region: region, keys: map[string]*key{}, aliases: map[string]string{}, calls: map[string]int{},
-		denied: map[string]bool{}, conns: map[net.Conn]struct{}{}}
+	s := newServer(region, &sync.Mutex{})
 	if err := s.listen("127.0.0.1:0"); err != nil {
 		return nil, err
 	}
 	return s, nil
+}
+
+func newServer(region string, mu *sync.Mutex) *Server {
+	return &Server{Region: region, mu: mu, keys: map[string]*key{}, aliases: map[string]string{}, calls: map[string]int{},
+		denied: map[string]bool{}, conns: map[net.Conn]struct{}{}}
 }
 
 func (s *Server) listen(addr string) error {
@@ -142,6 +223,11 @@ func (s *Server) SetDown(down bool) error {
 // SetLatency delays every call by d.
 func (s *Server) SetLatency(d time.Duration) { s.mu.Lock(); s.latency = d; s.mu.Unlock() }
 
+// SetOutage makes every call fail with HTTP 500 KMSInternalException (true),
+// the other face of a regional outage than refused connections (SetDown),
+// or serve again (false).
+func (s *Server) SetOutage(on bool) { s.mu.Lock(); s.outage = on; s.mu.Unlock() }
+
 // Throttle makes the next n calls fail with ThrottlingException.
 func (s *Server) Throttle(n int) { s.mu.Lock(); s.throttleN = n; s.mu.Unlock() }
 
@@ -173,14 +259,37 @@ func (s *Server) CreateKey() string {
 	return s.createKeyLocked("SYMMETRIC_DEFAULT", false, "").arn
 }
 
+// CreateMultiRegionKey makes an enabled symmetric multi-Region primary key
+// ("mrk-...") directly and returns its ARN; ReplicateKey (or Replicate)
+// adds related keys in other regions of the cluster.
+func (s *Server) CreateMultiRegionKey() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.createKeyLocked("SYMMETRIC_DEFAULT", true, "").arn
+}
+
+// Replicate makes a replica of the multi-Region key id in region (a server
+// of the same cluster), as ReplicateKey does, and returns the replica's ARN.
+func (s *Server) Replicate(id, region string) (string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k, aerr := s.replicateLocked(id, region)
+	if aerr != nil {
+		return "", fmt.Errorf("kmstest: %s: %s", aerr.code, aerr.msg)
+	}
+	return k.arn, nil
+}
+
 // CreateKeyWithID makes a key with a chosen id, e.g. a multi-Region key id
-// ("mrk-...") shared by replicas in several servers, with the same material.
+// ("mrk-...") shared by replicas in several standalone servers, with the same
+// material (copied: later rotations are not shared; use StartCluster and
+// Replicate for keys that stay related).
 func (s *Server) CreateKeyWithID(id string, material []byte) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	k := s.createKeyLocked("SYMMETRIC_DEFAULT", strings.HasPrefix(id, "mrk-"), id)
 	if material != nil {
-		k.backing = [][]byte{append([]byte(nil), material...)}
+		*k.versions() = [][]byte{append([]byte(nil), material...)}
 	}
 	return k.arn
 }
@@ -190,7 +299,8 @@ func (s *Server) KeyMaterial(id string) []byte {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if k := s.keys[s.resolveLocked(id)]; k != nil {
-		return append([]byte(nil), k.backing[len(k.backing)-1]...)
+		v := *k.versions()
+		return append([]byte(nil), v[len(v)-1]...)
 	}
 	return nil
 }
@@ -199,7 +309,30 @@ func (s *Server) KeyMaterial(id string) []byte {
 func (s *Server) DeleteNow(id string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	delete(s.keys, s.resolveLocked(id))
+	kid := s.resolveLocked(id)
+	if k := s.keys[kid]; k != nil && k.mr != nil {
+		delete(k.mr.members, s.Region)
+	}
+	delete(s.keys, kid)
+}
+
+// UpdateAlias points alias (e.g. "alias/dbg") at another key directly, as
+// the UpdateAlias operation does.
+func (s *Server) UpdateAlias(alias, keyID string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, aerr := s.dispatchLocked("UpdateAlias", mustJSON(request{AliasName: alias, TargetKeyId: keyID})); aerr != nil {
+		return fmt.Errorf("kmstest: %s: %s", aerr.code, aerr.msg)
+	}
+	return nil
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return b
 }
 
 func newUUID() string {
@@ -217,19 +350,67 @@ func (s *Server) createKeyLocked(spec string, multi bool, id string) *key {
 	}
 	m := make([]byte, 32)
 	_, _ = rand.Read(m)
-	k := &key{id: id, arn: fmt.Sprintf("arn:aws:kms:%s:%s:key/%s", s.Region, Account, id), state: "Enabled",
-		spec: spec, multiRegion: multi, created: time.Now().UTC(), backing: [][]byte{m}}
+	k := &key{id: id, arn: s.keyARN(id), state: "Enabled", spec: spec, multiRegion: multi,
+		created: time.Now().UTC(), region: s.Region}
+	if multi {
+		k.mr = &mrGroup{id: id, primary: s.Region, backing: [][]byte{m}, members: map[string]*key{s.Region: k}}
+	} else {
+		k.backing = [][]byte{m}
+	}
 	s.keys[id] = k
 	return k
 }
 
-// resolveLocked maps a key id, key ARN, alias name or alias ARN to a key id.
-func (s *Server) resolveLocked(ref string) string {
-	if i := strings.Index(ref, ":key/"); strings.HasPrefix(ref, "arn:") && i > 0 {
-		return ref[i+5:]
+func (s *Server) keyARN(id string) string {
+	return fmt.Sprintf("arn:aws:kms:%s:%s:key/%s", s.Region, Account, id)
+}
+
+// replicateLocked makes the replica of the multi-Region primary key ref in
+// region. Caller holds s.mu (shared by the cluster).
+func (s *Server) replicateLocked(ref, region string) (*key, *apiError) {
+	k := s.keys[s.resolveLocked(ref)]
+	switch {
+	case k == nil:
+		return nil, errf("NotFoundException", "Key '%s' does not exist", ref)
+	case k.mr == nil:
+		return nil, errf("UnsupportedOperationException", "%s is not a multi-Region key", k.arn)
+	case k.mr.primary != s.Region:
+		return nil, errf("UnsupportedOperationException", "%s is not a primary key: replicate from %s", k.arn, k.mr.primary)
+	case region == s.Region:
+		return nil, errf("ValidationException", "ReplicaRegion must differ from the primary key's region")
 	}
-	if i := strings.Index(ref, ":alias/"); strings.HasPrefix(ref, "arn:") && i > 0 {
-		ref = ref[i+1:]
+	var dst *Server
+	if s.cluster != nil {
+		dst = s.cluster.servers[region]
+	}
+	if dst == nil {
+		return nil, errf("ValidationException", "region %s is not served by this test KMS cluster", region)
+	}
+	if _, ok := k.mr.members[region]; ok {
+		return nil, errf("AlreadyExistsException", "%s already has a replica in %s", k.arn, region)
+	}
+	r := &key{id: k.id, arn: dst.keyARN(k.id), state: "Enabled", spec: k.spec, multiRegion: true,
+		created: time.Now().UTC(), region: region, mr: k.mr}
+	dst.keys[k.id] = r
+	k.mr.members[region] = r
+	return r, nil
+}
+
+// resolveLocked maps a key id, key ARN, alias name or alias ARN to a key id
+// ("" when it names nothing here: an ARN of another region or account).
+func (s *Server) resolveLocked(ref string) string {
+	if strings.HasPrefix(ref, "arn:") {
+		parts := strings.SplitN(ref, ":", 6)
+		if len(parts) != 6 || parts[2] != "kms" || parts[3] != s.Region || parts[4] != Account {
+			return ""
+		}
+		if id, ok := strings.CutPrefix(parts[5], "key/"); ok {
+			return id
+		}
+		if !strings.HasPrefix(parts[5], "alias/") {
+			return ""
+		}
+		ref = parts[5]
 	}
 	if strings.HasPrefix(ref, "alias/") {
 		return s.aliases[ref]
@@ -239,8 +420,9 @@ func (s *Server) resolveLocked(ref string) string {
 
 // apiError is a KMS error response.
 type apiError struct {
-	code string
-	msg  string
+	code   string
+	msg    string
+	status int // default 400
 }
 
 func errf(code, format string, args ...any) *apiError {
@@ -274,6 +456,8 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	var resp any
 	var aerr *apiError
 	switch {
+	case s.outage:
+		aerr = &apiError{code: "KMSInternalException", msg: "An internal error occurred", status: http.StatusInternalServerError}
 	case s.throttleN > 0:
 		s.throttleN--
 		aerr = errf("ThrottlingException", "Rate exceeded")
@@ -294,7 +478,10 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 func writeErr(w http.ResponseWriter, e *apiError) {
 	w.Header().Set("Content-Type", "application/x-amz-json-1.1")
 	w.Header().Set("X-Amzn-ErrorType", e.code)
-	w.WriteHeader(http.StatusBadRequest)
+	if e.status == 0 {
+		e.status = http.StatusBadRequest
+	}
+	w.WriteHeader(e.status)
 	_ = json.NewEncoder(w).Encode(map[string]string{"__type": e.code, "message": e.msg})
 }
 
@@ -313,6 +500,19 @@ type keyMetadata struct {
 	EncryptionAlgorithms  []string `json:"EncryptionAlgorithms"`
 	MultiRegion           bool     `json:"MultiRegion"`
 	DeletionDate          *float64 `json:"DeletionDate,omitempty"`
+
+	MultiRegionConfiguration *multiRegionConfiguration `json:"MultiRegionConfiguration,omitempty"`
+}
+
+type multiRegionKey struct {
+	Arn    string `json:"Arn"`
+	Region string `json:"Region"`
+}
+
+type multiRegionConfiguration struct {
+	MultiRegionKeyType string           `json:"MultiRegionKeyType"` // PRIMARY or REPLICA
+	PrimaryKey         *multiRegionKey  `json:"PrimaryKey,omitempty"`
+	ReplicaKeys        []multiRegionKey `json:"ReplicaKeys"`
 }
 
 func (k *key) metadata() keyMetadata {
@@ -327,6 +527,27 @@ func (k *key) metadata() keyMetadata {
 	if !k.deletion.IsZero() {
 		d := float64(k.deletion.Unix())
 		m.DeletionDate = &d
+	}
+	if k.mr != nil {
+		// As AWS: the primary and every replica, the current key included.
+		c := &multiRegionConfiguration{MultiRegionKeyType: "REPLICA", ReplicaKeys: []multiRegionKey{}}
+		if k.region == k.mr.primary {
+			c.MultiRegionKeyType = "PRIMARY"
+		}
+		regions := make([]string, 0, len(k.mr.members))
+		for r := range k.mr.members {
+			regions = append(regions, r)
+		}
+		sort.Strings(regions)
+		for _, r := range regions {
+			ref := multiRegionKey{Arn: k.mr.members[r].arn, Region: r}
+			if r == k.mr.primary {
+				c.PrimaryKey = &ref
+			} else {
+				c.ReplicaKeys = append(c.ReplicaKeys, ref)
+			}
+		}
+		m.MultiRegionConfiguration = c
 	}
 	return m
 }
@@ -346,6 +567,7 @@ type request struct {
 	MultiRegion                  bool              `json:"MultiRegion"`
 	AliasName                    string            `json:"AliasName"`
 	TargetKeyId                  string            `json:"TargetKeyId"`
+	ReplicaRegion                string            `json:"ReplicaRegion"`
 }
 
 // usableLocked returns the key for a cryptographic operation, applying KMS's
@@ -377,8 +599,9 @@ const blobMagic = "KTB1"
 
 // seal makes a ciphertext blob: magic, key id, backing version, nonce, GCM.
 func seal(k *key, pt []byte, ec map[string]string) []byte {
-	ver := len(k.backing) - 1
-	blk, _ := aes.NewCipher(k.backing[ver])
+	backing := *k.versions()
+	ver := len(backing) - 1
+	blk, _ := aes.NewCipher(backing[ver])
 	g, _ := cipher.NewGCM(blk)
 	out := append([]byte(blobMagic), byte(len(k.id)))
 	out = append(out, k.id...)
@@ -413,10 +636,11 @@ func (s *Server) openLocked(blob []byte, ec map[string]string, keyRef string) (*
 		return nil, nil, aerr
 	}
 	ver := int(binary.BigEndian.Uint32(rest))
-	if ver >= len(k.backing) {
+	backing := *k.versions()
+	if ver >= len(backing) {
 		return nil, nil, errf("InvalidCiphertextException", "The ciphertext is invalid.")
 	}
-	blk, _ := aes.NewCipher(k.backing[ver])
+	blk, _ := aes.NewCipher(backing[ver])
 	g, _ := cipher.NewGCM(blk)
 	pt, err := g.Open(nil, rest[4:16], rest[16:], canonical(ec))
 	if err != nil {
@@ -437,16 +661,40 @@ func (s *Server) dispatchLocked(op string, body []byte) (any, *apiError) {
 			spec = "SYMMETRIC_DEFAULT"
 		}
 		return map[string]any{"KeyMetadata": s.createKeyLocked(spec, req.MultiRegion, "").metadata()}, nil
-	case "CreateAlias":
-		if !strings.HasPrefix(req.AliasName, "alias/") {
+	case "CreateAlias", "UpdateAlias":
+		// CreateAlias refuses an existing alias; UpdateAlias repoints one
+		// (AWS's manual rotation) and refuses a missing one.
+		if !strings.HasPrefix(req.AliasName, "alias/") || len(req.AliasName) <= len("alias/") {
 			return nil, errf("ValidationException", "alias must start with alias/")
+		}
+		if strings.HasPrefix(req.TargetKeyId, "alias/") || strings.Contains(req.TargetKeyId, ":alias/") {
+			return nil, errf("ValidationException", "TargetKeyId must be a key id or key ARN, not an alias")
 		}
 		k := s.keys[s.resolveLocked(req.TargetKeyId)]
 		if k == nil {
 			return nil, errf("NotFoundException", "Key '%s' does not exist", req.TargetKeyId)
 		}
+		_, exists := s.aliases[req.AliasName]
+		if op == "CreateAlias" && exists {
+			return nil, errf("AlreadyExistsException", "An alias with the name arn:aws:kms:%s:%s:%s already exists", s.Region, Account, req.AliasName)
+		}
+		if op == "UpdateAlias" && !exists {
+			return nil, errf("NotFoundException", "Alias arn:aws:kms:%s:%s:%s is not found.", s.Region, Account, req.AliasName)
+		}
 		s.aliases[req.AliasName] = k.id
 		return map[string]any{}, nil
+	case "DeleteAlias":
+		if _, ok := s.aliases[req.AliasName]; !ok {
+			return nil, errf("NotFoundException", "Alias arn:aws:kms:%s:%s:%s is not found.", s.Region, Account, req.AliasName)
+		}
+		delete(s.aliases, req.AliasName)
+		return map[string]any{}, nil
+	case "ReplicateKey":
+		r, aerr := s.replicateLocked(req.KeyId, req.ReplicaRegion)
+		if aerr != nil {
+			return nil, aerr
+		}
+		return map[string]any{"ReplicaKeyMetadata": r.metadata(), "ReplicaPolicy": "{}", "ReplicaTags": []any{}}, nil
 	case "DescribeKey":
 		k := s.keys[s.resolveLocked(req.KeyId)]
 		if k == nil {
@@ -542,9 +790,12 @@ func (s *Server) dispatchLocked(op string, body []byte) (any, *apiError) {
 		if aerr != nil {
 			return nil, aerr
 		}
+		if k.mr != nil && k.mr.primary != s.Region {
+			return nil, errf("UnsupportedOperationException", "%s is a replica key: rotate its primary key in %s", k.arn, k.mr.primary)
+		}
 		m := make([]byte, 32)
 		_, _ = rand.Read(m)
-		k.backing = append(k.backing, m)
+		*k.versions() = append(*k.versions(), m) // shared by every replica of a multi-Region key
 		return map[string]any{"KeyId": k.id}, nil
 	}
 	return nil, errf("UnknownOperationException", "operation %s is not implemented by kmstest", op)
@@ -561,6 +812,6 @@ func (s *Server) Rotate(id string) error {
 	}
 	m := make([]byte, 32)
 	_, _ = rand.Read(m)
-	k.backing = append(k.backing, m)
+	*k.versions() = append(*k.versions(), m)
 	return nil
 }
