@@ -354,6 +354,7 @@ func (a *app) auditCmd() *cobra.Command {
 	cmd.Flags().StringVar(&tenant, "tenant", "", "tenant")
 	cmd.Flags().DurationVar(&since, "since", 0, "only events newer than this")
 	cmd.Flags().StringVar(&format, "format", "table", "table or json")
+	cmd.AddCommand(a.auditVerifyCmd())
 	return cmd
 }
 

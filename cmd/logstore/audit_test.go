@@ -1,0 +1,57 @@
+package main
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/logstore/logstore/engine"
+)
+
+func TestAuditVerifyCommand(t *testing.T) {
+	dir := t.TempDir()
+	db, err := engine.Open(dir, &engine.Options{RetentionInterval: -1})
+	require.NoError(t, err)
+	_, err = db.Append(context.Background(), "acme", []engine.Record{
+		{Time: time.Date(2026, 11, 1, 9, 0, 0, 0, time.UTC), Method: "GET", Status: 200, Path: "/a"}})
+	require.NoError(t, err)
+	require.NoError(t, db.Close())
+
+	r := cli(t, dir, "audit", "verify")
+	require.Equal(t, 0, r.code, r.stdout+r.stderr)
+	require.Contains(t, r.stdout, "version 2, hash-chained")
+	require.Regexp(t, `records +[1-9][0-9]* checked`, r.stdout)
+	require.Regexp(t, `head +seq [1-9][0-9]* sha256 [0-9a-f]{64}`, r.stdout)
+	require.Contains(t, r.stdout, "anchors ")
+	require.Contains(t, r.stdout, "result       OK")
+
+	// The listing is unchanged.
+	r = cli(t, dir, "audit", "--tenant", "acme")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stdout, "GenerateDataKey")
+
+	// A corrupt last record: exit 1 with the place, and the file kept as it is.
+	path := engine.AuditPath(dir)
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	b[len(b)-3] ^= 0x20
+	require.NoError(t, os.WriteFile(path, b, 0o600))
+	r = cli(t, dir, "audit", "verify")
+	require.Equal(t, 1, r.code, r.stdout+r.stderr)
+	require.Contains(t, r.stderr, "corrupt audit log")
+	require.Contains(t, r.stderr, "checksum mismatch")
+	require.Contains(t, r.stdout, "result       BAD")
+	after, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.Equal(t, b, after, "not cut")
+
+	// An unknown version is its own error, still exit 1.
+	b[8] = 9
+	require.NoError(t, os.WriteFile(path, b, 0o600))
+	r = cli(t, dir, "audit", "verify")
+	require.Equal(t, 1, r.code, r.stdout+r.stderr)
+	require.Contains(t, r.stderr, "unknown audit log version")
+}

@@ -1,0 +1,119 @@
+package engine
+
+import (
+	"math/rand"
+	"os"
+	"syscall"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/logstore/logstore/internal/vfs"
+	"github.com/logstore/logstore/keys"
+)
+
+func TestVerifyAuditAfterAppends(t *testing.T) {
+	mem := vfs.NewMem()
+	db := openTest(t, mem, "/db", func(o *Options) { o.IndexInMemory = true })
+	recs := genRecords(rand.New(rand.NewSource(1)), 20, t0)
+	_, err := db.Append(bg, "acme", recs)
+	require.NoError(t, err)
+	rep, err := db.VerifyAudit(bg)
+	require.NoError(t, err)
+	require.Equal(t, 2, rep.Version)
+	require.True(t, rep.Chained)
+	require.Positive(t, rep.Records, "at least the segment's GenerateDataKey")
+	require.Equal(t, db.audit.Head(), rep.Head)
+	require.Equal(t, AuditPath("/db"), rep.Path)
+	require.NoError(t, db.Close())
+
+	// The whole trail verifies offline too, with its head as anchor.
+	rep2, err := keys.VerifyAuditLog(mem, AuditPath("/db"), []keys.AuditHead{rep.Head})
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, rep2.Records, rep.Records)
+}
+
+// The review's finding: a failed audit write was swallowed and the key
+// operation went ahead. Now a segment needs its DEK's record on disk first.
+func TestAuditWriteFailureFailsAppendClosed(t *testing.T) {
+	for _, fault := range []struct {
+		op    vfs.Op
+		err   error
+		errno syscall.Errno
+	}{{vfs.OpWrite, vfs.ErrNoSpace, syscall.ENOSPC}, {vfs.OpSync, vfs.ErrIO, syscall.EIO}} {
+		t.Run(fault.op.String(), func(t *testing.T) {
+			mem := vfs.NewMem()
+			efs := vfs.NewErrorFS(mem, nil)
+			db := openTest(t, efs, "/db", func(o *Options) { o.IndexInMemory = true })
+			defer db.Close()
+			efs.SetInjector(func(op vfs.Op, name string) error {
+				if op == fault.op && name == AuditPath("/db") {
+					return fault.err
+				}
+				return nil
+			})
+			recs := genRecords(rand.New(rand.NewSource(2)), 5, t0)
+			_, err := db.Append(bg, "acme", recs)
+			require.ErrorIs(t, err, keys.ErrAuditWrite)
+			require.ErrorIs(t, err, fault.errno)
+			segs, err := db.listSegmentFiles("acme")
+			require.NoError(t, err)
+			require.Empty(t, segs, "no segment without an audited DEK")
+
+			// The disk recovers: writes go on and the trail is whole.
+			efs.SetInjector(nil)
+			_, err = db.Append(bg, "acme", recs)
+			require.NoError(t, err)
+			_, err = db.VerifyAudit(bg)
+			require.NoError(t, err)
+		})
+	}
+}
+
+// testdata written by the version-1 code opens, is continued in version 2,
+// and its events are still listed.
+func TestOpenContinuesVersion1AuditLog(t *testing.T) {
+	v1, err := os.ReadFile("../keys/testdata/audit-v1.log")
+	require.NoError(t, err)
+	mem := vfs.NewMem()
+	require.NoError(t, mem.MkdirAll("/db/audit"))
+	require.NoError(t, vfs.WriteFileAtomic(mem, AuditPath("/db"), v1))
+	db := openTest(t, mem, "/db", func(o *Options) { o.IndexInMemory = true })
+	defer db.Close()
+	_, err = db.Append(bg, "acme", genRecords(rand.New(rand.NewSource(3)), 3, t0))
+	require.NoError(t, err)
+	evs, err := db.Audit("acme", t0.AddDate(-1, 0, 0))
+	require.NoError(t, err)
+	require.Greater(t, len(evs), 2, "the version-1 events of acme and the new ones")
+	require.Equal(t, "GenerateDataKey", evs[0].Operation)
+	rep, err := db.VerifyAudit(bg)
+	require.NoError(t, err)
+	require.NotNil(t, rep.Predecessor)
+	require.Equal(t, 3, rep.Predecessor.Records)
+}
+
+// A corrupt last record used to be cut as a torn write; now Open refuses the
+// store and leaves the evidence in place.
+func TestOpenRefusesCorruptAuditLog(t *testing.T) {
+	mem := vfs.NewMem()
+	db := openTest(t, mem, "/db", func(o *Options) { o.IndexInMemory = true })
+	_, err := db.Append(bg, "acme", genRecords(rand.New(rand.NewSource(4)), 3, t0))
+	require.NoError(t, err)
+	require.NoError(t, db.Close())
+	b, err := mem.Bytes(AuditPath("/db"))
+	require.NoError(t, err)
+	b[len(b)-3] ^= 0x20
+	require.NoError(t, mem.SetBytes(AuditPath("/db"), b))
+	_, err = Open("/db", &Options{FS: mem, IndexInMemory: true, RetentionInterval: -1})
+	require.ErrorIs(t, err, keys.ErrAuditCorrupt)
+	got, err := mem.Bytes(AuditPath("/db"))
+	require.NoError(t, err)
+	require.Equal(t, b, got)
+}
+
+func TestVerifyAuditDisabled(t *testing.T) {
+	db := openTest(t, vfs.NewMem(), "/db", func(o *Options) { o.IndexInMemory = true; o.NoAudit = true })
+	defer db.Close()
+	_, err := db.VerifyAudit(bg)
+	require.ErrorIs(t, err, ErrInvalidOptions)
+}
