@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 
@@ -29,14 +30,44 @@ func (db *DB) VerifyAudit(ctx context.Context) (keys.AuditVerifyReport, error) {
 	return db.audit.Verify(anchors)
 }
 
-// auditAnchors returns the audit heads recorded where an attacker with write
-// access to DIR/audit cannot roll them back.
-//
-// TODO(manifest): return the audit head of every tenant manifest
-// (tenantManifest body's Audit: auditAnchor{Seq, Hash}), read and
-// MAC-checked under the tenant's manifest key; a manifest that cannot be
-// authenticated is an error, not a missing anchor.
+// auditAnchors returns the audit heads recorded in the tenant manifests,
+// which Open authenticated (MAC under each tenant's manifest key): an
+// attacker who can write DIR/audit cannot move them. A tenant whose manifest
+// could not be authenticated contributes no anchor (Open reported it).
 func (db *DB) auditAnchors(ctx context.Context) ([]keys.AuditHead, error) {
-	_ = ctx
-	return nil, nil
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	db.manifests.mu.RLock()
+	defer db.manifests.mu.RUnlock()
+	var out []keys.AuditHead
+	for _, tm := range db.manifests.byTenant {
+		if tm.body == nil || tm.body.Audit == nil || len(tm.body.Audit.Hash) != 32 {
+			continue
+		}
+		h := keys.AuditHead{Seq: tm.body.Audit.Seq}
+		copy(h.Hash[:], tm.body.Audit.Hash)
+		out = append(out, h)
+	}
+	return out, nil
+}
+
+// openAudit opens the audit trail. A trail that is corrupt (a record edited,
+// removed from the middle, reordered) is evidence, not something to append
+// to: it is moved aside unchanged to keys.log.corrupt-UNIXNANO, a new chain
+// is started, and Open reports both in Recovery().Damaged. VerifyAudit then
+// reports the manifests' anchors that the new chain does not meet until each
+// tenant's manifest is written again. Refusing to open instead would let one
+// flipped byte stop every tenant.
+func (db *DB) openAudit() (*keys.AuditLog, error) {
+	a, err := keys.OpenAuditLog(db.fs, db.auditPath())
+	if err == nil || !errors.Is(err, keys.ErrAuditCorrupt) {
+		return a, err
+	}
+	aside := fmt.Sprintf("%s.corrupt-%d", db.auditPath(), db.opts.Now().UnixNano())
+	if rerr := db.fs.Rename(db.auditPath(), aside); rerr != nil {
+		return nil, errors.Join(err, rerr)
+	}
+	db.recovery.Damaged = append(db.recovery.Damaged, fmt.Sprintf("audit trail: %v; moved aside to %s and a new chain started", err, aside))
+	return keys.OpenAuditLog(db.fs, db.auditPath())
 }

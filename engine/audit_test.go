@@ -3,6 +3,7 @@ package engine
 import (
 	"math/rand"
 	"os"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -94,7 +95,11 @@ func TestOpenContinuesVersion1AuditLog(t *testing.T) {
 
 // A corrupt last record used to be cut as a torn write; now Open refuses the
 // store and leaves the evidence in place.
-func TestOpenRefusesCorruptAuditLog(t *testing.T) {
+// TestOpenSetsCorruptAuditLogAside: a corrupt trail is kept unchanged as
+// evidence, reported by Open, and a new chain started; the manifests'
+// anchors then show the break (VerifyAudit fails) instead of one flipped byte
+// stopping every tenant.
+func TestOpenSetsCorruptAuditLogAside(t *testing.T) {
 	mem := vfs.NewMem()
 	db := openTest(t, mem, "/db", func(o *Options) { o.IndexInMemory = true })
 	_, err := db.Append(bg, "acme", genRecords(rand.New(rand.NewSource(4)), 3, t0))
@@ -104,11 +109,24 @@ func TestOpenRefusesCorruptAuditLog(t *testing.T) {
 	require.NoError(t, err)
 	b[len(b)-3] ^= 0x20
 	require.NoError(t, mem.SetBytes(AuditPath("/db"), b))
-	_, err = Open("/db", &Options{FS: mem, IndexInMemory: true, RetentionInterval: -1})
-	require.ErrorIs(t, err, keys.ErrAuditCorrupt)
-	got, err := mem.Bytes(AuditPath("/db"))
+	db2, err := Open("/db", &Options{FS: mem, IndexInMemory: true, RetentionInterval: -1})
 	require.NoError(t, err)
-	require.Equal(t, b, got)
+	defer db2.Close()
+	require.Contains(t, strings.Join(db2.Recovery().Damaged, "\n"), "corrupt audit log")
+	names, err := mem.List("/db/audit")
+	require.NoError(t, err)
+	var aside string
+	for _, n := range names {
+		if strings.HasPrefix(n, "keys.log.corrupt-") {
+			aside = "/db/audit/" + n
+		}
+	}
+	require.NotEmpty(t, aside, "the damaged trail is kept: %v", names)
+	got, err := mem.Bytes(aside)
+	require.NoError(t, err)
+	require.Equal(t, b, got, "kept unchanged")
+	_, err = db2.VerifyAudit(bg)
+	require.ErrorIs(t, err, keys.ErrAuditCorrupt, "the manifest's anchor no longer matches the new chain")
 }
 
 func TestVerifyAuditDisabled(t *testing.T) {
@@ -116,4 +134,27 @@ func TestVerifyAuditDisabled(t *testing.T) {
 	defer db.Close()
 	_, err := db.VerifyAudit(bg)
 	require.ErrorIs(t, err, ErrInvalidOptions)
+}
+
+// TestAuditDroppedTailReportedOnOpen: records cut from the end of the trail
+// (at a record boundary, so the chain itself is whole) are caught by the
+// anchor in the tenant manifest, on the next Open and by VerifyAudit.
+func TestAuditDroppedTailReportedOnOpen(t *testing.T) {
+	mem := vfs.NewMem()
+	db := openTest(t, mem, "/db", func(o *Options) { o.IndexInMemory = true })
+	_, err := db.Append(bg, "acme", genRecords(rand.New(rand.NewSource(4)), 3, t0))
+	require.NoError(t, err)
+	before, err := mem.Bytes(AuditPath("/db"))
+	require.NoError(t, err)
+	_, err = db.Append(bg, "globex", genRecords(rand.New(rand.NewSource(5)), 3, t0))
+	require.NoError(t, err)
+	require.NoError(t, db.Close())
+	require.NoError(t, mem.SetBytes(AuditPath("/db"), before)) // globex's key operations are gone
+
+	db2, err := Open("/db", &Options{FS: mem, IndexInMemory: true, RetentionInterval: -1})
+	require.NoError(t, err)
+	defer db2.Close()
+	require.Contains(t, strings.Join(db2.Recovery().Damaged, "\n"), "audit")
+	_, err = db2.VerifyAudit(bg)
+	require.ErrorIs(t, err, keys.ErrAuditTruncated)
 }

@@ -157,15 +157,25 @@ func Open(dir string, o *Options) (*DB, error) {
 		provider = keys.NewRouter(local, awskms.New(kopts))
 	}
 	if !opts.NoAudit {
-		if db.audit, err = keys.OpenAuditLog(db.fs, db.auditPath()); err != nil {
+		if db.audit, err = db.openAudit(); err != nil {
 			return fail(err)
 		}
 		provider = keys.NewAudited(provider, db.audit)
 	}
 	db.cache = keys.NewCache(provider, *opts.DEKCache)
 	db.readers = newReaderCache(db, opts.MaxOpenSegments)
+	damagedAudit := db.recovery.Damaged
 	if db.recovery, err = db.recover(); err != nil {
 		return fail(err)
+	}
+	db.recovery.Damaged = append(damagedAudit, db.recovery.Damaged...)
+	if db.audit != nil {
+		// The manifests' anchors are checked now, before new manifest writes
+		// move them to the current head: a dropped or rewritten tail is
+		// reported by the Open that first sees it.
+		if _, err := db.VerifyAudit(context.Background()); err != nil {
+			db.recovery.Damaged = append(db.recovery.Damaged, fmt.Sprintf("audit trail: %v", err))
+		}
 	}
 	go db.indexLoop()
 	db.wg.Add(1)

@@ -43,7 +43,23 @@ type app struct {
 	stderr io.Writer
 }
 
-func (a *app) open() (*engine.DB, error) { return engine.Open(a.dir, nil) }
+// open opens the data directory and warns, on stderr, about whatever Open
+// refused or could not authenticate: a damaged tenant or segment is
+// reported by every command, never silently left out of an answer.
+func (a *app) open() (*engine.DB, error) {
+	db, err := engine.Open(a.dir, nil)
+	if err != nil {
+		return nil, err
+	}
+	rep := db.Recovery()
+	for _, d := range rep.Damaged {
+		fmt.Fprintln(a.stderr, "logstore: warning: damaged:", d)
+	}
+	for _, u := range rep.Unverified {
+		fmt.Fprintln(a.stderr, "logstore: warning: not authenticated:", u)
+	}
+	return db, nil
+}
 
 // closeDB closes db and reports a failure to do so (sealing segments,
 // flushing the index) unless the command already failed.
