@@ -380,3 +380,48 @@ func TestForgeryLocalKeyFile(t *testing.T) {
 		})
 	}
 }
+
+// TestForgeryWholeTenantReplaced: deleting a tenant's whole directory and
+// index and writing again starts a new tenant; with Options.ExpectedKey the
+// embedder's own record of the linked key keeps it from starting under any
+// other key, and a forged manifest bound elsewhere is refused.
+func TestForgeryWholeTenantReplaced(t *testing.T) {
+	f := newForgeryStore(t)
+	db := f.open()
+	_, err := db.LinkKey(bg, "acme", "local://acme-cmek")
+	require.NoError(t, err)
+	require.NoError(t, db.Close())
+	require.NoError(t, os.RemoveAll(filepath.Join(f.dir, "segments", "acme")))
+	require.NoError(t, os.RemoveAll(filepath.Join(f.dir, "index")))
+	expect := func(tenant string) string {
+		if tenant == "acme" {
+			return "local://acme-cmek"
+		}
+		return ""
+	}
+	db, err = Open(f.dir, &Options{RetentionInterval: -1, ExpectedKey: expect})
+	require.NoError(t, err)
+	_, err = db.Append(bg, "acme", genRecords(rand.New(rand.NewSource(5)), 2, t0))
+	require.NoError(t, err)
+	uri, err := db.KeyURI("acme")
+	require.NoError(t, err)
+	require.Equal(t, "local://acme-cmek", uri, "a recreated tenant is bound to the expected key, not a new local one")
+	_, err = db.LinkKey(bg, "acme", "local://attacker")
+	require.ErrorIs(t, err, ErrManifestAuth)
+	require.NoError(t, db.Close())
+
+	// A manifest bound to another key (written by a store without the pin)
+	// is refused by one that has it.
+	db, err = Open(f.dir, &Options{RetentionInterval: -1})
+	require.NoError(t, err)
+	_, err = db.LinkKey(bg, "acme", "local://attacker")
+	require.NoError(t, err)
+	require.NoError(t, db.Close())
+	db, err = Open(f.dir, &Options{RetentionInterval: -1, ExpectedKey: expect})
+	require.NoError(t, err)
+	defer db.Close()
+	requireReported(t, db, "the embedder expects local://acme-cmek")
+	_, err = db.Append(bg, "acme", genRecords(rand.New(rand.NewSource(6)), 2, t0))
+	require.ErrorIs(t, err, ErrTenantDamaged)
+	f.requireHealthy(db, "globex")
+}

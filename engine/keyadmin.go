@@ -90,6 +90,9 @@ func (db *DB) bindKey(ctx context.Context, tenant string, b keyBinding) error {
 	if db.opts.Plaintext {
 		return fmt.Errorf("%w: a plaintext store has no keys to link", ErrInvalidOptions)
 	}
+	if err := db.checkExpectedKey(tenant, b); err != nil {
+		return err
+	}
 	tm := db.manifests.get(tenant)
 	if tm != nil && tm.body != nil {
 		body := tm.body.clone()

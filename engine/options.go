@@ -66,6 +66,14 @@ type Options struct {
 	// (ErrNoKey). Default false: such a tenant gets local://TENANT, created on
 	// first use, the embedded development default.
 	RequireLinkedKey bool
+	// ExpectedKey, when set, returns the key URI the embedder's own control
+	// plane has linked for tenant ("" when it has none). A tenant manifest
+	// bound to any other key is refused (ErrManifestAuth), and a new tenant
+	// is bound to it instead of an auto-created local key. It is the answer
+	// to an attacker who destroys a tenant's whole data set and starts it
+	// again under a key of their own (docs/security.md). Default nil: the
+	// manifest alone decides.
+	ExpectedKey func(tenant string) string
 	// Sync is the durability mode (default SyncAlways).
 	Sync SyncMode
 	// BlockSize is the target uncompressed size of a block (default 64 KiB).

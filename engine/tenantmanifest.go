@@ -81,6 +81,10 @@ func (db *DB) readManifest(ctx context.Context, tenant string) (*manifestBody, [
 		keys.Zero(mk)
 		return nil, nil, err
 	}
+	if err := db.checkExpectedKey(tenant, p.body.Key); err != nil {
+		keys.Zero(mk)
+		return nil, nil, err
+	}
 	if seq, ok := db.indexedManifestSeq(tenant); ok && p.body.Seq < seq {
 		keys.Zero(mk)
 		return nil, nil, fmt.Errorf("%w: %s: manifest sequence %d, the index saw %d (an older copy was put back)",
@@ -285,6 +289,18 @@ func (db *DB) segmentAllowed(tenant string, h segment.Header) error {
 			id, h.Slot.Generation, e.KeyGen)
 	}
 	return nil
+}
+
+// checkExpectedKey compares a binding with the key the embedder expects.
+func (db *DB) checkExpectedKey(tenant string, b keyBinding) error {
+	if db.opts.ExpectedKey == nil {
+		return nil
+	}
+	want := db.opts.ExpectedKey(tenant)
+	if want == "" || want == b.URI || want == b.Alias {
+		return nil
+	}
+	return fmt.Errorf("%w: %s is bound to %s, the embedder expects %s", ErrManifestAuth, tenant, b.URI, want)
 }
 
 // tenantWritable returns why tenant refuses writes, or nil.

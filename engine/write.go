@@ -387,6 +387,11 @@ func (db *DB) keyURIFor(ts *tenantState) (uri string, auto bool, err error) {
 	if len(files) > 0 {
 		return "", false, fmt.Errorf("%w: %s has segments but no manifest", ErrManifestMissing, ts.name)
 	}
+	if db.opts.ExpectedKey != nil {
+		if want := db.opts.ExpectedKey(ts.name); want != "" {
+			return want, false, nil
+		}
+	}
 	if db.opts.RequireLinkedKey || db.local == nil {
 		return "", false, fmt.Errorf("%w: tenant %s has no key: run `logstore keys link --tenant %s --key URI`", ErrNoKey, ts.name, ts.name)
 	}
