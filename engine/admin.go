@@ -355,6 +355,11 @@ type Stats struct {
 	BlocksWritten   uint64
 	SegmentsCreated uint64
 	BlocksReplayed  uint64
+	// CheckpointFailures counts manifest checkpoints of active segments that
+	// could not be written (disk full, key unreachable): the records were
+	// durable, but a truncation of the active segment's tail since the last
+	// checkpoint would go unreported.
+	CheckpointFailures uint64
 }
 
 // TenantStats summarise one tenant's storage.
@@ -372,7 +377,7 @@ func (db *DB) Stats() (Stats, error) {
 	s := Stats{Tenants: map[string]TenantStats{}, DEKCache: db.cache.Stats(),
 		AppendedRecords: db.stats.appendedRecords.Load(), GroupCommits: db.stats.groupCommits.Load(),
 		BlocksWritten: db.stats.blocksWritten.Load(), SegmentsCreated: db.stats.segmentsCreated.Load(),
-		BlocksReplayed: db.stats.replayedBlocks.Load()}
+		BlocksReplayed: db.stats.replayedBlocks.Load(), CheckpointFailures: db.stats.checkpointFailures.Load()}
 	tenants, err := db.listTenants()
 	if err != nil {
 		return s, err

@@ -78,6 +78,9 @@ type dbStats struct {
 	segmentsCreated atomic.Uint64
 	replayedBlocks  atomic.Uint64
 	recovered       atomic.Uint64
+	// checkpointFailures counts manifest checkpoints of an active segment
+	// that could not be written (the records were durable regardless).
+	checkpointFailures atomic.Uint64
 }
 
 // RecoveryReport says what Open repaired.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/logstore/logstore/internal/vfs"
 	"github.com/logstore/logstore/segment"
 )
 
@@ -424,4 +425,36 @@ func TestForgeryWholeTenantReplaced(t *testing.T) {
 	_, err = db.Append(bg, "acme", genRecords(rand.New(rand.NewSource(6)), 2, t0))
 	require.ErrorIs(t, err, ErrTenantDamaged)
 	f.requireHealthy(db, "globex")
+}
+
+// TestForgeryActiveSegmentTruncated: after a crash, and while the writer is
+// down, the active segment is cut at a block boundary: it holds fewer blocks
+// than the manifest's last checkpoint recorded, which recovery reports as
+// loss instead of sealing the shorter file as if it were a torn tail.
+func TestForgeryActiveSegmentTruncated(t *testing.T) {
+	mem := vfs.NewMem()
+	now := t0
+	opts := func(o *Options) { o.IndexDir = t.TempDir(); o.Now = func() time.Time { return now } }
+	db := openTest(t, mem, "/db", opts)
+	for i := 0; i < 3; i++ {
+		now = now.Add(2 * time.Second) // past the checkpoint interval: each group checkpoints
+		_, err := db.Append(bg, "acme", genRecords(rand.New(rand.NewSource(int64(i))), 5, t0))
+		require.NoError(t, err)
+	}
+	var path string
+	require.NoError(t, db.control(bg, func() { path = db.tenants["acme"].w.Path() }))
+	mem.Crash()
+	_ = db.Close()
+	b, err := mem.Bytes(path)
+	require.NoError(t, err)
+	r, err := segment.Open(path, &segment.ReadOptions{FS: mem})
+	require.NoError(t, err)
+	require.Len(t, r.Blocks(), 6) // a payload block and a log block per group
+	first := r.Blocks()[0]
+	require.NoError(t, r.Close())
+	require.NoError(t, mem.SetBytes(path, b[:first.Offset+first.Length]))
+
+	db2 := openTest(t, mem, "/db", opts)
+	defer db2.Close()
+	requireReported(t, db2.DB, "acknowledged segment data is missing")
 }

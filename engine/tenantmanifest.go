@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 
@@ -461,4 +462,39 @@ func (db *DB) setSegmentState(ctx context.Context, tenant string, id [16]byte, s
 		}
 		return nil
 	})
+}
+
+// checkpointEvery bounds how much of an active segment's acknowledged tail
+// the manifest does not vouch for: recovery reports as loss an active
+// segment holding fewer blocks than the last checkpoint, so an attacker who
+// truncates it at a block boundary while the writer is down can remove
+// undetected at most what was synced in the last checkpointEvery.
+const checkpointEvery = time.Second
+
+// checkpoint records, at most every checkpointEvery, the active segment's
+// synced size and block count in the manifest. Called right after an fsync
+// on the writer goroutine. A failure is counted, not returned: the records
+// are durable; only the bound above is weaker until the next checkpoint.
+func (db *DB) checkpoint(ts *tenantState) {
+	if db.opts.Plaintext || ts.w == nil {
+		return
+	}
+	now := db.opts.Now()
+	if now.Sub(ts.checkpointed) < checkpointEvery {
+		return
+	}
+	ts.checkpointed = now
+	h := ts.w.Header()
+	size, blocks := ts.w.Size(), ts.w.BlockCount()
+	ctx, cancel := context.WithTimeout(context.Background(), keyCallTimeout)
+	defer cancel()
+	err := db.updateManifest(ctx, ts.name, false, func(b *manifestBody) error {
+		if e := b.entry(segHex(h.ID)); e != nil && e.State == segActive {
+			e.Size, e.Blocks = size, blocks
+		}
+		return nil
+	})
+	if err != nil {
+		db.stats.checkpointFailures.Add(1)
+	}
 }

@@ -42,6 +42,9 @@ type tenantState struct {
 	ec      keys.EncryptionContext
 	opened  time.Time
 	dirty   bool // written since the last fsync
+	// checkpointed is when the manifest last recorded the active segment's
+	// synced size (checkpoint).
+	checkpointed time.Time
 }
 
 // Append stores records for tenant and returns their ids (assigned when a
@@ -229,6 +232,7 @@ func (db *DB) commitGroup(group []*appendReq) {
 				db.abandon(ts)
 			} else {
 				ts.dirty = false
+				db.checkpoint(ts)
 			}
 		}
 		if err != nil {
@@ -538,6 +542,7 @@ func (db *DB) syncDirty() {
 				continue
 			}
 			ts.dirty = false
+			db.checkpoint(ts)
 		}
 	}
 }

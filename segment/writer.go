@@ -158,6 +158,9 @@ func (w *Writer) Size() int64 { return w.off }
 // Blocks returns the blocks written so far.
 func (w *Writer) Blocks() []BlockInfo { return append([]BlockInfo(nil), w.blocks...) }
 
+// BlockCount is the number of blocks written so far.
+func (w *Writer) BlockCount() int { return len(w.blocks) }
+
 // Append writes entries as one block with the writer's codec. The block is
 // not durable until Sync.
 func (w *Writer) Append(entries []Entry) (BlockInfo, error) {
