@@ -361,7 +361,7 @@ func fixSlotCRC(b []byte, slot int) {
 // TestForgeryLocalKeyFile: a local key file replaced by another tenant's, or
 // by a fresh key, or truncated, never unwraps this tenant's data keys.
 func TestForgeryLocalKeyFile(t *testing.T) {
-	for _, attack := range []string{"other-tenant", "truncate"} {
+	for _, attack := range []string{"other-tenant", "truncate", "delete", "fresh-key"} {
 		t.Run("attack="+attack, func(t *testing.T) {
 			f := newForgeryStore(t)
 			acme := filepath.Join(f.dir, "keys", "acme.key")
@@ -370,13 +370,28 @@ func TestForgeryLocalKeyFile(t *testing.T) {
 				copyFile(t, filepath.Join(f.dir, "keys", "globex.key"), acme)
 			case "truncate":
 				require.NoError(t, os.Truncate(acme, 10))
+			case "delete":
+				require.NoError(t, os.Remove(acme))
+			case "fresh-key": // a valid key file, just not the tenant's
+				other, err := Open(t.TempDir(), &Options{RetentionInterval: -1})
+				require.NoError(t, err)
+				_, err = other.Append(bg, "acme", genRecords(rand.New(rand.NewSource(1)), 1, t0))
+				require.NoError(t, err)
+				copyFile(t, filepath.Join(other.Dir(), "keys", "acme.key"), acme)
+				require.NoError(t, other.Close())
 			}
 			db := f.open()
 			defer db.Close()
 			requireReported(t, db, "acme")
 			_, err := db.Get(bg, "acme", f.ids["acme"][0], PartLog)
 			require.Error(t, err)
-			require.Contains(t, err.Error(), "logstore/keys: ", "a typed key error")
+			require.Contains(t, err.Error(), "logstore/", "a typed error")
+			_, err = db.Append(bg, "acme", genRecords(rand.New(rand.NewSource(2)), 1, t0))
+			require.Error(t, err, "no write under a key that is not the tenant's")
+			_, statErr := os.Stat(acme)
+			if attack == "delete" {
+				require.ErrorIs(t, statErr, os.ErrNotExist, "a lost key is never silently recreated")
+			}
 			f.requireHealthy(db, "globex")
 		})
 	}
