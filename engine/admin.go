@@ -317,13 +317,19 @@ func (db *DB) Verify(ctx context.Context, tenant string) ([]SegmentCheck, error)
 		}
 		for _, id := range files {
 			c := SegmentCheck{Tenant: t, Path: db.segPath(t, id)}
-			r, err := segment.Open(c.Path, &segment.ReadOptions{FS: db.fs, Tenant: t})
+			r, err := segment.Open(c.Path, db.readOpts(t))
 			if err != nil {
 				c.OpenErr = err
 				out = append(out, c)
 				continue
 			}
 			h := r.Header()
+			if err := db.manifestCheck(t, r); err != nil {
+				c.OpenErr = err
+				_ = r.Close()
+				out = append(out, c)
+				continue
+			}
 			if err := db.checkSlotGeneration(t, r); err != nil {
 				c.OpenErr = err
 				_ = r.Close()
@@ -342,6 +348,7 @@ func (db *DB) Verify(ctx context.Context, tenant string) ([]SegmentCheck, error)
 			_ = r.Close()
 			out = append(out, c)
 		}
+		out = append(out, db.manifestGaps(t)...)
 	}
 	return out, nil
 }

@@ -473,3 +473,45 @@ func TestForgeryActiveSegmentTruncated(t *testing.T) {
 	defer db2.Close()
 	requireReported(t, db2.DB, "acknowledged segment data is missing")
 }
+
+// TestVerifyReportsManifestProblems: Verify finds what Open found, and more:
+// a listed segment that is gone, a same-size edit of a sealed segment's
+// metadata section (only the digest can tell without a key), a damaged
+// manifest.
+func TestVerifyReportsManifestProblems(t *testing.T) {
+	f := newForgeryStore(t)
+	segs := f.segFiles("acme")
+	require.NoError(t, os.Remove(segs[0]))
+	b, err := os.ReadFile(segs[1])
+	require.NoError(t, err)
+	r, err := segment.Open(segs[1], &segment.ReadOptions{})
+	require.NoError(t, err)
+	blk := r.Blocks()[0]
+	require.NoError(t, r.Close())
+	b[blk.Offset+70] ^= 1 // inside the first block's metadata section; the frame CRC is fixed below
+	end := blk.Offset + blk.Length - 4
+	c := crc32.Checksum(b[blk.Offset:end], crcTable)
+	b[end], b[end+1], b[end+2], b[end+3] = byte(c), byte(c>>8), byte(c>>16), byte(c>>24)
+	require.NoError(t, os.WriteFile(segs[1], b, 0o600))
+	g, err := os.ReadFile(f.manifest("globex"))
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(f.manifest("globex"), g[:len(g)-1], 0o600))
+
+	db := f.open()
+	defer db.Close()
+	checks, err := db.Verify(bg, "")
+	require.NoError(t, err)
+	var all []string
+	for _, c := range checks {
+		if c.OpenErr != nil {
+			all = append(all, c.OpenErr.Error())
+		}
+		for _, p := range c.Result.Problems {
+			all = append(all, p.Err.Error())
+		}
+	}
+	joined := strings.Join(all, "\n")
+	require.Contains(t, joined, "is gone")
+	require.Contains(t, joined, "digest")
+	require.Contains(t, joined, "tenant manifest is corrupt")
+}
