@@ -38,8 +38,19 @@ func (a *app) keysCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			bound := key
+			if st.URI != "" && st.URI != key {
+				bound = st.URI + " (" + key + ")"
+			}
 			fmt.Fprintf(a.stdout, "linked %s to tenant %s (state %s, spec %s); new segments use it, old ones keep theirs until `keys rewrap`\n",
-				key, tenant, st.State, st.Spec)
+				bound, tenant, st.State, st.Spec)
+			for _, at := range db.Attested() {
+				fmt.Fprintf(a.stdout, "re-attested tenant %s: its manifest was missing or damaged; %d segment file(s) are now trusted, run `logstore segments verify --tenant %s`\n",
+					at.Tenant, at.Segments, at.Tenant)
+				for _, sk := range at.Skipped {
+					fmt.Fprintf(a.stdout, "  not listed (unreadable): %s\n", sk)
+				}
+			}
 			return nil
 		},
 	}
