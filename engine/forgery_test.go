@@ -515,3 +515,28 @@ func TestVerifyReportsManifestProblems(t *testing.T) {
 	require.Contains(t, joined, "digest")
 	require.Contains(t, joined, "tenant manifest is corrupt")
 }
+
+// TestForgerySwitchKeyWithForgedManifest: the attacker plants a key of their
+// own and a manifest, genuinely MACed under it, that binds the tenant to that
+// key and lists none of its segments (so nothing it lists can disagree). The
+// tenant's real segments are under another key, which does not wrap this
+// manifest's key: refused, and no write goes to the attacker's key.
+func TestForgerySwitchKeyWithForgedManifest(t *testing.T) {
+	f := newForgeryStore(t)
+	evil := t.TempDir()
+	edb, err := Open(evil, &Options{RetentionInterval: -1})
+	require.NoError(t, err)
+	_, err = edb.LinkKey(bg, "acme", "local://attacker")
+	require.NoError(t, err)
+	require.NoError(t, edb.Close())
+	copyFile(t, filepath.Join(evil, "keys", "attacker.key"), filepath.Join(f.dir, "keys", "attacker.key"))
+	copyFile(t, filepath.Join(evil, "segments", "acme", manifestFile), f.manifest("acme"))
+	require.NoError(t, os.RemoveAll(filepath.Join(f.dir, "index"))) // no sequence to compare with
+
+	db := f.open()
+	defer db.Close()
+	requireReported(t, db, "no manifest key wrapped under local://acme")
+	_, err = db.Append(bg, "acme", genRecords(rand.New(rand.NewSource(3)), 2, t0))
+	require.ErrorIs(t, err, ErrTenantDamaged)
+	f.requireHealthy(db, "globex")
+}

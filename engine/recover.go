@@ -97,8 +97,14 @@ func (db *DB) reconcile(ctx context.Context, tenant string, body *manifestBody, 
 		present[hexID] = true
 		e := next.entry(hexID)
 		if e == nil {
-			if err := db.unlistedSegment(tenant, id, rep); err != nil {
+			uri, err := db.unlistedSegment(tenant, id, rep)
+			if err != nil {
 				problems[hexID] = err
+			}
+			if uri != "" {
+				// Its key counts too: a manifest forged to list none of the
+				// tenant's real segments must still prove it holds their keys.
+				used[uri] = true
 			}
 			continue
 		}
@@ -292,19 +298,19 @@ func sealEntry(r *segment.Reader, e *manifestEntry) error {
 // between leaves a header with no block: that debris is removed. Anything
 // else was not written by this store (or the manifest was rolled back): it
 // is refused, reported, and not indexed.
-func (db *DB) unlistedSegment(tenant string, id [16]byte, rep *RecoveryReport) error {
+func (db *DB) unlistedSegment(tenant string, id [16]byte, rep *RecoveryReport) (string, error) {
 	path := db.segPath(tenant, id)
 	r, err := segment.Open(path, db.readOpts(tenant))
 	if err != nil {
-		return fmt.Errorf("%w: segment %s is not in the manifest: %w", ErrSegmentTampered, segHex(id), err)
+		return "", fmt.Errorf("%w: segment %s is not in the manifest: %w", ErrSegmentTampered, segHex(id), err)
 	}
-	h, blocks, tail := r.Header(), len(r.Blocks()), r.TailError()
+	h, blocks, tail, sealed := r.Header(), len(r.Blocks()), r.TailError(), r.Sealed()
 	_ = r.Close()
-	if h.Version >= segment.Version2 && h.ID == id && blocks == 0 && tail == nil && !r.Sealed() {
+	if h.Version >= segment.Version2 && h.ID == id && blocks == 0 && tail == nil && !sealed {
 		rep.DebrisRemoved++
-		return db.fs.Remove(path)
+		return "", db.fs.Remove(path)
 	}
-	return fmt.Errorf("%w: segment %s (%d blocks) is not in the tenant manifest", ErrSegmentTampered, segHex(id), blocks)
+	return h.Slot.KeyURI, fmt.Errorf("%w: segment %s (%d blocks) is not in the tenant manifest", ErrSegmentTampered, segHex(id), blocks)
 }
 
 // recoverUnmanifested handles a tenant without a manifest. With no segment,
