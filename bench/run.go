@@ -236,7 +236,7 @@ func measureBlocks(rep *Report) error {
 			}
 			_ = w.Seal()
 			_ = w.Close()
-			r, err := segment.Open("/s", &segment.ReadOptions{FS: mem})
+			r, err := segment.Open("/s", &segment.ReadOptions{FS: mem, AllowPlaintext: !enc}) // the baseline is plaintext
 			if err != nil {
 				return err
 			}

@@ -1,11 +1,14 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"path/filepath"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -177,12 +180,26 @@ type DeleteReport struct {
 	Records       int
 	Bytes         int64
 	KeysDestroyed []string
+	// KeysKept are keys the tenant's data was wrapped under that were not
+	// destroyed, with the reason: a local key another tenant uses, or a
+	// customer-managed KMS key.
+	KeysKept []KeptKey
+}
+
+// KeptKey is a key DeleteTenant did not destroy, and why.
+type KeptKey struct {
+	URI    string
+	Reason string
 }
 
 // DeleteTenant crypto-shreds a tenant: its segments, the wrapped DEKs in
-// them, its index entries and configuration, and its local master key if it
-// has one (local://TENANT). A customer-managed KMS key is the customer's to
-// delete; logstore only forgets it.
+// them, its index entries and configuration, and every local master key its
+// data was ever wrapped under: its default local://TENANT, the key linked in
+// its configuration, the key of every segment's key slot, and every key its
+// key operations in the audit trail used (earlier rotations). A local key
+// another tenant uses is kept (destroying it would shred that tenant) and
+// reported in KeysKept. A customer-managed KMS key is the customer's to
+// delete; logstore only forgets it (KeysKept says so).
 func (db *DB) DeleteTenant(ctx context.Context, tenant string) (DeleteReport, error) {
 	var rep DeleteReport
 	if err := ValidateTenant(tenant); err != nil {
@@ -205,18 +222,18 @@ func (db *DB) deleteTenantLocked(tenant string, rep *DeleteReport) error {
 	if err != nil {
 		return err
 	}
-	uris := map[string]bool{}
-	cfg, _ := db.config(tenant)
-	if cfg.KeyURI != "" {
-		uris[cfg.KeyURI] = true
+	uris, err := db.tenantKeyURIs(tenant, states)
+	if err != nil {
+		return err
+	}
+	users, err := db.localKeyUsers(tenant)
+	if err != nil {
+		return err
 	}
 	for _, st := range states {
 		rep.Segments++
 		rep.Records += st.Records
 		rep.Bytes += st.Size
-		if st.KeyURI != "" {
-			uris[st.KeyURI] = true
-		}
 	}
 	if err := db.deleteTenantIndex(tenant, true); err != nil {
 		return err
@@ -255,19 +272,79 @@ func (db *DB) deleteTenantLocked(tenant string, rep *DeleteReport) error {
 	} else {
 		_ = db.fs.Remove(db.segDir(tenant))
 	}
-	own := keys.LocalURI(tenant)
-	for uri := range uris {
+	for _, uri := range uris {
 		db.cache.PurgeKey(uri)
-	}
-	if db.local != nil {
-		if _, err := db.local.Describe(context.Background(), own); err == nil {
-			if err := db.local.Destroy(own); err != nil {
+		switch {
+		case !isLocal(uri):
+			rep.KeysKept = append(rep.KeysKept, KeptKey{URI: uri,
+				Reason: "customer-managed key: logstore forgets it; revoke or schedule its deletion in the key service"})
+		case len(users[uri]) > 0:
+			rep.KeysKept = append(rep.KeysKept, KeptKey{URI: uri,
+				Reason: "also used by tenant " + strings.Join(users[uri], ", ") + "; it goes with the last tenant using it"})
+		case db.local != nil:
+			_, err := db.local.Describe(context.Background(), uri)
+			if errors.Is(err, keys.ErrKeyNotFound) || errors.Is(err, keys.ErrBadURI) {
+				continue // never created (or nothing a local key could be)
+			}
+			if err := db.local.Destroy(uri); err != nil {
 				return err
 			}
-			rep.KeysDestroyed = append(rep.KeysDestroyed, own)
+			rep.KeysDestroyed = append(rep.KeysDestroyed, uri)
 		}
 	}
 	return nil
+}
+
+// tenantKeyURIs lists every key tenant's data was wrapped under, its default
+// local key first: the linked key, the key slot of every segment (the file
+// is the source of truth, the index state is read too), and the keys of its
+// successful key operations in the audit trail, which remembers rotations
+// no segment names any more.
+func (db *DB) tenantKeyURIs(tenant string, states map[[16]byte]*SegmentInfo) ([]string, error) {
+	var out []string
+	seen := map[string]bool{}
+	add := func(uri string) {
+		if uri != "" && !seen[uri] {
+			seen[uri] = true
+			out = append(out, uri)
+		}
+	}
+	add(keys.LocalURI(tenant))
+	configured, err := db.configuredKeyURIs(tenant)
+	if err != nil {
+		return nil, err
+	}
+	for _, uri := range configured {
+		add(uri)
+	}
+	for _, st := range states {
+		add(st.KeyURI)
+	}
+	files, err := db.listSegmentFiles(tenant)
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range files {
+		r, err := segment.Open(db.segPath(tenant, id), db.readOpts(tenant))
+		if err != nil {
+			continue // unreadable: deleted all the same
+		}
+		add(r.Header().Slot.KeyURI)
+		_ = r.Close()
+	}
+	if db.audit != nil {
+		evs, err := db.Audit(tenant, time.Time{})
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range evs {
+			if e.Outcome == "ok" {
+				add(e.KeyURI)
+				add(e.ToKeyURI)
+			}
+		}
+	}
+	return out, nil
 }
 
 // Segments lists a tenant's segments as the index knows them.
@@ -294,13 +371,34 @@ func (db *DB) Tenants() ([]string, error) { return db.listTenants() }
 type SegmentCheck struct {
 	Tenant  string
 	Path    string
+	KeyURI  string // the key the segment's DEK is wrapped under
 	Result  segment.VerifyResult
 	KeyErr  error // why bodies could not be authenticated (checksums still checked)
-	OpenErr error
+	OpenErr error // also set, for a segment file that is missing, when index entries point into it
+	// IndexChecked counts the segment's entries (request logs and
+	// payloads) compared with the index.
+	IndexChecked int
+	// IndexProblems lists where the index disagrees with the segment's
+	// metadata, authenticated unless KeyErr is set: a record without an
+	// index entry, or whose entry has other metadata bytes or another
+	// locator; a secondary index entry missing or stale; an index entry
+	// that points into this segment at nothing.
+	IndexProblems []IndexProblem
+}
+
+// IndexProblem is one disagreement between the index and a segment. Err
+// matches ErrIndexMismatch.
+type IndexProblem struct {
+	ID    ID
+	Block int // the block of the segment involved, -1 if none
+	Err   error
 }
 
 // Verify checks every segment of tenant (all tenants when empty): checksums
-// always, and authentication of every block when the key is available.
+// always, authentication of every block when the key is available, and the
+// index against the segments: every record of every readable block has an
+// index entry with identical metadata bytes and locator and its secondary
+// index entries, and no index entry points at nothing.
 func (db *DB) Verify(ctx context.Context, tenant string) ([]SegmentCheck, error) {
 	tenants := []string{tenant}
 	if tenant == "" {
@@ -311,46 +409,527 @@ func (db *DB) Verify(ctx context.Context, tenant string) ([]SegmentCheck, error)
 	}
 	var out []SegmentCheck
 	for _, t := range tenants {
-		files, err := db.listSegmentFiles(t)
+		checks, err := db.verifyTenant(ctx, t)
 		if err != nil {
 			return nil, err
 		}
-		for _, id := range files {
-			c := SegmentCheck{Tenant: t, Path: db.segPath(t, id)}
-			r, err := segment.Open(c.Path, db.readOpts(t))
-			if err != nil {
-				c.OpenErr = err
-				out = append(out, c)
-				continue
-			}
-			h := r.Header()
-			if err := db.manifestCheck(t, r); err != nil {
-				c.OpenErr = err
-				_ = r.Close()
-				out = append(out, c)
-				continue
-			}
-			if err := db.checkSlotGeneration(t, r); err != nil {
-				c.OpenErr = err
-				_ = r.Close()
-				out = append(out, c)
-				continue
-			}
-			if h.Cipher != segment.CipherNone {
-				dek, err := db.cache.Unwrap(ctx, h.Slot.KeyURI, h.Slot.Wrapped, keys.SegmentContext(t, segHex(h.ID)))
-				if err == nil {
-					err = r.Unlock(dek)
-					keys.Zero(dek)
-				}
-				c.KeyErr = err
-			}
-			c.Result = r.Verify()
-			_ = r.Close()
-			out = append(out, c)
-		}
-		out = append(out, db.manifestGaps(t)...)
+		out = append(out, checks...)
 	}
 	return out, nil
+}
+
+func (db *DB) verifyTenant(ctx context.Context, t string) ([]SegmentCheck, error) {
+	// The index as of a moment when every block written so far is indexed;
+	// blocks the active segment gets later are not compared.
+	iv := &indexVerifier{db: db, tenant: t, seed: maphash.MakeSeed(), log: map[ID]bool{}, payload: map[ID]bool{},
+		damaged: map[[16]byte]map[int64]bool{}, tails: map[[16]byte]int64{}, ends: map[[16]byte]int64{}, segs: map[[16]byte]int{}, activeBlocks: -1, keyBuf: make([]byte, 0, 1024)}
+	if err := db.control(ctx, func() {
+		iv.snap = db.idx.NewSnapshot()
+		if ts := db.tenants[t]; ts != nil && ts.info != nil {
+			if id, err := ts.info.segID(); err == nil {
+				iv.active, iv.activeBlocks = id, ts.info.Blocks
+			}
+		}
+	}); err != nil {
+		return nil, err
+	}
+	defer iv.snap.Close()
+	files, err := db.listSegmentFiles(t)
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range files {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		iv.segs[id] = len(iv.checks)
+		iv.checks = append(iv.checks, SegmentCheck{Tenant: t, Path: db.segPath(t, id)})
+		c := &iv.checks[len(iv.checks)-1]
+		r, err := segment.Open(c.Path, db.readOpts(t))
+		if err != nil {
+			c.OpenErr = err
+			iv.damaged[id] = nil // the whole segment
+			continue
+		}
+		h := r.Header()
+		c.KeyURI = h.Slot.KeyURI
+		// What reads refuse, and what the manifest says the file must be,
+		// verify reports; a manifest that could not be authenticated for
+		// want of its key is a key error, not damage.
+		err = db.manifestCheck(t, r)
+		var ke *keys.Error
+		if errors.As(err, &ke) {
+			c.KeyErr, err = err, nil
+		}
+		if err == nil {
+			err = db.checkSlotGeneration(t, r)
+		}
+		if err != nil {
+			c.OpenErr = err
+			iv.damaged[id] = nil
+			_ = r.Close()
+			continue
+		}
+		if h.Cipher != segment.CipherNone && c.KeyErr == nil {
+			dek, err := db.cache.Unwrap(ctx, h.Slot.KeyURI, h.Slot.Wrapped, keys.SegmentContext(t, segHex(h.ID)))
+			if err == nil {
+				err = r.Unlock(dek)
+				keys.Zero(dek)
+			}
+			c.KeyErr = err
+		}
+		c.Result = r.Verify()
+		err = iv.segment(id, r, c)
+		_ = r.Close()
+		if err != nil {
+			return nil, err
+		}
+	}
+	// What the manifest lists but no file holds (gone segments, lost
+	// blocks, the manifest itself): index entries pointing into a gone
+	// segment are covered by its report.
+	for _, g := range db.manifestGaps(t) {
+		if _, lost, ok := strings.Cut(g.Path, "#"); ok {
+			// Blocks a crash cut off an active segment: their records
+			// are reported lost here, not one by one.
+			if id, ok := segmentIDOfPath(lost + ".lss"); ok {
+				if end, ok := iv.ends[id]; ok {
+					iv.tails[id] = end
+				}
+			}
+		}
+		if id, ok := segmentIDOfPath(g.Path); ok {
+			if _, dup := iv.segs[id]; !dup {
+				iv.segs[id] = len(iv.checks)
+				iv.damaged[id] = nil
+				iv.checks = append(iv.checks, g)
+				continue
+			}
+		}
+		iv.checks = append(iv.checks, g)
+	}
+	if err := iv.orphans(); err != nil {
+		return nil, err
+	}
+	if err := iv.secondary(); err != nil {
+		return nil, err
+	}
+	for _, c := range iv.checks {
+		sort.SliceStable(c.IndexProblems, func(i, j int) bool {
+			a, b := c.IndexProblems[i], c.IndexProblems[j]
+			return a.Block < b.Block || a.Block == b.Block && bytes.Compare(a.ID[:], b.ID[:]) < 0
+		})
+	}
+	return iv.checks, nil
+}
+
+// indexVerifier compares one tenant's index with its segments.
+type indexVerifier struct {
+	db           *DB
+	tenant       string
+	snap         *pebble.Snapshot
+	active       [16]byte // the active segment, whose first activeBlocks blocks were indexed
+	activeBlocks int
+	checks       []SegmentCheck
+	segs         map[[16]byte]int // segment -> its check
+	// log and payload hold the ids found in readable blocks, true when
+	// the index entry matched.
+	log, payload map[ID]bool
+	// damaged holds the unreadable blocks (by offset) of each segment, nil
+	// for a segment that could not be opened at all.
+	damaged map[[16]byte]map[int64]bool
+	// tails holds, for a damaged segment, the end of its last readable
+	// block: what lies beyond (a torn or truncated tail) is its problem.
+	tails map[[16]byte]int64
+	ends  map[[16]byte]int64 // the end of each segment's last readable block
+	// Secondary index entries: a keyed hash sum of the ones the
+	// authenticated records need (want) is compared with that of the ones
+	// present; only when they differ is each entry looked up.
+	seed   maphash.Seed
+	want   uint64
+	keyBuf []byte // scratch for the keys of one record
+}
+
+func (iv *indexVerifier) problem(c *SegmentCheck, id ID, block int, format string, args ...any) {
+	c.IndexProblems = append(c.IndexProblems, IndexProblem{ID: id, Block: block,
+		Err: fmt.Errorf("%w: record %s: %s", ErrIndexMismatch, id, fmt.Sprintf(format, args...))})
+}
+
+func (iv *indexVerifier) get(key []byte) ([]byte, bool, error) {
+	v, closer, err := iv.snap.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	out := append([]byte(nil), v...)
+	return out, true, closer.Close()
+}
+
+// segment compares the entries of every readable block of r with the index.
+func (iv *indexVerifier) segment(id [16]byte, r *segment.Reader, c *SegmentCheck) error {
+	bad := map[int64]bool{}
+	iv.damaged[id] = bad
+	for _, p := range c.Result.Problems {
+		if p.Block >= 0 {
+			bad[p.Offset] = true
+		}
+	}
+	end := int64(segment.HeaderSize)
+	for _, b := range r.Blocks() {
+		end = max(end, b.Offset+b.Length)
+	}
+	iv.ends[id] = end
+	if len(c.Result.Problems) > 0 {
+		iv.tails[id] = end
+	}
+	for i, b := range r.Blocks() {
+		if bad[b.Offset] {
+			continue
+		}
+		if id == iv.active && i >= iv.activeBlocks {
+			break // written after the snapshot
+		}
+		var blk *segment.Block
+		var err error
+		if r.Unlocked() {
+			blk, err = r.ReadBlock(i) // the metadata authenticated with the body
+		} else {
+			blk, err = r.ReadMeta(i) // checksums only: KeyErr says so
+		}
+		if err != nil {
+			bad[b.Offset] = true
+			continue
+		}
+		for j, raw := range blk.Meta {
+			if err := iv.entry(c, Locator{Segment: id, Offset: b.Offset, Seq: uint64(i), Index: j}, raw); err != nil {
+				blk.Release()
+				return err
+			}
+		}
+		blk.Release()
+	}
+	return nil
+}
+
+// entry checks one record (or payload) of a block against the index.
+func (iv *indexVerifier) entry(c *SegmentCheck, loc Locator, raw []byte) error {
+	c.IndexChecked++
+	var m Meta
+	kind, err := decodeMeta(raw, &m)
+	if err != nil {
+		iv.problem(c, m.ID, int(loc.Seq), "block %d entry %d: its metadata does not decode: %v", loc.Seq, loc.Index, err)
+		return nil
+	}
+	if kind == kindPayload {
+		v, ok, err := iv.get(payloadKey(iv.tenant, m.ID))
+		switch {
+		case err != nil:
+			return err
+		case !ok:
+			iv.problem(c, m.ID, int(loc.Seq), "payload in block %d has no index entry", loc.Seq)
+		default:
+			got, rest, derr := decodeLocator(v)
+			if derr != nil || len(rest) != 0 || got != loc {
+				iv.problem(c, m.ID, int(loc.Seq), "payload entry points at %s, the payload is at %s", describeLoc(got, derr), describeLoc(loc, nil))
+			} else {
+				iv.payload[m.ID] = true
+				return nil
+			}
+		}
+		if _, seen := iv.payload[m.ID]; !seen {
+			iv.payload[m.ID] = false
+		}
+		return nil
+	}
+	appendIndexKeys(iv.keyBuf[:0], iv.tenant, &m, func(k []byte) { iv.want += maphash.Bytes(iv.seed, k) })
+	v, ok, err := iv.get(recordKey(iv.tenant, m.ID))
+	switch {
+	case err != nil:
+		return err
+	case !ok:
+		iv.problem(c, m.ID, int(loc.Seq), "request log in block %d has no index entry", loc.Seq)
+	default:
+		got, rest, derr := decodeLocator(v)
+		switch {
+		case derr != nil || got != loc:
+			iv.problem(c, m.ID, int(loc.Seq), "index entry points at %s, the request log is at %s", describeLoc(got, derr), describeLoc(loc, nil))
+		case !bytes.Equal(rest, raw):
+			iv.problem(c, m.ID, int(loc.Seq), "%v", strings.Join(metaDiffRaw(rest, raw), ", "))
+		default:
+			iv.log[m.ID] = true
+			return nil
+		}
+	}
+	if _, seen := iv.log[m.ID]; !seen {
+		iv.log[m.ID] = false
+	}
+	return nil
+}
+
+func metaDiffRaw(indexed, authenticated []byte) []string {
+	var im, am Meta
+	if _, err := decodeMeta(indexed, &im); err != nil {
+		return []string{fmt.Sprintf("the index copy of its metadata does not decode (%v)", err)}
+	}
+	_, _ = decodeMeta(authenticated, &am)
+	return metaDiff(&im, &am)
+}
+
+func describeLoc(l Locator, err error) string {
+	if err != nil {
+		return fmt.Sprintf("nothing decodable (%v)", err)
+	}
+	return fmt.Sprintf("segment %s block %d entry %d", segHex(l.Segment), l.Seq, l.Index)
+}
+
+// segmentIDOfPath returns the id of a segment file path.
+func segmentIDOfPath(path string) ([16]byte, bool) {
+	h, ok := strings.CutSuffix(filepath.Base(path), ".lss")
+	if !ok {
+		return [16]byte{}, false
+	}
+	id, err := (&SegmentInfo{ID: h}).segID()
+	return id, err == nil
+}
+
+// checkFor returns the check of segment id, adding one for a segment file
+// that does not exist, or, for the zero id (an index entry naming no
+// segment), one for the tenant's segment directory.
+func (iv *indexVerifier) checkFor(id [16]byte) *SegmentCheck {
+	if i, ok := iv.segs[id]; ok {
+		return &iv.checks[i]
+	}
+	c := SegmentCheck{Tenant: iv.tenant, Path: iv.db.segPath(iv.tenant, id)}
+	if id == ([16]byte{}) {
+		c.Path = iv.db.segDir(iv.tenant)
+	} else {
+		c.OpenErr = fmt.Errorf("%w: the index points into segment %s, which does not exist", ErrIndexMismatch, c.Path)
+	}
+	iv.segs[id] = len(iv.checks)
+	iv.checks = append(iv.checks, c)
+	iv.damaged[id] = map[int64]bool{}
+	return &iv.checks[len(iv.checks)-1]
+}
+
+// unverifiable reports whether loc is in a segment or block that could not
+// be read (its problem is reported already).
+func (iv *indexVerifier) unverifiable(loc Locator) bool {
+	bad, ok := iv.damaged[loc.Segment]
+	if !ok {
+		return false
+	}
+	if tail, ok := iv.tails[loc.Segment]; ok && loc.Offset >= tail {
+		return true
+	}
+	return bad == nil || bad[loc.Offset]
+}
+
+// orphans reports the index entries that no readable block holds.
+func (iv *indexVerifier) orphans() error {
+	for _, k := range []struct {
+		kind byte
+		seen map[ID]bool
+		what string
+	}{{keyRecord, iv.log, "request log"}, {keyPayload, iv.payload, "payload"}} {
+		p := tenantPrefix(k.kind, iv.tenant)
+		it, err := iv.snap.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
+		if err != nil {
+			return err
+		}
+		for it.First(); it.Valid(); it.Next() {
+			var id ID
+			copy(id[:], it.Key()[len(p):])
+			if _, seen := k.seen[id]; seen {
+				continue // compared (and reported) from the block's side
+			}
+			loc, _, err := decodeLocator(it.Value())
+			if err == nil && iv.unverifiable(loc) {
+				continue
+			}
+			block := -1
+			if err == nil {
+				block = int(loc.Seq)
+			}
+			iv.problem(iv.checkFor(loc.Segment), id, block, "the %s index entry points at %s, which holds no such record", k.what, describeLoc(loc, err))
+		}
+		if err := errors.Join(it.Error(), it.Close()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// secondary compares the time and field index entries with the ones the
+// records need: a keyed hash sum first, entry by entry only when it differs.
+func (iv *indexVerifier) secondary() error {
+	var have uint64
+	prefixes := [][]byte{tenantPrefix(keyTime, iv.tenant), tenantPrefix(keyIndex, iv.tenant)}
+	for _, p := range prefixes {
+		it, err := iv.snap.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
+		if err != nil {
+			return err
+		}
+		for it.First(); it.Valid(); it.Next() {
+			have += maphash.Bytes(iv.seed, it.Key())
+		}
+		if err := errors.Join(it.Error(), it.Close()); err != nil {
+			return err
+		}
+	}
+	if have == iv.want {
+		return nil
+	}
+	// Missing entries: every record whose index entry matched its block
+	// (so the entry's metadata is the authenticated one) needs its keys.
+	for id, ok := range iv.log {
+		if !ok {
+			continue
+		}
+		v, found, err := iv.get(recordKey(iv.tenant, id))
+		if err != nil {
+			return err
+		}
+		if !found {
+			continue
+		}
+		var m Meta
+		if err := decodeRecordValue(v, &m); err != nil {
+			return err
+		}
+		var missing []string
+		var gerr error
+		indexEntries(iv.tenant, &m, func(k []byte) {
+			if _, found, err := iv.get(k); err != nil {
+				gerr = err
+			} else if !found {
+				missing = append(missing, describeIndexKey(k))
+			}
+		})
+		if gerr != nil {
+			return gerr
+		}
+		if len(missing) > 0 {
+			iv.problem(iv.checkFor(m.Loc.Segment), id, int(m.Loc.Seq), "missing secondary index entries: %s", strings.Join(missing, ", "))
+		}
+	}
+	// Stale entries: a key no record's authenticated metadata produces.
+	for _, p := range prefixes {
+		it, err := iv.snap.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
+		if err != nil {
+			return err
+		}
+		for it.First(); it.Valid(); it.Next() {
+			k := it.Key()
+			if len(k) < 16 {
+				continue
+			}
+			var id ID
+			copy(id[:], k[len(k)-16:])
+			ok, seen := iv.log[id]
+			if seen && !ok {
+				continue // the record's own problem is reported
+			}
+			v, found, err := iv.get(recordKey(iv.tenant, id))
+			if err != nil {
+				_ = it.Close()
+				return err
+			}
+			if !seen && found {
+				continue // an orphan (reported) or a record in a damaged block
+			}
+			var loc Locator // none: the entry names a record the index does not have
+			stale := true
+			var m Meta
+			if seen && decodeRecordValue(v, &m) == nil {
+				loc = m.Loc
+				indexEntries(iv.tenant, &m, func(wk []byte) { stale = stale && !bytes.Equal(wk, k) })
+			}
+			if stale {
+				iv.problem(iv.checkFor(loc.Segment), id, -1, "stale secondary index entry %s", describeIndexKey(k))
+			}
+		}
+		if err := errors.Join(it.Error(), it.Close()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func describeIndexKey(k []byte) string {
+	ik, err := DecodeIndexKey(k)
+	if err != nil {
+		return fmt.Sprintf("%x", k)
+	}
+	switch {
+	case ik.Kind == keyTime:
+		return "time " + ik.Time.Format(time.RFC3339Nano)
+	case ik.Field == FieldStatus:
+		return fmt.Sprintf("status %d", ik.Status)
+	default:
+		names := map[byte]string{FieldSessionID: "session_id", FieldTraceID: "trace_id", FieldMethod: "method",
+			FieldRouteID: "route_id", FieldServiceID: "service_id", FieldHost: "host"}
+		return fmt.Sprintf("%s %q", names[ik.Field], ik.Value)
+	}
+}
+
+// CheckKey proves that tenant's data under uri can be read now, bypassing
+// the DEK cache: it unwraps the DEK of one of the tenant's segments wrapped
+// under uri and checks it against the segment's key commitment. For a key
+// no segment uses yet it asks Describe (local keys) or runs LinkKey's
+// GenerateDataKey + Decrypt round trip (KMS keys, whose policy may allow
+// DescribeKey but not Decrypt). Errors are the keys package's typed errors.
+func (db *DB) CheckKey(ctx context.Context, tenant, uri string) error {
+	if err := ValidateTenant(tenant); err != nil {
+		return err
+	}
+	files, err := db.listSegmentFiles(tenant)
+	if err != nil {
+		return err
+	}
+	p := db.cache.Provider()
+	for _, id := range files {
+		r, err := segment.Open(db.segPath(tenant, id), db.readOpts(tenant))
+		if err != nil {
+			continue // verify reports it
+		}
+		h := r.Header()
+		_ = r.Close()
+		if h.Cipher == segment.CipherNone || h.Slot.KeyURI != uri {
+			continue
+		}
+		dek, err := p.Unwrap(ctx, uri, h.Slot.Wrapped, keys.SegmentContext(tenant, segHex(h.ID)))
+		if err != nil {
+			return err
+		}
+		err = h.CheckKey(dek)
+		keys.Zero(dek)
+		return err
+	}
+	if isLocal(uri) {
+		st, err := p.Describe(ctx, uri)
+		if err == nil && !st.Enabled {
+			err = &keys.Error{Op: "describe", KeyURI: uri, Kind: keys.ErrKeyDisabled, Detail: "state " + st.State}
+		}
+		return err
+	}
+	ec := keys.EncryptionContext{keys.CtxTenant: tenant, keys.CtxSegment: "key-link-check", keys.CtxPurpose: keys.PurposeKeyCheck}
+	dk, err := p.GenerateDataKey(ctx, uri, ec)
+	if err != nil {
+		return err
+	}
+	defer keys.Zero(dk.Plaintext)
+	back, err := p.Unwrap(ctx, uri, dk.Wrapped, ec)
+	if err != nil {
+		return err
+	}
+	same := bytes.Equal(back, dk.Plaintext)
+	keys.Zero(back)
+	if !same {
+		return &keys.Error{Op: "unwrap", KeyURI: uri, Kind: keys.ErrInvalidCiphertext, Detail: "the round trip returned a different data key"}
+	}
+	return nil
 }
 
 // Stats are per-tenant and engine-wide figures.

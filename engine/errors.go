@@ -17,4 +17,9 @@ var (
 	ErrCorrupt        = errors.New("logstore/engine: corrupt index or record encoding")
 	ErrUnknownVersion = errors.New("logstore/engine: unknown encoding version")
 	ErrNoPayload      = errors.New("logstore/engine: record has no payload")
+	// ErrIndexMismatch: the index's plaintext copy of a record's metadata
+	// (or its locator) disagrees with the copy in the record's block, which
+	// AES-GCM authenticates. The index was edited or is stale; `logstore
+	// segments reindex` rebuilds it from the segments.
+	ErrIndexMismatch = errors.New("logstore/engine: index disagrees with the authenticated segment")
 )

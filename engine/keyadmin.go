@@ -34,6 +34,9 @@ func (db *DB) LinkKey(ctx context.Context, tenant, uri string) (keys.KeyState, e
 	if _, err := keys.Scheme(uri); err != nil {
 		return keys.KeyState{}, err
 	}
+	if err := db.checkKeyNotShared(tenant, uri); err != nil {
+		return keys.KeyState{}, err
+	}
 	if db.local != nil && isLocal(uri) {
 		if err := db.local.Create(uri); err != nil {
 			return keys.KeyState{}, err

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -27,7 +28,9 @@ const (
 var ErrStopScan = errors.New("logstore/engine: stop scan")
 
 // GetMeta returns a record's plaintext metadata and locator from the index;
-// it never needs a key.
+// it never needs a key. The index is not authenticated: this is the copy
+// queries filter on, and someone who can write the index can change it. Get
+// returns the authenticated copy.
 func (db *DB) GetMeta(tenant string, id ID) (*Meta, error) {
 	if err := ValidateTenant(tenant); err != nil {
 		return nil, err
@@ -51,17 +54,43 @@ func (db *DB) GetMeta(tenant string, id ID) (*Meta, error) {
 // the blocks that hold them. Key errors are the keys package's typed errors
 // (errors.Is(err, keys.ErrKeyUnusable) when the key is revoked); the
 // metadata stays readable through GetMeta and Scan.
+//
+// The metadata Get returns (status, method, host, latencies, ...) is the
+// copy stored in the request log's block, whose metadata section AES-GCM
+// authenticates, never the index's plaintext copy. So every Get reads the
+// request log's block, a payload-only Get too (it decodes none of the sealed
+// log fields). When the index copy disagrees with the authenticated one, Get
+// returns nothing but an error matching ErrIndexMismatch that names the
+// fields: the index was edited or is stale (`segments verify` lists every
+// such record, `segments reindex` rebuilds the index from the segments).
 func (db *DB) Get(ctx context.Context, tenant string, id ID, parts Part) (*Record, error) {
-	m, err := db.GetMeta(tenant, id)
+	if err := ValidateTenant(tenant); err != nil {
+		return nil, err
+	}
+	loc, indexed, err := db.recordValue(tenant, id)
 	if err != nil {
 		return nil, err
 	}
 	rec := &Record{}
-	rec.fill(m)
-	if parts&PartLog != 0 {
-		if err := db.readSealed(ctx, tenant, m.Loc, id, func(data []byte) error { return decodeSealedLog(data, rec) }); err != nil {
-			return nil, err
+	var m Meta
+	if err := db.readSealed(ctx, tenant, loc, id, func(meta, data []byte) error {
+		if !bytes.Equal(meta, indexed) {
+			return indexMismatch(id, indexed, meta)
 		}
+		kind, err := decodeMeta(meta, &m)
+		if err != nil {
+			return err
+		}
+		if kind != kindLog {
+			return fmt.Errorf("%w: %w: the index entry of %s points at its payload, not its request log", ErrIndexMismatch, ErrCorrupt, id)
+		}
+		rec.fill(&m)
+		if parts&PartLog != 0 {
+			return decodeSealedLog(data, rec)
+		}
+		return nil
+	}); err != nil {
+		return nil, err
 	}
 	if parts&PartPayload != 0 {
 		if !m.HasPayload {
@@ -72,7 +101,7 @@ func (db *DB) Get(ctx context.Context, tenant string, id ID, parts Part) (*Recor
 		}
 		v, closer, err := db.idx.Get(payloadKey(tenant, id))
 		if errors.Is(err, pebble.ErrNotFound) {
-			return nil, fmt.Errorf("%w: payload of %s is missing from the index", ErrCorrupt, id)
+			return nil, fmt.Errorf("%w: %w: payload of %s is missing from the index", ErrIndexMismatch, ErrCorrupt, id)
 		}
 		if err != nil {
 			return nil, err
@@ -82,7 +111,15 @@ func (db *DB) Get(ctx context.Context, tenant string, id ID, parts Part) (*Recor
 		if err != nil {
 			return nil, err
 		}
-		if err := db.readSealed(ctx, tenant, loc, id, func(data []byte) (err error) {
+		if err := db.readSealed(ctx, tenant, loc, id, func(meta, data []byte) (err error) {
+			var pm Meta
+			kind, err := decodeMeta(meta, &pm)
+			if err != nil {
+				return err
+			}
+			if kind != kindPayload || !pm.Time.Equal(m.Time) {
+				return fmt.Errorf("%w: %w: the payload entry of %s points at another record", ErrIndexMismatch, ErrCorrupt, id)
+			}
 			rec.Payload, err = decodeSealedPayload(data)
 			return err
 		}); err != nil {
@@ -92,10 +129,72 @@ func (db *DB) Get(ctx context.Context, tenant string, id ID, parts Part) (*Recor
 	return rec, nil
 }
 
-// readSealed decrypts the block at loc and passes decode the sealed bytes of
-// the record at loc.Index, checking that it is the record asked for. decode
-// must copy what it keeps: the block's plaintext is zeroed and recycled.
-func (db *DB) readSealed(ctx context.Context, tenant string, loc Locator, id ID, decode func([]byte) error) error {
+// recordValue returns the locator and a copy of the encoded metadata of a
+// record's index entry.
+func (db *DB) recordValue(tenant string, id ID) (Locator, []byte, error) {
+	v, closer, err := db.idx.Get(recordKey(tenant, id))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return Locator{}, nil, fmt.Errorf("%w: tenant %s has no record %s", ErrNotFound, tenant, id)
+	}
+	if err != nil {
+		return Locator{}, nil, err
+	}
+	defer closer.Close()
+	loc, rest, err := decodeLocator(v)
+	if err != nil {
+		return loc, nil, err
+	}
+	return loc, append([]byte(nil), rest...), nil
+}
+
+// indexMismatch describes how the index copy of a record's metadata
+// differs from the authenticated copy in its block.
+func indexMismatch(id ID, indexed, authenticated []byte) error {
+	const fix = "the block's copy is authenticated, the index's is not: `logstore segments verify` lists every mismatch, `logstore segments reindex` rebuilds the index from the segments"
+	var im, am Meta
+	if _, err := decodeMeta(indexed, &im); err != nil {
+		return fmt.Errorf("%w: record %s: the index copy of its metadata does not decode (%v); %s", ErrIndexMismatch, id, err, fix)
+	}
+	if _, err := decodeMeta(authenticated, &am); err != nil {
+		return fmt.Errorf("%w: %w: record %s: the block's metadata does not decode: %v", ErrIndexMismatch, ErrCorrupt, id, err)
+	}
+	return fmt.Errorf("%w: record %s: %s; %s", ErrIndexMismatch, id, strings.Join(metaDiff(&im, &am), ", "), fix)
+}
+
+// metaDiff lists the fields in which the index copy a differs from the
+// authenticated copy b.
+func metaDiff(a, b *Meta) []string {
+	fields := []struct {
+		name string
+		a, b any
+	}{
+		{"id", a.ID.String(), b.ID.String()}, {"time", a.Time.Format(time.RFC3339Nano), b.Time.Format(time.RFC3339Nano)},
+		{"session_id", a.SessionID, b.SessionID}, {"trace_id", a.TraceID, b.TraceID}, {"span_id", a.SpanID, b.SpanID},
+		{"method", a.Method, b.Method}, {"host", a.Host, b.Host}, {"status", a.Status, b.Status},
+		{"upstream_status", a.UpstreamStatus, b.UpstreamStatus}, {"response_source", a.ResponseSource, b.ResponseSource},
+		{"latency_ms", a.LatencyMs, b.LatencyMs}, {"upstream_latency_ms", a.UpstreamLatencyMs, b.UpstreamLatencyMs},
+		{"gateway_latency_ms", a.GatewayLatencyMs, b.GatewayLatencyMs}, {"route_id", a.RouteID, b.RouteID},
+		{"service_id", a.ServiceID, b.ServiceID}, {"request_size", a.RequestSize, b.RequestSize},
+		{"response_size", a.ResponseSize, b.ResponseSize}, {"has_payload", a.HasPayload, b.HasPayload},
+	}
+	var out []string
+	for _, f := range fields {
+		if f.a != f.b {
+			out = append(out, fmt.Sprintf("%s is %#v in the index, %#v in the block", f.name, f.a, f.b))
+		}
+	}
+	if len(out) == 0 {
+		out = append(out, "the encodings differ")
+	}
+	return out
+}
+
+// readSealed decrypts the block at loc and passes decode the metadata and
+// sealed bytes of the record at loc.Index, checking that it is the record
+// asked for. The metadata is authenticated with the block (it is in the
+// AAD). decode must copy what it keeps: the block's plaintext is zeroed and
+// recycled.
+func (db *DB) readSealed(ctx context.Context, tenant string, loc Locator, id ID, decode func(meta, data []byte) error) error {
 	path := db.segPath(tenant, loc.Segment)
 	r, err := db.readers.acquire(path, tenant)
 	if err != nil {
@@ -117,12 +216,12 @@ func (db *DB) readSealed(ctx context.Context, tenant string, loc Locator, id ID,
 	}
 	defer blk.Release()
 	if loc.Index >= len(blk.Data) {
-		return fmt.Errorf("%w: locator index %d beyond block of %d records", ErrCorrupt, loc.Index, len(blk.Data))
+		return fmt.Errorf("%w: %w: locator index %d beyond block of %d records", ErrIndexMismatch, ErrCorrupt, loc.Index, len(blk.Data))
 	}
 	if len(blk.Meta[loc.Index]) < 18 || !bytes.Equal(blk.Meta[loc.Index][2:18], id[:]) {
-		return fmt.Errorf("%w: locator of %s points at another record", ErrCorrupt, id)
+		return fmt.Errorf("%w: %w: locator of %s points at another record", ErrIndexMismatch, ErrCorrupt, id)
 	}
-	return decode(blk.Data[loc.Index])
+	return decode(blk.Meta[loc.Index], blk.Data[loc.Index])
 }
 
 // Cursor is a position in a scan: the (time, id) of the last record seen.

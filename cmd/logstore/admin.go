@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -116,20 +117,35 @@ func (a *app) keysCmd() *cobra.Command {
 			if len(uris) == 0 {
 				return fmt.Errorf("%w: tenant %s has no key and no data: run `logstore keys link --tenant %s --key URI`", engine.ErrNoKey, tenant, tenant)
 			}
-			var firstErr error
+			// Exit 0 only when every key is enabled and usable; a disabled,
+			// pending-deletion, missing or denied key exits 3.
+			var errs []error
 			for _, u := range uris {
 				ks, err := db.Keys().Describe(cmd.Context(), u)
 				if err != nil {
 					fmt.Fprintf(a.stdout, "%s: UNAVAILABLE: %v\n", u, err)
-					if firstErr == nil {
-						firstErr = err
-					}
+					errs = append(errs, err)
 					continue
 				}
-				fmt.Fprintf(a.stdout, "%s: %s (enabled=%v spec=%s region=%s)\n", u, ks.State, ks.Enabled, ks.Spec, ks.Region)
+				desc := fmt.Sprintf("%s: %s (enabled=%v spec=%s region=%s)", u, ks.State, ks.Enabled, ks.Spec, ks.Region)
+				if !ks.Enabled {
+					kind := keys.ErrKeyInvalidState
+					if ks.State == "Disabled" {
+						kind = keys.ErrKeyDisabled
+					}
+					fmt.Fprintf(a.stdout, "%s: UNUSABLE\n", desc)
+					errs = append(errs, &keys.Error{Op: "describe", KeyURI: u, Kind: kind, Detail: "state " + ks.State})
+					continue
+				}
+				if err := db.CheckKey(cmd.Context(), tenant, u); err != nil {
+					fmt.Fprintf(a.stdout, "%s: UNUSABLE: %v\n", desc, err)
+					errs = append(errs, err)
+					continue
+				}
+				fmt.Fprintln(a.stdout, desc)
 			}
 			fmt.Fprintf(a.stdout, "DEK cache max age: %s (how long a revocation takes to bite)\n", db.Keys().MaxAge())
-			return firstErr
+			return errors.Join(errs...)
 		},
 	}
 
@@ -255,7 +271,7 @@ func (a *app) segmentsCmd() *cobra.Command {
 	list.Flags().StringVar(&tenant, "tenant", "", "only this tenant")
 	verify := &cobra.Command{
 		Use:   "verify [--tenant T]",
-		Short: "Check every segment's checksums, and authenticate every block when the key is available",
+		Short: "Check every segment's checksums, authenticate every block, and compare the index with the segments (exit 3: a key is unusable)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) (err error) {
 			db, err := a.open()
@@ -267,33 +283,7 @@ func (a *app) segmentsCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			bad := 0
-			for _, c := range checks {
-				switch {
-				case c.OpenErr != nil:
-					bad++
-					fmt.Fprintf(a.stdout, "BAD  %s: %v\n", c.Path, c.OpenErr)
-					continue
-				case c.KeyErr != nil:
-					fmt.Fprintf(a.stdout, "WARN %s: checksums only, key unavailable: %v\n", c.Path, c.KeyErr)
-				}
-				for _, p := range c.Result.Problems {
-					bad++
-					fmt.Fprintf(a.stdout, "BAD  %s block %d at offset %d: %v\n", c.Path, p.Block, p.Offset, p.Err)
-				}
-				if len(c.Result.Problems) == 0 {
-					how := "authenticated"
-					if !c.Result.Authenticated {
-						how = "checksums ok"
-					}
-					fmt.Fprintf(a.stdout, "OK   %s: %d blocks, %d entries (logs and payloads), %s\n", c.Path, c.Result.Blocks, c.Result.Records, how)
-				}
-			}
-			fmt.Fprintf(a.stdout, "%d segment(s), %d problem(s)\n", len(checks), bad)
-			if bad > 0 {
-				return fmt.Errorf("%d problem(s) found", bad)
-			}
-			return nil
+			return a.reportVerify(checks)
 		},
 	}
 	verify.Flags().StringVar(&tenant, "tenant", "", "only this tenant")
@@ -374,7 +364,7 @@ func (a *app) tenantsCmd() *cobra.Command {
 	var yes bool
 	del := &cobra.Command{
 		Use:   "delete T --yes",
-		Short: "Crypto-shred a tenant: segments, wrapped DEKs, index entries and its local key",
+		Short: "Crypto-shred a tenant: segments, wrapped DEKs, index entries and every local key its data was wrapped under",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) (err error) {
 			if !yes {
@@ -391,10 +381,95 @@ func (a *app) tenantsCmd() *cobra.Command {
 			}
 			fmt.Fprintf(a.stdout, "deleted tenant %s: %d segment(s), %d record(s), %d bytes; keys destroyed: %v\n",
 				args[0], rep.Segments, rep.Records, rep.Bytes, rep.KeysDestroyed)
+			for _, k := range rep.KeysKept {
+				fmt.Fprintf(a.stdout, "key kept: %s: %s\n", k.URI, k.Reason)
+			}
 			return nil
 		},
 	}
 	del.Flags().BoolVar(&yes, "yes", false, "confirm")
 	cmd.AddCommand(del)
 	return cmd
+}
+
+// reportVerify prints the checks of `segments verify` and returns its
+// outcome: nil when every segment was authenticated and nothing is wrong; an
+// error (exit 1) when a segment is damaged or the index disagrees with the
+// segments; otherwise, when some segment (or tenant manifest) could not be
+// authenticated, the key error (exit 3 for a revoked or unreachable key):
+// checksums alone do not vouch for a segment.
+func (a *app) reportVerify(checks []engine.SegmentCheck) error {
+	bad, unauthSegs, unauthOther, segs := 0, 0, 0, 0
+	var keyURIs []string
+	var keyErr error
+	for _, c := range checks {
+		isSeg := strings.HasSuffix(c.Path, ".lss")
+		if isSeg {
+			segs++
+		}
+		if c.OpenErr != nil {
+			bad++
+			fmt.Fprintf(a.stdout, "BAD  %s: %v\n", c.Path, c.OpenErr)
+		}
+		for _, p := range c.Result.Problems {
+			bad++
+			fmt.Fprintf(a.stdout, "BAD  %s block %d at offset %d: %v\n", c.Path, p.Block, p.Offset, p.Err)
+		}
+		for _, p := range c.IndexProblems {
+			bad++
+			fmt.Fprintf(a.stdout, "BAD  %s index: %v\n", c.Path, p.Err)
+		}
+		if c.OpenErr != nil {
+			continue
+		}
+		if c.KeyErr != nil {
+			uri := c.KeyURI
+			var ke *keys.Error
+			if uri == "" && errors.As(c.KeyErr, &ke) {
+				uri = ke.KeyURI
+			}
+			if uri != "" && !contains(keyURIs, uri) {
+				keyURIs = append(keyURIs, uri)
+			}
+			if keyErr == nil {
+				keyErr = c.KeyErr
+			}
+			if isSeg {
+				unauthSegs++
+				fmt.Fprintf(a.stdout, "WARN %s: NOT authenticated (checksums only; index compared with unauthenticated metadata): key %s: %v\n", c.Path, uri, c.KeyErr)
+			} else {
+				unauthOther++
+				fmt.Fprintf(a.stdout, "WARN %s: NOT authenticated: key %s: %v\n", c.Path, uri, c.KeyErr)
+			}
+			continue
+		}
+		if isSeg && len(c.Result.Problems) == 0 && len(c.IndexProblems) == 0 {
+			how := "authenticated"
+			if !c.Result.Authenticated {
+				how = "checksums ok (plaintext segment)"
+			}
+			fmt.Fprintf(a.stdout, "OK   %s: %d blocks, %d entries (logs and payloads), %s\n", c.Path, c.Result.Blocks, c.Result.Records, how)
+		}
+	}
+	fmt.Fprintf(a.stdout, "%d segment(s), %d problem(s)\n", segs, bad)
+	var unauth string
+	switch {
+	case unauthSegs > 0:
+		unauth = fmt.Sprintf("%d segment(s) could not be authenticated: key %s", unauthSegs, strings.Join(keyURIs, ", "))
+	case unauthOther > 0:
+		unauth = fmt.Sprintf("%d tenant manifest(s) could not be authenticated: key %s", unauthOther, strings.Join(keyURIs, ", "))
+	}
+	var unauthErr error
+	if unauth != "" {
+		fmt.Fprintln(a.stdout, unauth)
+		unauthErr = fmt.Errorf("%s: %w", unauth, keyErr)
+	}
+	switch {
+	case bad > 0 && unauthErr != nil:
+		// Corruption decides the exit code (1); the key error is only told.
+		return fmt.Errorf("%d problem(s) found; %v", bad, unauthErr)
+	case bad > 0:
+		return fmt.Errorf("%d problem(s) found", bad)
+	}
+	return unauthErr
 }

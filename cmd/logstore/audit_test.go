@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -33,10 +34,22 @@ func TestAuditVerifyCommand(t *testing.T) {
 	require.Equal(t, 0, r.code, r.stderr)
 	require.Contains(t, r.stdout, "GenerateDataKey")
 
-	// A corrupt last record: exit 1 with the place, and the file kept as it is.
+	// An unknown version is its own error, exit 1, and the store does not
+	// open over it (a newer build wrote it).
 	path := engine.AuditPath(dir)
 	b, err := os.ReadFile(path)
 	require.NoError(t, err)
+	good := append([]byte(nil), b...)
+	b[8] = 9
+	require.NoError(t, os.WriteFile(path, b, 0o600))
+	r = cli(t, dir, "audit", "verify")
+	require.Equal(t, 1, r.code, r.stdout+r.stderr)
+	require.Contains(t, r.stderr, "unknown audit log version")
+
+	// A corrupt last record: the store opens (one flipped byte must not stop
+	// every tenant), the damaged trail is kept unchanged beside the new one,
+	// and verify fails with the place and the manifests' broken anchor.
+	b = good
 	b[len(b)-3] ^= 0x20
 	require.NoError(t, os.WriteFile(path, b, 0o600))
 	r = cli(t, dir, "audit", "verify")
@@ -44,14 +57,10 @@ func TestAuditVerifyCommand(t *testing.T) {
 	require.Contains(t, r.stderr, "corrupt audit log")
 	require.Contains(t, r.stderr, "checksum mismatch")
 	require.Contains(t, r.stdout, "result       BAD")
-	after, err := os.ReadFile(path)
+	aside, err := filepath.Glob(path + ".corrupt-*")
 	require.NoError(t, err)
-	require.Equal(t, b, after, "not cut")
-
-	// An unknown version is its own error, still exit 1.
-	b[8] = 9
-	require.NoError(t, os.WriteFile(path, b, 0o600))
-	r = cli(t, dir, "audit", "verify")
-	require.Equal(t, 1, r.code, r.stdout+r.stderr)
-	require.Contains(t, r.stderr, "unknown audit log version")
+	require.Len(t, aside, 1)
+	after, err := os.ReadFile(aside[0])
+	require.NoError(t, err)
+	require.Equal(t, b, after, "kept as it was, not cut")
 }

@@ -1,0 +1,141 @@
+package engine
+
+import (
+	"math/rand"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/logstore/logstore/internal/vfs"
+	"github.com/logstore/logstore/keys"
+)
+
+// Regression tests for finding 14 of the security review (issue 10):
+// crypto-shredding a tenant destroys every local key its data was wrapped
+// under, never a key another tenant still uses, and tenants cannot be linked
+// to each other's local keys in the first place.
+
+func keyFile(dir, name string) string { return filepath.Join(dir, "keys", name+".key") }
+
+func requireNoFile(t *testing.T, path string) {
+	t.Helper()
+	_, err := os.Stat(path)
+	require.ErrorIs(t, err, os.ErrNotExist, "%s survived", path)
+}
+
+func keptURIs(rep DeleteReport) []string {
+	var out []string
+	for _, k := range rep.KeysKept {
+		out = append(out, k.URI)
+	}
+	return out
+}
+
+func TestDeleteTenantDestroysEveryLocalKeyItsDataWasWrappedUnder(t *testing.T) {
+	dir := t.TempDir()
+	db := openTest(t, vfs.Default, dir, nil)
+	defer db.Close()
+	rng := rand.New(rand.NewSource(141))
+	_, err := db.Append(bg, "acme", genRecords(rng, 10, t0))
+	require.NoError(t, err)
+	_, err = db.Rewrap(bg, "acme", keys.LocalURI("acme-2027"), nil)
+	require.NoError(t, err)
+	_, err = db.Append(bg, "acme", genRecords(rng, 10, t0.Add(1e9)))
+	require.NoError(t, err)
+	// A second rotation: no segment and no configuration names acme-2027
+	// any more, but DEKs were wrapped under it (a backup of a segment
+	// header from last year still opens with it).
+	_, err = db.Rewrap(bg, "acme", keys.LocalURI("acme-2028"), nil)
+	require.NoError(t, err)
+	for _, n := range []string{"acme", "acme-2027", "acme-2028"} {
+		require.FileExists(t, keyFile(dir, n))
+	}
+
+	rep, err := db.DeleteTenant(bg, "acme")
+	require.NoError(t, err)
+	require.ElementsMatch(t, []string{keys.LocalURI("acme"), keys.LocalURI("acme-2027"), keys.LocalURI("acme-2028")}, rep.KeysDestroyed)
+	require.Empty(t, rep.KeysKept)
+	for _, n := range []string{"acme", "acme-2027", "acme-2028"} {
+		requireNoFile(t, keyFile(dir, n))
+	}
+}
+
+// TestDeleteTenantKeepsALocalKeyAnotherTenantUses: tenant acme is linked to
+// local://acme-2027; later a tenant named acme-2027 appears and its data is
+// wrapped under its default key, the same local://acme-2027. Deleting either
+// tenant must not shred the other: the key is kept and reported, and goes
+// with the last tenant using it.
+func TestDeleteTenantKeepsALocalKeyAnotherTenantUses(t *testing.T) {
+	dir := t.TempDir()
+	db := openTest(t, vfs.Default, dir, nil)
+	defer db.Close()
+	rng := rand.New(rand.NewSource(142))
+	shared := keys.LocalURI("acme-2027")
+	_, err := db.LinkKey(bg, "acme", shared)
+	require.NoError(t, err)
+	recs := genRecords(rng, 10, t0)
+	ids, err := db.Append(bg, "acme", recs)
+	require.NoError(t, err)
+	_, err = db.Append(bg, "acme-2027", genRecords(rng, 10, t0))
+	require.NoError(t, err)
+	st, err := db.Stats()
+	require.NoError(t, err)
+	require.Equal(t, []string{shared}, st.Tenants["acme"].KeysInUse)
+	require.Equal(t, []string{shared}, st.Tenants["acme-2027"].KeysInUse)
+
+	rep, err := db.DeleteTenant(bg, "acme-2027")
+	require.NoError(t, err)
+	require.NotContains(t, rep.KeysDestroyed, shared)
+	require.Equal(t, []string{shared}, keptURIs(rep))
+	require.Contains(t, rep.KeysKept[0].Reason, "acme")
+	require.FileExists(t, keyFile(dir, "acme-2027"))
+	db.Keys().Purge()
+	for i, id := range ids {
+		got, err := db.Get(bg, "acme", id, PartAll)
+		require.NoError(t, err, "the other tenant's data must survive")
+		requireSameRecord(t, recs[i], id, got)
+	}
+
+	rep, err = db.DeleteTenant(bg, "acme")
+	require.NoError(t, err)
+	require.Contains(t, rep.KeysDestroyed, shared, "the last tenant using it takes it along")
+	requireNoFile(t, keyFile(dir, "acme-2027"))
+}
+
+func TestLinkKeyRefusesAnotherTenantsLocalKey(t *testing.T) {
+	dir := t.TempDir()
+	db := openTest(t, vfs.Default, dir, nil)
+	defer db.Close()
+	rng := rand.New(rand.NewSource(143))
+	// bob has data under its default key; carol has linked a key but
+	// written nothing yet.
+	_, err := db.Append(bg, "bob", genRecords(rng, 3, t0))
+	require.NoError(t, err)
+	_, err = db.LinkKey(bg, "carol", keys.LocalURI("carol-k1"))
+	require.NoError(t, err)
+
+	for _, uri := range []string{keys.LocalURI("bob"), keys.LocalURI("carol-k1"), keys.LocalURI("carol")} {
+		_, err = db.LinkKey(bg, "acme", uri)
+		require.ErrorIs(t, err, ErrKeyInUse, uri)
+		require.ErrorIs(t, err, ErrKeyValidation, uri)
+		linked, err := db.KeyURI("acme")
+		require.NoError(t, err)
+		require.Empty(t, linked, "a refused link changes nothing")
+		_, err = db.Rewrap(bg, "acme", uri, nil)
+		require.ErrorIs(t, err, ErrKeyInUse, "rewrap links its target first")
+	}
+	// A tenant's own keys, and unclaimed names, are fine; so is
+	// re-linking a key it already uses.
+	for _, uri := range []string{keys.LocalURI("acme"), keys.LocalURI("acme-2027"), keys.LocalURI("acme-2027")} {
+		_, err = db.LinkKey(bg, "acme", uri)
+		require.NoError(t, err, uri)
+	}
+	_, err = db.LinkKey(bg, "bob", keys.LocalURI("bob"))
+	require.NoError(t, err)
+	// acme-2027 is now acme's: bob cannot take it.
+	_, err = db.LinkKey(bg, "bob", keys.LocalURI("acme-2027"))
+	require.ErrorIs(t, err, ErrKeyInUse)
+	require.ErrorContains(t, err, "acme")
+}
