@@ -601,7 +601,7 @@ func (db *DB) openForIndex(tenant string, id [16]byte) (*segment.Reader, error) 
 		return nil, err
 	}
 	if tm := db.manifests.get(tenant); tm != nil && tm.body != nil {
-		if e := tm.body.entry(segHex(id)); e != nil && e.State == segSealed {
+		if e := tm.entry(segHex(id)); e != nil && e.State == segSealed {
 			if err := checkDigest(r, e); err != nil {
 				_ = r.Close()
 				return nil, err

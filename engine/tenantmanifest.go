@@ -41,6 +41,20 @@ type tenantManifest struct {
 	// lost maps a segment id to acknowledged blocks it no longer holds
 	// (reported; what remains is served).
 	lost map[string]error
+	// byID indexes body.Segments by id (built when published), so a Get
+	// does not scan a long segment list.
+	byID map[string]int
+}
+
+// entry returns the published manifest's entry for a segment id, or nil.
+func (tm *tenantManifest) entry(id string) *manifestEntry {
+	if tm.body == nil {
+		return nil
+	}
+	if i, ok := tm.byID[id]; ok {
+		return &tm.body.Segments[i]
+	}
+	return nil
 }
 
 func (m *manifests) get(tenant string) *tenantManifest {
@@ -50,6 +64,12 @@ func (m *manifests) get(tenant string) *tenantManifest {
 }
 
 func (m *manifests) set(tenant string, tm *tenantManifest) {
+	if tm != nil && tm.body != nil {
+		tm.byID = make(map[string]int, len(tm.body.Segments))
+		for i, e := range tm.body.Segments {
+			tm.byID[e.ID] = i
+		}
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if tm == nil {
@@ -277,7 +297,7 @@ func (db *DB) segmentAllowed(tenant string, h segment.Header) error {
 	if err := tm.problems[id]; err != nil {
 		return err
 	}
-	e := tm.body.entry(id)
+	e := tm.entry(id)
 	if e == nil {
 		return fmt.Errorf("%w: segment %s of %s is not in the tenant manifest", ErrSegmentTampered, id, tenant)
 	}

@@ -20,7 +20,7 @@ func (db *DB) manifestCheck(tenant string, r *segment.Reader) error {
 	if tm == nil || tm.body == nil {
 		return nil
 	}
-	e := tm.body.entry(segHex(h.ID))
+	e := tm.entry(segHex(h.ID))
 	if e == nil || e.State != segSealed {
 		return nil
 	}
