@@ -1,0 +1,348 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/logstore/logstore/internal/vfs"
+	"github.com/logstore/logstore/segment"
+)
+
+// Reconciliation of a tenant's segment files with its manifest, run by Open
+// (recoverTenant) and by the writer when a tenant's key becomes usable again.
+// docs/format/manifest.md has the rules as a table.
+
+// reconcile checks the segment files against the verified manifest body,
+// records per-segment problems, finishes what a crash interrupted, and
+// writes the manifest back if anything changed.
+func (db *DB) reconcile(ctx context.Context, tenant string, body *manifestBody, mk []byte, files [][16]byte, rep *RecoveryReport) error {
+	next := body.clone()
+	problems, lost := map[string]error{}, map[string]error{}
+	used := map[string]bool{}
+	changed := false
+	var good [][16]byte
+	present := map[string]bool{}
+	for _, id := range files {
+		hexID := segHex(id)
+		present[hexID] = true
+		e := next.entry(hexID)
+		if e == nil {
+			uri, err := db.unlistedSegment(tenant, id, rep)
+			if err != nil {
+				problems[hexID] = err
+			}
+			if uri != "" {
+				// Its key counts too: a manifest forged to list none of the
+				// tenant's real segments must still prove it holds their keys.
+				used[uri] = true
+			}
+			continue
+		}
+		c, keyURI, err := db.reconcileSegment(tenant, id, e, rep)
+		changed = changed || c
+		if keyURI != "" {
+			used[keyURI] = true
+		}
+		if e.State == segDeleting {
+			continue
+		}
+		if err != nil && c && errors.Is(err, ErrSegmentLoss) {
+			// A crashed writer's segment kept fewer blocks than recorded:
+			// what remains is authentic and served; the loss is reported.
+			lost[hexID] = err
+		} else if err != nil {
+			problems[hexID] = err
+			continue
+		}
+		good = append(good, id)
+	}
+	kept := next.Segments[:0]
+	for _, e := range next.Segments {
+		switch {
+		case present[e.ID] && e.State != segDeleting:
+		case e.State == segDeleting:
+			changed = true // retention finished removing it
+			continue
+		default:
+			problems[e.ID] = fmt.Errorf("%w: segment %s (%s, %d blocks, %d bytes) is gone", ErrSegmentLoss, e.ID, e.State, e.Blocks, e.Size)
+		}
+		kept = append(kept, e)
+	}
+	next.Segments = kept
+	for _, m := range []map[string]error{problems, lost} {
+		for id, err := range m {
+			rep.Damaged = append(rep.Damaged, fmt.Sprintf("tenant %s segment %s: %v", tenant, id, err))
+		}
+	}
+	if err := db.checkWraps(ctx, tenant, next, mk, used); err != nil {
+		db.manifests.set(tenant, &tenantManifest{damaged: err})
+		return err
+	}
+	db.manifests.set(tenant, &tenantManifest{body: next.clone(), problems: problems, lost: lost})
+	if changed {
+		if err := db.commitManifest(ctx, tenant, next); err != nil {
+			rep.Unverified = append(rep.Unverified, fmt.Sprintf("tenant %s: manifest update deferred: %v", tenant, err))
+		}
+	}
+	return db.syncIndex(tenant, good, false, rep, problems)
+}
+
+// reconcileSegment checks one listed segment file. A sealed segment must
+// match its entry exactly; an active one (a crashed writer's) is truncated
+// to its last valid block and sealed, and the entry updated. It returns
+// whether the entry changed and the key URI of the file's active slot.
+func (db *DB) reconcileSegment(tenant string, id [16]byte, e *manifestEntry, rep *RecoveryReport) (bool, string, error) {
+	path := db.segPath(tenant, id)
+	switch e.State {
+	case segDeleting:
+		db.readers.invalidate(path)
+		if err := db.fs.Remove(path); err != nil && !errors.Is(err, vfs.ErrNotExist) {
+			return false, "", err
+		}
+		return true, "", nil
+	case segSealed:
+		r, err := db.openListed(tenant, id, e)
+		if err != nil && db.resealed(tenant, id, e) {
+			r, err = db.openListed(tenant, id, e)
+		}
+		if err != nil {
+			return false, "", err
+		}
+		uri := r.Header().Slot.KeyURI
+		_ = r.Close()
+		return false, uri, nil
+	}
+	res, rerr := segment.Recover(path, db.readOpts(tenant))
+	if rerr != nil {
+		return false, "", fmt.Errorf("%w: active segment %s cannot be recovered: %w", ErrSegmentTampered, segHex(id), rerr)
+	}
+	if res.Sealed {
+		rep.SegmentsSealed++
+		rep.TruncatedBytes += res.TruncatedBytes
+	}
+	r, err := segment.Open(path, db.readOpts(tenant))
+	if err != nil {
+		return false, "", err
+	}
+	defer r.Close()
+	if err := checkIdentity(r.Header(), id, e); err != nil {
+		return false, "", err
+	}
+	var loss error
+	if n := len(r.Blocks()); n < e.Blocks {
+		loss = fmt.Errorf("%w: segment %s holds %d blocks, %d were recorded", ErrSegmentLoss, e.ID, n, e.Blocks)
+	}
+	if err := sealEntry(r, e); err != nil {
+		return false, "", err
+	}
+	return true, r.Header().Slot.KeyURI, loss
+}
+
+// resealed handles a sealed segment whose footer did not reach the disk
+// (the manifest was written after the footer's fsync, so only a file system
+// that lost a synced write gets here): the footer is a function of the
+// blocks, so Recover writes it again, and the digest proves the result is
+// byte for byte what the manifest recorded. Anything else stays refused.
+func (db *DB) resealed(tenant string, id [16]byte, e *manifestEntry) bool {
+	path := db.segPath(tenant, id)
+	r, err := segment.Open(path, db.readOpts(tenant))
+	if err != nil {
+		return false
+	}
+	unsealed := !r.Sealed() && len(r.Blocks()) == e.Blocks
+	_ = r.Close()
+	if !unsealed {
+		return false
+	}
+	if _, err := segment.Recover(path, db.readOpts(tenant)); err != nil {
+		return false
+	}
+	if r, err = segment.Open(path, db.readOpts(tenant)); err != nil {
+		return false
+	}
+	defer r.Close()
+	return checkDigest(r, e) == nil
+}
+
+// openListed opens a sealed, listed segment and checks it against its entry:
+// exact size (shorter is loss, anything else tampering), identity, version,
+// cipher suite and key-slot generation. The digest is checked where the
+// whole file is read anyway (Verify, reindex).
+func (db *DB) openListed(tenant string, id [16]byte, e *manifestEntry) (*segment.Reader, error) {
+	r, err := segment.Open(db.segPath(tenant, id), db.readOpts(tenant))
+	if err != nil {
+		return nil, fmt.Errorf("%w: segment %s: %w", ErrSegmentTampered, e.ID, err)
+	}
+	fail := func(err error) (*segment.Reader, error) { _ = r.Close(); return nil, err }
+	if err := checkIdentity(r.Header(), id, e); err != nil {
+		return fail(err)
+	}
+	if size := r.Size(); size != e.Size {
+		kind := ErrSegmentTampered
+		if size < e.Size {
+			kind = ErrSegmentLoss
+		}
+		return fail(fmt.Errorf("%w: segment %s is %d bytes, the manifest recorded %d", kind, e.ID, size, e.Size))
+	}
+	if !r.Sealed() || len(r.Blocks()) != e.Blocks {
+		return fail(fmt.Errorf("%w: segment %s: sealed=%v with %d blocks, the manifest recorded a sealed segment of %d", ErrSegmentTampered,
+			e.ID, r.Sealed(), len(r.Blocks()), e.Blocks))
+	}
+	return r, nil
+}
+
+func checkIdentity(h segment.Header, id [16]byte, e *manifestEntry) error {
+	switch {
+	case h.ID != id:
+		return fmt.Errorf("%w: file %s.lss holds segment %s", ErrSegmentTampered, e.ID, segHex(h.ID))
+	case h.Version != e.Version:
+		return fmt.Errorf("%w: segment %s has format version %d, the manifest recorded %d", ErrSegmentTampered, e.ID, h.Version, e.Version)
+	case h.Cipher != segment.CipherAES256GCM:
+		return fmt.Errorf("%w: segment %s has cipher suite %s", ErrSegmentTampered, e.ID, h.Cipher)
+	case h.Slot.Generation < e.KeyGen || (h.Version < segment.Version2 && h.Slot.Generation != e.KeyGen):
+		return fmt.Errorf("%w: segment %s has key slot generation %d, the manifest recorded %d", ErrKeySlotRollback, e.ID, h.Slot.Generation, e.KeyGen)
+	}
+	return nil
+}
+
+// sealEntry records a sealed segment's final shape in its manifest entry.
+func sealEntry(r *segment.Reader, e *manifestEntry) error {
+	if !r.Sealed() {
+		return fmt.Errorf("%w: segment %s has no footer on disk", ErrSegmentTampered, segHex(r.Header().ID))
+	}
+	d, err := r.Digest()
+	if err != nil {
+		return err
+	}
+	h := r.Header()
+	e.State, e.Size, e.Blocks, e.Records, e.Digest = segSealed, r.Size(), len(r.Blocks()), 0, d[:]
+	e.Version, e.KeyURI, e.KeyGen = h.Version, h.Slot.KeyURI, h.Slot.Generation
+	for _, b := range r.Blocks() {
+		e.Records += b.Records
+	}
+	return nil
+}
+
+// unlistedSegment handles a segment file the manifest does not list. A new
+// segment's file is created before the manifest names it, so a crash in
+// between leaves a header with no block: that debris is removed. Anything
+// else was not written by this store (or the manifest was rolled back): it
+// is refused, reported, and not indexed.
+func (db *DB) unlistedSegment(tenant string, id [16]byte, rep *RecoveryReport) (string, error) {
+	path := db.segPath(tenant, id)
+	r, err := segment.Open(path, db.readOpts(tenant))
+	if err != nil {
+		return "", fmt.Errorf("%w: segment %s is not in the manifest: %w", ErrSegmentTampered, segHex(id), err)
+	}
+	h, blocks, tail, sealed := r.Header(), len(r.Blocks()), r.TailError(), r.Sealed()
+	_ = r.Close()
+	if h.Version >= segment.Version2 && h.ID == id && blocks == 0 && tail == nil && !sealed {
+		rep.DebrisRemoved++
+		return "", db.fs.Remove(path)
+	}
+	return h.Slot.KeyURI, fmt.Errorf("%w: segment %s (%d blocks) is not in the tenant manifest", ErrSegmentTampered, segHex(id), blocks)
+}
+
+// recoverUnmanifested handles a tenant without a manifest. With no segment,
+// it is a new tenant. With a version-2 segment, the manifest was deleted:
+// the key binding is unknown, so the tenant refuses writes (never falling
+// back to a new local key) until an operator links its key again. With only
+// version-1 segments, it is a store from before manifests: it is recovered
+// as before and adopted (a manifest is written) when its key is usable.
+func (db *DB) recoverUnmanifested(ctx context.Context, tenant string, files [][16]byte, rep *RecoveryReport) error {
+	if len(files) == 0 {
+		return nil
+	}
+	for _, id := range files {
+		r, err := segment.Open(db.segPath(tenant, id), db.readOpts(tenant))
+		if err != nil {
+			continue // reported by the legacy recovery below or by Verify
+		}
+		v := r.Header().Version
+		_ = r.Close()
+		if v >= segment.Version2 {
+			err := fmt.Errorf("%w: %s has version-2 segments but no manifest; run `logstore keys link --tenant %s --key URI` to re-attest its segments",
+				ErrManifestMissing, tenant, tenant)
+			db.manifests.set(tenant, &tenantManifest{damaged: err})
+			return err
+		}
+	}
+	if err := db.syncIndex(tenant, files, true, rep, nil); err != nil {
+		return err
+	}
+	if err := db.adoptLegacy(ctx, tenant, files); err != nil {
+		rep.Unverified = append(rep.Unverified, fmt.Sprintf("tenant %s: not adopted yet: %v", tenant, err))
+		return nil
+	}
+	rep.TenantsAdopted++
+	return nil
+}
+
+// adoptLegacy writes the first manifest of a tenant written before
+// manifests: bound to the key its index configuration named, else to the key
+// of its newest segment (never to a new local key).
+func (db *DB) adoptLegacy(ctx context.Context, tenant string, files [][16]byte) error {
+	uri := ""
+	if cfg, err := db.loadLegacyConfig(tenant); err == nil {
+		uri = cfg.KeyURI
+	}
+	var newest segment.Header
+	for _, id := range files {
+		r, err := segment.Open(db.segPath(tenant, id), db.readOpts(tenant))
+		if err != nil {
+			continue
+		}
+		if h := r.Header(); h.Created.After(newest.Created) {
+			newest = h
+		}
+		_ = r.Close()
+	}
+	if uri == "" {
+		uri = newest.Slot.KeyURI
+	}
+	if uri == "" {
+		return fmt.Errorf("%w: no key to bind %s to", ErrNoKey, tenant)
+	}
+	body, err := db.newManifestBody(ctx, tenant, keyBinding{URI: uri, LinkedAt: db.opts.Now().UTC()})
+	if err != nil {
+		return err
+	}
+	if cfg, err := db.loadLegacyConfig(tenant); err == nil {
+		body.Retention = cfg.Retention
+	}
+	if _, err := db.attest(tenant, files, body); err != nil {
+		return err
+	}
+	return db.commitManifest(ctx, tenant, body)
+}
+
+// attest lists every segment file of tenant in body as sealed, recovering
+// (sealing) unsealed ones first. It is how a store from before manifests is
+// adopted and how an operator re-attests a tenant whose manifest was lost
+// (LinkKey); files that cannot be read are skipped and returned.
+func (db *DB) attest(tenant string, files [][16]byte, body *manifestBody) ([]string, error) {
+	var skipped []string
+	body.Segments = body.Segments[:0]
+	for _, id := range files {
+		path := db.segPath(tenant, id)
+		if _, err := segment.Recover(path, db.readOpts(tenant)); err != nil {
+			skipped = append(skipped, fmt.Sprintf("%s: %v", segHex(id), err))
+			continue
+		}
+		r, err := segment.Open(path, db.readOpts(tenant))
+		if err != nil {
+			skipped = append(skipped, fmt.Sprintf("%s: %v", segHex(id), err))
+			continue
+		}
+		e := manifestEntry{ID: segHex(id)}
+		err = sealEntry(r, &e)
+		_ = r.Close()
+		if err != nil {
+			return skipped, err
+		}
+		body.Segments = append(body.Segments, e)
+		db.readers.invalidate(path)
+	}
+	return skipped, nil
+}
