@@ -399,7 +399,12 @@ func (db *DB) keyURIFor(ts *tenantState) (uri string, auto bool, err error) {
 	if db.opts.RequireLinkedKey || db.local == nil {
 		return "", false, fmt.Errorf("%w: tenant %s has no key: run `logstore keys link --tenant %s --key URI`", ErrNoKey, ts.name, ts.name)
 	}
-	return keys.LocalURI(ts.name), true, nil
+	def := keys.LocalURI(ts.name)
+	if err := db.checkKeyNotShared(ts.name, def); err != nil {
+		// Another tenant linked a key of this name: never share it.
+		return "", false, fmt.Errorf("%w: tenant %s has no key and its default %s is another tenant's: %w", ErrNoKey, ts.name, def, err)
+	}
+	return def, true, nil
 }
 
 // ensureSegment makes sure ts has an active segment that may take writes:

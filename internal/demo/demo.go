@@ -147,7 +147,10 @@ func Run(ctx context.Context, dir string, out io.Writer) (err error) {
 	}
 	bad := 0
 	for _, c := range checks {
-		bad += len(c.Result.Problems)
+		bad += len(c.Result.Problems) + len(c.IndexProblems)
+		if c.OpenErr != nil || c.KeyErr != nil {
+			bad++
+		}
 	}
 	fmt.Fprintf(out, "\n== 4. verify: %d segment(s) checked, every block authenticated, %d problem(s)\n", len(checks), bad)
 	fmt.Fprintf(out, "   data directory: %s (try: logstore --dir %s query --tenant %s --since 1h --where 'status = 5xx')\n", dir, dir, Tenant)
