@@ -72,9 +72,13 @@ func (db *DB) ApplyRetention(ctx context.Context) (RetentionReport, error) {
 		if err != nil {
 			return rep, err
 		}
+		tm := db.manifests.get(t)
 		for id, st := range states {
 			if !st.Sealed || st.MaxTime.IsZero() && st.Records > 0 || !st.MaxTime.Before(cutoff) {
 				continue
+			}
+			if !expiredInManifest(tm, id, cutoff) {
+				continue // the index says expired, the authenticated manifest does not
 			}
 			var derr error
 			if err := db.control(ctx, func() { derr = db.deleteSegment(t, id, st) }); err != nil {
@@ -89,6 +93,17 @@ func (db *DB) ApplyRetention(ctx context.Context) (RetentionReport, error) {
 		}
 	}
 	return rep, nil
+}
+
+// expiredInManifest reports whether the manifest (when the tenant has one)
+// agrees that segment id is sealed and holds nothing newer than cutoff, so
+// an edited index cannot make retention delete live data.
+func expiredInManifest(tm *tenantManifest, id [16]byte, cutoff time.Time) bool {
+	if tm == nil || tm.body == nil {
+		return tm == nil // a store without manifests (plaintext, not yet adopted)
+	}
+	e := tm.entry(segHex(id))
+	return e != nil && e.State == segSealed && (e.Records == 0 || time.Unix(0, e.MaxTime).Before(cutoff))
 }
 
 // deleteSegment removes a sealed segment's index entries, then its file.

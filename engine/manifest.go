@@ -126,6 +126,9 @@ type manifestEntry struct {
 	KeyURI  string `json:"key_uri,omitempty"`
 	KeyGen  uint64 `json:"key_gen,omitempty"`
 	Digest  []byte `json:"digest,omitempty"` // sealed: segment.Reader.Digest
+	// MaxTime is the newest record's time (unix ns) in a sealed segment:
+	// retention decides by it, not by the editable index.
+	MaxTime int64 `json:"max_time,omitempty"`
 }
 
 type auditAnchor struct {

@@ -218,8 +218,10 @@ func sealEntry(r *segment.Reader, e *manifestEntry) error {
 	h := r.Header()
 	e.State, e.Size, e.Blocks, e.Records, e.Digest = segSealed, r.Size(), len(r.Blocks()), 0, d[:]
 	e.Version, e.KeyURI, e.KeyGen = h.Version, h.Slot.KeyURI, h.Slot.Generation
+	e.MaxTime = 0
 	for _, b := range r.Blocks() {
 		e.Records += b.Records
+		e.MaxTime = max(e.MaxTime, b.MaxTime)
 	}
 	return nil
 }
