@@ -21,7 +21,7 @@ var combinedRE = regexp.MustCompile(`^(\S+) (\S+) (\S+) \[([^\]]+)\] "((?:[^"\\]
 const combinedTime = "02/Jan/2006:15:04:05 -0700"
 
 func readCombined(r io.Reader, name string, emit func(engine.Record) error, bad func(error) error) error {
-	return readLines(r, name, 1<<20, func(line []byte) (engine.Record, error) { return combinedRecord(string(line)) }, emit, bad)
+	return readLines(r, name, MaxCombinedLineBytes, func(line []byte) (engine.Record, error) { return combinedRecord(string(line)) }, emit, bad)
 }
 
 func unquote(s string) string { return strings.ReplaceAll(strings.ReplaceAll(s, `\"`, `"`), `\\`, `\`) }
@@ -32,19 +32,19 @@ func combinedRecord(line string) (engine.Record, error) {
 	}
 	m := combinedRE.FindStringSubmatch(line)
 	if m == nil {
-		return engine.Record{}, fmt.Errorf("not a combined log line: %.60q", line)
+		return engine.Record{}, fmt.Errorf("not a combined log line (%s)", withheld)
 	}
 	t, err := time.Parse(combinedTime, m[4])
 	if err != nil {
-		return engine.Record{}, fmt.Errorf("time [%s] is not %s", m[4], combinedTime)
+		return engine.Record{}, fmt.Errorf("time: not in the form [%s] (%s)", combinedTime, withheld)
 	}
 	reqLine := strings.Fields(unquote(m[5]))
 	if len(reqLine) < 2 {
-		return engine.Record{}, fmt.Errorf("request line %q is not METHOD TARGET [PROTOCOL]", m[5])
+		return engine.Record{}, fmt.Errorf("request line: not METHOD TARGET [PROTOCOL] (%s)", withheld)
 	}
 	u, err := url.ParseRequestURI(reqLine[1])
 	if err != nil {
-		return engine.Record{}, fmt.Errorf("request target %q: %v", reqLine[1], err)
+		return engine.Record{}, fmt.Errorf("request target: invalid (%s): %s", withheld, urlProblem(err))
 	}
 	rec := engine.Record{Time: t, Method: reqLine[0], Path: u.EscapedPath(), Query: u.RawQuery, ClientIP: m[1], ResponseSource: "upstream"}
 	if m[3] != "-" {

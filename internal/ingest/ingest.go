@@ -2,6 +2,12 @@
 // the engine's record schema, and Apache/nginx combined access logs. Every
 // decoder reports the place of a malformed entry (file:line or HAR entry
 // index) and never panics on bad input.
+//
+// Inputs are streamed, one HAR entry or one line at a time, so memory is
+// bounded whatever the input size (limits.go: entry and line sizes, headers
+// and encoded size per record). Error messages name the place, the field and
+// the kind of problem but never a value from the input, which may hold
+// sealed fields (redact.go).
 package ingest
 
 import (
@@ -44,6 +50,10 @@ var (
 	ErrUnknownFormat = errors.New("logstore/ingest: unrecognised input format")
 	// ErrUsage: bad options.
 	ErrUsage = errors.New("logstore/ingest: invalid options")
+	// ErrTooLarge: an entry or line over the ingest limits (limits.go); it
+	// comes inside an *EntryError naming the place, so it is also an
+	// ErrMalformed, and SkipInvalid skips it.
+	ErrTooLarge = errors.New("logstore/ingest: entry over the ingest limits")
 )
 
 // EntryError locates a malformed entry.
@@ -77,7 +87,8 @@ type Options struct {
 	Session string
 	// SkipInvalid counts malformed entries and goes on (default: stop at the first).
 	SkipInvalid bool
-	// BatchSize is how many records go into one Append (default 500).
+	// BatchSize is how many records go into one Append (default 500); a
+	// batch is appended earlier when its records reach 8 MiB.
 	BatchSize int
 	// Progress, if set, is called after each stored batch with the totals.
 	Progress func(Progress)
@@ -125,6 +136,7 @@ func Ingest(ctx context.Context, db Appender, name string, r io.Reader, o Option
 	}
 	cr := &countingReader{r: br}
 	var batch []engine.Record
+	batchBytes := 0
 	flush := func() error {
 		if len(batch) == 0 {
 			return nil
@@ -133,7 +145,8 @@ func Ingest(ctx context.Context, db Appender, name string, r io.Reader, o Option
 			return err
 		}
 		res.Stored += len(batch)
-		batch = batch[:0]
+		clear(batch) // drop the bodies now, not when the slots are reused
+		batch, batchBytes = batch[:0], 0
 		if o.Progress != nil {
 			o.Progress(Progress{Records: res.Stored, Bytes: cr.n})
 		}
@@ -143,11 +156,15 @@ func Ingest(ctx context.Context, db Appender, name string, r io.Reader, o Option
 		if rec.SessionID == "" {
 			rec.SessionID = o.Session
 		}
+		if err := checkRecord(&rec); err != nil {
+			return errInvalid{err}
+		}
 		if err := rec.Validate(); err != nil {
 			return errInvalid{err}
 		}
 		batch = append(batch, rec)
-		if len(batch) >= o.BatchSize {
+		batchBytes += encodedSizeBound(&rec)
+		if len(batch) >= o.BatchSize || batchBytes >= maxBatchBytes {
 			return flush()
 		}
 		return nil
@@ -225,38 +242,43 @@ func Detect(head []byte) (Format, error) {
 	if combinedRE.Match(line) {
 		return FormatCombined, nil
 	}
-	return "", fmt.Errorf("%w: not HAR, JSONL or a combined access log (first bytes %q)", ErrUnknownFormat, truncate(line, 40))
-}
-
-func truncate(b []byte, n int) []byte {
-	if len(b) > n {
-		return b[:n]
-	}
-	return b
+	return "", fmt.Errorf("%w: not HAR, JSONL or a combined access log (the first line is withheld: it may hold sealed fields)", ErrUnknownFormat)
 }
 
 // readLines runs parse on every non-blank line (a BOM on the first is
-// dropped) and reports failures at file:line.
+// dropped) and reports failures at file:line. A line longer than max bytes
+// is an ErrTooLarge at its line (skipped with SkipInvalid) and never held in
+// memory beyond max.
 func readLines(r io.Reader, name string, max int, parse func([]byte) (engine.Record, error), emit func(engine.Record) error, bad func(error) error) error {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 64<<10), max)
-	for line := 1; sc.Scan(); line++ {
-		b := sc.Bytes()
+	br := bufio.NewReaderSize(r, 64<<10)
+	var buf []byte
+	for line := 1; ; line++ {
+		b, tooLong, rerr := readLine(br, &buf, max)
+		if rerr != nil && rerr != io.EOF {
+			return rerr
+		}
+		if rerr == io.EOF && len(b) == 0 && !tooLong {
+			return nil
+		}
 		if line == 1 {
 			b = bytes.TrimPrefix(b, bom)
 		}
-		if len(bytes.TrimSpace(b)) == 0 {
-			continue
-		}
-		rec, err := parse(b)
-		if err == nil {
-			err = emit(rec)
-			var ie errInvalid
-			if err != nil && !errors.As(err, &ie) {
-				return err // the store failed: stop
-			}
-			if err != nil {
-				err = ie.error
+		var err error
+		switch {
+		case tooLong:
+			err = fmt.Errorf("%w: the line is longer than %d bytes", ErrTooLarge, max)
+		case len(bytes.TrimSpace(b)) == 0:
+		default:
+			var rec engine.Record
+			if rec, err = parse(b); err == nil {
+				err = emit(rec)
+				var ie errInvalid
+				if err != nil && !errors.As(err, &ie) {
+					return err // the store failed: stop
+				}
+				if err != nil {
+					err = ie.error
+				}
 			}
 		}
 		if err != nil {
@@ -264,12 +286,41 @@ func readLines(r io.Reader, name string, max int, parse func([]byte) (engine.Rec
 				return err
 			}
 		}
-	}
-	if err := sc.Err(); err != nil {
-		if errors.Is(err, bufio.ErrTooLong) {
-			return &EntryError{File: name, Entry: -1, Err: fmt.Errorf("a line is longer than %d bytes", max)}
+		if rerr == io.EOF {
+			return nil
 		}
-		return err
 	}
-	return nil
+}
+
+// readLine reads one line without its end (\n or \r\n) into *buf, keeping at
+// most max bytes: a longer line is read to its end and reported tooLong.
+func readLine(br *bufio.Reader, buf *[]byte, max int) (line []byte, tooLong bool, err error) {
+	if cap(*buf) > 1<<20 {
+		*buf = nil // a long line's buffer is not kept for the short ones after it
+	}
+	*buf = (*buf)[:0]
+	for {
+		chunk, err := br.ReadSlice('\n')
+		if !tooLong {
+			if len(*buf)+len(chunk) > max+2 { // room for the line end
+				tooLong, *buf = true, nil
+			} else {
+				*buf = append(*buf, chunk...)
+			}
+		}
+		if err == bufio.ErrBufferFull {
+			continue
+		}
+		b := *buf
+		if len(b) > 0 && b[len(b)-1] == '\n' {
+			b = b[:len(b)-1]
+			if len(b) > 0 && b[len(b)-1] == '\r' {
+				b = b[:len(b)-1]
+			}
+		}
+		if len(b) > max {
+			tooLong, b = true, nil
+		}
+		return b, tooLong, err
+	}
 }
