@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"syscall"
 
+	"github.com/logstore/logstore/internal/vfs"
 	"github.com/logstore/logstore/keys"
 )
 
@@ -54,15 +56,16 @@ func (db *DB) auditAnchors(ctx context.Context) ([]keys.AuditHead, error) {
 
 // openAudit opens the audit trail. A trail that is corrupt (a record edited,
 // removed from the middle, reordered) is evidence, not something to append
-// to: it is moved aside unchanged to keys.log.corrupt-UNIXNANO, a new chain
+// to (and neither is a pipe or directory planted in its place): it is moved aside unchanged to keys.log.corrupt-UNIXNANO, a new chain
 // is started, and Open reports both in Recovery().Damaged. VerifyAudit then
 // reports the manifests' anchors that the new chain does not meet until each
 // tenant's manifest is written again. Refusing to open instead would let one
 // flipped byte stop every tenant.
 func (db *DB) openAudit() (*keys.AuditLog, error) {
 	a, err := keys.OpenAuditLog(db.fs, db.auditPath())
-	if err == nil || !errors.Is(err, keys.ErrAuditCorrupt) {
-		return a, err
+	unusable := errors.Is(err, keys.ErrAuditCorrupt) || errors.Is(err, vfs.ErrNotRegular) || errors.Is(err, syscall.EISDIR)
+	if err == nil || !unusable {
+		return a, err // an unknown version is a newer build's: never set aside
 	}
 	aside := fmt.Sprintf("%s.corrupt-%d", db.auditPath(), db.opts.Now().UnixNano())
 	if rerr := db.fs.Rename(db.auditPath(), aside); rerr != nil {

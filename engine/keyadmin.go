@@ -236,7 +236,7 @@ func (db *DB) rewrapSegment(ctx context.Context, tenant string, id [16]byte, toU
 	if h.Cipher == segment.CipherNone {
 		return true, nil
 	}
-	if err := db.segmentAllowed(tenant, h); err != nil {
+	if err := db.segmentAllowed(tenant, path, h); err != nil {
 		return false, err // never re-key a segment the manifest does not vouch for
 	}
 	ec := keys.SegmentContext(tenant, segHex(id))

@@ -43,7 +43,7 @@ func (c *readerCache) acquire(path, tenant string) (*segment.Reader, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := c.db.segmentAllowed(tenant, r.Header()); err != nil {
+	if err := c.db.segmentAllowed(tenant, path, r.Header()); err != nil {
 		_ = r.Close()
 		return nil, err
 	}

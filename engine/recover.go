@@ -128,6 +128,17 @@ func (db *DB) syncIndex(tenant string, files [][16]byte, recoverFirst bool, rep 
 		case st.Blocks > n:
 			ahead = true
 		case st.Blocks < n || !st.Sealed && r.Sealed():
+			// Metadata about to be indexed without a key: a sealed segment
+			// must match its manifest digest first.
+			if tm := db.manifests.get(tenant); tm != nil {
+				if e := tm.entry(segHex(id)); e != nil && e.State == segSealed {
+					if err := checkDigest(r, e); err != nil {
+						rep.Damaged = append(rep.Damaged, fmt.Sprintf("tenant %s segment %s: %v", tenant, segHex(id), err))
+						_ = r.Close()
+						continue
+					}
+				}
+			}
 			replayed, err := db.indexBlocks(r, st, st.Blocks)
 			rep.BlocksReplayed += replayed
 			if err != nil {
@@ -262,7 +273,7 @@ func (db *DB) openForIndex(tenant string, id [16]byte) (*segment.Reader, error) 
 	if err != nil {
 		return nil, err
 	}
-	if err := db.segmentAllowed(tenant, r.Header()); err != nil {
+	if err := db.segmentAllowed(tenant, r.Path(), r.Header()); err != nil {
 		_ = r.Close()
 		return nil, err
 	}

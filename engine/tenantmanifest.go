@@ -86,7 +86,10 @@ func (db *DB) manifestPath(tenant string) string {
 // readManifest reads and authenticates a tenant's manifest, returning the
 // body and the manifest key (zero it). vfs.ErrNotExist: there is none.
 func (db *DB) readManifest(ctx context.Context, tenant string) (*manifestBody, []byte, error) {
-	raw, err := vfs.ReadFile(db.fs, db.manifestPath(tenant))
+	raw, err := vfs.ReadFileLimit(db.fs, db.manifestPath(tenant), manifestHeaderLen+manifestMaxBody+manifestMACLen+4)
+	if errors.Is(err, vfs.ErrTooLarge) || errors.Is(err, vfs.ErrNotRegular) {
+		return nil, nil, fmt.Errorf("%w: %s: %w", ErrManifestCorrupt, tenant, err)
+	}
 	if err != nil {
 		return nil, nil, err
 	}
@@ -279,7 +282,11 @@ func (db *DB) recordManifestSeq(tenant string, seq uint64) {
 // problem, with the key-slot generation the manifest recorded (version 1
 // slots: exactly; version 2 slots carry a MAC, so a newer generation is a
 // rewrap whose manifest update a crash interrupted).
-func (db *DB) segmentAllowed(tenant string, h segment.Header) error {
+func (db *DB) segmentAllowed(tenant, path string, h segment.Header) error {
+	if id, ok := segmentIDOfPath(path); !ok || id != h.ID {
+		// A copy under another name would borrow that name's manifest entry.
+		return fmt.Errorf("%w: %s holds segment %s", ErrSegmentTampered, path, segHex(h.ID))
+	}
 	if db.opts.Plaintext {
 		return nil
 	}

@@ -13,7 +13,7 @@ import (
 // must still have the digest the manifest recorded.
 func (db *DB) manifestCheck(tenant string, r *segment.Reader) error {
 	h := r.Header()
-	if err := db.segmentAllowed(tenant, h); err != nil {
+	if err := db.segmentAllowed(tenant, r.Path(), h); err != nil {
 		return err
 	}
 	tm := db.manifests.get(tenant)

@@ -521,11 +521,15 @@ func createAuditLog(fs vfs.FS, path string, pred *[32]byte) error {
 	return vfs.WriteFileAtomic(fs, path, hdr[:])
 }
 
+// auditV1MaxFile bounds the version-1 logs read whole (migration and the
+// predecessor check), so a planted huge file cannot exhaust memory.
+const auditV1MaxFile = 1 << 30
+
 // migrateAuditV1 moves the version-1 log at path aside (torn tail cut) and
 // replaces it by a version-2 log continuing it. A crash in between leaves the
 // version-1 log in place, and the next open does it again.
 func migrateAuditV1(fs vfs.FS, path string) error {
-	b, err := vfs.ReadFile(fs, path)
+	b, err := vfs.ReadFileLimit(fs, path, auditV1MaxFile)
 	if err != nil {
 		return err
 	}
@@ -732,7 +736,7 @@ func verifyAudit(fs vfs.FS, path string, r io.ReaderAt, size int64, anchors []Au
 // file is ErrAuditTruncated.
 func readAuditPredecessor(fs vfs.FS, path string, sum [32]byte, fn func(AuditEvent)) (*AuditPredecessor, error) {
 	p := &AuditPredecessor{Path: auditPredecessorPath(path, sum), SHA256: sum}
-	b, err := vfs.ReadFile(fs, p.Path)
+	b, err := vfs.ReadFileLimit(fs, p.Path, auditV1MaxFile)
 	if errors.Is(err, vfs.ErrNotExist) {
 		return p, truncatedf("the version-1 log this log continues (%s) is missing", p.Path)
 	}

@@ -137,7 +137,10 @@ func (l *Local) loadLocked(name string, create bool) (*localKey, error) {
 		return k, nil
 	}
 	p := l.path(name)
-	b, err := vfs.ReadFile(l.opts.FS, p)
+	b, err := vfs.ReadFileLimit(l.opts.FS, p, 4096) // a key file is 56 bytes: never read a planted huge one whole
+	if errors.Is(err, vfs.ErrTooLarge) || errors.Is(err, vfs.ErrNotRegular) {
+		return nil, fmt.Errorf("%w: %s: %w", ErrCorruptKeyFile, p, err)
+	}
 	switch {
 	case err == nil:
 		k, err := decodeLocalKey(b, p)

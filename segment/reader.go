@@ -126,6 +126,9 @@ func (r *Reader) loadFooter() error {
 	if off < HeaderSize || flen < 12 || off+flen != r.size-trailerSize || (flen-12)%footerEntry != 0 {
 		return corruptf(ErrCorrupt, r.path, r.size-trailerSize, -1, "trailer points outside the file")
 	}
+	if err := r.checkFooterHead(off, flen); err != nil {
+		return err
+	}
 	b := make([]byte, flen)
 	if _, err := r.f.ReadAt(b, off); err != nil {
 		return err
@@ -163,6 +166,23 @@ func (r *Reader) loadFooter() error {
 
 var errNoTrailer = errors.New("no trailer")
 
+// checkFooterHead reads a footer's magic and block count before the footer
+// is read whole: the count must match the length, and fit the blocks that
+// the bytes before the footer can hold, so a planted trailer cannot make a
+// reader allocate gigabytes.
+func (r *Reader) checkFooterHead(off, flen int64) error {
+	var h [8]byte
+	if _, err := r.f.ReadAt(h[:], off); err != nil {
+		return err
+	}
+	n := int64(binary.LittleEndian.Uint32(h[4:]))
+	maxBlocks := (off - HeaderSize) / (frameHdrSize + frameCRCSize)
+	if string(h[:4]) != footerMagic || 12+n*footerEntry != flen || n > maxBlocks {
+		return corruptf(ErrCorrupt, r.path, off, -1, "footer header does not match its length")
+	}
+	return nil
+}
+
 // scan walks the frames from the header to the first invalid one.
 func (r *Reader) scan() {
 	off := int64(HeaderSize)
@@ -189,7 +209,7 @@ func (r *Reader) scan() {
 // off: a sealed segment whose trailer was damaged is still fully readable.
 func (r *Reader) isFooterAt(off int64) bool {
 	flen := r.size - trailerSize - off
-	if flen < 12 || flen > 1<<30 {
+	if flen < 12 || flen > 1<<30 || (flen-12)%footerEntry != 0 || r.checkFooterHead(off, flen) != nil {
 		return false
 	}
 	b := make([]byte, flen)

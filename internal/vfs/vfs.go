@@ -5,10 +5,12 @@ package vfs
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"sort"
+	"syscall"
 )
 
 // File is an open file. Writes through Write append at the current end;
@@ -88,7 +90,7 @@ func (osFS) Create(name string) (File, error) {
 }
 
 func (osFS) OpenReadWrite(name string) (File, error) {
-	f, err := os.OpenFile(name, os.O_RDWR, 0)
+	f, err := openRegular(name, os.O_RDWR)
 	if err != nil {
 		return nil, err
 	}
@@ -100,11 +102,34 @@ func (osFS) OpenReadWrite(name string) (File, error) {
 }
 
 func (osFS) Open(name string) (File, error) {
-	f, err := os.Open(name)
+	f, err := openRegular(name, os.O_RDONLY)
 	if err != nil {
 		return nil, err
 	}
 	return osFile{f}, nil
+}
+
+// ErrNotRegular is returned (wrapped) when a path the store expects to be a
+// regular file is a named pipe, device, socket or directory: opening such a
+// thing could block forever or read without end.
+var ErrNotRegular = errors.New("vfs: not a regular file")
+
+// openRegular opens name without blocking on a FIFO and refuses anything but
+// a regular file (symlinks are followed to what they name).
+func openRegular(name string, flag int) (*os.File, error) {
+	f, err := os.OpenFile(name, flag|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	st, err := f.Stat()
+	if err == nil && !st.Mode().IsRegular() {
+		err = &os.PathError{Op: "open", Path: name, Err: ErrNotRegular}
+	}
+	if err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	return f, nil
 }
 
 func (osFS) Remove(name string) error             { return os.Remove(name) }
@@ -171,8 +196,16 @@ func WriteFileAtomic(fs FS, name string, data []byte) error {
 	return fs.SyncDir(filepath.Dir(name))
 }
 
+// ErrTooLarge is returned (wrapped) by ReadFileLimit for a file over its limit.
+var ErrTooLarge = errors.New("vfs: file larger than allowed")
+
 // ReadFile reads a whole file.
-func ReadFile(fs FS, name string) ([]byte, error) {
+func ReadFile(fs FS, name string) ([]byte, error) { return ReadFileLimit(fs, name, -1) }
+
+// ReadFileLimit reads a whole file of at most limit bytes (negative: no
+// limit), checking the size before allocating, so a huge or sparse file
+// planted where a small one belongs cannot exhaust memory.
+func ReadFileLimit(fs FS, name string, limit int64) ([]byte, error) {
 	f, err := fs.Open(name)
 	if err != nil {
 		return nil, err
@@ -181,6 +214,9 @@ func ReadFile(fs FS, name string) ([]byte, error) {
 	n, err := f.Size()
 	if err != nil {
 		return nil, err
+	}
+	if limit >= 0 && n > limit {
+		return nil, &os.PathError{Op: "read", Path: name, Err: fmt.Errorf("%w: %d bytes, at most %d", ErrTooLarge, n, limit)}
 	}
 	buf := make([]byte, n)
 	if _, err := f.ReadAt(buf, 0); err != nil && !errors.Is(err, io.EOF) {
