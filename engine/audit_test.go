@@ -155,6 +155,9 @@ func TestAuditDroppedTailReportedOnOpen(t *testing.T) {
 	require.NoError(t, err)
 	defer db2.Close()
 	require.Contains(t, strings.Join(db2.Recovery().Damaged, "\n"), "audit")
+	// Open's own key operations (authenticating the manifests) may already
+	// have appended past the cut: then the anchor sees a rewritten record
+	// rather than a missing one. Either way the chain fails its anchor.
 	_, err = db2.VerifyAudit(bg)
-	require.ErrorIs(t, err, keys.ErrAuditTruncated)
+	require.ErrorIs(t, err, keys.ErrAuditCorrupt)
 }

@@ -119,7 +119,7 @@ func (db *DB) bindKey(ctx context.Context, tenant string, b keyBinding) error {
 		if ts := db.tenants[tenant]; ts != nil && ts.w != nil {
 			return fmt.Errorf("%w: %s has an active segment but no manifest", ErrTenantDamaged, tenant)
 		}
-		skipped, err := db.attest(tenant, files, body)
+		skipped, err := db.attest(ctx, tenant, files, body)
 		if err != nil {
 			return err
 		}
@@ -260,21 +260,17 @@ func (db *DB) rewrapSegment(ctx context.Context, tenant string, id [16]byte, toU
 	}
 	// When the slot already names toURI this only erases the old slot (a
 	// crash may have come between the two steps).
-	if _, err := segment.RewriteKeySlot(path, db.fs, toURI, wrapped, dek); err != nil {
-		return false, err
-	}
-	db.readers.invalidate(path)
-	r, err = segment.Open(path, db.readOpts(tenant))
+	slot, err := segment.RewriteKeySlot(path, db.fs, toURI, wrapped, dek)
 	if err != nil {
 		return false, err
 	}
-	nh := r.Header()
-	_ = r.Close()
+	db.readers.invalidate(path)
 	// Record the new slot in the manifest (what readers check) and in the
-	// index's segment state (display). Done on the writer goroutine, which
-	// owns the manifest and the state of an active segment.
+	// index's segment state (display): the slot as written, never as re-read
+	// from the file. Done on the writer goroutine, which owns the manifest
+	// and the state of an active segment.
 	var serr error
-	cerr := db.control(ctx, func() { serr = db.recordSlot(ctx, tenant, id, nh.Slot) })
+	cerr := db.control(ctx, func() { serr = db.recordSlot(ctx, tenant, id, slot) })
 	return h.Slot.KeyURI == toURI, errors.Join(cerr, serr)
 }
 

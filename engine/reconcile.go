@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/logstore/logstore/internal/vfs"
+	"github.com/logstore/logstore/keys"
 	"github.com/logstore/logstore/segment"
 )
 
@@ -19,7 +20,7 @@ import (
 func (db *DB) reconcile(ctx context.Context, tenant string, body *manifestBody, mk []byte, files [][16]byte, rep *RecoveryReport) error {
 	next := body.clone()
 	problems, lost := map[string]error{}, map[string]error{}
-	used := map[string]bool{}
+	used := map[string][][16]byte{} // slot key URI on disk -> the files naming it
 	changed := false
 	var good [][16]byte
 	present := map[string]bool{}
@@ -35,14 +36,14 @@ func (db *DB) reconcile(ctx context.Context, tenant string, body *manifestBody, 
 			if uri != "" {
 				// Its key counts too: a manifest forged to list none of the
 				// tenant's real segments must still prove it holds their keys.
-				used[uri] = true
+				used[uri] = append(used[uri], id)
 			}
 			continue
 		}
-		c, keyURI, err := db.reconcileSegment(tenant, id, e, rep)
+		c, keyURI, err := db.reconcileSegment(ctx, tenant, id, e, rep)
 		changed = changed || c
 		if keyURI != "" {
-			used[keyURI] = true
+			used[keyURI] = append(used[keyURI], id)
 		}
 		if e.State == segDeleting {
 			continue
@@ -75,7 +76,12 @@ func (db *DB) reconcile(ctx context.Context, tenant string, body *manifestBody, 
 			rep.Damaged = append(rep.Damaged, fmt.Sprintf("tenant %s segment %s: %v", tenant, id, err))
 		}
 	}
-	if err := db.checkWraps(ctx, tenant, next, mk, used); err != nil {
+	proven, err := db.provenKeys(ctx, tenant, used, problems)
+	if err != nil {
+		db.manifests.set(tenant, &tenantManifest{damaged: err})
+		return err
+	}
+	if err := db.checkWraps(ctx, tenant, next, mk, proven); err != nil {
 		db.manifests.set(tenant, &tenantManifest{damaged: err})
 		return err
 	}
@@ -92,7 +98,7 @@ func (db *DB) reconcile(ctx context.Context, tenant string, body *manifestBody, 
 // match its entry exactly; an active one (a crashed writer's) is truncated
 // to its last valid block and sealed, and the entry updated. It returns
 // whether the entry changed and the key URI of the file's active slot.
-func (db *DB) reconcileSegment(tenant string, id [16]byte, e *manifestEntry, rep *RecoveryReport) (bool, string, error) {
+func (db *DB) reconcileSegment(ctx context.Context, tenant string, id [16]byte, e *manifestEntry, rep *RecoveryReport) (bool, string, error) {
 	path := db.segPath(tenant, id)
 	switch e.State {
 	case segDeleting:
@@ -127,6 +133,9 @@ func (db *DB) reconcileSegment(tenant string, id [16]byte, e *manifestEntry, rep
 	}
 	defer r.Close()
 	if err := checkIdentity(r.Header(), id, e); err != nil {
+		return false, "", err
+	}
+	if err := db.authenticateBlocks(ctx, tenant, r); err != nil {
 		return false, "", err
 	}
 	var loss error
@@ -202,6 +211,8 @@ func checkIdentity(h segment.Header, id [16]byte, e *manifestEntry) error {
 		return fmt.Errorf("%w: segment %s has cipher suite %s", ErrSegmentTampered, e.ID, h.Cipher)
 	case h.Slot.Generation < e.KeyGen || (h.Version < segment.Version2 && h.Slot.Generation != e.KeyGen):
 		return fmt.Errorf("%w: segment %s has key slot generation %d, the manifest recorded %d", ErrKeySlotRollback, e.ID, h.Slot.Generation, e.KeyGen)
+	case e.KeyURI != "" && h.Slot.Generation == e.KeyGen && h.Slot.KeyURI != e.KeyURI:
+		return fmt.Errorf("%w: segment %s's key slot names %s, the manifest recorded %s", ErrSegmentTampered, e.ID, h.Slot.KeyURI, e.KeyURI)
 	}
 	return nil
 }
@@ -215,9 +226,13 @@ func sealEntry(r *segment.Reader, e *manifestEntry) error {
 	if err != nil {
 		return err
 	}
-	h := r.Header()
+	// The key URI and generation are never taken from the file here: they
+	// come from the writer's memory (listActive), a rewrap's own result
+	// (recordSlot) or a slot authenticated with its DEK (attest). Copying
+	// an unauthenticated slot's URI would let whoever edits it have the
+	// manifest key wrapped under a key of their own.
 	e.State, e.Size, e.Blocks, e.Records, e.Digest = segSealed, r.Size(), len(r.Blocks()), 0, d[:]
-	e.Version, e.KeyURI, e.KeyGen = h.Version, h.Slot.KeyURI, h.Slot.Generation
+	e.Version = r.Header().Version
 	e.MaxTime = 0
 	for _, b := range r.Blocks() {
 		e.Records += b.Records
@@ -285,59 +300,119 @@ func (db *DB) recoverUnmanifested(ctx context.Context, tenant string, files [][1
 // manifests: bound to the key its index configuration named, else to the key
 // of its newest segment (never to a new local key).
 func (db *DB) adoptLegacy(ctx context.Context, tenant string, files [][16]byte) error {
-	uri := ""
-	if cfg, err := db.loadLegacyConfig(tenant); err == nil {
-		uri = cfg.KeyURI
+	if _, ok := db.indexedManifestSeq(tenant); ok {
+		// The index saw a manifest: version-1-looking segments and no
+		// manifest is a deleted manifest (and relabelled segments), not an
+		// old store.
+		return fmt.Errorf("%w: %s had a manifest (the index saw it); run `logstore keys link` to re-attest", ErrManifestMissing, tenant)
 	}
+	cfg, _ := db.loadLegacyConfig(tenant)
+	// The binding must be proven by the segments: a key that unwraps one of
+	// them to a DEK matching its commitment. The index's configuration is
+	// taken only when a segment proves it; else the newest proven key.
 	var newest segment.Header
+	configured := false
 	for _, id := range files {
-		r, err := segment.Open(db.segPath(tenant, id), db.readOpts(tenant))
+		path := db.segPath(tenant, id)
+		r, err := segment.Open(path, db.readOpts(tenant))
 		if err != nil {
 			continue
 		}
-		if h := r.Header(); h.Created.After(newest.Created) {
+		h := r.Header()
+		_ = r.Close()
+		if db.authenticSlot(ctx, tenant, path, h) != nil {
+			continue
+		}
+		configured = configured || h.Slot.KeyURI == cfg.KeyURI
+		if h.Created.After(newest.Created) {
 			newest = h
 		}
-		_ = r.Close()
+	}
+	uri := newest.Slot.KeyURI
+	if configured {
+		uri = cfg.KeyURI
 	}
 	if uri == "" {
-		uri = newest.Slot.KeyURI
+		return fmt.Errorf("%w: no segment of %s proves a key to bind it to", ErrNoKey, tenant)
 	}
-	if uri == "" {
-		return fmt.Errorf("%w: no key to bind %s to", ErrNoKey, tenant)
+	b := keyBinding{URI: uri, LinkedAt: db.opts.Now().UTC()}
+	if err := db.checkExpectedKey(tenant, b); err != nil {
+		return err
 	}
-	body, err := db.newManifestBody(ctx, tenant, keyBinding{URI: uri, LinkedAt: db.opts.Now().UTC()})
+	body, err := db.newManifestBody(ctx, tenant, b)
 	if err != nil {
 		return err
 	}
-	if cfg, err := db.loadLegacyConfig(tenant); err == nil {
-		body.Retention = cfg.Retention
-	}
-	if _, err := db.attest(tenant, files, body); err != nil {
+	body.Retention = cfg.Retention
+	if _, err := db.attest(ctx, tenant, files, body); err != nil {
 		return err
 	}
 	return db.commitManifest(ctx, tenant, body)
+}
+
+// authenticSlot proves that the segment's active key slot was written by a
+// holder of its DEK: the slot's key unwraps a DEK that matches the key
+// commitment (and, version 2, the slot MAC). Only then may its key URI be
+// trusted (recorded in a manifest, or bound).
+func (db *DB) authenticSlot(ctx context.Context, tenant, path string, h segment.Header) error {
+	if id, ok := segmentIDOfPath(path); !ok || id != h.ID {
+		return fmt.Errorf("%w: %s holds segment %s", ErrSegmentTampered, path, segHex(h.ID))
+	}
+	dek, err := db.cache.Unwrap(ctx, h.Slot.KeyURI, h.Slot.Wrapped, keys.SegmentContext(tenant, segHex(h.ID)))
+	if err != nil {
+		return err
+	}
+	defer keys.Zero(dek)
+	return h.CheckKey(dek)
+}
+
+// authenticateBlocks decrypts every block of r with its DEK: what recovery
+// is about to record for a crashed writer's segment (block count, times,
+// digest) is then known to be what the writer wrote, not a forged tail or
+// back-dated frame headers.
+func (db *DB) authenticateBlocks(ctx context.Context, tenant string, r *segment.Reader) error {
+	h := r.Header()
+	dek, err := db.cache.Unwrap(ctx, h.Slot.KeyURI, h.Slot.Wrapped, keys.SegmentContext(tenant, segHex(h.ID)))
+	if err != nil {
+		return err
+	}
+	defer keys.Zero(dek)
+	for _, b := range r.Blocks() {
+		blk, err := r.ReadBlockWith(dek, b.Offset, b.Seq)
+		if err != nil {
+			return fmt.Errorf("%w: segment %s block %d: %w", ErrSegmentTampered, segHex(h.ID), b.Seq, err)
+		}
+		blk.Release()
+	}
+	return nil
 }
 
 // attest lists every segment file of tenant in body as sealed, recovering
 // (sealing) unsealed ones first. It is how a store from before manifests is
 // adopted and how an operator re-attests a tenant whose manifest was lost
 // (LinkKey); files that cannot be read are skipped and returned.
-func (db *DB) attest(tenant string, files [][16]byte, body *manifestBody) ([]string, error) {
+func (db *DB) attest(ctx context.Context, tenant string, files [][16]byte, body *manifestBody) ([]string, error) {
 	var skipped []string
 	body.Segments = body.Segments[:0]
 	for _, id := range files {
 		path := db.segPath(tenant, id)
-		if _, err := segment.Recover(path, db.readOpts(tenant)); err != nil {
-			skipped = append(skipped, fmt.Sprintf("%s: %v", segHex(id), err))
-			continue
-		}
 		r, err := segment.Open(path, db.readOpts(tenant))
+		if err == nil {
+			err = db.authenticSlot(ctx, tenant, path, r.Header())
+			_ = r.Close()
+		}
+		if err == nil {
+			_, err = segment.Recover(path, db.readOpts(tenant))
+		}
+		if err == nil {
+			r, err = segment.Open(path, db.readOpts(tenant))
+		}
 		if err != nil {
 			skipped = append(skipped, fmt.Sprintf("%s: %v", segHex(id), err))
 			continue
 		}
-		e := manifestEntry{ID: segHex(id)}
+		h := r.Header()
+		e := manifestEntry{ID: segHex(id), KeyURI: h.Slot.KeyURI, KeyGen: h.Slot.Generation}
 		err = sealEntry(r, &e)
 		_ = r.Close()
 		if err != nil {
@@ -347,4 +422,49 @@ func (db *DB) attest(tenant string, files [][16]byte, body *manifestBody) ([]str
 		db.readers.invalidate(path)
 	}
 	return skipped, nil
+}
+
+// provenKeys establishes, from the segment files themselves, which keys wrap
+// this tenant's data: for each key URI named by a slot on disk, one segment
+// (of at most three tried) must unwrap to a DEK matching its commitment and
+// slot MAC. A URI no segment proves was written by someone without the DEK:
+// those segments are refused, not the tenant. If the tenant has segments and
+// none proves any usable key, nothing vouches for the manifest's binding, so
+// the tenant is refused. A revoked or unreachable key proves nothing either
+// way and is tolerated (its segments are unreadable anyway).
+func (db *DB) provenKeys(ctx context.Context, tenant string, used map[string][][16]byte, problems map[string]error) (map[string]bool, error) {
+	proven := map[string]bool{}
+	unusable := 0
+	for uri, ids := range used {
+		var lastErr error
+		for i := len(ids) - 1; i >= 0 && i >= len(ids)-3; i-- {
+			path := db.segPath(tenant, ids[i])
+			r, err := segment.Open(path, db.readOpts(tenant))
+			if err == nil {
+				err = db.authenticSlot(ctx, tenant, path, r.Header())
+				_ = r.Close()
+			}
+			if lastErr = err; err == nil {
+				proven[uri] = true
+				break
+			}
+			if errors.Is(err, keys.ErrKeyUnusable) || keys.IsRetryable(err) {
+				break
+			}
+		}
+		switch {
+		case proven[uri]:
+		case errors.Is(lastErr, keys.ErrKeyUnusable) || keys.IsRetryable(lastErr):
+			unusable++
+		default:
+			for _, id := range ids {
+				problems[segHex(id)] = fmt.Errorf("%w: segment %s's key slot names %s, which does not hold its data key: %v",
+					ErrSegmentTampered, segHex(id), uri, lastErr)
+			}
+		}
+	}
+	if len(used) > 0 && len(proven) == 0 && unusable == 0 {
+		return nil, fmt.Errorf("%w: %s: no segment proves the key of any of its segments (slots forged)", ErrManifestAuth, tenant)
+	}
+	return proven, nil
 }

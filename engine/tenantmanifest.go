@@ -138,8 +138,8 @@ func (db *DB) unwrapManifestKey(ctx context.Context, tenant string, body *manife
 // a key the attacker owns cannot carry such a wrap. A key that is revoked
 // (disabled, deleted, access denied) cannot be checked and is tolerated: the
 // segments under it are unreadable anyway.
-func (db *DB) checkWraps(ctx context.Context, tenant string, body *manifestBody, mk []byte, used map[string]bool) error {
-	for uri := range used {
+func (db *DB) checkWraps(ctx context.Context, tenant string, body *manifestBody, mk []byte, proven map[string]bool) error {
+	for uri := range proven {
 		if uri == body.Key.URI {
 			continue
 		}
