@@ -71,6 +71,10 @@ func (db *DB) reconcile(ctx context.Context, tenant string, body *manifestBody, 
 		kept = append(kept, e)
 	}
 	next.Segments = kept
+	indexKeys, err := db.forgottenSegments(tenant, present, next, problems)
+	if err != nil {
+		return err
+	}
 	for _, m := range []map[string]error{problems, lost} {
 		for id, err := range m {
 			rep.Damaged = append(rep.Damaged, fmt.Sprintf("tenant %s segment %s: %v", tenant, id, err))
@@ -80,6 +84,9 @@ func (db *DB) reconcile(ctx context.Context, tenant string, body *manifestBody, 
 	if err != nil {
 		db.manifests.set(tenant, &tenantManifest{damaged: err})
 		return err
+	}
+	for uri := range indexKeys {
+		proven[uri] = true // must wrap the manifest key too (tolerated if unusable)
 	}
 	if err := db.checkWraps(ctx, tenant, next, mk, proven); err != nil {
 		db.manifests.set(tenant, &tenantManifest{damaged: err})
@@ -300,7 +307,7 @@ func (db *DB) recoverUnmanifested(ctx context.Context, tenant string, files [][1
 // manifests: bound to the key its index configuration named, else to the key
 // of its newest segment (never to a new local key).
 func (db *DB) adoptLegacy(ctx context.Context, tenant string, files [][16]byte) error {
-	if _, ok := db.indexedManifestSeq(tenant); ok {
+	if _, ok := db.indexedManifestSeq(tenant, nil); ok {
 		// The index saw a manifest: version-1-looking segments and no
 		// manifest is a deleted manifest (and relabelled segments), not an
 		// old store.
@@ -467,4 +474,29 @@ func (db *DB) provenKeys(ctx context.Context, tenant string, used map[string][][
 		return nil, fmt.Errorf("%w: %s: no segment proves the key of any of its segments (slots forged)", ErrManifestAuth, tenant)
 	}
 	return proven, nil
+}
+
+// forgottenSegments uses the index's memory: a segment the index knew that
+// is neither on disk nor in the manifest vanished together with its manifest
+// entry (a file hidden or deleted and the manifest replaced). It is reported
+// as loss, its index entries kept, and the keys the index recorded for such
+// segments are returned: the manifest must hold them too (checkWraps), so a
+// manifest forged to forget them cannot switch the tenant's key.
+func (db *DB) forgottenSegments(tenant string, present map[string]bool, body *manifestBody, problems map[string]error) (map[string]bool, error) {
+	states, err := db.segmentStates(tenant)
+	if err != nil {
+		return nil, err
+	}
+	known := map[string]bool{}
+	for id, st := range states {
+		hexID := segHex(id)
+		if present[hexID] || body.entry(hexID) != nil {
+			continue
+		}
+		problems[hexID] = fmt.Errorf("%w: the index knew segment %s (%d records), which is neither on disk nor in the manifest", ErrSegmentLoss, hexID, st.Records)
+		if st.KeyURI != "" {
+			known[st.KeyURI] = true
+		}
+	}
+	return known, nil
 }

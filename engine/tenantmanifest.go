@@ -3,6 +3,8 @@ package engine
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -109,7 +111,7 @@ func (db *DB) readManifest(ctx context.Context, tenant string) (*manifestBody, [
 		keys.Zero(mk)
 		return nil, nil, err
 	}
-	if seq, ok := db.indexedManifestSeq(tenant); ok && p.body.Seq < seq {
+	if seq, ok := db.indexedManifestSeq(tenant, mk); ok && p.body.Seq < seq {
 		keys.Zero(mk)
 		return nil, nil, fmt.Errorf("%w: %s: manifest sequence %d, the index saw %d (an older copy was put back)",
 			ErrManifestRollback, tenant, p.body.Seq, seq)
@@ -227,7 +229,7 @@ func (db *DB) commitManifest(ctx context.Context, tenant string, body *manifestB
 	if err := vfs.WriteFileAtomic(db.fs, db.manifestPath(tenant), raw); err != nil {
 		return fmt.Errorf("logstore/engine: write manifest of %s: %w", tenant, err)
 	}
-	db.recordManifestSeq(tenant, body.Seq)
+	db.recordManifestSeq(tenant, body.Seq, mk)
 	prev := db.manifests.get(tenant)
 	next := &tenantManifest{body: body.clone()}
 	if prev != nil {
@@ -256,25 +258,42 @@ func wrapLess(a, b keyWrap, first string) bool {
 
 // The index remembers the newest manifest sequence it saw per tenant, so an
 // older manifest copied back is noticed while the index survives. ('m' keys
-// are outside the tenant's derived entries and survive a reindex.)
+// are outside the tenant's derived entries and survive a reindex.) The value
+// is the sequence and a MAC under the manifest key, so a value planted in
+// the index (a huge sequence, to make every manifest look rolled back) is
+// ignored rather than believed.
 func manifestSeqKey(tenant string) []byte { return tenantPrefix(keyManifestSeq, tenant) }
 
-func (db *DB) indexedManifestSeq(tenant string) (uint64, bool) {
+func manifestSeqValue(tenant string, seq uint64, mk []byte) []byte {
+	v := binary.LittleEndian.AppendUint64(nil, seq)
+	m := hmac.New(sha256.New, mk)
+	m.Write([]byte("logstore/v1/manifest-seq\x00" + tenant + "\x00"))
+	m.Write(v)
+	return m.Sum(v)[:8+16]
+}
+
+// indexedManifestSeq returns the sequence the index recorded for tenant,
+// if its MAC verifies under mk (nil mk: presence only, unauthenticated).
+func (db *DB) indexedManifestSeq(tenant string, mk []byte) (uint64, bool) {
 	v, closer, err := db.idx.Get(manifestSeqKey(tenant))
 	if err != nil {
 		return 0, false
 	}
 	defer closer.Close()
-	if len(v) != 8 {
+	if len(v) != 8+16 {
 		return 0, false
 	}
-	return binary.LittleEndian.Uint64(v), true
+	seq := binary.LittleEndian.Uint64(v)
+	if mk != nil && !hmac.Equal(manifestSeqValue(tenant, seq, mk), v) {
+		return 0, false
+	}
+	return seq, true
 }
 
-func (db *DB) recordManifestSeq(tenant string, seq uint64) {
+func (db *DB) recordManifestSeq(tenant string, seq uint64, mk []byte) {
 	// Best effort: the index is derived and may be lost; the rollback check
 	// is an extra line of defence, not the guarantee (docs/security.md).
-	_ = db.idx.Set(manifestSeqKey(tenant), binary.LittleEndian.AppendUint64(nil, seq), pebble.NoSync)
+	_ = db.idx.Set(manifestSeqKey(tenant), manifestSeqValue(tenant, seq, mk), pebble.NoSync)
 }
 
 // segmentAllowed says whether the segment with header h may be served for
