@@ -180,15 +180,19 @@ func TestTenantsDeleteDestroysEveryKeyOfTheTenant(t *testing.T) {
 		require.ErrorIs(t, err, os.ErrNotExist, "%s.key survived the tenant's deletion", n)
 	}
 
-	// A key another tenant uses is kept, and the report says so.
+	// Tenants never come to share a local key: a new tenant whose default
+	// key is another tenant's linked key gets none (so deleting either can
+	// never shred the other), and deleting it keeps the key.
 	r = cli(t, dir, "keys", "link", "--tenant", "zeta", "--key", "local://zeta-k")
 	require.Equal(t, 0, r.code, r.stderr)
 	ingestSample(t, dir, "zeta", 3)
-	ingestSample(t, dir, "zeta-k", 3) // its default key is local://zeta-k too
+	in := filepath.Join(t.TempDir(), "one.jsonl")
+	require.NoError(t, os.WriteFile(in, []byte(`{"time":"2026-11-01T09:00:00Z","method":"GET","status":200}`+"\n"), 0o600))
+	r = cli(t, dir, "ingest", "--tenant", "zeta-k", in) // its default key would be local://zeta-k
+	require.Equal(t, 3, r.code, r.stdout+r.stderr)
+	require.Contains(t, r.stderr, "used by tenant zeta")
 	r = cli(t, dir, "tenants", "delete", "zeta-k", "--yes")
 	require.Equal(t, 0, r.code, r.stderr)
-	require.Contains(t, r.stdout, "kept")
-	require.Contains(t, r.stdout, "local://zeta-k")
 	require.FileExists(t, filepath.Join(dir, "keys", "zeta-k.key"))
 	r = cli(t, dir, "show", "--tenant", "zeta", firstID(t, dir, "zeta").String())
 	require.Equal(t, 0, r.code, "the other tenant's data survives: %s", r.stderr)
