@@ -9,8 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -18,7 +16,6 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
-	pvfs "github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/logstore/logstore/internal/vfs"
 	"github.com/logstore/logstore/keys"
@@ -41,6 +38,7 @@ type DB struct {
 	codec segment.Codec
 	lock  io.Closer
 	idx   *pebble.DB
+	ih    *indexHealth // the index's ability to write (index.go)
 	cache *keys.Cache
 	local *keys.Local // nil when Options.Keys was supplied
 	audit *keys.AuditLog
@@ -126,25 +124,8 @@ func Open(dir string, o *Options) (*DB, error) {
 		db.closeResources()
 		return nil, err
 	}
-	// The segments are the index's write-ahead log: every batch the engine
-	// commits is derived from blocks already in a segment, and recovery
-	// replays blocks the index has not seen. So Pebble's own WAL is off, and
-	// the few changes that cannot be derived (tenant configuration) are
-	// flushed explicitly (durableIndex).
-	// Index entries arrive in time order per tenant but spread over many
-	// key prefixes; larger memtables and a lazier L0 cut compaction work,
-	// which otherwise takes most of the CPU of a sustained append.
-	popts := &pebble.Options{Logger: quietLogger{}, DisableWAL: true, MemTableSize: 4 << 20,
-		L0CompactionThreshold: 8, L0StopWritesThreshold: 64, LBaseMaxBytes: 256 << 20}
-	if opts.IndexInMemory {
-		popts.FS = pvfs.NewMem()
-	}
-	indexDir := opts.IndexDir
-	if indexDir == "" {
-		indexDir = filepath.Join(dir, "index")
-	}
-	if db.idx, err = pebble.Open(indexDir, popts); err != nil {
-		return fail(fmt.Errorf("logstore/engine: open index: %w", err))
+	if db.idx, db.ih, err = openIndex(dir, opts); err != nil {
+		return fail(err)
 	}
 	provider := opts.Keys
 	if provider == nil {
@@ -169,7 +150,7 @@ func Open(dir string, o *Options) (*DB, error) {
 	db.readers = newReaderCache(db, opts.MaxOpenSegments)
 	damagedAudit := db.recovery.Damaged
 	if db.recovery, err = db.recover(); err != nil {
-		return fail(err)
+		return fail(db.indexErr(err))
 	}
 	db.recovery.Damaged = append(damagedAudit, db.recovery.Damaged...)
 	if db.audit != nil {
@@ -243,8 +224,9 @@ func (db *DB) closeResources() error {
 	}
 	if db.idx != nil {
 		// Without a Pebble WAL, an unflushed memtable would only cost a
-		// replay on the next Open; flushing makes that Open instant.
-		errs = append(errs, db.idx.Flush(), db.idx.Close())
+		// replay on the next Open; flushing makes that Open instant. On a
+		// full disk it is dropped, and Close never waits without bound.
+		errs = append(errs, closeIndex(db.idx, db.ih))
 	}
 	if db.cache != nil {
 		db.cache.Purge()
@@ -310,19 +292,7 @@ func (db *DB) control(ctx context.Context, f func()) error {
 
 // durableIndex flushes the memtable, making every committed index change
 // durable. Used after changes that segments cannot reproduce.
-func (db *DB) durableIndex() error { return db.idx.Flush() }
-
-// quietLogger drops Pebble's informational messages and keeps errors.
-type quietLogger struct{}
-
-func (quietLogger) Infof(string, ...any) {}
-func (quietLogger) Errorf(format string, args ...any) {
-	log.Printf("logstore/engine: index: "+format, args...)
-}
-func (quietLogger) Fatalf(format string, args ...any) {
-	log.Printf("logstore/engine: index fatal: "+format, args...)
-	os.Exit(2)
-}
+func (db *DB) durableIndex() error { return db.flushIndex() }
 
 // listTenants returns the tenants that have a segment directory.
 func (db *DB) listTenants() ([]string, error) {

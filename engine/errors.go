@@ -1,6 +1,9 @@
 package engine
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Sentinel errors; key errors come from package keys (errors.Is(err,
 // keys.ErrKeyUnusable) for a revoked key) and segment errors from package
@@ -22,4 +25,27 @@ var (
 	// AES-GCM authenticates. The index was edited or is stale; `logstore
 	// segments reindex` rebuilds it from the segments.
 	ErrIndexMismatch = errors.New("logstore/engine: index disagrees with the authenticated segment")
+
+	// ErrDiskFull: a segment or index write met ENOSPC (or a quota), or the
+	// index is still out of space. Nothing acknowledged is lost; retry once
+	// space has been freed. An append that fails with it wrote nothing,
+	// except when the index learned of the full disk after the append's
+	// blocks had reached their segment and could not take their entries:
+	// then the next Open indexes them (set Record.ID to make a retry
+	// idempotent).
+	ErrDiskFull = errors.New("logstore/engine: disk full")
+	// ErrIndexCorrupt: the Pebble index failed a checksum or cannot be
+	// opened. It is derived from the segments: rebuild it with `logstore
+	// segments reindex` (Options.RebuildIndex). errors.Is(err, ErrCorrupt)
+	// holds too.
+	ErrIndexCorrupt = fmt.Errorf("%w: the index is damaged; rebuild it from the segments with `logstore segments reindex`", ErrCorrupt)
+	// ErrIndexFailed: Pebble reported a fatal error other than corruption or
+	// a full disk; the index takes no more writes until the store is
+	// reopened.
+	ErrIndexFailed = errors.New("logstore/engine: index failed; close and reopen the store (if Open fails, run `logstore segments reindex`)")
+	// ErrIndexUnclosed: Close gave up waiting for the index (a goroutine of
+	// Pebble's is stuck or was stopped after a fatal error). Acknowledged
+	// records are in the segments; the index's files stay locked until the
+	// process exits.
+	ErrIndexUnclosed = errors.New("logstore/engine: index could not be closed")
 )

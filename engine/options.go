@@ -49,6 +49,11 @@ type Options struct {
 	// IndexDir is where Pebble keeps the index (default DIR/index). Pebble
 	// uses the OS file system, whatever FS is.
 	IndexDir string
+	// RebuildIndex deletes the index and rebuilds it from the segments on
+	// Open, keeping the entries that are not derived from them when it can
+	// read them (DB.IndexRebuild says what it did). The repair for
+	// ErrIndexCorrupt; `logstore segments reindex` sets it.
+	RebuildIndex bool
 	// Keys is the key provider (default: a Router with the local provider
 	// over DIR/keys and the AWS KMS provider configured by KMS).
 	Keys keys.Provider

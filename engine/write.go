@@ -3,6 +3,7 @@ package engine
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -214,9 +215,18 @@ func (db *DB) commitGroup(group []*appendReq) {
 	}
 	job := &indexJob{}
 	fail := func(reqs []*appendReq, err error) {
+		if isNoSpace(err) && !errors.Is(err, ErrDiskFull) {
+			err = fmt.Errorf("%w: %w", ErrDiskFull, err)
+		}
 		for _, r := range reqs {
 			r.done <- err
 		}
+	}
+	// An index that cannot write fails the group before anything is
+	// written (Pebble would otherwise stall the commit until space returns).
+	if err := db.indexWritable(); err != nil {
+		fail(group, err)
+		return
 	}
 	for _, name := range order {
 		reqs := byTenant[name]
@@ -251,22 +261,54 @@ func (db *DB) commitGroup(group []*appendReq) {
 // inserts cheap (each insert starts from the previous one's position).
 func (db *DB) indexLoop() {
 	defer close(db.indexDone)
+	// stale holds the state keys of segments with a refused job: their
+	// state is never committed again by this process, so the persisted
+	// state stays behind the refused blocks and the next Open replays them.
+	var stale map[string]bool
 	for job := range db.indexQ {
+		if len(stale) > 0 {
+			job.kvs = slices.DeleteFunc(job.kvs, func(e kv) bool { return e.k[0] == keySegment && stale[string(e.k)] })
+		}
 		if len(job.kvs) > 0 {
-			slices.SortFunc(job.kvs, func(a, b kv) int { return bytes.Compare(a.k, b.k) })
-			b := db.idx.NewBatch()
-			var err error
-			for _, e := range job.kvs {
-				if err = b.Set(e.k, e.v, nil); err != nil {
-					break
+			// If the index learned it cannot flush after the writer checked,
+			// the job's blocks are already in their segments: commit them
+			// while the memtables have room (the next Open replays them if
+			// they are never flushed); otherwise a commit could stall until
+			// space returns, so the appends fail and the next Open indexes
+			// their blocks.
+			err := db.indexWritable()
+			if err == nil || errors.Is(err, ErrDiskFull) {
+				slices.SortFunc(job.kvs, func(a, b kv) int { return bytes.Compare(a.k, b.k) })
+				b := db.idx.NewBatch()
+				var serr error
+				for _, e := range job.kvs {
+					if serr = b.Set(e.k, e.v, nil); serr != nil {
+						break
+					}
+				}
+				switch {
+				case serr != nil:
+					err = serr
+				case err == nil || db.indexRoom(b.Len()):
+					err = guardIndex(func() error { return b.Commit(pebble.NoSync) })
+				}
+				_ = b.Close()
+				if err != nil {
+					err = db.indexErr(err)
+					if !errors.Is(err, ErrDiskFull) && !errors.Is(err, ErrIndexCorrupt) && !errors.Is(err, ErrIndexFailed) {
+						err = fmt.Errorf("logstore/engine: index write failed: %w", err)
+					}
 				}
 			}
-			if err == nil {
-				err = b.Commit(pebble.NoSync)
-			}
-			_ = b.Close()
 			if err != nil {
-				err = fmt.Errorf("logstore/engine: index write failed: %w", err)
+				if stale == nil {
+					stale = map[string]bool{}
+				}
+				for _, e := range job.kvs {
+					if e.k[0] == keySegment {
+						stale[string(e.k)] = true
+					}
+				}
 			}
 			for _, r := range job.acks {
 				if err == nil {

@@ -279,7 +279,28 @@ func (a *app) segmentsCmd() *cobra.Command {
 				return err
 			}
 			defer closeDB(db, &err)
+			// Every block of the index first: Verify compares the index with
+			// the segments and would stop at a damaged index block.
+			var ierr error
+			if tenant == "" {
+				if ierr = db.VerifyIndex(cmd.Context()); ierr != nil {
+					fmt.Fprintf(a.stdout, "BAD  index: %v\n", ierr)
+				} else {
+					fmt.Fprintln(a.stdout, "index: every block's checksum is valid")
+				}
+			}
 			checks, err := db.Verify(cmd.Context(), tenant)
+			if ierr != nil {
+				// The damaged index decides the exit code (1).
+				var rerr error
+				if err == nil {
+					rerr = a.reportVerify(checks)
+				}
+				if rerr = errors.Join(err, rerr); rerr != nil {
+					return fmt.Errorf("%w; %v", ierr, rerr)
+				}
+				return ierr
+			}
 			if err != nil {
 				return err
 			}
@@ -289,20 +310,30 @@ func (a *app) segmentsCmd() *cobra.Command {
 	verify.Flags().StringVar(&tenant, "tenant", "", "only this tenant")
 	reindex := &cobra.Command{
 		Use:   "reindex",
-		Short: "Rebuild the metadata index from the segments alone (no key needed)",
+		Short: "Rebuild the metadata index from the segments alone (no key needed), also when it is damaged or cannot be opened",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) (err error) {
-			db, err := a.open()
+			start := time.Now()
+			// The index is deleted and rebuilt by Open, so this works when
+			// it cannot be opened at all; the few entries not derived from
+			// the segments are kept as far as the old index can be read.
+			db, err := a.openWith(&engine.Options{RebuildIndex: true})
 			if err != nil {
 				return err
 			}
 			defer closeDB(db, &err)
-			start := time.Now()
-			rep, err := db.Reindex()
+			tenants, err := db.Tenants()
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(a.stdout, "reindexed %d tenant(s) in %s\n", rep.TenantsReindexed, time.Since(start).Round(time.Millisecond))
+			rb := db.IndexRebuild()
+			if rb.OldIndex != "" {
+				fmt.Fprintf(a.stderr, "the old index could not be read in full: %s\n", rb.OldIndex)
+			}
+			for _, t := range rb.Lost {
+				fmt.Fprintf(a.stderr, "tenant %s: its manifest rollback check restarts from the current manifest (docs/security.md)\n", t)
+			}
+			fmt.Fprintf(a.stdout, "reindexed %d tenant(s) in %s\n", len(tenants), time.Since(start).Round(time.Millisecond))
 			return nil
 		},
 	}

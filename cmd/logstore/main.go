@@ -46,8 +46,10 @@ type app struct {
 // open opens the data directory and warns, on stderr, about whatever Open
 // refused or could not authenticate: a damaged tenant or segment is
 // reported by every command, never silently left out of an answer.
-func (a *app) open() (*engine.DB, error) {
-	db, err := engine.Open(a.dir, nil)
+func (a *app) open() (*engine.DB, error) { return a.openWith(nil) }
+
+func (a *app) openWith(o *engine.Options) (*engine.DB, error) {
+	db, err := engine.Open(a.dir, o)
 	if err != nil {
 		return nil, err
 	}
