@@ -40,7 +40,7 @@ func (db *DB) GetMeta(tenant string, id ID) (*Meta, error) {
 		return nil, fmt.Errorf("%w: tenant %s has no record %s", ErrNotFound, tenant, id)
 	}
 	if err != nil {
-		return nil, err
+		return nil, db.indexErr(err)
 	}
 	defer closer.Close()
 	m := &Meta{}
@@ -104,7 +104,7 @@ func (db *DB) Get(ctx context.Context, tenant string, id ID, parts Part) (*Recor
 			return nil, fmt.Errorf("%w: %w: payload of %s is missing from the index", ErrIndexMismatch, ErrCorrupt, id)
 		}
 		if err != nil {
-			return nil, err
+			return nil, db.indexErr(err)
 		}
 		loc, _, err := decodeLocator(v)
 		closer.Close()
@@ -137,7 +137,7 @@ func (db *DB) recordValue(tenant string, id ID) (Locator, []byte, error) {
 		return Locator{}, nil, fmt.Errorf("%w: tenant %s has no record %s", ErrNotFound, tenant, id)
 	}
 	if err != nil {
-		return Locator{}, nil, err
+		return Locator{}, nil, db.indexErr(err)
 	}
 	defer closer.Close()
 	loc, rest, err := decodeLocator(v)
@@ -317,7 +317,7 @@ func (db *DB) scan(ctx context.Context, tenant string, o ScanOptions, fn func(ke
 		}
 		it, err := db.idx.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
 		if err != nil {
-			return err
+			return db.indexErr(err)
 		}
 		var valid bool
 		if o.Oldest {
@@ -328,7 +328,7 @@ func (db *DB) scan(ctx context.Context, tenant string, o ScanOptions, fn func(ke
 		if !valid {
 			if err := it.Error(); err != nil {
 				_ = it.Close()
-				return err
+				return db.indexErr(err)
 			}
 			_ = it.Close()
 			continue
@@ -369,7 +369,7 @@ func (db *DB) scan(ctx context.Context, tenant string, o ScanOptions, fn func(ke
 			continue
 		}
 		if err := s.it.Error(); err != nil {
-			return err
+			return db.indexErr(err)
 		}
 		heap.Pop(h)
 		_ = s.it.Close()
