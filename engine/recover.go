@@ -198,7 +198,12 @@ func (db *DB) commitState(b *pebble.Batch, st *SegmentInfo) error {
 	if err := putState(b, st); err != nil {
 		return err
 	}
-	return b.Commit(pebble.NoSync)
+	// On a full disk a replay commit could wait inside Pebble until space
+	// returns: refuse it instead (the blocks are replayed on a later Open).
+	if err := db.indexWritable(); err != nil && !db.indexRoom(b.Len()) {
+		return err
+	}
+	return db.indexErr(b.Commit(pebble.NoSync))
 }
 
 // indexOne adds the index entries of one record's metadata to b, built as
