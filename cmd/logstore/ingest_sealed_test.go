@@ -35,12 +35,7 @@ const (
 // its absence is a failure (CI always has it).
 func requireSharedData(t *testing.T) {
 	t.Helper()
-	if _, err := os.Stat(shared); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("shared test data not found at %s, and CI=true: CI must have it", shared)
-		}
-		t.Skipf("shared test data not found at %s (a fresh clone has none; CI does)", shared)
-	}
+	needShared(t)
 }
 
 // harEntryJSON is one HAR entry with a marker in every sealed field;
