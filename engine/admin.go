@@ -1020,6 +1020,9 @@ func (db *DB) DataFiles() ([]string, error) {
 		for _, n := range names {
 			p := filepath.Join(dir, n)
 			fi, err := db.fs.Stat(p)
+			if errors.Is(err, vfs.ErrNotExist) {
+				continue // removed meanwhile (Pebble deletes obsolete files)
+			}
 			if err != nil {
 				return err
 			}

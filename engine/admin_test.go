@@ -2,6 +2,7 @@ package engine
 
 import (
 	"bytes"
+	"errors"
 	"math/rand"
 	"os"
 	"path/filepath"
@@ -94,10 +95,16 @@ func markedRecords(n int) []Record {
 func scanDir(t *testing.T, dir string, needles ...[]byte) []string {
 	var hits []string
 	require.NoError(t, filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil // Pebble removed an obsolete file while we walked
+		}
 		if err != nil || fi.IsDir() {
 			return err
 		}
 		b, err := os.ReadFile(p)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
 		if err != nil {
 			return err
 		}
