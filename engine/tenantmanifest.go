@@ -135,11 +135,12 @@ func (db *DB) unwrapManifestKey(ctx context.Context, tenant string, body *manife
 }
 
 // checkWraps enforces the rule that makes a key switch impossible without the
-// keys in use: every key that wraps one of the tenant's segment DEKs must
-// also wrap this manifest's key. A forged manifest that binds the tenant to
-// a key the attacker owns cannot carry such a wrap. A key that is revoked
-// (disabled, deleted, access denied) cannot be checked and is tolerated: the
-// segments under it are unreadable anyway.
+// keys in use: every key proven to wrap one of the tenant's segment DEKs
+// (provenKeys), and every key the index recorded for a segment that has
+// vanished, must also wrap this manifest's key. A forged manifest that binds
+// the tenant to a key the attacker owns cannot carry such a wrap. A key that
+// is revoked (disabled, deleted, access denied) cannot be checked and is
+// tolerated: the segments under it are unreadable anyway.
 func (db *DB) checkWraps(ctx context.Context, tenant string, body *manifestBody, mk []byte, proven map[string]bool) error {
 	for uri := range proven {
 		if uri == body.Key.URI {
