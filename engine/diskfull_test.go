@@ -2,10 +2,8 @@ package engine
 
 import (
 	"errors"
-	"fmt"
 	"math/rand"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"syscall"
@@ -13,38 +11,12 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/logstore/logstore/internal/tmpfs"
 )
 
 // hangBound is a hang detector, not a performance target.
 const hangBound = 60 * time.Second
-
-// mountTmpfs mounts a tmpfs of sizeMiB under a temporary directory and
-// unmounts it when the test ends. It skips the test when it cannot mount
-// (not root, no mount(8)), except under CI=true, where it fails.
-func mountTmpfs(t *testing.T, sizeMiB int) string {
-	t.Helper()
-	dir := t.TempDir()
-	out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%dm,mode=0700", sizeMiB), "tmpfs", dir).CombinedOutput()
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("mount a %d MiB tmpfs (CI runs as root and must run this test): %v: %s", sizeMiB, err, out)
-		}
-		t.Skipf("cannot mount a tmpfs here (needs root and mount(8)): %v: %s", err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
-			_ = exec.Command("umount", "-l", dir).Run()
-			t.Logf("umount %s: %v: %s", dir, err, out)
-		}
-	})
-	return dir
-}
-
-func resizeTmpfs(t *testing.T, dir string, sizeMiB int) {
-	t.Helper()
-	out, err := exec.Command("mount", "-o", fmt.Sprintf("remount,size=%dm", sizeMiB), dir).CombinedOutput()
-	require.NoError(t, err, "remount: %s", out)
-}
 
 // within runs f and fails the test, with every goroutine's stack, if it
 // has not returned after d.
@@ -127,12 +99,12 @@ func TestDiskFullOnTmpfs(t *testing.T) {
 		{"index,closeWhileFull", true, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			mnt := mountTmpfs(t, 8)
+			mnt := tmpfs.Mount(t, 8)
 			full := mnt
 			opts := &Options{RetentionInterval: -1}
 			gen := incompressible
 			if c.ownIndexFS {
-				full = mountTmpfs(t, 2)
+				full = tmpfs.Mount(t, 2)
 				opts.IndexDir = filepath.Join(full, "index")
 				gen = func(rng *rand.Rand, n int, start time.Time) []Record { return genRecords(rng, 4*n, start) }
 			}
@@ -167,7 +139,7 @@ func TestDiskFullOnTmpfs(t *testing.T) {
 			require.Less(t, cpu, 1500*time.Millisecond, "no retry loop spins while the disk is full")
 
 			if !c.closeWhileFull {
-				resizeTmpfs(t, full, 64)
+				tmpfs.Resize(t, full, 64)
 				// Retryable: the same DB takes appends again once space
 				// returns (within the health probe's second).
 				deadline := time.Now().Add(hangBound)
@@ -192,7 +164,7 @@ func TestDiskFullOnTmpfs(t *testing.T) {
 			require.NoError(t, err)
 
 			if c.closeWhileFull {
-				resizeTmpfs(t, full, 64)
+				tmpfs.Resize(t, full, 64)
 			}
 			db2, err := Open(dir, opts)
 			require.NoError(t, err)
@@ -219,7 +191,7 @@ func cpuTime() time.Duration {
 // falls back to a read-only index: queries and reads work, appends fail
 // with ErrDiskFull, nothing hangs.
 func TestDiskFullReadOnlyOpen(t *testing.T) {
-	mnt := mountTmpfs(t, 8)
+	mnt := tmpfs.Mount(t, 8)
 	dir := filepath.Join(mnt, "db")
 	db, err := Open(dir, &Options{RetentionInterval: -1})
 	require.NoError(t, err)

@@ -18,32 +18,13 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/logstore/logstore/internal/tmpfs"
+
 	"github.com/logstore/logstore/engine"
 )
 
 // hangBound is a hang detector, not a performance target.
 const hangBound = 60 * time.Second
-
-// mountTmpfs mounts a tmpfs of sizeMiB and unmounts it when the test ends;
-// it skips the test when it cannot mount, except under CI=true.
-func mountTmpfs(t *testing.T, sizeMiB int) string {
-	t.Helper()
-	dir := t.TempDir()
-	out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%dm,mode=0700", sizeMiB), "tmpfs", dir).CombinedOutput()
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("mount a %d MiB tmpfs (CI runs as root and must run this test): %v: %s", sizeMiB, err, out)
-		}
-		t.Skipf("cannot mount a tmpfs here (needs root and mount(8)): %v: %s", err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
-			_ = exec.Command("umount", "-l", dir).Run()
-			t.Logf("umount %s: %v: %s", dir, err, out)
-		}
-	})
-	return dir
-}
 
 // cliTimed runs the binary with a hang bound and reports how long it took.
 func cliTimed(t *testing.T, dir string, args ...string) (result, time.Duration) {
@@ -141,7 +122,7 @@ func listIDs(t *testing.T, dir string) map[string]bool {
 // never exit); a query on the full disk exits too; after the tmpfs is
 // enlarged every record the CLI reported stored is there and decrypts.
 func TestCLIDiskFull(t *testing.T) {
-	mnt := mountTmpfs(t, 8)
+	mnt := tmpfs.Mount(t, 8)
 	dir := filepath.Join(mnt, "d")
 	input := filepath.Join(t.TempDir(), "in.jsonl")
 	ids := writeIDJSONL(t, input, 6000, 2048)
@@ -163,8 +144,7 @@ func TestCLIDiskFull(t *testing.T) {
 		require.Contains(t, r.stderr, "disk full")
 	}
 
-	out, err := exec.Command("mount", "-o", "remount,size=64m", mnt).CombinedOutput()
-	require.NoError(t, err, "%s", out)
+	tmpfs.Resize(t, mnt, 64)
 	seen := listIDs(t, dir)
 	require.GreaterOrEqual(t, len(seen), stored)
 	for _, id := range ids[:stored] {
