@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -158,8 +159,9 @@ func (db *DB) reconcileSegment(ctx context.Context, tenant string, id [16]byte, 
 // resealed handles a sealed segment whose footer did not reach the disk
 // (the manifest was written after the footer's fsync, so only a file system
 // that lost a synced write gets here): the footer is a function of the
-// blocks, so Recover writes it again, and the digest proves the result is
-// byte for byte what the manifest recorded. Anything else stays refused.
+// blocks, so the digest the resealed file would have is computed first and
+// only if it is byte for byte what the manifest recorded does Recover write
+// the footer again. Anything else stays refused and the file untouched.
 func (db *DB) resealed(tenant string, id [16]byte, e *manifestEntry) bool {
 	path := db.segPath(tenant, id)
 	r, err := segment.Open(path, db.readOpts(tenant))
@@ -167,9 +169,13 @@ func (db *DB) resealed(tenant string, id [16]byte, e *manifestEntry) bool {
 		return false
 	}
 	unsealed := !r.Sealed() && len(r.Blocks()) == e.Blocks
+	var d [32]byte
+	if unsealed {
+		d, err = r.SealedDigest()
+	}
 	_ = r.Close()
-	if !unsealed {
-		return false
+	if !unsealed || err != nil || !bytes.Equal(d[:], e.Digest) {
+		return false // never touch a file that would not match: it is evidence
 	}
 	if _, err := segment.Recover(path, db.readOpts(tenant)); err != nil {
 		return false

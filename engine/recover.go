@@ -74,7 +74,7 @@ func (db *DB) recoverTenant(ctx context.Context, tenant string, rep *RecoveryRep
 		// The key is unusable or unreachable: nothing can be authenticated
 		// now, so nothing is changed; the writer retries when it needs the
 		// tenant, and reads fail with this key error.
-		db.manifests.set(tenant, &tenantManifest{unverified: err})
+		db.manifests.set(tenant, &tenantManifest{unverified: err, retryAt: db.opts.Now().Add(unverifiedRetry)})
 		rep.Unverified = append(rep.Unverified, fmt.Sprintf("tenant %s: %v", tenant, err))
 		return nil
 	}

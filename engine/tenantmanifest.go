@@ -36,8 +36,11 @@ type tenantManifest struct {
 	// corrupt or rolled back); reads of authenticated blocks go on.
 	damaged error
 	// unverified is the key error that kept the manifest from being
-	// authenticated; the writer retries when it next needs the tenant.
+	// authenticated; the writer retries when it next needs the tenant, but
+	// not before retryAt, so a tenant whose KMS is down does not hold the
+	// single writer goroutine in a key call on every group commit.
 	unverified error
+	retryAt    time.Time
 	// problems maps a segment id (hex) to why it is not served.
 	problems map[string]error
 	// lost maps a segment id to acknowledged blocks it no longer holds
@@ -373,6 +376,9 @@ func (db *DB) ensureManifest(tenant string) error {
 	}
 	tm := db.manifests.get(tenant)
 	if tm != nil && tm.unverified != nil {
+		if db.opts.Now().Before(tm.retryAt) {
+			return tm.unverified
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), keyCallTimeout)
 		defer cancel()
 		var rep RecoveryReport
@@ -510,6 +516,11 @@ func (db *DB) setSegmentState(ctx context.Context, tenant string, id [16]byte, s
 		return nil
 	})
 }
+
+// unverifiedRetry is how long a tenant whose manifest could not be
+// authenticated (key unusable or unreachable) waits before the writer tries
+// again; meanwhile its writes fail at once with that key error.
+const unverifiedRetry = 5 * time.Second
 
 // checkpointEvery bounds how much of an active segment's acknowledged tail
 // the manifest does not vouch for: recovery reports as loss an active

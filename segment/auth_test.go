@@ -147,3 +147,28 @@ func TestRewrittenSlotAuthenticated(t *testing.T) {
 		require.NoError(t, r.Close())
 	}
 }
+
+// TestSealedDigestPredictsRecover: the digest of an unsealed segment as
+// Recover would seal it equals the digest after Recover, and a sealed
+// segment's SealedDigest is its Digest.
+func TestSealedDigestPredictsRecover(t *testing.T) {
+	fs := vfs.NewMem()
+	rng := rand.New(rand.NewSource(11))
+	path := writeSeg(t, segSpec{fs: fs, cipher: CipherAES256GCM, blocks: [][]Entry{makeEntries(rng, 3, 40), makeEntries(rng, 2, 40)}})
+	r, err := Open(path, &ReadOptions{FS: fs})
+	require.NoError(t, err)
+	want, err := r.SealedDigest()
+	require.NoError(t, err)
+	require.NoError(t, r.Close())
+	_, err = Recover(path, &ReadOptions{FS: fs})
+	require.NoError(t, err)
+	r, err = Open(path, &ReadOptions{FS: fs})
+	require.NoError(t, err)
+	defer r.Close()
+	got, err := r.Digest()
+	require.NoError(t, err)
+	require.Equal(t, want, got)
+	again, err := r.SealedDigest()
+	require.NoError(t, err)
+	require.Equal(t, got, again)
+}

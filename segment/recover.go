@@ -138,13 +138,26 @@ func RewriteKeySlot(path string, fs vfs.FS, keyURI string, wrapped, dek []byte) 
 // (which a rewrap rewrites): the preamble and everything from HeaderSize to
 // the end of the file. A manifest records it when the segment is sealed, so
 // a replaced or edited segment is detected even where no key is at hand.
-func (r *Reader) Digest() ([32]byte, error) {
+func (r *Reader) Digest() ([32]byte, error) { return r.digest(r.Size(), nil) }
+
+// SealedDigest is the Digest the segment would have once Recover sealed it
+// (its valid blocks followed by their footer), computed without writing: a
+// caller can check it against a recorded digest before letting Recover
+// touch the file.
+func (r *Reader) SealedDigest() ([32]byte, error) {
+	if r.sealed {
+		return r.Digest()
+	}
+	return r.digest(r.validEnd, appendFooter(nil, r.blocks))
+}
+
+// digest hashes the preamble, the file from HeaderSize to end, then tail.
+func (r *Reader) digest(end int64, tail []byte) ([32]byte, error) {
 	var out [32]byte
 	h := sha256.New()
 	buf := getBuf(1 << 20)
 	defer putBuf(buf)
-	size := r.Size()
-	for _, rg := range [][2]int64{{0, preambleSize}, {HeaderSize, size}} {
+	for _, rg := range [][2]int64{{0, preambleSize}, {HeaderSize, end}} {
 		for off := rg[0]; off < rg[1]; {
 			n := min(int64(len(buf)), rg[1]-off)
 			if _, err := r.f.ReadAt(buf[:n], off); err != nil {
@@ -154,6 +167,7 @@ func (r *Reader) Digest() ([32]byte, error) {
 			off += n
 		}
 	}
+	h.Write(tail)
 	copy(out[:], h.Sum(nil))
 	return out, nil
 }
