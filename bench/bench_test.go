@@ -189,7 +189,7 @@ func BenchmarkGet(b *testing.B) {
 				name, dc.MaxAge = fmt.Sprintf("record=%s/dek=uncached", sizeName(size)), 0
 			}
 			b.Run(name, func(b *testing.B) {
-				db, err := engine.Open(b.TempDir(), &engine.Options{RetentionInterval: -1, KMS: KMSOptions(kms), DEKCache: &dc})
+				db, err := engine.Open(b.TempDir(), &engine.Options{RetentionInterval: -1, KMS: []keys.Provider{awskms.New(*KMSOptions(kms))}, DEKCache: &dc})
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -18,11 +18,11 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 
 	"github.com/logstore/logstore/engine"
-	"github.com/logstore/logstore/internal/vfs"
 	"github.com/logstore/logstore/keys"
 	"github.com/logstore/logstore/keys/awskms"
 	"github.com/logstore/logstore/keys/kmstest"
 	"github.com/logstore/logstore/segment"
+	"github.com/logstore/logstore/vfs"
 )
 
 // Options configure Run.
@@ -302,7 +302,7 @@ func measureAppend(ctx context.Context, rep *Report, o Options, kms *kmstest.Ser
 			return LogstoreStore{db}, err
 		}, false},
 		{"logstore enc=on kms", func(dir string) (Store, error) {
-			db, err := engine.Open(dir, &engine.Options{Sync: engine.SyncNever, RetentionInterval: -1, NoAudit: true, KMS: KMSOptions(kms)})
+			db, err := engine.Open(dir, &engine.Options{Sync: engine.SyncNever, RetentionInterval: -1, NoAudit: true, KMS: []keys.Provider{awskms.New(*KMSOptions(kms))}})
 			if err != nil {
 				return nil, err
 			}
@@ -388,7 +388,7 @@ func measureReads(ctx context.Context, rep *Report, o Options, kms *kmstest.Serv
 			dc.MaxAge = 0
 		}
 		dir := filepath.Join(o.Dir, fmt.Sprintf("read-%v", cached))
-		db, err := engine.Open(dir, &engine.Options{Sync: engine.SyncNever, RetentionInterval: -1, NoAudit: true, KMS: KMSOptions(kms), DEKCache: &dc})
+		db, err := engine.Open(dir, &engine.Options{Sync: engine.SyncNever, RetentionInterval: -1, NoAudit: true, KMS: []keys.Provider{awskms.New(*KMSOptions(kms))}, DEKCache: &dc})
 		if err != nil {
 			return err
 		}

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/logstore/logstore/engine"
-	"github.com/logstore/logstore/internal/ingest"
+	"github.com/logstore/logstore/ingest"
 )
 
 // Workload generates realistic request logs: JSON-API traffic with

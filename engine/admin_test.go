@@ -12,8 +12,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/logstore/logstore/internal/vfs"
 	"github.com/logstore/logstore/keys"
+	"github.com/logstore/logstore/vfs"
 )
 
 // fakeClock is a settable clock for retention and cache-age tests.

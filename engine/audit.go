@@ -7,8 +7,8 @@ import (
 	"path/filepath"
 	"syscall"
 
-	"github.com/logstore/logstore/internal/vfs"
 	"github.com/logstore/logstore/keys"
+	"github.com/logstore/logstore/vfs"
 )
 
 // AuditPath is where the data directory dir keeps its key audit trail

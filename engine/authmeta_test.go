@@ -7,7 +7,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/stretchr/testify/require"
 
-	"github.com/logstore/logstore/internal/vfs"
+	"github.com/logstore/logstore/vfs"
 )
 
 // Regression tests for finding 7 of the security review (issue 10): the

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/logstore/logstore/internal/vfs"
+	"github.com/logstore/logstore/vfs"
 )
 
 // benchRecords returns n realistic request logs of about size bytes each

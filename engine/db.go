@@ -17,10 +17,9 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 
-	"github.com/logstore/logstore/internal/vfs"
 	"github.com/logstore/logstore/keys"
-	"github.com/logstore/logstore/keys/awskms"
 	"github.com/logstore/logstore/segment"
+	"github.com/logstore/logstore/vfs"
 )
 
 // DB is an open data directory. Its methods are safe for concurrent use.
@@ -134,11 +133,7 @@ func Open(dir string, o *Options) (*DB, error) {
 			return fail(err)
 		}
 		db.local = local
-		var kopts awskms.Options
-		if opts.KMS != nil {
-			kopts = *opts.KMS
-		}
-		provider = keys.NewRouter(local, awskms.New(kopts))
+		provider = keys.NewRouter(append([]keys.Provider{local}, opts.KMS...)...)
 	}
 	if !opts.NoAudit {
 		if db.audit, err = db.openAudit(); err != nil {

@@ -8,8 +8,8 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 
-	"github.com/logstore/logstore/internal/vfs"
 	"github.com/logstore/logstore/keys"
+	"github.com/logstore/logstore/vfs"
 )
 
 // ErrKeyInUse: a local key belongs to, or is in use by, another tenant.

@@ -14,10 +14,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/stretchr/testify/require"
 
-	"github.com/logstore/logstore/internal/vfs"
 	"github.com/logstore/logstore/keys"
 	"github.com/logstore/logstore/keys/awskms"
 	"github.com/logstore/logstore/keys/kmstest"
+	"github.com/logstore/logstore/vfs"
 )
 
 type kmsEnv struct {
@@ -47,7 +47,7 @@ func TestKMSRevocationRotationAndCalls(t *testing.T) {
 	clk := &fakeClock{now: t0}
 	cache := keys.CacheOptions{MaxAge: 5 * time.Minute, Now: clk.Now}
 	db := openTest(t, vfs.Default, t.TempDir(), func(o *Options) {
-		o.KMS, o.DEKCache, o.Now, o.RequireLinkedKey = env.kopts, &cache, clk.Now, true
+		o.KMS, o.DEKCache, o.Now, o.RequireLinkedKey = kmsProviders(env.kopts), &cache, clk.Now, true
 	})
 	defer db.Close()
 	uri := env.newKey(t)
@@ -138,7 +138,7 @@ func TestKMSDownFailsWritesClosedAndServesCachedReads(t *testing.T) {
 	env := newKMS(t)
 	clk := &fakeClock{now: t0}
 	cache := keys.CacheOptions{MaxAge: time.Minute, Now: clk.Now}
-	db := openTest(t, vfs.Default, t.TempDir(), func(o *Options) { o.KMS, o.DEKCache, o.Now = env.kopts, &cache, clk.Now })
+	db := openTest(t, vfs.Default, t.TempDir(), func(o *Options) { o.KMS, o.DEKCache, o.Now = kmsProviders(env.kopts), &cache, clk.Now })
 	defer db.Close()
 	uri := env.newKey(t)
 	_, err := db.LinkKey(bg, "acme", uri)
@@ -175,7 +175,7 @@ func TestRewrapAcrossProvidersWithCrashes(t *testing.T) {
 		return nil
 	})
 	indexDir := t.TempDir()
-	db := openTest(t, efs, "/db", func(o *Options) { o.KMS, o.IndexDir = env.kopts, indexDir })
+	db := openTest(t, efs, "/db", func(o *Options) { o.KMS, o.IndexDir = kmsProviders(env.kopts), indexDir })
 	defer db.Close()
 	recs := genRecords(rand.New(rand.NewSource(5)), 120, t0)
 	var ids []ID
@@ -219,7 +219,7 @@ func TestRewrapAcrossProvidersWithCrashes(t *testing.T) {
 
 func TestKMSWrongTenantContextRejected(t *testing.T) {
 	env := newKMS(t)
-	db := openTest(t, vfs.Default, t.TempDir(), func(o *Options) { o.KMS = env.kopts })
+	db := openTest(t, vfs.Default, t.TempDir(), func(o *Options) { o.KMS = kmsProviders(env.kopts) })
 	defer db.Close()
 	uri := env.newKey(t)
 	for _, tenant := range []string{"acme", "beta"} {
@@ -240,7 +240,7 @@ func TestKMSWrongTenantContextRejected(t *testing.T) {
 
 func TestLinkKeyRejectsUnusableKMSKeys(t *testing.T) {
 	env := newKMS(t)
-	db := openTest(t, vfs.Default, t.TempDir(), func(o *Options) { o.KMS = env.kopts })
+	db := openTest(t, vfs.Default, t.TempDir(), func(o *Options) { o.KMS = kmsProviders(env.kopts) })
 	defer db.Close()
 	uri := env.newKey(t)
 	_, err := env.admin.DisableKey(bg, &kms.DisableKeyInput{KeyId: keyID(uri)})
@@ -267,3 +267,6 @@ func TestLinkKeyRejectsUnusableKMSKeys(t *testing.T) {
 	_, err = db.LinkKey(bg, "acme", good)
 	require.NoError(t, err)
 }
+
+// kmsProviders is the application's composition of AWS KMS, as the CLI does it.
+func kmsProviders(o *awskms.Options) []keys.Provider { return []keys.Provider{awskms.New(*o)} }

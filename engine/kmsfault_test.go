@@ -11,8 +11,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/stretchr/testify/require"
 
-	"github.com/logstore/logstore/internal/vfs"
 	"github.com/logstore/logstore/keys"
+	"github.com/logstore/logstore/vfs"
 )
 
 // TestKMSFaultsDuringIngest runs an ingest while the test KMS goes through a
@@ -22,7 +22,7 @@ import (
 func TestKMSFaultsDuringIngest(t *testing.T) {
 	env := newKMS(t)
 	cache := keys.CacheOptions{MaxAge: 80 * time.Millisecond} // the writer re-validates the key every 80 ms
-	db := openTest(t, vfs.Default, t.TempDir(), func(o *Options) { o.KMS, o.DEKCache = env.kopts, &cache })
+	db := openTest(t, vfs.Default, t.TempDir(), func(o *Options) { o.KMS, o.DEKCache = kmsProviders(env.kopts), &cache })
 	defer db.Close()
 	uri := env.newKey(t)
 	_, err := db.LinkKey(bg, "acme", uri)

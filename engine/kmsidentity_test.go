@@ -8,9 +8,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/stretchr/testify/require"
 
-	"github.com/logstore/logstore/internal/vfs"
 	"github.com/logstore/logstore/keys"
 	"github.com/logstore/logstore/keys/kmstest"
+	"github.com/logstore/logstore/vfs"
 )
 
 // TestKMSAliasRepointKeepsOldRecords is the regression test of finding 15 of
@@ -20,7 +20,7 @@ import (
 // the key the alias named at link time (its ARN), not the alias.
 func TestKMSAliasRepointKeepsOldRecords(t *testing.T) {
 	env := newKMS(t)
-	db := openTest(t, vfs.Default, t.TempDir(), func(o *Options) { o.KMS, o.RequireLinkedKey = env.kopts, true })
+	db := openTest(t, vfs.Default, t.TempDir(), func(o *Options) { o.KMS, o.RequireLinkedKey = kmsProviders(env.kopts), true })
 	defer db.Close()
 	oldARN, newARN := env.srv.CreateKey(), env.srv.CreateKey()
 	_, err := env.admin.CreateAlias(bg, &kms.CreateAliasInput{AliasName: aws.String("alias/dbg"), TargetKeyId: aws.String(oldARN)})
@@ -95,7 +95,7 @@ func TestKMSAliasRepointKeepsOldRecords(t *testing.T) {
 // options of the URI it came from (here the explicit replica list).
 func TestKMSLinkKeepsURIOptions(t *testing.T) {
 	env := newKMS(t)
-	db := openTest(t, vfs.Default, t.TempDir(), func(o *Options) { o.KMS = env.kopts })
+	db := openTest(t, vfs.Default, t.TempDir(), func(o *Options) { o.KMS = kmsProviders(env.kopts) })
 	defer db.Close()
 	arn := env.srv.CreateKey()
 	_, err := env.admin.CreateAlias(bg, &kms.CreateAliasInput{AliasName: aws.String("alias/dbg"), TargetKeyId: aws.String(arn)})

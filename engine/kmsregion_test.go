@@ -12,10 +12,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/stretchr/testify/require"
 
-	"github.com/logstore/logstore/internal/vfs"
 	"github.com/logstore/logstore/keys"
 	"github.com/logstore/logstore/keys/awskms"
 	"github.com/logstore/logstore/keys/kmstest"
+	"github.com/logstore/logstore/vfs"
 )
 
 // TestKMSRegionDownAppendsContinue (finding 16): a tenant on a multi-Region
@@ -52,7 +52,7 @@ func TestKMSRegionDownAppendsContinue(t *testing.T) {
 			return cfg, nil
 		}}
 	db := openTest(t, vfs.Default, t.TempDir(), func(o *Options) {
-		o.KMS, o.DEKCache, o.Now, o.RequireLinkedKey = kopts, &cache, clk.Now, true
+		o.KMS, o.DEKCache, o.Now, o.RequireLinkedKey = kmsProviders(kopts), &cache, clk.Now, true
 	})
 	defer db.Close()
 	uri := "aws-kms://" + arn // no ?replicas=: the replica is discovered

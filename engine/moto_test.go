@@ -17,8 +17,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/stretchr/testify/require"
 
-	"github.com/logstore/logstore/internal/vfs"
 	"github.com/logstore/logstore/keys/awskms"
+	"github.com/logstore/logstore/vfs"
 )
 
 // startMoto runs moto_server (a KMS implementation nobody here wrote) on a
@@ -80,7 +80,7 @@ func TestMotoSmoke(t *testing.T) {
 	}
 	k1, k2 := mk(), mk()
 	db := openTest(t, vfs.Default, t.TempDir(), func(o *Options) {
-		o.KMS = &awskms.Options{LoadConfig: load, MaxAttempts: 2, CallTimeout: 10 * time.Second}
+		o.KMS = kmsProviders(&awskms.Options{LoadConfig: load, MaxAttempts: 2, CallTimeout: 10 * time.Second})
 	})
 	defer db.Close()
 	_, err := db.LinkKey(bg, "acme", k1)

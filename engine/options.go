@@ -4,10 +4,9 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/logstore/logstore/internal/vfs"
 	"github.com/logstore/logstore/keys"
-	"github.com/logstore/logstore/keys/awskms"
 	"github.com/logstore/logstore/segment"
+	"github.com/logstore/logstore/vfs"
 )
 
 // SyncMode says when appended records are made durable.
@@ -54,12 +53,15 @@ type Options struct {
 	// read them (DB.IndexRebuild says what it did). The repair for
 	// ErrIndexCorrupt; `logstore segments reindex` sets it.
 	RebuildIndex bool
-	// Keys is the key provider (default: a Router with the local provider
-	// over DIR/keys and the AWS KMS provider configured by KMS).
+	// Keys replaces the whole key provider (default nil: a keys.Router over
+	// the local provider in DIR/keys plus KMS). The engine imports no cloud
+	// SDK: the application composes the providers it wants.
 	Keys keys.Provider
-	// KMS configures the default AWS KMS provider (default: the standard AWS
-	// configuration chain). Ignored when Keys is set.
-	KMS *awskms.Options
+	// KMS are the providers for key URIs that are not local://, routed by
+	// scheme beside the built-in local provider; for AWS KMS pass
+	// awskms.New(awskms.Options{...}). Default none: such a URI is refused
+	// with keys.ErrUnsupported. Ignored when Keys is set.
+	KMS []keys.Provider
 	// NoAudit disables the key audit trail (default: every call that reaches
 	// a key provider is appended to DIR/audit/keys.log).
 	NoAudit bool

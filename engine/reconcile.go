@@ -6,9 +6,9 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/logstore/logstore/internal/vfs"
 	"github.com/logstore/logstore/keys"
 	"github.com/logstore/logstore/segment"
+	"github.com/logstore/logstore/vfs"
 )
 
 // Reconciliation of a tenant's segment files with its manifest, run by Open

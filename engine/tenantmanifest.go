@@ -14,9 +14,9 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 
-	"github.com/logstore/logstore/internal/vfs"
 	"github.com/logstore/logstore/keys"
 	"github.com/logstore/logstore/segment"
+	"github.com/logstore/logstore/vfs"
 )
 
 // manifests holds each tenant's manifest as last verified or written, and

@@ -4,8 +4,8 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/logstore/logstore/internal/vfs"
 	"github.com/logstore/logstore/segment"
+	"github.com/logstore/logstore/vfs"
 )
 
 // manifestCheck is Verify's comparison of one open segment with the tenant

@@ -16,7 +16,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/logstore/logstore/internal/vfs"
+	"github.com/logstore/logstore/vfs"
 )
 
 const auditTestPath = "/a/keys.log"

@@ -15,7 +15,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/logstore/logstore/internal/vfs"
+	"github.com/logstore/logstore/vfs"
 )
 
 // ErrCorruptKeyFile and ErrUnknownKeyVersion are the local key file's

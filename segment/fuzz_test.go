@@ -6,7 +6,7 @@ import (
 	"os"
 	"testing"
 
-	"github.com/logstore/logstore/internal/vfs"
+	"github.com/logstore/logstore/vfs"
 )
 
 func fuzzSeeds(f *testing.F) {

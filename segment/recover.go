@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/logstore/logstore/internal/vfs"
+	"github.com/logstore/logstore/vfs"
 )
 
 // RecoverResult says what Recover did.

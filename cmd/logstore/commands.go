@@ -14,8 +14,8 @@ import (
 	"golang.org/x/term"
 
 	"github.com/logstore/logstore/engine"
+	"github.com/logstore/logstore/ingest"
 	"github.com/logstore/logstore/internal/demo"
-	"github.com/logstore/logstore/internal/ingest"
 	"github.com/logstore/logstore/query"
 )
 

@@ -14,8 +14,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/logstore/logstore/engine"
-	"github.com/logstore/logstore/internal/ingest"
+	"github.com/logstore/logstore/ingest"
 	"github.com/logstore/logstore/keys"
+	"github.com/logstore/logstore/keys/awskms"
 	"github.com/logstore/logstore/query"
 )
 
@@ -49,7 +50,14 @@ type app struct {
 func (a *app) open() (*engine.DB, error) { return a.openWith(nil) }
 
 func (a *app) openWith(o *engine.Options) (*engine.DB, error) {
-	db, err := engine.Open(a.dir, o)
+	var opts engine.Options
+	if o != nil {
+		opts = *o
+	}
+	// The CLI is the composition root: it adds AWS KMS (the standard AWS
+	// configuration chain) beside the engine's built-in local provider.
+	opts.KMS = []keys.Provider{awskms.New(awskms.Options{})}
+	db, err := engine.Open(a.dir, &opts)
 	if err != nil {
 		return nil, err
 	}

@@ -15,7 +15,7 @@ import (
 
 	"github.com/logstore/logstore"
 	"github.com/logstore/logstore/engine"
-	"github.com/logstore/logstore/internal/ingest"
+	"github.com/logstore/logstore/ingest"
 	"github.com/logstore/logstore/query"
 )
 

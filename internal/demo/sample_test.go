@@ -16,7 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/logstore/logstore/engine"
-	"github.com/logstore/logstore/internal/ingest"
+	"github.com/logstore/logstore/ingest"
 )
 
 var updateSample = flag.Bool("update-sample", false, "regenerate testdata/demo-sample.jsonl from ../shared/testdata/har")
