@@ -194,10 +194,11 @@ func BenchmarkGet(b *testing.B) {
 					b.Fatal(err)
 				}
 				defer db.Close()
-				if _, err := db.LinkKey(ctx, "bench", uri); err != nil {
+				if _, err := db.Admin().LinkKey(ctx, "bench", uri); err != nil {
 					b.Fatal(err)
 				}
-				ids, err := db.Append(ctx, "bench", NewWorkload(5, time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)).Records(2000, size))
+				bt := mustTenant(db, "bench")
+				ids, err := bt.Append(ctx, NewWorkload(5, time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)).Records(2000, size))
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -205,7 +206,7 @@ func BenchmarkGet(b *testing.B) {
 				b.ReportAllocs()
 				b.ResetTimer()
 				for i := 0; i < b.N; i++ {
-					if _, err := db.Get(ctx, "bench", ids[(i*7919)%len(ids)], engine.PartLog); err != nil {
+					if _, err := bt.Get(ctx, ids[(i*7919)%len(ids)], engine.PartLog); err != nil {
 						b.Fatal(err)
 					}
 				}
@@ -236,12 +237,13 @@ func BenchmarkQuery(b *testing.B) {
 	defer db.Close()
 	w := NewWorkload(6, time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC))
 	var trace string
+	bt := mustTenant(db, "bench")
 	for done := 0; done < n; done += 1000 {
 		recs := w.Records(min(1000, n-done), 256)
 		if done == 0 {
 			trace = recs[0].TraceID
 		}
-		if _, err := db.Append(ctx, "bench", recs); err != nil {
+		if _, err := bt.Append(ctx, recs); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -249,15 +251,21 @@ func BenchmarkQuery(b *testing.B) {
 		b.ReportAllocs()
 		for i := 0; i < b.N; i++ {
 			c := 0
-			if err := db.Scan(ctx, "bench", engine.ScanOptions{Field: engine.FieldTraceID, Values: []string{trace}}, func(*engine.Meta) error { c++; return nil }); err != nil || c != 1 {
-				b.Fatal(err, c)
+			for _, err := range bt.Scan(ctx, engine.ScanOptions{Index: engine.ByTrace(trace)}) {
+				if err != nil {
+					b.Fatal(err)
+				}
+				c++
+			}
+			if c != 1 {
+				b.Fatal(c)
 			}
 		}
 	})
 	b.Run(fmt.Sprintf("query=count-time-range/records=%d", n), func(b *testing.B) {
 		b.ReportAllocs()
 		for i := 0; i < b.N; i++ {
-			c, err := db.Count(ctx, "bench", engine.ScanOptions{})
+			c, err := bt.Count(ctx, engine.ScanOptions{})
 			if err != nil || c != n {
 				b.Fatal(err, c)
 			}
@@ -284,4 +292,13 @@ func TestRunReport(t *testing.T) {
 	if env != 10_000 || kmsEnc <= 0 || kmsEnc > 100 {
 		t.Fatalf("KMS calls per 10k: envelope %.0f (want 10000), logstore %.1f", env, kmsEnc)
 	}
+}
+
+// mustTenant is the handle of a valid tenant name.
+func mustTenant(db *engine.DB, name string) *engine.Tenant {
+	t, err := db.Tenant(name)
+	if err != nil {
+		panic(err)
+	}
+	return t
 }

@@ -26,7 +26,11 @@ type Store interface {
 type LogstoreStore struct{ DB *engine.DB }
 
 func (s LogstoreStore) Append(ctx context.Context, tenant string, recs []engine.Record) error {
-	_, err := s.DB.Append(ctx, tenant, recs)
+	t, err := s.DB.Tenant(tenant)
+	if err != nil {
+		return err
+	}
+	_, err = t.Append(ctx, recs)
 	return err
 }
 func (s LogstoreStore) Close() error { return s.DB.Close() }

@@ -306,7 +306,7 @@ func measureAppend(ctx context.Context, rep *Report, o Options, kms *kmstest.Ser
 			if err != nil {
 				return nil, err
 			}
-			if _, err := db.LinkKey(ctx, "bench", kmsURI); err != nil {
+			if _, err := db.Admin().LinkKey(ctx, "bench", kmsURI); err != nil {
 				return nil, err
 			}
 			return LogstoreStore{db}, nil
@@ -392,12 +392,16 @@ func measureReads(ctx context.Context, rep *Report, o Options, kms *kmstest.Serv
 		if err != nil {
 			return err
 		}
-		if _, err := db.LinkKey(ctx, "bench", uri); err != nil {
+		if _, err := db.Admin().LinkKey(ctx, "bench", uri); err != nil {
+			return err
+		}
+		bt, err := db.Tenant("bench")
+		if err != nil {
 			return err
 		}
 		var ids []engine.ID
 		for j := 0; j < len(recs); j += 500 {
-			got, err := db.Append(ctx, "bench", recs[j:min(j+500, len(recs))])
+			got, err := bt.Append(ctx, recs[j:min(j+500, len(recs))])
 			if err != nil {
 				return err
 			}
@@ -406,7 +410,7 @@ func measureReads(ctx context.Context, rep *Report, o Options, kms *kmstest.Serv
 		lat := make([]time.Duration, 0, 500)
 		for j := 0; j < 500; j++ {
 			start := time.Now()
-			if _, err := db.Get(ctx, "bench", ids[(j*7919)%len(ids)], engine.PartLog); err != nil {
+			if _, err := bt.Get(ctx, ids[(j*7919)%len(ids)], engine.PartLog); err != nil {
 				return err
 			}
 			lat = append(lat, time.Since(start))
@@ -422,12 +426,15 @@ func measureReads(ctx context.Context, rep *Report, o Options, kms *kmstest.Serv
 			trace := recs[len(recs)/2].TraceID
 			start := time.Now()
 			n := 0
-			if err := db.Scan(ctx, "bench", engine.ScanOptions{Field: engine.FieldTraceID, Values: []string{trace}}, func(*engine.Meta) error { n++; return nil }); err != nil {
-				return err
+			for _, err := range bt.Scan(ctx, engine.ScanOptions{Index: engine.ByTrace(trace)}) {
+				if err != nil {
+					return err
+				}
+				n++
 			}
 			rep.Rows = append(rep.Rows, Row{Group: "query", Name: "selective: trace_id = X", LatencyMicros: float64(time.Since(start).Microseconds())})
 			start = time.Now()
-			c, err := db.Count(ctx, "bench", engine.ScanOptions{})
+			c, err := bt.Count(ctx, engine.ScanOptions{})
 			if err != nil {
 				return err
 			}

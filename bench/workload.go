@@ -52,26 +52,28 @@ func (w *Workload) Record(size, bodySize int) engine.Record {
 	path := routes[ri]
 	path = fmt.Sprintf("%s", replaceID(path, r))
 	rec := engine.Record{
-		Time:              w.start.Add(time.Duration(w.n) * time.Millisecond),
-		SessionID:         fmt.Sprintf("sess-%04d", r.Intn(2000)),
-		TraceID:           fmt.Sprintf("%016x%016x", r.Uint64(), r.Uint64()),
-		SpanID:            fmt.Sprintf("%016x", r.Uint64()),
-		Method:            methods[r.Intn(len(methods))],
-		Host:              "api.example.com",
-		Status:            statuses[r.Intn(len(statuses))],
-		UpstreamStatus:    200,
-		ResponseSource:    "upstream",
-		LatencyMs:         float64(r.Intn(4000)) / 10,
-		UpstreamLatencyMs: float64(r.Intn(3000)) / 10,
-		GatewayLatencyMs:  float64(r.Intn(100)) / 10,
-		RouteID:           fmt.Sprintf("route-%d", ri),
-		ServiceID:         "svc-" + services[ri%len(services)],
-		RequestSize:       int64(200 + r.Intn(2000)),
-		ResponseSize:      int64(300 + r.Intn(20000)),
-		Path:              path,
-		Query:             fmt.Sprintf("page=%d&per_page=50&sort=-created_at", r.Intn(40)),
-		ClientIP:          fmt.Sprintf("%d.%d.%d.%d", 1+r.Intn(223), r.Intn(256), r.Intn(256), 1+r.Intn(254)),
-		ConsumerID:        fmt.Sprintf("consumer-%d", r.Intn(500)),
+		Meta: engine.Meta{
+			Time:              w.start.Add(time.Duration(w.n) * time.Millisecond),
+			SessionID:         fmt.Sprintf("sess-%04d", r.Intn(2000)),
+			TraceID:           fmt.Sprintf("%016x%016x", r.Uint64(), r.Uint64()),
+			SpanID:            fmt.Sprintf("%016x", r.Uint64()),
+			Method:            methods[r.Intn(len(methods))],
+			Host:              "api.example.com",
+			Status:            statuses[r.Intn(len(statuses))],
+			UpstreamStatus:    200,
+			ResponseSource:    "upstream",
+			LatencyMs:         float64(r.Intn(4000)) / 10,
+			UpstreamLatencyMs: float64(r.Intn(3000)) / 10,
+			GatewayLatencyMs:  float64(r.Intn(100)) / 10,
+			RouteID:           fmt.Sprintf("route-%d", ri),
+			ServiceID:         "svc-" + services[ri%len(services)],
+			RequestSize:       int64(200 + r.Intn(2000)),
+			ResponseSize:      int64(300 + r.Intn(20000)),
+		},
+		Path:       path,
+		Query:      fmt.Sprintf("page=%d&per_page=50&sort=-created_at", r.Intn(40)),
+		ClientIP:   fmt.Sprintf("%d.%d.%d.%d", 1+r.Intn(223), r.Intn(256), r.Intn(256), 1+r.Intn(254)),
+		ConsumerID: fmt.Sprintf("consumer-%d", r.Intn(500)),
 		RequestHeaders: []engine.Header{{Name: "host", Value: "api.example.com"}, {Name: "user-agent", Value: agents[r.Intn(len(agents))]},
 			{Name: "accept", Value: "application/json"}, {Name: "accept-encoding", Value: "gzip, deflate, br"},
 			{Name: "authorization", Value: fmt.Sprintf("Bearer eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.%016x%016x%016x", r.Uint64(), r.Uint64(), r.Uint64())},
@@ -152,7 +154,7 @@ func HARRecords(dir string) ([]engine.Record, error) {
 		if err != nil {
 			return nil, err
 		}
-		_, err = ingest.Ingest(context.Background(), c, f, fh, ingest.Options{Tenant: "bench"})
+		_, err = ingest.Ingest(context.Background(), c, f, fh, ingest.Options{})
 		fh.Close()
 		if err != nil {
 			return nil, err
@@ -163,7 +165,7 @@ func HARRecords(dir string) ([]engine.Record, error) {
 
 type collector struct{ recs []engine.Record }
 
-func (c *collector) Append(_ context.Context, _ string, recs []engine.Record) ([]engine.ID, error) {
+func (c *collector) Append(_ context.Context, recs []engine.Record) ([]engine.ID, error) {
 	c.recs = append(c.recs, recs...)
 	return make([]engine.ID, len(recs)), nil
 }

@@ -810,7 +810,8 @@ func (iv *indexVerifier) secondary() error {
 			continue
 		}
 		var m Meta
-		if err := decodeRecordValue(v, &m); err != nil {
+		loc, err := decodeRecordValue(v, &m)
+		if err != nil {
 			return err
 		}
 		var missing []string
@@ -826,7 +827,7 @@ func (iv *indexVerifier) secondary() error {
 			return gerr
 		}
 		if len(missing) > 0 {
-			iv.problem(iv.checkFor(m.Loc.Segment), id, int(m.Loc.Seq), "missing secondary index entries: %s", strings.Join(missing, ", "))
+			iv.problem(iv.checkFor(loc.Segment), id, int(loc.Seq), "missing secondary index entries: %s", strings.Join(missing, ", "))
 		}
 	}
 	// Stale entries: a key no record's authenticated metadata produces.
@@ -857,9 +858,11 @@ func (iv *indexVerifier) secondary() error {
 			var loc Locator // none: the entry names a record the index does not have
 			stale := true
 			var m Meta
-			if seen && decodeRecordValue(v, &m) == nil {
-				loc = m.Loc
-				indexEntries(iv.tenant, &m, func(wk []byte) { stale = stale && !bytes.Equal(wk, k) })
+			if seen {
+				if l, err := decodeRecordValue(v, &m); err == nil {
+					loc = l
+					indexEntries(iv.tenant, &m, func(wk []byte) { stale = stale && !bytes.Equal(wk, k) })
+				}
 			}
 			if stale {
 				iv.problem(iv.checkFor(loc.Segment), id, -1, "stale secondary index entry %s", describeIndexKey(k))

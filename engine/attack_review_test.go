@@ -175,14 +175,15 @@ func TestAttackIndexEditChangesGetMetadata(t *testing.T) {
 		v, c, err := idx.Get(recordKey("acme", id))
 		require.NoError(t, err)
 		var m Meta
-		require.NoError(t, decodeRecordValue(v, &m))
+		loc, err := decodeRecordValue(v, &m)
+		require.NoError(t, err)
 		require.NoError(t, c.Close())
 		m.Status, m.Host = 299, "evil.example"
-		require.NoError(t, idx.Set(recordKey("acme", id), appendMeta(appendLocator(nil, m.Loc), &m, kindLog), pebble.NoSync))
+		require.NoError(t, idx.Set(recordKey("acme", id), appendMeta(appendLocator(nil, loc), &m, kindLog), pebble.NoSync))
 	})
 	db := f.open()
 	defer db.Close()
-	got, err := db.Get(bg, "acme", id, PartAll)
+	got, err := db.tn("acme").Get(bg, id, PartAll)
 	if err == nil {
 		requireSameRecord(t, want, id, got) // Get serves status 299 / evil.example beside genuine sealed fields
 	}
@@ -199,10 +200,10 @@ func TestAttackMetadataEditIndexedOnOpen(t *testing.T) {
 	require.NoError(t, os.RemoveAll(filepath.Join(f.dir, "index")))
 	db := f.open()
 	defer db.Close()
-	n, err := db.Count(bg, "acme", ScanOptions{Field: FieldStatus, Statuses: []int{299}})
+	n, err := db.tn("acme").Count(bg, ScanOptions{Index: ByStatus(299)})
 	require.NoError(t, err)
 	assert.Zero(t, n, "edited metadata reached the index; recovery: %+v", db.Recovery())
-	if m, err := db.GetMeta("acme", id); err == nil {
+	if m, err := db.tn("acme").GetMeta(bg, id); err == nil {
 		assert.Equal(t, orig, m.Status)
 	}
 }
@@ -226,15 +227,15 @@ func TestAttackRenamedEditedCopyIndexedByReindex(t *testing.T) {
 	db := f.open()
 	defer db.Close()
 	requireReported(t, db, "not in the tenant manifest") // Open does see it
-	_, err := db.Reindex()
+	_, err := db.Admin().Reindex(bg)
 	require.NoError(t, err)
-	n, err := db.Count(bg, "acme", ScanOptions{Field: FieldStatus, Statuses: []int{299}})
+	n, err := db.tn("acme").Count(bg, ScanOptions{Index: ByStatus(299)})
 	require.NoError(t, err)
 	assert.Zero(t, n, "Reindex indexed an unlisted, edited file")
-	if got, err := db.Get(bg, "acme", id, PartLog); err == nil {
+	if got, err := db.tn("acme").Get(bg, id, PartLog); err == nil {
 		assert.Equal(t, orig, got.Status, "Get served forged metadata on an authenticated block")
 	}
-	checks, err := db.Verify(bg, "acme")
+	checks, err := db.Admin().Verify(bg, "acme")
 	require.NoError(t, err)
 	flagged := false
 	for _, ck := range checks {
@@ -286,8 +287,8 @@ func TestAttackLegacyAdoptionSwitchesKey(t *testing.T) {
 			db, err := Open(f.dir, opts)
 			require.NoError(t, err)
 			defer db.Close()
-			_, aerr := db.Append(bg, "acme", someRecords(1, 2))
-			uri, _ := db.KeyURI("acme")
+			_, aerr := db.tn("acme").Append(bg, someRecords(1, 2))
+			uri, _ := db.Admin().KeyURI(bg, "acme")
 			assert.NotEqual(t, atkKey, uri, "tenant bound to the attacker's key; recovery: %+v", db.Recovery())
 			if aerr == nil {
 				assert.NotEqual(t, atkKey, activeKeyURI(t, db, "acme"), "new records sealed under the attacker's key")
@@ -340,13 +341,13 @@ func TestAttackForgedManifestUnderPlantedKey(t *testing.T) {
 			db := f.open()
 			defer db.Close()
 			rep := db.Recovery()
-			uri, _ := db.KeyURI("acme")
+			uri, _ := db.Admin().KeyURI(bg, "acme")
 			assert.NotEqual(t, atkKey, uri, "forged manifest accepted; recovery: %+v", rep)
-			if _, err := db.Append(bg, "acme", someRecords(2, 2)); err == nil {
+			if _, err := db.tn("acme").Append(bg, someRecords(2, 2)); err == nil {
 				assert.NotEqual(t, atkKey, activeKeyURI(t, db, "acme"), "new records sealed under the attacker's key")
 			}
 			if variant == "hide-segments" {
-				n, err := db.Count(bg, "acme", ScanOptions{})
+				n, err := db.tn("acme").Count(bg, ScanOptions{})
 				require.NoError(t, err)
 				if n < len(f.ids["acme"]) {
 					assert.NotEmpty(t, rep.Damaged, "acknowledged records vanished from the index without a report")
@@ -369,7 +370,7 @@ func TestAttackLiveSlotEditLeaksManifestKey(t *testing.T) {
 	f := newForgeryStore(t)
 	atk := atkPlantKey(t, f.dir, "mallory")
 	db := f.open()
-	_, err := db.Append(bg, "acme", someRecords(3, 3))
+	_, err := db.tn("acme").Append(bg, someRecords(3, 3))
 	require.NoError(t, err)
 	var path string
 	require.NoError(t, db.control(bg, func() { path = db.tenants["acme"].w.Path() }))
@@ -404,9 +405,9 @@ func TestAttackLiveSlotEditLeaksManifestKey(t *testing.T) {
 
 	db = f.open()
 	defer db.Close()
-	uri, _ := db.KeyURI("acme")
+	uri, _ := db.Admin().KeyURI(bg, "acme")
 	assert.NotEqual(t, atkKey, uri, "key binding switched without a report; recovery: %+v", db.Recovery())
-	if _, err := db.Append(bg, "acme", someRecords(4, 2)); err == nil {
+	if _, err := db.tn("acme").Append(bg, someRecords(4, 2)); err == nil {
 		assert.NotEqual(t, atkKey, activeKeyURI(t, db, "acme"), "new records sealed under the attacker's key")
 	}
 }
@@ -432,11 +433,11 @@ func attackOneSlotEdit(t *testing.T, variant string) {
 	atkRewrite(t, target, func(b []byte) []byte { atkSetSlotURI(t, b, 0, "local://globex"); return b })
 	db := f.open()
 	defer db.Close()
-	_, err := db.Append(bg, "acme", someRecords(5, 2))
+	_, err := db.tn("acme").Append(bg, someRecords(5, 2))
 	assert.NoError(t, err, "one segment's damaged key slot stops the whole tenant; recovery: %+v", db.Recovery())
 	served := 0
 	for _, id := range f.ids["acme"] {
-		if _, err := db.Get(bg, "acme", id, PartLog); err == nil {
+		if _, err := db.tn("acme").Get(bg, id, PartLog); err == nil {
 			served++
 		}
 	}
@@ -458,8 +459,8 @@ func TestAttackRetentionDeletesViaIndexEdit(t *testing.T) {
 		return db
 	}
 	db := open()
-	require.NoError(t, db.SetRetention(bg, "acme", 24*time.Hour))
-	rep, err := db.ApplyRetention(bg)
+	require.NoError(t, db.Admin().SetRetention(bg, "acme", 24*time.Hour))
+	rep, err := db.Admin().ApplyRetention(bg)
 	require.NoError(t, err)
 	require.Zero(t, rep.Segments, "nothing is expired")
 	require.NoError(t, db.Close())
@@ -485,10 +486,10 @@ func TestAttackRetentionDeletesViaIndexEdit(t *testing.T) {
 	})
 	db = open()
 	defer db.Close()
-	rep, err = db.ApplyRetention(bg)
+	rep, err = db.Admin().ApplyRetention(bg)
 	require.NoError(t, err)
 	assert.Zero(t, rep.Segments, "retention deleted unexpired segments on the index's word")
-	n, err := db.Count(bg, "acme", ScanOptions{})
+	n, err := db.tn("acme").Count(bg, ScanOptions{})
 	require.NoError(t, err)
 	if n < len(f.ids["acme"]) {
 		assert.NotEmpty(t, db.Recovery().Damaged)
@@ -678,7 +679,7 @@ func TestAttackIndexSeqBumpStopsAllTenants(t *testing.T) {
 	})
 	db := f.open()
 	defer db.Close()
-	_, err := db.Append(bg, "globex", someRecords(6, 2))
+	_, err := db.tn("globex").Append(bg, someRecords(6, 2))
 	assert.NoError(t, err, "an index edit stops a tenant's writes; recovery: %+v", db.Recovery())
 }
 
@@ -690,7 +691,7 @@ func TestAttackRollbackWithoutIndexRevertsKey(t *testing.T) {
 	old, err := os.ReadFile(f.manifest("acme"))
 	require.NoError(t, err)
 	db := f.open()
-	_, err = db.LinkKey(bg, "acme", "local://acme-2027")
+	_, err = db.Admin().LinkKey(bg, "acme", "local://acme-2027")
 	require.NoError(t, err)
 	require.NoError(t, db.Close())
 	require.NoError(t, os.WriteFile(f.manifest("acme"), old, 0o600))
@@ -705,7 +706,7 @@ func TestAttackRollbackWithoutIndexRevertsKey(t *testing.T) {
 	require.NoError(t, err)
 	defer db.Close()
 	requireReported(t, db, "the embedder expects local://acme-2027")
-	_, err = db.Append(bg, "acme", someRecords(8, 1))
+	_, err = db.tn("acme").Append(bg, someRecords(8, 1))
 	require.ErrorIs(t, err, ErrTenantDamaged)
 }
 
@@ -721,7 +722,7 @@ func TestAttackPlantedLocalKeyAdopted(t *testing.T) {
 	db, err := Open(f.dir, &Options{RetentionInterval: -1, RequireLinkedKey: true})
 	require.NoError(t, err)
 	defer db.Close()
-	_, err = db.Append(bg, "newco", someRecords(7, 2))
+	_, err = db.tn("newco").Append(bg, someRecords(7, 2))
 	require.ErrorIs(t, err, ErrNoKey)
 }
 
@@ -747,12 +748,12 @@ func TestAttackVersionFieldDowngrade(t *testing.T) {
 		requireReported(t, db, "format version 1")
 		failed := 0
 		for _, id := range f.ids["acme"] {
-			if _, err := db.Get(bg, "acme", id, PartLog); err != nil {
+			if _, err := db.tn("acme").Get(bg, id, PartLog); err != nil {
 				failed++
 			}
 		}
 		require.NotZero(t, failed)
-		_, err := db.Append(bg, "acme", someRecords(8, 2))
+		_, err := db.tn("acme").Append(bg, someRecords(8, 2))
 		require.NoError(t, err)
 		f.requireHealthy(db, "globex")
 		require.NoError(t, db.Close())
@@ -813,7 +814,7 @@ func TestAttackDirectoryOrSymlinkInPlace(t *testing.T) {
 				rep := db.Recovery()
 				require.NotEmpty(t, append(rep.Damaged, rep.Unverified...))
 			} else {
-				_, err := db.Append(bg, "acme", someRecords(9, 1))
+				_, err := db.tn("acme").Append(bg, someRecords(9, 1))
 				require.Error(t, err, "a blocked manifest write fails the append, never acknowledges it")
 			}
 			f.requireHealthy(db, "globex")
@@ -849,7 +850,7 @@ func TestAttackMalformedManifest(t *testing.T) {
 			db := f.open()
 			defer db.Close()
 			requireReported(t, db, "tenant acme")
-			_, err := db.Append(bg, "acme", someRecords(10, 1))
+			_, err := db.tn("acme").Append(bg, someRecords(10, 1))
 			require.ErrorIs(t, err, ErrTenantDamaged)
 			f.requireHealthy(db, "globex")
 		})
@@ -870,7 +871,7 @@ func TestAttackStrayTenantEntries(t *testing.T) {
 	db := f.open()
 	defer db.Close()
 	requireReported(t, db, "zz")
-	_, err := db.Append(bg, "zz", someRecords(11, 1))
+	_, err := db.tn("zz").Append(bg, someRecords(11, 1))
 	require.Error(t, err, "a tenant whose directory holds another tenant's segment takes no writes under a new key")
 	f.requireHealthy(db, "acme")
 	f.requireHealthy(db, "globex")
@@ -908,7 +909,7 @@ func TestAttackForgedManifestUnknownKey(t *testing.T) {
 	db := f.open()
 	defer db.Close()
 	requireReported(t, db, "acme")
-	_, err := db.Append(bg, "acme", someRecords(12, 1))
+	_, err := db.tn("acme").Append(bg, someRecords(12, 1))
 	require.Error(t, err)
 	_, statErr := os.Stat(filepath.Join(f.dir, "keys", "nobody.key"))
 	require.True(t, errors.Is(statErr, os.ErrNotExist))
@@ -928,10 +929,10 @@ func TestAttackCrashedActiveSegmentBackdated(t *testing.T) {
 	now := t0
 	opts := func(o *Options) { o.IndexDir = t.TempDir(); o.Now = func() time.Time { return now } }
 	db := openTest(t, mem, "/db", opts)
-	require.NoError(t, db.SetRetention(bg, "acme", 24*time.Hour))
+	require.NoError(t, db.Admin().SetRetention(bg, "acme", 24*time.Hour))
 	for i := 0; i < 3; i++ {
 		now = now.Add(2 * time.Second)
-		_, err := db.Append(bg, "acme", genRecords(mrand.New(mrand.NewSource(int64(i))), 5, now))
+		_, err := db.tn("acme").Append(bg, genRecords(mrand.New(mrand.NewSource(int64(i))), 5, now))
 		require.NoError(t, err)
 	}
 	var path string
@@ -974,7 +975,7 @@ func TestAttackCrashedActiveSegmentBackdated(t *testing.T) {
 
 	db2 := openTest(t, mem, "/db", opts) // a fresh IndexDir: the index is gone
 	defer db2.Close()
-	rep, err := db2.ApplyRetention(bg)
+	rep, err := db2.Admin().ApplyRetention(bg)
 	require.NoError(t, err)
 	if rep.Segments > 0 {
 		assert.NotEmpty(t, db2.Recovery().Damaged, "retention deleted %d acknowledged, unexpired records without any report", rep.Records)

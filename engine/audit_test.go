@@ -17,9 +17,9 @@ func TestVerifyAuditAfterAppends(t *testing.T) {
 	mem := vfs.NewMem()
 	db := openTest(t, mem, "/db", func(o *Options) { o.IndexInMemory = true })
 	recs := genRecords(rand.New(rand.NewSource(1)), 20, t0)
-	_, err := db.Append(bg, "acme", recs)
+	_, err := db.tn("acme").Append(bg, recs)
 	require.NoError(t, err)
-	rep, err := db.VerifyAudit(bg)
+	rep, err := db.Admin().VerifyAudit(bg)
 	require.NoError(t, err)
 	require.Equal(t, 2, rep.Version)
 	require.True(t, rep.Chained)
@@ -54,7 +54,7 @@ func TestAuditWriteFailureFailsAppendClosed(t *testing.T) {
 				return nil
 			})
 			recs := genRecords(rand.New(rand.NewSource(2)), 5, t0)
-			_, err := db.Append(bg, "acme", recs)
+			_, err := db.tn("acme").Append(bg, recs)
 			require.ErrorIs(t, err, keys.ErrAuditWrite)
 			require.ErrorIs(t, err, fault.errno)
 			segs, err := db.listSegmentFiles("acme")
@@ -63,9 +63,9 @@ func TestAuditWriteFailureFailsAppendClosed(t *testing.T) {
 
 			// The disk recovers: writes go on and the trail is whole.
 			efs.SetInjector(nil)
-			_, err = db.Append(bg, "acme", recs)
+			_, err = db.tn("acme").Append(bg, recs)
 			require.NoError(t, err)
-			_, err = db.VerifyAudit(bg)
+			_, err = db.Admin().VerifyAudit(bg)
 			require.NoError(t, err)
 		})
 	}
@@ -81,13 +81,13 @@ func TestOpenContinuesVersion1AuditLog(t *testing.T) {
 	require.NoError(t, vfs.WriteFileAtomic(mem, AuditPath("/db"), v1))
 	db := openTest(t, mem, "/db", func(o *Options) { o.IndexInMemory = true })
 	defer db.Close()
-	_, err = db.Append(bg, "acme", genRecords(rand.New(rand.NewSource(3)), 3, t0))
+	_, err = db.tn("acme").Append(bg, genRecords(rand.New(rand.NewSource(3)), 3, t0))
 	require.NoError(t, err)
-	evs, err := db.Audit("acme", t0.AddDate(-1, 0, 0))
+	evs, err := db.Admin().Audit(bg, "acme", t0.AddDate(-1, 0, 0))
 	require.NoError(t, err)
 	require.Greater(t, len(evs), 2, "the version-1 events of acme and the new ones")
 	require.Equal(t, "GenerateDataKey", evs[0].Operation)
-	rep, err := db.VerifyAudit(bg)
+	rep, err := db.Admin().VerifyAudit(bg)
 	require.NoError(t, err)
 	require.NotNil(t, rep.Predecessor)
 	require.Equal(t, 3, rep.Predecessor.Records)
@@ -102,7 +102,7 @@ func TestOpenContinuesVersion1AuditLog(t *testing.T) {
 func TestOpenSetsCorruptAuditLogAside(t *testing.T) {
 	mem := vfs.NewMem()
 	db := openTest(t, mem, "/db", func(o *Options) { o.IndexInMemory = true })
-	_, err := db.Append(bg, "acme", genRecords(rand.New(rand.NewSource(4)), 3, t0))
+	_, err := db.tn("acme").Append(bg, genRecords(rand.New(rand.NewSource(4)), 3, t0))
 	require.NoError(t, err)
 	require.NoError(t, db.Close())
 	b, err := mem.Bytes(AuditPath("/db"))
@@ -125,14 +125,14 @@ func TestOpenSetsCorruptAuditLogAside(t *testing.T) {
 	got, err := mem.Bytes(aside)
 	require.NoError(t, err)
 	require.Equal(t, b, got, "kept unchanged")
-	_, err = db2.VerifyAudit(bg)
+	_, err = db2.Admin().VerifyAudit(bg)
 	require.ErrorIs(t, err, keys.ErrAuditCorrupt, "the manifest's anchor no longer matches the new chain")
 }
 
 func TestVerifyAuditDisabled(t *testing.T) {
 	db := openTest(t, vfs.NewMem(), "/db", func(o *Options) { o.IndexInMemory = true; o.NoAudit = true })
 	defer db.Close()
-	_, err := db.VerifyAudit(bg)
+	_, err := db.Admin().VerifyAudit(bg)
 	require.ErrorIs(t, err, ErrInvalidOptions)
 }
 
@@ -142,11 +142,11 @@ func TestVerifyAuditDisabled(t *testing.T) {
 func TestAuditDroppedTailReportedOnOpen(t *testing.T) {
 	mem := vfs.NewMem()
 	db := openTest(t, mem, "/db", func(o *Options) { o.IndexInMemory = true })
-	_, err := db.Append(bg, "acme", genRecords(rand.New(rand.NewSource(4)), 3, t0))
+	_, err := db.tn("acme").Append(bg, genRecords(rand.New(rand.NewSource(4)), 3, t0))
 	require.NoError(t, err)
 	before, err := mem.Bytes(AuditPath("/db"))
 	require.NoError(t, err)
-	_, err = db.Append(bg, "globex", genRecords(rand.New(rand.NewSource(5)), 3, t0))
+	_, err = db.tn("globex").Append(bg, genRecords(rand.New(rand.NewSource(5)), 3, t0))
 	require.NoError(t, err)
 	require.NoError(t, db.Close())
 	require.NoError(t, mem.SetBytes(AuditPath("/db"), before)) // globex's key operations are gone
@@ -158,6 +158,6 @@ func TestAuditDroppedTailReportedOnOpen(t *testing.T) {
 	// Open's own key operations (authenticating the manifests) may already
 	// have appended past the cut: then the anchor sees a rewritten record
 	// rather than a missing one. Either way the chain fails its anchor.
-	_, err = db2.VerifyAudit(bg)
+	_, err = db2.Admin().VerifyAudit(bg)
 	require.ErrorIs(t, err, keys.ErrAuditCorrupt)
 }

@@ -18,11 +18,22 @@ import (
 // with write access to the index (but not the key) could.
 func tamperRecord(t *testing.T, db *testDB, tenant string, id ID, edit func(*Meta)) {
 	t.Helper()
-	m, err := db.GetMeta(tenant, id)
-	require.NoError(t, err)
+	m, loc := indexEntry(t, db, tenant, id)
 	edit(m)
-	v := appendMeta(appendLocator(nil, m.Loc), m, kindLog)
+	v := appendMeta(appendLocator(nil, loc), m, kindLog)
 	require.NoError(t, db.idx.Set(recordKey(tenant, id), v, pebble.NoSync))
+}
+
+// indexEntry reads a record's index entry: its metadata and locator.
+func indexEntry(t *testing.T, db *testDB, tenant string, id ID) (*Meta, Locator) {
+	t.Helper()
+	v, closer, err := db.idx.Get(recordKey(tenant, id))
+	require.NoError(t, err)
+	defer closer.Close()
+	m := &Meta{}
+	loc, err := decodeRecordValue(v, m)
+	require.NoError(t, err)
+	return m, loc
 }
 
 func otherStatus(s int) int {
@@ -36,7 +47,7 @@ func TestGetRefusesIndexMetadataTheBlockDoesNotAuthenticate(t *testing.T) {
 	db := openTest(t, vfs.Default, t.TempDir(), nil)
 	defer db.Close()
 	recs := genRecords(rand.New(rand.NewSource(71)), 30, t0)
-	ids, err := db.Append(bg, "acme", recs)
+	ids, err := db.tn("acme").Append(bg, recs)
 	require.NoError(t, err)
 	require.NotNil(t, recs[0].Payload)
 
@@ -44,13 +55,13 @@ func TestGetRefusesIndexMetadataTheBlockDoesNotAuthenticate(t *testing.T) {
 	tamperRecord(t, db, "acme", ids[0], func(m *Meta) { m.Status = forged })
 	// The index copy is what GetMeta and Scan serve (documented as
 	// unauthenticated) ...
-	m, err := db.GetMeta("acme", ids[0])
+	m, err := db.tn("acme").GetMeta(bg, ids[0])
 	require.NoError(t, err)
 	require.Equal(t, forged, m.Status)
 	// ... but Get never shows it beside decrypted fields: every part,
 	// the payload alone included, authenticates the request-log metadata.
 	for _, parts := range []Part{PartLog, PartPayload, PartAll} {
-		rec, err := db.Get(bg, "acme", ids[0], parts)
+		rec, err := db.tn("acme").Get(bg, ids[0], parts)
 		require.ErrorIs(t, err, ErrIndexMismatch, "parts %d", parts)
 		require.ErrorContains(t, err, "status")
 		require.Nil(t, rec)
@@ -58,14 +69,14 @@ func TestGetRefusesIndexMetadataTheBlockDoesNotAuthenticate(t *testing.T) {
 
 	// A forged latency or route is caught the same way.
 	tamperRecord(t, db, "acme", ids[1], func(m *Meta) { m.LatencyMs += 1000; m.RouteID = "forged" })
-	_, err = db.Get(bg, "acme", ids[1], PartLog)
+	_, err = db.tn("acme").Get(bg, ids[1], PartLog)
 	require.ErrorIs(t, err, ErrIndexMismatch)
 	require.ErrorContains(t, err, "latency_ms")
 	require.ErrorContains(t, err, "route_id")
 
 	// Untouched records read back as stored.
 	for i := 2; i < len(ids); i++ {
-		got, err := db.Get(bg, "acme", ids[i], PartAll)
+		got, err := db.tn("acme").Get(bg, ids[i], PartAll)
 		require.NoError(t, err)
 		requireSameRecord(t, recs[i], ids[i], got)
 	}
@@ -78,16 +89,16 @@ func TestGetPayloadOnlyAuthenticatesTheLogMetadata(t *testing.T) {
 	db := openTest(t, vfs.Default, t.TempDir(), nil)
 	defer db.Close()
 	recs := genRecords(rand.New(rand.NewSource(72)), 6, t0)
-	ids, err := db.Append(bg, "acme", recs)
+	ids, err := db.tn("acme").Append(bg, recs)
 	require.NoError(t, err)
-	got, err := db.Get(bg, "acme", ids[3], PartPayload)
+	got, err := db.tn("acme").Get(bg, ids[3], PartPayload)
 	require.NoError(t, err)
 	require.Equal(t, recs[3].Status, got.Status)
 	require.Equal(t, recs[3].Payload, got.Payload)
 	require.Empty(t, got.Path, "the sealed log fields are not decoded for a payload-only Get")
 
 	tamperRecord(t, db, "acme", ids[3], func(m *Meta) { m.Host = "evil.example.com" })
-	_, err = db.Get(bg, "acme", ids[3], PartPayload)
+	_, err = db.tn("acme").Get(bg, ids[3], PartPayload)
 	require.ErrorIs(t, err, ErrIndexMismatch)
 	require.ErrorContains(t, err, "host")
 }
@@ -106,7 +117,7 @@ func TestVerifyComparesTheIndexWithTheSegments(t *testing.T) {
 	db := openTest(t, vfs.Default, t.TempDir(), nil)
 	defer db.Close()
 	recs := genRecords(rand.New(rand.NewSource(73)), 60, t0)
-	ids, err := db.Append(bg, "acme", recs)
+	ids, err := db.tn("acme").Append(bg, recs)
 	require.NoError(t, err)
 
 	// While appends run, the blocks written after Verify's snapshot of the
@@ -115,7 +126,7 @@ func TestVerifyComparesTheIndexWithTheSegments(t *testing.T) {
 	go func() {
 		rng := rand.New(rand.NewSource(74))
 		for i := 0; i < 40; i++ {
-			if _, err := db.Append(bg, "beta", genRecords(rng, 20, t0)); err != nil {
+			if _, err := db.tn("beta").Append(bg, genRecords(rng, 20, t0)); err != nil {
 				done <- err
 				return
 			}
@@ -123,7 +134,7 @@ func TestVerifyComparesTheIndexWithTheSegments(t *testing.T) {
 		done <- nil
 	}()
 	for i := 0; i < 5; i++ {
-		checks, err := db.Verify(bg, "beta")
+		checks, err := db.Admin().Verify(bg, "beta")
 		require.NoError(t, err)
 		for _, c := range checks {
 			require.Empty(t, c.IndexProblems, "pass %d", i)
@@ -131,7 +142,7 @@ func TestVerifyComparesTheIndexWithTheSegments(t *testing.T) {
 	}
 	require.NoError(t, <-done)
 
-	checks, err := db.Verify(bg, "acme")
+	checks, err := db.Admin().Verify(bg, "acme")
 	require.NoError(t, err)
 	require.Len(t, checks, 1)
 	require.NoError(t, checks[0].KeyErr)
@@ -151,33 +162,32 @@ func TestVerifyComparesTheIndexWithTheSegments(t *testing.T) {
 	// exist; 7. a secondary (status) entry removed; 8. a stale status entry.
 	tamperRecord(t, db, "acme", ids[1], func(m *Meta) { m.Status = otherStatus(m.Status) })
 	require.NoError(t, db.idx.Delete(recordKey("acme", ids[2]), pebble.NoSync))
-	m4, err := db.GetMeta("acme", ids[4])
-	require.NoError(t, err)
+	m4, loc4 := indexEntry(t, db, "acme", ids[4])
 	ghost := ids[4]
 	ghost[15] ^= 0xff
 	forged := *m4
 	forged.ID = ghost
-	require.NoError(t, db.idx.Set(recordKey("acme", ghost), appendMeta(appendLocator(nil, m4.Loc), &forged, kindLog), pebble.NoSync))
+	require.NoError(t, db.idx.Set(recordKey("acme", ghost), appendMeta(appendLocator(nil, loc4), &forged, kindLog), pebble.NoSync))
 	require.NotNil(t, recs[6].Payload)
 	require.NoError(t, db.idx.Delete(payloadKey("acme", ids[6]), pebble.NoSync))
 	require.NotNil(t, recs[9].Payload)
-	m9, err := db.GetMeta("acme", ids[9])
-	require.NoError(t, err)
-	require.NoError(t, db.idx.Set(payloadKey("acme", ids[9]), appendLocator(nil, m9.Loc), pebble.NoSync))
+	_, loc9 := indexEntry(t, db, "acme", ids[9])
+	require.NoError(t, db.idx.Set(payloadKey("acme", ids[9]), appendLocator(nil, loc9), pebble.NoSync))
 	nowhere := ids[4]
 	nowhere[14] ^= 0xff
 	lost := *m4
 	lost.ID = nowhere
-	lost.Loc.Segment[0] ^= 0xff
-	require.NoError(t, db.idx.Set(recordKey("acme", nowhere), appendMeta(appendLocator(nil, lost.Loc), &lost, kindLog), pebble.NoSync))
-	m11, err := db.GetMeta("acme", ids[11])
+	lostLoc := loc4
+	lostLoc.Segment[0] ^= 0xff
+	require.NoError(t, db.idx.Set(recordKey("acme", nowhere), appendMeta(appendLocator(nil, lostLoc), &lost, kindLog), pebble.NoSync))
+	m11, err := db.tn("acme").GetMeta(bg, ids[11])
 	require.NoError(t, err)
 	require.NoError(t, db.idx.Delete(append(statusPrefix("acme", m11.Status), timeKey("acme", m11.Time, m11.ID)[len(tenantPrefix(keyTime, "acme")):]...), pebble.NoSync))
-	m12, err := db.GetMeta("acme", ids[12])
+	m12, err := db.tn("acme").GetMeta(bg, ids[12])
 	require.NoError(t, err)
 	require.NoError(t, db.idx.Set(append(statusPrefix("acme", 999), timeKey("acme", m12.Time, m12.ID)[len(tenantPrefix(keyTime, "acme")):]...), nil, pebble.NoSync))
 
-	checks, err = db.Verify(bg, "acme")
+	checks, err = db.Admin().Verify(bg, "acme")
 	require.NoError(t, err)
 	got := indexProblemIDs(checks)
 	for _, id := range []ID{ids[1], ids[2], ghost, ids[6], ids[9], nowhere, ids[11], ids[12]} {
@@ -202,9 +212,9 @@ func TestVerifyComparesTheIndexWithTheSegments(t *testing.T) {
 
 	// Reindex rebuilds the index from the segments: clean again (the
 	// ghost entries, which no segment holds, are gone with it).
-	_, err = db.Reindex()
+	_, err = db.Admin().Reindex(bg)
 	require.NoError(t, err)
-	checks, err = db.Verify(bg, "acme")
+	checks, err = db.Admin().Verify(bg, "acme")
 	require.NoError(t, err)
 	require.Len(t, checks, 1)
 	require.Empty(t, checks[0].IndexProblems)

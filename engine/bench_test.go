@@ -84,7 +84,7 @@ func benchAppend(b *testing.B, size, batch int, sm SyncMode, writers int, enc bo
 			defer wg.Done()
 			for i := 0; i < per; i++ {
 				chunk := recs[(i%4)*batch : (i%4+1)*batch]
-				if _, err := db.Append(bg, "acme", chunk); err != nil {
+				if _, err := db.tn("acme").Append(bg, chunk); err != nil {
 					b.Error(err)
 					return
 				}
@@ -114,7 +114,7 @@ func BenchmarkGet(b *testing.B) {
 				recs := benchRecords(2000, size)
 				var ids []ID
 				for i := 0; i < len(recs); i += 500 {
-					got, err := db.Append(bg, "acme", recs[i:i+500])
+					got, err := db.tn("acme").Append(bg, recs[i:i+500])
 					if err != nil {
 						b.Fatal(err)
 					}
@@ -125,7 +125,7 @@ func BenchmarkGet(b *testing.B) {
 				b.ResetTimer()
 				start := time.Now()
 				for i := 0; i < b.N; i++ {
-					if _, err := db.Get(bg, "acme", ids[i%len(ids)], PartLog); err != nil {
+					if _, err := db.tn("acme").Get(bg, ids[i%len(ids)], PartLog); err != nil {
 						b.Fatal(err)
 					}
 				}

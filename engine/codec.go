@@ -127,15 +127,18 @@ func appendMeta(b []byte, m *Meta, kind byte) []byte {
 		flags |= flagHasPayload
 	}
 	b = append(b, flags)
-	b = binary.LittleEndian.AppendUint16(b, uint16(m.Status))
-	b = binary.LittleEndian.AppendUint16(b, uint16(m.UpstreamStatus))
-	b = binary.LittleEndian.AppendUint64(b, math.Float64bits(m.LatencyMs))
-	b = binary.LittleEndian.AppendUint64(b, math.Float64bits(m.UpstreamLatencyMs))
-	b = binary.LittleEndian.AppendUint64(b, math.Float64bits(m.GatewayLatencyMs))
-	b = binary.AppendUvarint(b, uint64(m.RequestSize))
-	b = binary.AppendUvarint(b, uint64(m.ResponseSize))
-	for _, s := range []string{m.SessionID, m.TraceID, m.SpanID, m.Method, m.Host, m.ResponseSource, m.RouteID, m.ServiceID} {
-		b = appendString(b, s)
+	// The wire groups and their order come from the schema (schema.go).
+	for _, f := range wireU16 {
+		b = binary.LittleEndian.AppendUint16(b, uint16(*f.int16(m)))
+	}
+	for _, f := range wireF64 {
+		b = binary.LittleEndian.AppendUint64(b, math.Float64bits(*f.float(m)))
+	}
+	for _, f := range wireUvarint {
+		b = binary.AppendUvarint(b, uint64(*f.int64(m)))
+	}
+	for _, f := range wireString {
+		b = appendString(b, *f.str(m))
 	}
 	return b
 }
@@ -162,20 +165,25 @@ func decodeMeta(b []byte, m *Meta) (byte, error) {
 	}
 	flags := d.u8()
 	m.HasPayload = flags&flagHasPayload != 0
-	m.Status = int(d.u16())
-	m.UpstreamStatus = int(d.u16())
-	m.LatencyMs = math.Float64frombits(d.u64())
-	m.UpstreamLatencyMs = math.Float64frombits(d.u64())
-	m.GatewayLatencyMs = math.Float64frombits(d.u64())
-	m.RequestSize = int64(d.uvarint())
-	m.ResponseSize = int64(d.uvarint())
-	for _, p := range []*string{&m.SessionID, &m.TraceID, &m.SpanID, &m.Method, &m.Host, &m.ResponseSource, &m.RouteID, &m.ServiceID} {
-		*p = d.str()
+	for _, f := range wireU16 {
+		*f.int16(m) = int(d.u16())
+	}
+	for _, f := range wireF64 {
+		*f.float(m) = math.Float64frombits(d.u64())
+	}
+	sizesOK := true
+	for _, f := range wireUvarint {
+		v := int64(d.uvarint())
+		sizesOK = sizesOK && v >= 0
+		*f.int64(m) = v
+	}
+	for _, f := range wireString {
+		*f.str(m) = d.str()
 	}
 	if d.err == nil && len(d.b) != 0 {
 		d.fail(fmt.Errorf("%d trailing bytes", len(d.b)))
 	}
-	if d.err == nil && (flags&^flagHasPayload != 0 || m.RequestSize < 0 || m.ResponseSize < 0) {
+	if d.err == nil && (flags&^flagHasPayload != 0 || !sizesOK) {
 		d.fail(errors.New("field out of range"))
 	}
 	if d.err != nil {
@@ -296,21 +304,20 @@ func decodeLocator(b []byte) (Locator, []byte, error) {
 	return l, b[locatorLen:], nil
 }
 
-// decodeRecordValue parses an 'r' value.
-func decodeRecordValue(b []byte, m *Meta) error {
+// decodeRecordValue parses an 'r' value into m and returns its locator.
+func decodeRecordValue(b []byte, m *Meta) (Locator, error) {
 	loc, rest, err := decodeLocator(b)
 	if err != nil {
-		return err
+		return loc, err
 	}
 	kind, err := decodeMeta(rest, m)
 	if err != nil {
-		return err
+		return loc, err
 	}
 	if kind != kindLog {
-		return fmt.Errorf("%w: record value holds payload metadata", ErrCorrupt)
+		return loc, fmt.Errorf("%w: record value holds payload metadata", ErrCorrupt)
 	}
-	m.Loc = loc
-	return nil
+	return loc, nil
 }
 
 // estimateSealed sizes the sealed encoding of r, to allocate once.

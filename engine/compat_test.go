@@ -23,23 +23,23 @@ func TestOpenVersion1Store(t *testing.T) {
 	rep := db.Recovery()
 	require.Equal(t, 2, rep.TenantsAdopted, "%+v", rep)
 	require.Empty(t, rep.Damaged)
-	uri, err := db.KeyURI("acme")
+	uri, err := db.Admin().KeyURI(bg, "acme")
 	require.NoError(t, err)
 	require.Equal(t, "local://acme-cmek", uri, "the binding comes from the old index configuration, not a new local key")
 	cfg, err := db.config("acme")
 	require.NoError(t, err)
 	require.Equal(t, 10*365*24*time.Hour, cfg.Retention)
 	for _, tenant := range []string{"acme", "globex"} {
-		n, err := db.Count(bg, tenant, ScanOptions{})
+		n, err := db.tn(tenant).Count(bg, ScanOptions{})
 		require.NoError(t, err)
 		require.Equal(t, 40, n)
-		require.NoError(t, db.Scan(bg, tenant, ScanOptions{}, func(m *Meta) error {
-			rec, err := db.Get(bg, tenant, m.ID, PartAll)
+		for m, err := range db.tn(tenant).Scan(bg, ScanOptions{}) {
+			require.NoError(t, err)
+			rec, err := db.tn(tenant).Get(bg, m.ID, PartAll)
 			require.NoError(t, err)
 			require.Contains(t, rec.Path, "/v1/"+tenant+"/")
-			return nil
-		}))
-		checks, err := db.Verify(bg, tenant)
+		}
+		checks, err := db.Admin().Verify(bg, tenant)
 		require.NoError(t, err)
 		for _, c := range checks {
 			require.NoError(t, c.OpenErr)
@@ -47,7 +47,7 @@ func TestOpenVersion1Store(t *testing.T) {
 			require.Empty(t, c.Result.Problems)
 		}
 	}
-	_, err = db.Append(bg, "acme", genRecords(rand.New(rand.NewSource(1)), 3, t0))
+	_, err = db.tn("acme").Append(bg, genRecords(rand.New(rand.NewSource(1)), 3, t0))
 	require.NoError(t, err)
 	require.NoError(t, db.Close())
 	_, err = os.Stat(filepath.Join(dir, "keys", "acme.key"))
@@ -58,7 +58,7 @@ func TestOpenVersion1Store(t *testing.T) {
 	defer db.Close()
 	require.Empty(t, db.Recovery().Damaged)
 	require.Zero(t, db.Recovery().TenantsAdopted)
-	n, err := db.Count(bg, "acme", ScanOptions{})
+	n, err := db.tn("acme").Count(bg, ScanOptions{})
 	require.NoError(t, err)
 	require.Equal(t, 43, n)
 }

@@ -94,15 +94,15 @@ func TestCrashAtEveryPointOfTheWritePath(t *testing.T) {
 				// SyncNever promises nothing across a power loss.
 				for _, a := range acks {
 					tenant := "acme"
-					if _, err := db2.GetMeta("acme", a.id); errors.Is(err, ErrNotFound) {
+					if _, err := db2.tn("acme").GetMeta(bg, a.id); errors.Is(err, ErrNotFound) {
 						tenant = "beta"
 					}
-					got, err := db2.Get(bg, tenant, a.id, PartAll)
+					got, err := db2.tn(tenant).Get(bg, a.id, PartAll)
 					require.NoError(t, err, "iteration %d: acknowledged record %s lost", it, a.id)
 					requireSameRecord(t, a.rec, a.id, got)
 				}
 			}
-			checks, err := db2.Verify(bg, "")
+			checks, err := db2.Admin().Verify(bg, "")
 			require.NoError(t, err)
 			for _, c := range checks {
 				require.NoError(t, c.OpenErr)
@@ -111,7 +111,7 @@ func TestCrashAtEveryPointOfTheWritePath(t *testing.T) {
 				require.True(t, c.Result.Sealed, "recovery seals every segment")
 			}
 			live := dumpIndex(t, db2.DB)
-			_, err = db2.Reindex()
+			_, err = db2.Admin().Reindex(bg)
 			require.NoError(t, err)
 			requireSameIndex(t, live, dumpIndex(t, db2.DB), false, "index equals a rebuild from segments")
 
@@ -124,7 +124,7 @@ func TestCrashAtEveryPointOfTheWritePath(t *testing.T) {
 					before[f] = fi.Size()
 				}
 			}
-			_, err = db2.Append(bg, "acme", genRecords(rng, 5, t0))
+			_, err = db2.tn("acme").Append(bg, genRecords(rng, 5, t0))
 			require.NoError(t, err)
 			for f, n := range before {
 				fi, err := mem.Stat(f)
@@ -153,7 +153,7 @@ func TestDiskFaults(t *testing.T) {
 				failures := 0
 				for i := 0; i < 6; i++ {
 					recs := genRecords(rng, 3, t0.Add(time.Duration(i)*time.Minute))
-					ids, err := db.Append(bg, "acme", recs)
+					ids, err := db.tn("acme").Append(bg, recs)
 					if err != nil {
 						failures++
 						require.ErrorIs(t, err, fault)
@@ -167,7 +167,7 @@ func TestDiskFaults(t *testing.T) {
 				require.NoError(t, db.Close())
 				db2 := openTest(t, mem, "/db", func(o *Options) { o.IndexDir = indexDir })
 				for _, a := range acks {
-					got, err := db2.Get(bg, "acme", a.id, PartAll)
+					got, err := db2.tn("acme").Get(bg, a.id, PartAll)
 					require.NoError(t, err)
 					requireSameRecord(t, a.rec, a.id, got)
 				}
@@ -184,7 +184,7 @@ func TestSyncIntervalMakesRecordsDurable(t *testing.T) {
 	indexDir := t.TempDir()
 	db := openTest(t, mem, "/db", func(o *Options) { o.IndexDir = indexDir; o.Sync = SyncInterval(20 * time.Millisecond) })
 	recs := genRecords(rand.New(rand.NewSource(1)), 50, t0)
-	ids, err := db.Append(bg, "acme", recs)
+	ids, err := db.tn("acme").Append(bg, recs)
 	require.NoError(t, err)
 	time.Sleep(150 * time.Millisecond) // several intervals
 	mem.Crash()
@@ -192,7 +192,7 @@ func TestSyncIntervalMakesRecordsDurable(t *testing.T) {
 	db2 := openTest(t, mem, "/db", func(o *Options) { o.IndexDir = indexDir })
 	defer db2.Close()
 	for i, id := range ids {
-		got, err := db2.Get(bg, "acme", id, PartAll)
+		got, err := db2.tn("acme").Get(bg, id, PartAll)
 		require.NoError(t, err)
 		requireSameRecord(t, recs[i], id, got)
 	}

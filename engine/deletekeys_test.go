@@ -38,22 +38,22 @@ func TestDeleteTenantDestroysEveryLocalKeyItsDataWasWrappedUnder(t *testing.T) {
 	db := openTest(t, vfs.Default, dir, nil)
 	defer db.Close()
 	rng := rand.New(rand.NewSource(141))
-	_, err := db.Append(bg, "acme", genRecords(rng, 10, t0))
+	_, err := db.tn("acme").Append(bg, genRecords(rng, 10, t0))
 	require.NoError(t, err)
-	_, err = db.Rewrap(bg, "acme", keys.LocalURI("acme-2027"), nil)
+	_, err = db.Admin().Rewrap(bg, "acme", keys.LocalURI("acme-2027"), nil)
 	require.NoError(t, err)
-	_, err = db.Append(bg, "acme", genRecords(rng, 10, t0.Add(1e9)))
+	_, err = db.tn("acme").Append(bg, genRecords(rng, 10, t0.Add(1e9)))
 	require.NoError(t, err)
 	// A second rotation: no segment and no configuration names acme-2027
 	// any more, but DEKs were wrapped under it (a backup of a segment
 	// header from last year still opens with it).
-	_, err = db.Rewrap(bg, "acme", keys.LocalURI("acme-2028"), nil)
+	_, err = db.Admin().Rewrap(bg, "acme", keys.LocalURI("acme-2028"), nil)
 	require.NoError(t, err)
 	for _, n := range []string{"acme", "acme-2027", "acme-2028"} {
 		require.FileExists(t, keyFile(dir, n))
 	}
 
-	rep, err := db.DeleteTenant(bg, "acme")
+	rep, err := db.Admin().DeleteTenant(bg, "acme")
 	require.NoError(t, err)
 	require.ElementsMatch(t, []string{keys.LocalURI("acme"), keys.LocalURI("acme-2027"), keys.LocalURI("acme-2028")}, rep.KeysDestroyed)
 	require.Empty(t, rep.KeysKept)
@@ -77,26 +77,26 @@ func TestDeleteTenantKeepsALocalKeyAnotherTenantUses(t *testing.T) {
 	defer db.Close()
 	rng := rand.New(rand.NewSource(142))
 	shared := keys.LocalURI("acme-2027")
-	_, err := db.LinkKey(bg, "acme", shared)
+	_, err := db.Admin().LinkKey(bg, "acme", shared)
 	require.NoError(t, err)
 	recs := genRecords(rng, 10, t0)
-	ids, err := db.Append(bg, "acme", recs)
+	ids, err := db.tn("acme").Append(bg, recs)
 	require.NoError(t, err)
-	_, err = db.Append(bg, "acme-2027", genRecords(rng, 10, t0))
+	_, err = db.tn("acme-2027").Append(bg, genRecords(rng, 10, t0))
 	require.ErrorIs(t, err, ErrKeyInUse, "a new tenant never gets another tenant's key as its default")
 
-	rep, err := db.DeleteTenant(bg, "acme-2027")
+	rep, err := db.Admin().DeleteTenant(bg, "acme-2027")
 	require.NoError(t, err)
 	require.NotContains(t, rep.KeysDestroyed, shared)
 	require.FileExists(t, keyFile(dir, "acme-2027"))
-	db.Keys().Purge()
+	db.cache.Purge()
 	for i, id := range ids {
-		got, err := db.Get(bg, "acme", id, PartAll)
+		got, err := db.tn("acme").Get(bg, id, PartAll)
 		require.NoError(t, err, "the other tenant's data must survive")
 		requireSameRecord(t, recs[i], id, got)
 	}
 
-	rep, err = db.DeleteTenant(bg, "acme")
+	rep, err = db.Admin().DeleteTenant(bg, "acme")
 	require.NoError(t, err)
 	require.Contains(t, rep.KeysDestroyed, shared, "the last tenant using it takes it along")
 	requireNoFile(t, keyFile(dir, "acme-2027"))
@@ -109,31 +109,31 @@ func TestLinkKeyRefusesAnotherTenantsLocalKey(t *testing.T) {
 	rng := rand.New(rand.NewSource(143))
 	// bob has data under its default key; carol has linked a key but
 	// written nothing yet.
-	_, err := db.Append(bg, "bob", genRecords(rng, 3, t0))
+	_, err := db.tn("bob").Append(bg, genRecords(rng, 3, t0))
 	require.NoError(t, err)
-	_, err = db.LinkKey(bg, "carol", keys.LocalURI("carol-k1"))
+	_, err = db.Admin().LinkKey(bg, "carol", keys.LocalURI("carol-k1"))
 	require.NoError(t, err)
 
 	for _, uri := range []string{keys.LocalURI("bob"), keys.LocalURI("carol-k1"), keys.LocalURI("carol")} {
-		_, err = db.LinkKey(bg, "acme", uri)
+		_, err = db.Admin().LinkKey(bg, "acme", uri)
 		require.ErrorIs(t, err, ErrKeyInUse, uri)
 		require.ErrorIs(t, err, ErrKeyValidation, uri)
-		linked, err := db.KeyURI("acme")
+		linked, err := db.Admin().KeyURI(bg, "acme")
 		require.NoError(t, err)
 		require.Empty(t, linked, "a refused link changes nothing")
-		_, err = db.Rewrap(bg, "acme", uri, nil)
+		_, err = db.Admin().Rewrap(bg, "acme", uri, nil)
 		require.ErrorIs(t, err, ErrKeyInUse, "rewrap links its target first")
 	}
 	// A tenant's own keys, and unclaimed names, are fine; so is
 	// re-linking a key it already uses.
 	for _, uri := range []string{keys.LocalURI("acme"), keys.LocalURI("acme-2027"), keys.LocalURI("acme-2027")} {
-		_, err = db.LinkKey(bg, "acme", uri)
+		_, err = db.Admin().LinkKey(bg, "acme", uri)
 		require.NoError(t, err, uri)
 	}
-	_, err = db.LinkKey(bg, "bob", keys.LocalURI("bob"))
+	_, err = db.Admin().LinkKey(bg, "bob", keys.LocalURI("bob"))
 	require.NoError(t, err)
 	// acme-2027 is now acme's: bob cannot take it.
-	_, err = db.LinkKey(bg, "bob", keys.LocalURI("acme-2027"))
+	_, err = db.Admin().LinkKey(bg, "bob", keys.LocalURI("acme-2027"))
 	require.ErrorIs(t, err, ErrKeyInUse)
 	require.ErrorContains(t, err, "acme")
 }

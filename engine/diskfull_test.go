@@ -53,7 +53,7 @@ func fillUntilFull(t *testing.T, db *DB, rng *rand.Rand, gen func(*rand.Rand, in
 	var acks []acked
 	for i := 0; i < 100000; i++ {
 		recs := gen(rng, 16, t0.Add(time.Duration(i)*time.Second))
-		ids, err := db.Append(bg, "acme", recs)
+		ids, err := db.tn("acme").Append(bg, recs)
 		if err != nil {
 			return acks, err, time.Now()
 		}
@@ -69,11 +69,11 @@ func fillUntilFull(t *testing.T, db *DB, rng *rand.Rand, gen func(*rand.Rand, in
 // acknowledged one (every step-th).
 func requireAllAcked(t *testing.T, db *DB, acks []acked, step int) {
 	t.Helper()
-	n, err := db.Count(bg, "acme", ScanOptions{})
+	n, err := db.tn("acme").Count(bg, ScanOptions{})
 	require.NoError(t, err)
 	require.GreaterOrEqual(t, n, len(acks), "every acknowledged record is indexed")
 	for i := 0; i < len(acks); i += step {
-		got, err := db.Get(bg, "acme", acks[i].id, PartAll)
+		got, err := db.tn("acme").Get(bg, acks[i].id, PartAll)
 		require.NoError(t, err)
 		requireSameRecord(t, acks[i].rec, acks[i].id, got)
 	}
@@ -122,13 +122,13 @@ func TestDiskFullOnTmpfs(t *testing.T) {
 			require.Contains(t, err.Error(), "logstore/engine: disk full")
 			t.Logf("%d record(s) acknowledged before: %v", len(acks), err)
 			if c.ownIndexFS {
-				require.ErrorIs(t, db.IndexHealth(), ErrDiskFull)
+				require.ErrorIs(t, db.Admin().IndexHealth(), ErrDiskFull)
 			}
 
 			// Later appends fail fast (the index knows, or the segment
 			// write meets ENOSPC again), and nothing spins meanwhile.
 			el := within(t, hangBound, "an append on a full disk", func() {
-				_, err = db.Append(bg, "acme", gen(rng, 16, t0.Add(-time.Hour)))
+				_, err = db.tn("acme").Append(bg, gen(rng, 16, t0.Add(-time.Hour)))
 			})
 			require.ErrorIs(t, err, ErrDiskFull)
 			t.Logf("an append on the full disk failed in %v", el)
@@ -145,7 +145,7 @@ func TestDiskFullOnTmpfs(t *testing.T) {
 				deadline := time.Now().Add(hangBound)
 				for {
 					recs := gen(rng, 16, t0.Add(-2*time.Hour))
-					ids, err := db.Append(bg, "acme", recs)
+					ids, err := db.tn("acme").Append(bg, recs)
 					if err == nil {
 						for j := range recs {
 							acks = append(acks, acked{recs[j], ids[j]})
@@ -156,7 +156,7 @@ func TestDiskFullOnTmpfs(t *testing.T) {
 					require.True(t, time.Now().Before(deadline), "appends never resumed: %v", err)
 					time.Sleep(200 * time.Millisecond)
 				}
-				require.NoError(t, db.IndexHealth())
+				require.NoError(t, db.Admin().IndexHealth())
 				requireAllAcked(t, db, acks, 10)
 			}
 			el = within(t, hangBound, "Close", func() { err = db.Close() })
@@ -169,13 +169,13 @@ func TestDiskFullOnTmpfs(t *testing.T) {
 			db2, err := Open(dir, opts)
 			require.NoError(t, err)
 			requireAllAcked(t, db2, acks, 1)
-			checks, err := db2.Verify(bg, "acme")
+			checks, err := db2.Admin().Verify(bg, "acme")
 			require.NoError(t, err)
 			for _, c := range checks {
 				require.NoError(t, c.OpenErr)
 				require.Empty(t, c.Result.Problems)
 			}
-			require.NoError(t, db2.VerifyIndex(bg))
+			require.NoError(t, db2.Admin().VerifyIndex(bg))
 			require.NoError(t, db2.Close())
 		})
 	}
@@ -197,7 +197,7 @@ func TestDiskFullReadOnlyOpen(t *testing.T) {
 	require.NoError(t, err)
 	rng := rand.New(rand.NewSource(2))
 	recs := genRecords(rng, 50, t0)
-	ids, err := db.Append(bg, "acme", recs)
+	ids, err := db.tn("acme").Append(bg, recs)
 	require.NoError(t, err)
 	require.NoError(t, db.Close())
 
@@ -221,16 +221,16 @@ func TestDiskFullReadOnlyOpen(t *testing.T) {
 	within(t, hangBound, "open, read, append and close on a full disk", func() {
 		db, err = Open(dir, &Options{RetentionInterval: -1})
 		require.NoError(t, err)
-		require.ErrorIs(t, db.IndexHealth(), ErrDiskFull)
+		require.ErrorIs(t, db.Admin().IndexHealth(), ErrDiskFull)
 		for i, id := range ids {
-			got, err := db.Get(bg, "acme", id, PartAll)
+			got, err := db.tn("acme").Get(bg, id, PartAll)
 			require.NoError(t, err)
 			requireSameRecord(t, recs[i], id, got)
 		}
-		n, err := db.Count(bg, "acme", ScanOptions{})
+		n, err := db.tn("acme").Count(bg, ScanOptions{})
 		require.NoError(t, err)
 		require.Equal(t, len(ids), n)
-		_, err = db.Append(bg, "acme", genRecords(rng, 5, t0))
+		_, err = db.tn("acme").Append(bg, genRecords(rng, 5, t0))
 		require.ErrorIs(t, err, ErrDiskFull)
 		require.NoError(t, db.Close())
 	})
@@ -265,7 +265,7 @@ func TestIndexFilesArePrivate(t *testing.T) {
 	check("after Open")
 	rng := rand.New(rand.NewSource(3))
 	for i := 0; i < 6; i++ {
-		_, err := db.Append(bg, "acme", genRecords(rng, 500, t0.Add(time.Duration(i)*time.Minute)))
+		_, err := db.tn("acme").Append(bg, genRecords(rng, 500, t0.Add(time.Duration(i)*time.Minute)))
 		require.NoError(t, err)
 		require.NoError(t, db.durableIndex()) // one sstable per round
 	}

@@ -17,25 +17,28 @@ func TestAppendGetScan(t *testing.T) {
 	db := openTest(t, vfs.Default, t.TempDir(), nil)
 	defer db.Close()
 	recs := genRecords(rand.New(rand.NewSource(1)), 500, t0)
-	ids, err := db.Append(bg, "acme", recs)
+	ids, err := db.tn("acme").Append(bg, recs)
 	require.NoError(t, err)
 	require.Len(t, ids, len(recs))
 	for i := range recs {
-		got, err := db.Get(bg, "acme", ids[i], PartAll)
+		got, err := db.tn("acme").Get(bg, ids[i], PartAll)
 		require.NoError(t, err)
 		requireSameRecord(t, recs[i], ids[i], got)
 	}
 	// Log only: no payload decrypted.
-	got, err := db.Get(bg, "acme", ids[0], PartLog)
+	got, err := db.tn("acme").Get(bg, ids[0], PartLog)
 	require.NoError(t, err)
 	require.Nil(t, got.Payload)
 	require.Equal(t, recs[0].Path, got.Path)
-	_, err = db.Get(bg, "acme", ids[1], PartPayload)
+	_, err = db.tn("acme").Get(bg, ids[1], PartPayload)
 	require.ErrorIs(t, err, ErrNoPayload)
 
 	// Newest first over the time index.
 	var seen []ID
-	require.NoError(t, db.Scan(bg, "acme", ScanOptions{}, func(m *Meta) error { seen = append(seen, m.ID); return nil }))
+	for m, err := range db.tn("acme").Scan(bg, ScanOptions{}) {
+		require.NoError(t, err)
+		seen = append(seen, m.ID)
+	}
 	require.Len(t, seen, 500)
 	require.Equal(t, ids[499], seen[0])
 	require.Equal(t, ids[0], seen[499])
@@ -47,18 +50,18 @@ func TestAppendGetScan(t *testing.T) {
 			want++
 		}
 	}
-	n, err := db.Count(bg, "acme", ScanOptions{Field: FieldStatus, Statuses: []int{500, 503}})
+	n, err := db.tn("acme").Count(bg, ScanOptions{Index: ByStatus(500, 503)})
 	require.NoError(t, err)
 	require.Equal(t, want, n)
 	var prev time.Time
-	require.NoError(t, db.Scan(bg, "acme", ScanOptions{Field: FieldStatus, Statuses: []int{500, 503}}, func(m *Meta) error {
+	for m, err := range db.tn("acme").Scan(bg, ScanOptions{Index: ByStatus(500, 503)}) {
+		require.NoError(t, err)
 		require.True(t, m.Status == 500 || m.Status == 503)
 		if !prev.IsZero() {
 			require.False(t, m.Time.After(prev), "newest first")
 		}
 		prev = m.Time
-		return nil
-	}))
+	}
 
 	// Time range and cursor paging: every record exactly once.
 	from, to := t0.Add(100*time.Millisecond), t0.Add(300*time.Millisecond)
@@ -66,17 +69,16 @@ func TestAppendGetScan(t *testing.T) {
 	got200 := map[ID]bool{}
 	for {
 		page := 0
-		err := db.Scan(bg, "acme", ScanOptions{From: from, To: to, After: cur}, func(m *Meta) error {
+		for m, err := range db.tn("acme").Scan(bg, ScanOptions{From: from, To: to, After: cur}) {
+			require.NoError(t, err)
 			require.False(t, got200[m.ID], "repeated")
 			got200[m.ID] = true
 			cur = &Cursor{Time: m.Time, ID: m.ID}
 			page++
 			if page == 37 {
-				return ErrStopScan
+				break
 			}
-			return nil
-		})
-		require.NoError(t, err)
+		}
 		if page < 37 {
 			break
 		}
@@ -84,10 +86,10 @@ func TestAppendGetScan(t *testing.T) {
 	require.Len(t, got200, 200)
 
 	// Other tenants see nothing.
-	n, err = db.Count(bg, "globex", ScanOptions{})
+	n, err = db.tn("globex").Count(bg, ScanOptions{})
 	require.NoError(t, err)
 	require.Zero(t, n)
-	_, err = db.Get(bg, "globex", ids[0], PartLog)
+	_, err = db.tn("globex").Get(bg, ids[0], PartLog)
 	require.ErrorIs(t, err, ErrNotFound)
 }
 
@@ -95,9 +97,9 @@ func TestReopenAndReindexEqualsLive(t *testing.T) {
 	dir := t.TempDir()
 	db := openTest(t, vfs.Default, dir, nil)
 	recs := genRecords(rand.New(rand.NewSource(2)), 300, t0)
-	ids, err := db.Append(bg, "acme", recs[:150])
+	ids, err := db.tn("acme").Append(bg, recs[:150])
 	require.NoError(t, err)
-	ids2, err := db.Append(bg, "beta", recs[150:])
+	ids2, err := db.tn("beta").Append(bg, recs[150:])
 	require.NoError(t, err)
 	live := dumpIndex(t, db.DB)
 	require.NoError(t, db.Close())
@@ -106,13 +108,13 @@ func TestReopenAndReindexEqualsLive(t *testing.T) {
 	defer db.Close()
 	reopened := dumpIndex(t, db.DB)
 	requireSameIndex(t, live, reopened, true, "reopen changes nothing but sealing")
-	_, err = db.Reindex()
+	_, err = db.Admin().Reindex(bg)
 	require.NoError(t, err)
 	requireSameIndex(t, reopened, dumpIndex(t, db.DB), false, "index rebuilt from segments equals the live index")
-	got, err := db.Get(bg, "beta", ids2[3], PartAll)
+	got, err := db.tn("beta").Get(bg, ids2[3], PartAll)
 	require.NoError(t, err)
 	requireSameRecord(t, recs[153], ids2[3], got)
-	got, err = db.Get(bg, "acme", ids[0], PartAll)
+	got, err = db.tn("acme").Get(bg, ids[0], PartAll)
 	require.NoError(t, err)
 	requireSameRecord(t, recs[0], ids[0], got)
 }
@@ -130,17 +132,17 @@ func TestValidationIsAllOrNothing(t *testing.T) {
 	defer db.Close()
 	recs := genRecords(rand.New(rand.NewSource(3)), 10, t0)
 	recs[7].RequestHeaders = append(recs[7].RequestHeaders, Header{"a", "b"}, Header{"c", "d"})
-	_, err := db.Append(bg, "acme", recs)
+	_, err := db.tn("acme").Append(bg, recs)
 	require.ErrorIs(t, err, ErrRecordTooLarge)
 	require.Contains(t, err.Error(), "record 7")
-	n, err := db.Count(bg, "acme", ScanOptions{})
+	n, err := db.tn("acme").Count(bg, ScanOptions{})
 	require.NoError(t, err)
 	require.Zero(t, n, "nothing of the batch was written")
 	bad := genRecords(rand.New(rand.NewSource(3)), 1, t0)
 	bad[0].Time = time.Time{}
-	_, err = db.Append(bg, "acme", bad)
+	_, err = db.tn("acme").Append(bg, bad)
 	require.ErrorIs(t, err, ErrInvalidRecord)
-	_, err = db.Append(bg, "../etc", recs[:1])
+	_, err = db.Tenant("../etc")
 	require.ErrorIs(t, err, ErrInvalidTenant)
 }
 
@@ -163,7 +165,7 @@ func TestConcurrentAppendAndRead(t *testing.T) {
 			tenant := []string{"acme", "beta"}[w%2]
 			for i := 0; i < 20; i++ {
 				recs := genRecords(rng, 1+rng.Intn(10), t0.Add(time.Duration(w*1000+i)*time.Second))
-				ids, err := db.Append(bg, tenant, recs)
+				ids, err := db.tn(tenant).Append(bg, recs)
 				if err != nil {
 					errs <- err
 					return
@@ -174,7 +176,7 @@ func TestConcurrentAppendAndRead(t *testing.T) {
 				}
 				mu.Unlock()
 				// Read back something already acknowledged, concurrently.
-				got, err := db.Get(bg, tenant, ids[0], PartAll)
+				got, err := db.tn(tenant).Get(bg, ids[0], PartAll)
 				if err != nil {
 					errs <- err
 					return
@@ -191,7 +193,7 @@ func TestConcurrentAppendAndRead(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := 0; i < 30; i++ {
-				if _, err := db.Count(bg, "acme", ScanOptions{Field: FieldStatus, Statuses: []int{200}}); err != nil {
+				if _, err := db.tn("acme").Count(bg, ScanOptions{Index: ByStatus(200)}); err != nil {
 					errs <- err
 					return
 				}
@@ -213,23 +215,23 @@ func TestTenantIsolationKeys(t *testing.T) {
 	db := openTest(t, vfs.Default, t.TempDir(), nil)
 	defer db.Close()
 	recs := genRecords(rand.New(rand.NewSource(4)), 5, t0)
-	_, err := db.Append(bg, "acme", recs)
+	_, err := db.tn("acme").Append(bg, recs)
 	require.NoError(t, err)
-	_, err = db.Append(bg, "beta", recs)
+	_, err = db.tn("beta").Append(bg, recs)
 	require.NoError(t, err)
 	st, err := db.Stats()
 	require.NoError(t, err)
 	require.Equal(t, []string{keys.LocalURI("acme")}, st.Tenants["acme"].KeysInUse)
 	require.Equal(t, []string{keys.LocalURI("beta")}, st.Tenants["beta"].KeysInUse)
 	// Tenant A's key does not open tenant B's wrapped DEK.
-	segs, err := db.Segments("beta")
+	segs, err := db.Admin().Segments(bg, "beta")
 	require.NoError(t, err)
 	require.NotEmpty(t, segs)
 	r := openSegment(t, db.DB, "beta", segs[0])
 	h := r.Header()
-	_, err = db.LocalKeys().Unwrap(bg, keys.LocalURI("acme"), h.Slot.Wrapped, keys.SegmentContext("beta", segs[0].ID))
+	_, err = db.local.Unwrap(bg, keys.LocalURI("acme"), h.Slot.Wrapped, keys.SegmentContext("beta", segs[0].ID))
 	require.ErrorIs(t, err, keys.ErrInvalidCiphertext)
-	_, err = db.LocalKeys().Unwrap(bg, keys.LocalURI("beta"), h.Slot.Wrapped, keys.SegmentContext("acme", segs[0].ID))
+	_, err = db.local.Unwrap(bg, keys.LocalURI("beta"), h.Slot.Wrapped, keys.SegmentContext("acme", segs[0].ID))
 	require.ErrorIs(t, err, keys.ErrInvalidCiphertext)
 	require.NoError(t, r.Close())
 }
@@ -237,7 +239,7 @@ func TestTenantIsolationKeys(t *testing.T) {
 func TestCleanReopenReplaysNothing(t *testing.T) {
 	dir := t.TempDir()
 	db := openTest(t, vfs.Default, dir, nil)
-	_, err := db.Append(bg, "acme", genRecords(rand.New(rand.NewSource(1)), 100, t0))
+	_, err := db.tn("acme").Append(bg, genRecords(rand.New(rand.NewSource(1)), 100, t0))
 	require.NoError(t, err)
 	require.NoError(t, db.Close())
 	db = openTest(t, vfs.Default, dir, nil)

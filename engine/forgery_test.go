@@ -35,7 +35,7 @@ func newForgeryStore(t *testing.T) *forgeryStore {
 	for _, tenant := range []string{"acme", "globex"} {
 		for round := 0; round < 2; round++ { // two sealed segments each
 			recs := genRecords(rng, 40, t0.Add(time.Duration(round)*time.Hour))
-			ids, err := db.Append(bg, tenant, recs)
+			ids, err := db.tn(tenant).Append(bg, recs)
 			require.NoError(t, err)
 			fs.ids[tenant] = append(fs.ids[tenant], ids...)
 			fs.rec[tenant] = append(fs.rec[tenant], recs...)
@@ -67,11 +67,11 @@ func (f *forgeryStore) manifest(tenant string) string {
 func (f *forgeryStore) requireHealthy(db *DB, tenant string) {
 	f.t.Helper()
 	for i, id := range f.ids[tenant] {
-		got, err := db.Get(bg, tenant, id, PartAll)
+		got, err := db.tn(tenant).Get(bg, id, PartAll)
 		require.NoError(f.t, err, "tenant %s record %d", tenant, i)
 		requireSameRecord(f.t, f.rec[tenant][i], id, got)
 	}
-	_, err := db.Append(bg, tenant, genRecords(rand.New(rand.NewSource(9)), 2, t0))
+	_, err := db.tn(tenant).Append(bg, genRecords(rand.New(rand.NewSource(9)), 2, t0))
 	require.NoError(f.t, err, "tenant %s takes writes", tenant)
 }
 
@@ -100,7 +100,7 @@ func TestForgeryPlaintextSegment(t *testing.T) {
 	require.NoError(t, err)
 	forged := genRecords(rand.New(rand.NewSource(99)), 3, t0)
 	forged[0].Status = 299
-	fids, err := pdb.Append(bg, "acme", forged)
+	fids, err := pdb.tn("acme").Append(bg, forged)
 	require.NoError(t, err)
 	require.NoError(t, pdb.Close())
 	plain, err := filepath.Glob(filepath.Join(plainDir, "segments", "acme", "*.lss"))
@@ -113,12 +113,12 @@ func TestForgeryPlaintextSegment(t *testing.T) {
 	db := f.open()
 	defer db.Close()
 	requireReported(t, db, "unencrypted segment refused")
-	_, err = db.Get(bg, "acme", fids[0], PartAll)
+	_, err = db.tn("acme").Get(bg, fids[0], PartAll)
 	require.Error(t, err, "a forged record is never served")
-	n, err := db.Count(bg, "acme", ScanOptions{Field: FieldStatus, Statuses: []int{299}})
+	n, err := db.tn("acme").Count(bg, ScanOptions{Index: ByStatus(299)})
 	require.NoError(t, err)
 	require.Zero(t, n, "a forged record is never indexed")
-	checks, err := db.Verify(bg, "acme")
+	checks, err := db.Admin().Verify(bg, "acme")
 	require.NoError(t, err)
 	bad := 0
 	for _, c := range checks {
@@ -156,12 +156,12 @@ func TestForgeryTruncateAndDelete(t *testing.T) {
 			db := f.open()
 			defer db.Close()
 			requireReported(t, db, "acknowledged segment data is missing")
-			n, err := db.Count(bg, "acme", ScanOptions{})
+			n, err := db.tn("acme").Count(bg, ScanOptions{})
 			require.NoError(t, err)
 			require.Equal(t, len(f.ids["acme"]), n, "the index keeps the lost records visible")
 			var failed int
 			for _, id := range f.ids["acme"] {
-				if _, err := db.Get(bg, "acme", id, PartLog); err != nil {
+				if _, err := db.tn("acme").Get(bg, id, PartLog); err != nil {
 					failed++
 				}
 			}
@@ -182,19 +182,19 @@ func TestForgeryTruncateAndDelete(t *testing.T) {
 func TestForgeryIndexLossKeepsKeyBinding(t *testing.T) {
 	f := newForgeryStore(t)
 	db := f.open()
-	_, err := db.LinkKey(bg, "acme", "local://acme-cmek")
+	_, err := db.Admin().LinkKey(bg, "acme", "local://acme-cmek")
 	require.NoError(t, err)
-	_, err = db.Append(bg, "acme", genRecords(rand.New(rand.NewSource(5)), 3, t0))
+	_, err = db.tn("acme").Append(bg, genRecords(rand.New(rand.NewSource(5)), 3, t0))
 	require.NoError(t, err)
 	require.NoError(t, db.Close())
 	require.NoError(t, os.RemoveAll(filepath.Join(f.dir, "index")))
 
 	db = f.open()
 	defer db.Close()
-	uri, err := db.KeyURI("acme")
+	uri, err := db.Admin().KeyURI(bg, "acme")
 	require.NoError(t, err)
 	require.Equal(t, "local://acme-cmek", uri, "the binding survives index loss")
-	_, err = db.Append(bg, "acme", genRecords(rand.New(rand.NewSource(6)), 3, t0))
+	_, err = db.tn("acme").Append(bg, genRecords(rand.New(rand.NewSource(6)), 3, t0))
 	require.NoError(t, err)
 	require.NoError(t, db.control(bg, func() {
 		require.Equal(t, "local://acme-cmek", db.tenants["acme"].keyURI)
@@ -236,7 +236,7 @@ func TestForgeryManifest(t *testing.T) {
 			old, err := os.ReadFile(f.manifest("acme"))
 			require.NoError(t, err)
 			db := f.open() // a newer manifest with one more segment
-			_, err = db.Append(bg, "acme", genRecords(rand.New(rand.NewSource(7)), 3, t0))
+			_, err = db.tn("acme").Append(bg, genRecords(rand.New(rand.NewSource(7)), 3, t0))
 			require.NoError(t, err)
 			require.NoError(t, db.Close())
 			attack(f, old)
@@ -244,7 +244,7 @@ func TestForgeryManifest(t *testing.T) {
 			db = f.open()
 			defer db.Close()
 			requireReported(t, db, want[name])
-			_, err = db.Append(bg, "acme", genRecords(rand.New(rand.NewSource(8)), 2, t0))
+			_, err = db.tn("acme").Append(bg, genRecords(rand.New(rand.NewSource(8)), 2, t0))
 			if name != "replay-without-index" {
 				require.ErrorIs(t, err, ErrTenantDamaged, "a tenant whose manifest is not trustworthy takes no writes")
 			}
@@ -299,7 +299,7 @@ func TestForgerySegmentSwaps(t *testing.T) {
 		defer db.Close()
 		requireReported(t, db, "corrupt")
 		f.requireHealthy(db, "globex")
-		_, err = db.Append(bg, "acme", genRecords(rand.New(rand.NewSource(4)), 2, t0))
+		_, err = db.tn("acme").Append(bg, genRecords(rand.New(rand.NewSource(4)), 2, t0))
 		require.NoError(t, err, "one damaged segment does not stop its tenant's writes")
 	})
 	t.Run("attack=replay-old-key-slot", func(t *testing.T) { // finding 8
@@ -308,7 +308,7 @@ func TestForgerySegmentSwaps(t *testing.T) {
 		old, err := os.ReadFile(s)
 		require.NoError(t, err)
 		db := f.open()
-		_, err = db.Rewrap(bg, "acme", "local://acme-2027", nil)
+		_, err = db.Admin().Rewrap(bg, "acme", "local://acme-2027", nil)
 		require.NoError(t, err)
 		require.NoError(t, db.Close())
 		require.NoError(t, os.WriteFile(s, old, 0o600)) // the whole old file, retired slot included
@@ -320,7 +320,7 @@ func TestForgerySegmentSwaps(t *testing.T) {
 			requireReported(t, db, "key slot")
 			rolledBack := 0
 			for _, id := range f.ids["acme"] {
-				if _, err := db.Get(bg, "acme", id, PartLog); err != nil {
+				if _, err := db.tn("acme").Get(bg, id, PartLog); err != nil {
 					// Without an index the refused segment is not indexed at all.
 					require.True(t, errors.Is(err, ErrKeySlotRollback) || dropIndex && errors.Is(err, ErrNotFound), "%v", err)
 					rolledBack++
@@ -342,7 +342,7 @@ func TestForgerySegmentSwaps(t *testing.T) {
 		defer db.Close()
 		var refused int
 		for _, id := range f.ids["acme"] {
-			if _, err := db.Get(bg, "acme", id, PartLog); err != nil {
+			if _, err := db.tn("acme").Get(bg, id, PartLog); err != nil {
 				require.ErrorIs(t, err, segment.ErrKeySlot)
 				refused++
 			}
@@ -375,7 +375,7 @@ func TestForgeryLocalKeyFile(t *testing.T) {
 			case "fresh-key": // a valid key file, just not the tenant's
 				other, err := Open(t.TempDir(), &Options{RetentionInterval: -1})
 				require.NoError(t, err)
-				_, err = other.Append(bg, "acme", genRecords(rand.New(rand.NewSource(1)), 1, t0))
+				_, err = other.tn("acme").Append(bg, genRecords(rand.New(rand.NewSource(1)), 1, t0))
 				require.NoError(t, err)
 				copyFile(t, filepath.Join(other.Dir(), "keys", "acme.key"), acme)
 				require.NoError(t, other.Close())
@@ -383,10 +383,10 @@ func TestForgeryLocalKeyFile(t *testing.T) {
 			db := f.open()
 			defer db.Close()
 			requireReported(t, db, "acme")
-			_, err := db.Get(bg, "acme", f.ids["acme"][0], PartLog)
+			_, err := db.tn("acme").Get(bg, f.ids["acme"][0], PartLog)
 			require.Error(t, err)
 			require.Contains(t, err.Error(), "logstore/", "a typed error")
-			_, err = db.Append(bg, "acme", genRecords(rand.New(rand.NewSource(2)), 1, t0))
+			_, err = db.tn("acme").Append(bg, genRecords(rand.New(rand.NewSource(2)), 1, t0))
 			require.Error(t, err, "no write under a key that is not the tenant's")
 			_, statErr := os.Stat(acme)
 			if attack == "delete" {
@@ -404,7 +404,7 @@ func TestForgeryLocalKeyFile(t *testing.T) {
 func TestForgeryWholeTenantReplaced(t *testing.T) {
 	f := newForgeryStore(t)
 	db := f.open()
-	_, err := db.LinkKey(bg, "acme", "local://acme-cmek")
+	_, err := db.Admin().LinkKey(bg, "acme", "local://acme-cmek")
 	require.NoError(t, err)
 	require.NoError(t, db.Close())
 	require.NoError(t, os.RemoveAll(filepath.Join(f.dir, "segments", "acme")))
@@ -417,12 +417,12 @@ func TestForgeryWholeTenantReplaced(t *testing.T) {
 	}
 	db, err = Open(f.dir, &Options{RetentionInterval: -1, ExpectedKey: expect})
 	require.NoError(t, err)
-	_, err = db.Append(bg, "acme", genRecords(rand.New(rand.NewSource(5)), 2, t0))
+	_, err = db.tn("acme").Append(bg, genRecords(rand.New(rand.NewSource(5)), 2, t0))
 	require.NoError(t, err)
-	uri, err := db.KeyURI("acme")
+	uri, err := db.Admin().KeyURI(bg, "acme")
 	require.NoError(t, err)
 	require.Equal(t, "local://acme-cmek", uri, "a recreated tenant is bound to the expected key, not a new local one")
-	_, err = db.LinkKey(bg, "acme", "local://attacker")
+	_, err = db.Admin().LinkKey(bg, "acme", "local://attacker")
 	require.ErrorIs(t, err, ErrManifestAuth)
 	require.NoError(t, db.Close())
 
@@ -430,14 +430,14 @@ func TestForgeryWholeTenantReplaced(t *testing.T) {
 	// is refused by one that has it.
 	db, err = Open(f.dir, &Options{RetentionInterval: -1})
 	require.NoError(t, err)
-	_, err = db.LinkKey(bg, "acme", "local://attacker")
+	_, err = db.Admin().LinkKey(bg, "acme", "local://attacker")
 	require.NoError(t, err)
 	require.NoError(t, db.Close())
 	db, err = Open(f.dir, &Options{RetentionInterval: -1, ExpectedKey: expect})
 	require.NoError(t, err)
 	defer db.Close()
 	requireReported(t, db, "the embedder expects local://acme-cmek")
-	_, err = db.Append(bg, "acme", genRecords(rand.New(rand.NewSource(6)), 2, t0))
+	_, err = db.tn("acme").Append(bg, genRecords(rand.New(rand.NewSource(6)), 2, t0))
 	require.ErrorIs(t, err, ErrTenantDamaged)
 	f.requireHealthy(db, "globex")
 }
@@ -453,7 +453,7 @@ func TestForgeryActiveSegmentTruncated(t *testing.T) {
 	db := openTest(t, mem, "/db", opts)
 	for i := 0; i < 3; i++ {
 		now = now.Add(2 * time.Second) // past the checkpoint interval: each group checkpoints
-		_, err := db.Append(bg, "acme", genRecords(rand.New(rand.NewSource(int64(i))), 5, t0))
+		_, err := db.tn("acme").Append(bg, genRecords(rand.New(rand.NewSource(int64(i))), 5, t0))
 		require.NoError(t, err)
 	}
 	var path string
@@ -499,7 +499,7 @@ func TestVerifyReportsManifestProblems(t *testing.T) {
 
 	db := f.open()
 	defer db.Close()
-	checks, err := db.Verify(bg, "")
+	checks, err := db.Admin().Verify(bg, "")
 	require.NoError(t, err)
 	var all []string
 	for _, c := range checks {
@@ -536,7 +536,7 @@ func TestForgerySwitchKeyWithForgedManifest(t *testing.T) {
 	db := f.open()
 	defer db.Close()
 	requireReported(t, db, "no manifest key wrapped under local://acme")
-	_, err = db.Append(bg, "acme", genRecords(rand.New(rand.NewSource(3)), 2, t0))
+	_, err = db.tn("acme").Append(bg, genRecords(rand.New(rand.NewSource(3)), 2, t0))
 	require.ErrorIs(t, err, ErrTenantDamaged)
 	f.requireHealthy(db, "globex")
 }

@@ -61,7 +61,7 @@ func FuzzDecodeRecordEncodings(f *testing.F) {
 		var r Record
 		_ = decodeSealedLog(b, &r)
 		_, _ = decodeSealedPayload(b)
-		_ = decodeRecordValue(b, &m)
+		_, _ = decodeRecordValue(b, &m)
 	})
 }
 

@@ -20,17 +20,19 @@ func genRecords(rng *rand.Rand, n int, start time.Time) []Record {
 	out := make([]Record, n)
 	for i := range out {
 		r := Record{
-			Time:            start.Add(time.Duration(i) * time.Millisecond),
-			SessionID:       fmt.Sprintf("sess-%d", rng.Intn(5)),
-			TraceID:         fmt.Sprintf("%032x", rng.Uint64()),
-			Method:          methods[rng.Intn(len(methods))],
-			Host:            "api.example.com",
-			Status:          []int{200, 201, 404, 500, 503}[rng.Intn(5)],
-			LatencyMs:       float64(rng.Intn(5000)) / 10,
-			RouteID:         fmt.Sprintf("route-%d", rng.Intn(3)),
-			ServiceID:       "svc-orders",
-			RequestSize:     int64(rng.Intn(4000)),
-			ResponseSize:    int64(rng.Intn(40000)),
+			Meta: Meta{
+				Time:         start.Add(time.Duration(i) * time.Millisecond),
+				SessionID:    fmt.Sprintf("sess-%d", rng.Intn(5)),
+				TraceID:      fmt.Sprintf("%032x", rng.Uint64()),
+				Method:       methods[rng.Intn(len(methods))],
+				Host:         "api.example.com",
+				Status:       []int{200, 201, 404, 500, 503}[rng.Intn(5)],
+				LatencyMs:    float64(rng.Intn(5000)) / 10,
+				RouteID:      fmt.Sprintf("route-%d", rng.Intn(3)),
+				ServiceID:    "svc-orders",
+				RequestSize:  int64(rng.Intn(4000)),
+				ResponseSize: int64(rng.Intn(40000)),
+			},
 			Path:            fmt.Sprintf("/v1/orders/%d", rng.Intn(100000)),
 			Query:           "expand=items",
 			ClientIP:        fmt.Sprintf("203.0.113.%d", rng.Intn(255)),
@@ -73,7 +75,17 @@ func requireSameRecord(t testing.TB, want Record, id ID, got *Record) {
 	t.Helper()
 	want.ID = id
 	want.Time = want.Time.UTC()
+	want.HasPayload = want.Payload != nil
 	require.Equal(t, want, *got)
 }
 
 var bg = context.Background()
+
+// tn is the tenant handle of a valid tenant name.
+func (db *DB) tn(name string) *Tenant {
+	t, err := db.Tenant(name)
+	if err != nil {
+		panic(err)
+	}
+	return t
+}

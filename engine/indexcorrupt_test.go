@@ -30,7 +30,7 @@ func buildCorruptStore(t *testing.T, link string) corruptStore {
 	rng := rand.New(rand.NewSource(5))
 	for i := 0; i < 8; i++ {
 		recs := genRecords(rng, 500, t0.Add(time.Duration(i)*time.Minute))
-		ids, err := db.Append(bg, "acme", recs)
+		ids, err := db.tn("acme").Append(bg, recs)
 		require.NoError(t, err)
 		for j := range recs {
 			s.acme = append(s.acme, acked{recs[j], ids[j]})
@@ -38,11 +38,11 @@ func buildCorruptStore(t *testing.T, link string) corruptStore {
 	}
 	require.NoError(t, db.durableIndex())
 	if link != "" {
-		_, err := db.LinkKey(bg, "beta", link)
+		_, err := db.Admin().LinkKey(bg, "beta", link)
 		require.NoError(t, err)
 	}
 	recs := genRecords(rng, 200, t0)
-	ids, err := db.Append(bg, "beta", recs)
+	ids, err := db.tn("beta").Append(bg, recs)
 	require.NoError(t, err)
 	for j := range recs {
 		s.beta = append(s.beta, acked{recs[j], ids[j]})
@@ -115,11 +115,11 @@ func flipByte(t *testing.T, path string, at func(b []byte) int) {
 
 func requireTenant(t *testing.T, db *DB, tenant string, acks []acked, every int) {
 	t.Helper()
-	n, err := db.Count(bg, tenant, ScanOptions{})
+	n, err := db.tn(tenant).Count(bg, ScanOptions{})
 	require.NoError(t, err)
 	require.Equal(t, len(acks), n, "tenant %s", tenant)
 	for i := 0; i < len(acks); i += every {
-		got, err := db.Get(bg, tenant, acks[i].id, PartAll)
+		got, err := db.tn(tenant).Get(bg, acks[i].id, PartAll)
 		require.NoError(t, err)
 		requireSameRecord(t, acks[i].rec, acks[i].id, got)
 	}
@@ -132,16 +132,16 @@ func rebuildAndCheck(t *testing.T, s corruptStore, betaLink string) *IndexRebuil
 	db, err := Open(s.dir, &Options{RetentionInterval: -1, RebuildIndex: true})
 	require.NoError(t, err)
 	defer func() { require.NoError(t, db.Close()) }()
-	uri, err := db.KeyURI("beta")
+	uri, err := db.Admin().KeyURI(bg, "beta")
 	require.NoError(t, err)
 	require.Equal(t, betaLink, uri, "beta's linked key survives the rebuild")
-	require.NoError(t, db.VerifyIndex(bg))
-	require.NoError(t, db.IndexHealth())
+	require.NoError(t, db.Admin().VerifyIndex(bg))
+	require.NoError(t, db.Admin().IndexHealth())
 	requireTenant(t, db, "acme", s.acme, 97)
 	requireTenant(t, db, "beta", s.beta, 1)
-	_, err = db.Append(bg, "beta", genRecords(rand.New(rand.NewSource(9)), 3, t0))
+	_, err = db.tn("beta").Append(bg, genRecords(rand.New(rand.NewSource(9)), 3, t0))
 	require.NoError(t, err)
-	return db.IndexRebuild()
+	return db.Admin().IndexRebuild()
 }
 
 // TestIndexCorruptSSTable: a byte flipped in an index sstable is an error,
@@ -159,14 +159,14 @@ func TestIndexCorruptSSTable(t *testing.T) {
 		// The other tenant's records are intact and readable.
 		requireTenant(t, db, "beta", s.beta, 1)
 		// Reading everything meets the damaged block.
-		err = db.VerifyIndex(bg)
+		err = db.Admin().VerifyIndex(bg)
 		require.ErrorIs(t, err, ErrIndexCorrupt)
 		require.ErrorIs(t, err, ErrCorrupt)
 		require.True(t, pebble.IsCorruptionError(err))
 		require.Contains(t, err.Error(), "logstore segments reindex")
 		require.NotContains(t, err.Error(), "\n")
-		require.ErrorIs(t, db.IndexHealth(), ErrIndexCorrupt)
-		_, err = db.Append(bg, "beta", genRecords(rand.New(rand.NewSource(8)), 3, t0))
+		require.ErrorIs(t, db.Admin().IndexHealth(), ErrIndexCorrupt)
+		_, err = db.tn("beta").Append(bg, genRecords(rand.New(rand.NewSource(8)), 3, t0))
 		require.ErrorIs(t, err, ErrIndexCorrupt)
 		// Still readable after the refusal.
 		requireTenant(t, db, "beta", s.beta, 10)
@@ -210,7 +210,7 @@ func TestIndexCorruptManifest(t *testing.T) {
 			// A byte Pebble does not depend on: everything is there.
 			requireTenant(t, db, "acme", s.acme, 997)
 			requireTenant(t, db, "beta", s.beta, 50)
-			require.NoError(t, db.VerifyIndex(bg))
+			require.NoError(t, db.Admin().VerifyIndex(bg))
 			require.NoError(t, db.Close())
 		})
 		if openErr == nil {

@@ -108,16 +108,13 @@ func appendIndexKeys(buf []byte, tenant string, m *Meta, fn func(key []byte)) {
 	buf = binary.BigEndian.AppendUint16(append(buf, FieldStatus), uint16(m.Status))
 	buf = append(buf, suffix[:]...)
 	emit(start)
-	for _, f := range [...]struct {
-		field byte
-		v     string
-	}{{FieldSessionID, m.SessionID}, {FieldTraceID, m.TraceID}, {FieldMethod, m.Method},
-		{FieldRouteID, m.RouteID}, {FieldServiceID, m.ServiceID}, {FieldHost, m.Host}} {
-		if f.v == "" {
+	for _, f := range indexedStrings {
+		v := *f.str(m)
+		if v == "" {
 			continue
 		}
 		start = len(buf)
-		buf = appendEscaped(append(appendEscaped(append(buf, keyIndex), tenant), f.field), f.v)
+		buf = appendEscaped(append(appendEscaped(append(buf, keyIndex), tenant), f.index), v)
 		buf = append(buf, suffix[:]...)
 		emit(start)
 	}
@@ -189,7 +186,7 @@ func DecodeIndexKey(k []byte) (IndexKey, error) {
 			}
 			ik.Status = int(binary.BigEndian.Uint16(rest))
 			rest = rest[2:]
-		case ik.Field >= FieldSessionID && ik.Field <= FieldHost:
+		case stringIndexes[ik.Field] != nil:
 			ik.Value, rest, err = readEscaped(rest)
 			if err != nil {
 				return ik, err

@@ -51,10 +51,10 @@ func TestKMSRevocationRotationAndCalls(t *testing.T) {
 	})
 	defer db.Close()
 	uri := env.newKey(t)
-	_, err := db.Append(bg, "acme", genRecords(rand.New(rand.NewSource(1)), 1, t0))
+	_, err := db.tn("acme").Append(bg, genRecords(rand.New(rand.NewSource(1)), 1, t0))
 	require.ErrorIs(t, err, ErrNoKey)
 	require.Contains(t, err.Error(), "keys link")
-	_, err = db.LinkKey(bg, "acme", uri)
+	_, err = db.Admin().LinkKey(bg, "acme", uri)
 	require.NoError(t, err)
 	linkCalls, linkDecrypts := env.srv.Calls("GenerateDataKey"), env.srv.Calls("Decrypt")
 
@@ -63,15 +63,15 @@ func TestKMSRevocationRotationAndCalls(t *testing.T) {
 	recs := genRecords(rand.New(rand.NewSource(2)), 10_000, t0)
 	var ids []ID
 	for i := 0; i < len(recs); i += 1000 {
-		got, err := db.Append(bg, "acme", recs[i:i+1000])
+		got, err := db.tn("acme").Append(bg, recs[i:i+1000])
 		require.NoError(t, err)
 		ids = append(ids, got...)
 	}
 	for _, id := range ids {
-		_, err := db.Get(bg, "acme", id, PartAll)
+		_, err := db.tn("acme").Get(bg, id, PartAll)
 		require.NoError(t, err)
 	}
-	segs, err := db.Segments("acme")
+	segs, err := db.Admin().Segments(bg, "acme")
 	require.NoError(t, err)
 	require.Equal(t, len(segs), env.srv.Calls("GenerateDataKey")-linkCalls, "exactly one GenerateDataKey per segment")
 	require.Equal(t, linkDecrypts, env.srv.Calls("Decrypt"), "the DEK of a segment written here is cached")
@@ -80,46 +80,46 @@ func TestKMSRevocationRotationAndCalls(t *testing.T) {
 	// Revoke: reads keep working until the max age, then fail closed.
 	_, err = env.admin.DisableKey(bg, &kms.DisableKeyInput{KeyId: keyID(uri)})
 	require.NoError(t, err)
-	_, err = db.Get(bg, "acme", ids[0], PartAll)
+	_, err = db.tn("acme").Get(bg, ids[0], PartAll)
 	require.NoError(t, err, "served from cache within the max age")
 	clk.Add(5*time.Minute + time.Second)
-	_, err = db.Get(bg, "acme", ids[0], PartAll)
+	_, err = db.tn("acme").Get(bg, ids[0], PartAll)
 	require.ErrorIs(t, err, keys.ErrKeyDisabled)
-	_, err = db.Append(bg, "acme", recs[:1])
+	_, err = db.tn("acme").Append(bg, recs[:1])
 	require.ErrorIs(t, err, keys.ErrKeyUnusable, "no new segment under a revoked key")
-	m, err := db.GetMeta("acme", ids[0])
+	m, err := db.tn("acme").GetMeta(bg, ids[0])
 	require.NoError(t, err, "metadata stays queryable")
 	require.Equal(t, recs[0].Status, m.Status)
-	n, err := db.Count(bg, "acme", ScanOptions{})
+	n, err := db.tn("acme").Count(bg, ScanOptions{})
 	require.NoError(t, err)
 	require.Equal(t, 10_000, n)
 
 	// Re-enable: everything works again.
 	_, err = env.admin.EnableKey(bg, &kms.EnableKeyInput{KeyId: keyID(uri)})
 	require.NoError(t, err)
-	_, err = db.Get(bg, "acme", ids[0], PartAll)
+	_, err = db.tn("acme").Get(bg, ids[0], PartAll)
 	require.NoError(t, err)
 
 	// Backing-key rotation: old segments still decrypt, new ones are written.
 	_, err = env.admin.RotateKeyOnDemand(bg, &kms.RotateKeyOnDemandInput{KeyId: keyID(uri)})
 	require.NoError(t, err)
-	db.Keys().Purge()
-	newIDs, err := db.Append(bg, "acme", recs[:10])
+	db.cache.Purge()
+	newIDs, err := db.tn("acme").Append(bg, recs[:10])
 	require.NoError(t, err)
 	for _, id := range []ID{ids[0], ids[9999], newIDs[0]} {
-		_, err := db.Get(bg, "acme", id, PartAll)
+		_, err := db.tn("acme").Get(bg, id, PartAll)
 		require.NoError(t, err)
 	}
 
 	// Pending deletion: invalid state.
 	_, err = env.admin.ScheduleKeyDeletion(bg, &kms.ScheduleKeyDeletionInput{KeyId: keyID(uri), PendingWindowInDays: aws.Int32(7)})
 	require.NoError(t, err)
-	db.Keys().Purge()
-	_, err = db.Get(bg, "acme", ids[1], PartLog)
+	db.cache.Purge()
+	_, err = db.tn("acme").Get(bg, ids[1], PartLog)
 	require.ErrorIs(t, err, keys.ErrKeyInvalidState)
 
 	// The audit trail holds one entry per KMS call.
-	evs, err := db.Audit("", time.Time{})
+	evs, err := db.Admin().Audit(bg, "", time.Time{})
 	require.NoError(t, err)
 	total := 0
 	for _, op := range []string{"GenerateDataKey", "Decrypt", "Encrypt", "ReEncrypt", "DescribeKey"} {
@@ -141,22 +141,22 @@ func TestKMSDownFailsWritesClosedAndServesCachedReads(t *testing.T) {
 	db := openTest(t, vfs.Default, t.TempDir(), func(o *Options) { o.KMS, o.DEKCache, o.Now = kmsProviders(env.kopts), &cache, clk.Now })
 	defer db.Close()
 	uri := env.newKey(t)
-	_, err := db.LinkKey(bg, "acme", uri)
+	_, err := db.Admin().LinkKey(bg, "acme", uri)
 	require.NoError(t, err)
-	ids, err := db.Append(bg, "acme", genRecords(rand.New(rand.NewSource(3)), 20, t0))
+	ids, err := db.tn("acme").Append(bg, genRecords(rand.New(rand.NewSource(3)), 20, t0))
 	require.NoError(t, err)
 	require.NoError(t, env.srv.SetDown(true))
 	defer env.srv.SetDown(false)
-	_, err = db.Get(bg, "acme", ids[0], PartAll)
+	_, err = db.tn("acme").Get(bg, ids[0], PartAll)
 	require.NoError(t, err, "cached DEK serves reads while KMS is down")
 	clk.Add(time.Minute + time.Second)
-	_, err = db.Get(bg, "acme", ids[0], PartAll)
+	_, err = db.tn("acme").Get(bg, ids[0], PartAll)
 	require.ErrorIs(t, err, keys.ErrUnavailable, "not beyond the max age")
-	_, err = db.Append(bg, "acme", genRecords(rand.New(rand.NewSource(4)), 1, t0))
+	_, err = db.tn("acme").Append(bg, genRecords(rand.New(rand.NewSource(4)), 1, t0))
 	require.ErrorIs(t, err, keys.ErrUnavailable)
 	require.True(t, keys.IsRetryable(err), "writes fail closed with a retryable error")
 	require.NoError(t, env.srv.SetDown(false))
-	_, err = db.Append(bg, "acme", genRecords(rand.New(rand.NewSource(4)), 1, t0))
+	_, err = db.tn("acme").Append(bg, genRecords(rand.New(rand.NewSource(4)), 1, t0))
 	require.NoError(t, err)
 }
 
@@ -180,15 +180,15 @@ func TestRewrapAcrossProvidersWithCrashes(t *testing.T) {
 	recs := genRecords(rand.New(rand.NewSource(5)), 120, t0)
 	var ids []ID
 	for i := 0; i < len(recs); i += 30 {
-		got, err := db.Append(bg, "acme", recs[i:i+30])
+		got, err := db.tn("acme").Append(bg, recs[i:i+30])
 		require.NoError(t, err)
 		ids = append(ids, got...)
 		require.NoError(t, db.control(bg, func() { _ = db.sealActive(db.tenants["acme"]) }))
 	}
 	checkAll := func(msg string) {
-		db.Keys().Purge()
+		db.cache.Purge()
 		for i, id := range ids {
-			got, err := db.Get(bg, "acme", id, PartAll)
+			got, err := db.tn("acme").Get(bg, id, PartAll)
 			require.NoError(t, err, msg)
 			requireSameRecord(t, recs[i], id, got)
 		}
@@ -200,7 +200,7 @@ func TestRewrapAcrossProvidersWithCrashes(t *testing.T) {
 		for n := int64(1); ; n++ {
 			syncs.Store(0)
 			failAt.Store(n)
-			_, err := db.Rewrap(bg, "acme", to, nil)
+			_, err := db.Admin().Rewrap(bg, "acme", to, nil)
 			failAt.Store(0)
 			checkAll("after an interrupted rewrap")
 			if err == nil {
@@ -213,7 +213,7 @@ func TestRewrapAcrossProvidersWithCrashes(t *testing.T) {
 	require.Positive(t, env.srv.Calls("ReEncrypt"), "KMS -> KMS uses ReEncrypt")
 	env.srv.DeleteNow(*keyID(k1))
 	env.srv.DeleteNow(*keyID(k2))
-	require.NoError(t, db.LocalKeys().Destroy(keys.LocalURI("acme")))
+	require.NoError(t, db.local.Destroy(keys.LocalURI("acme")))
 	checkAll("after the old keys were deleted")
 }
 
@@ -223,17 +223,17 @@ func TestKMSWrongTenantContextRejected(t *testing.T) {
 	defer db.Close()
 	uri := env.newKey(t)
 	for _, tenant := range []string{"acme", "beta"} {
-		_, err := db.LinkKey(bg, tenant, uri)
+		_, err := db.Admin().LinkKey(bg, tenant, uri)
 		require.NoError(t, err)
-		_, err = db.Append(bg, tenant, genRecords(rand.New(rand.NewSource(6)), 3, t0))
+		_, err = db.tn(tenant).Append(bg, genRecords(rand.New(rand.NewSource(6)), 3, t0))
 		require.NoError(t, err)
 	}
-	segs, err := db.Segments("beta")
+	segs, err := db.Admin().Segments(bg, "beta")
 	require.NoError(t, err)
 	r := openSegment(t, db.DB, "beta", segs[0])
 	h := r.Header()
 	require.NoError(t, r.Close())
-	_, err = db.Keys().Provider().Unwrap(bg, uri, h.Slot.Wrapped, keys.SegmentContext("acme", segs[0].ID))
+	_, err = db.cache.Provider().Unwrap(bg, uri, h.Slot.Wrapped, keys.SegmentContext("acme", segs[0].ID))
 	require.ErrorIs(t, err, keys.ErrInvalidCiphertext, "beta's DEK does not unwrap under acme's context, even with a shared key")
 	require.False(t, errors.Is(err, keys.ErrKeyUnusable))
 }
@@ -245,26 +245,26 @@ func TestLinkKeyRejectsUnusableKMSKeys(t *testing.T) {
 	uri := env.newKey(t)
 	_, err := env.admin.DisableKey(bg, &kms.DisableKeyInput{KeyId: keyID(uri)})
 	require.NoError(t, err)
-	_, err = db.LinkKey(bg, "acme", uri)
+	_, err = db.Admin().LinkKey(bg, "acme", uri)
 	require.ErrorIs(t, err, ErrKeyValidation)
 	require.Contains(t, err.Error(), "Disabled")
 	out, err := env.admin.CreateKey(bg, &kms.CreateKeyInput{KeySpec: "RSA_2048"})
 	require.NoError(t, err)
-	_, err = db.LinkKey(bg, "acme", "aws-kms://"+aws.ToString(out.KeyMetadata.Arn))
+	_, err = db.Admin().LinkKey(bg, "acme", "aws-kms://"+aws.ToString(out.KeyMetadata.Arn))
 	require.ErrorIs(t, err, ErrKeyValidation)
 	require.Contains(t, err.Error(), "SYMMETRIC_DEFAULT")
 	env.srv.Deny("GenerateDataKey", true)
 	good := env.newKey(t)
-	_, err = db.LinkKey(bg, "acme", good)
+	_, err = db.Admin().LinkKey(bg, "acme", good)
 	require.ErrorIs(t, err, keys.ErrAccessDenied)
 	require.Contains(t, err.Error(), "kms:GenerateDataKey")
 	env.srv.Deny("GenerateDataKey", false)
 	wrongRegion := strings.Replace(good, "us-east-1", "eu-west-1", 1)
-	_, err = db.LinkKey(bg, "acme", wrongRegion)
+	_, err = db.Admin().LinkKey(bg, "acme", wrongRegion)
 	require.Error(t, err)
-	uriNow, _ := db.KeyURI("acme")
+	uriNow, _ := db.Admin().KeyURI(bg, "acme")
 	require.Empty(t, uriNow, "failed validations change nothing")
-	_, err = db.LinkKey(bg, "acme", good)
+	_, err = db.Admin().LinkKey(bg, "acme", good)
 	require.NoError(t, err)
 }
 

@@ -25,7 +25,7 @@ func TestKMSFaultsDuringIngest(t *testing.T) {
 	db := openTest(t, vfs.Default, t.TempDir(), func(o *Options) { o.KMS, o.DEKCache = kmsProviders(env.kopts), &cache })
 	defer db.Close()
 	uri := env.newKey(t)
-	_, err := db.LinkKey(bg, "acme", uri)
+	_, err := db.Admin().LinkKey(bg, "acme", uri)
 	require.NoError(t, err)
 
 	stop := make(chan struct{})
@@ -44,7 +44,7 @@ func TestKMSFaultsDuringIngest(t *testing.T) {
 			default:
 			}
 			recs := genRecords(rng, 5, t0.Add(time.Duration(i)*time.Second))
-			ids, err := db.Append(bg, "acme", recs)
+			ids, err := db.tn("acme").Append(bg, recs)
 			mu.Lock()
 			if err != nil {
 				var ke *keys.Error
@@ -99,9 +99,9 @@ func TestKMSFaultsDuringIngest(t *testing.T) {
 	t.Logf("acknowledged %d records; failed appends by cause: %v", len(acks), failures)
 	require.NotEmpty(t, acks)
 	require.NotZero(t, failures[keys.ErrKeyDisabled.Error()]+failures[keys.ErrKeyInvalidState.Error()], "revocation bit")
-	db.Keys().Purge()
+	db.cache.Purge()
 	for _, a := range acks {
-		got, err := db.Get(bg, "acme", a.id, PartAll)
+		got, err := db.tn("acme").Get(bg, a.id, PartAll)
 		require.NoError(t, err)
 		requireSameRecord(t, a.rec, a.id, got)
 	}

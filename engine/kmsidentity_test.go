@@ -27,18 +27,18 @@ func TestKMSAliasRepointKeepsOldRecords(t *testing.T) {
 	require.NoError(t, err)
 	alias := "aws-kms://arn:aws:kms:us-east-1:" + kmstest.Account + ":alias/dbg"
 
-	st, err := db.LinkKey(bg, "acme", alias)
+	st, err := db.Admin().LinkKey(bg, "acme", alias)
 	require.NoError(t, err)
 	require.Equal(t, "aws-kms://"+oldARN, st.URI, "Describe reports the key the alias names")
-	linked, err := db.KeyURI("acme")
+	linked, err := db.Admin().KeyURI(bg, "acme")
 	require.NoError(t, err)
 	require.Equal(t, "aws-kms://"+oldARN, linked, "the binding is the key's identity, not the alias")
 
 	recs := genRecords(rand.New(rand.NewSource(15)), 40, t0)
-	ids, err := db.Append(bg, "acme", recs[:20])
+	ids, err := db.tn("acme").Append(bg, recs[:20])
 	require.NoError(t, err)
 	require.NoError(t, db.control(bg, func() { _ = db.sealActive(db.tenants["acme"]) }))
-	more, err := db.Append(bg, "acme", recs[20:])
+	more, err := db.tn("acme").Append(bg, recs[20:])
 	require.NoError(t, err)
 	ids = append(ids, more...)
 	requireSegmentKeys(t, db, "acme", "aws-kms://"+oldARN)
@@ -48,9 +48,9 @@ func TestKMSAliasRepointKeepsOldRecords(t *testing.T) {
 	require.NoError(t, err)
 	checkAll := func(msg string) {
 		t.Helper()
-		db.Keys().Purge() // every read goes to KMS
+		db.cache.Purge() // every read goes to KMS
 		for i, id := range ids {
-			got, err := db.Get(bg, "acme", id, PartAll)
+			got, err := db.tn("acme").Get(bg, id, PartAll)
 			require.NoError(t, err, msg)
 			requireSameRecord(t, recs[i], id, got)
 		}
@@ -59,18 +59,18 @@ func TestKMSAliasRepointKeepsOldRecords(t *testing.T) {
 
 	// Appends keep using the linked key (its identity) until a new link.
 	later := genRecords(rand.New(rand.NewSource(16)), 5, t0.Add(1e9))
-	laterIDs, err := db.Append(bg, "acme", later)
+	laterIDs, err := db.tn("acme").Append(bg, later)
 	require.NoError(t, err)
 	recs, ids = append(recs, later...), append(ids, laterIDs...)
 	requireSegmentKeys(t, db, "acme", "aws-kms://"+oldARN)
 
 	// Rewrap to the alias: moves every segment to the key it names now.
 	env.srv.ResetCalls()
-	rep, err := db.Rewrap(bg, "acme", alias, nil)
+	rep, err := db.Admin().Rewrap(bg, "acme", alias, nil)
 	require.NoError(t, err)
 	require.Equal(t, rep.Segments, rep.Rewrapped)
 	require.Positive(t, env.srv.Calls("ReEncrypt"))
-	linked, err = db.KeyURI("acme")
+	linked, err = db.Admin().KeyURI(bg, "acme")
 	require.NoError(t, err)
 	require.Equal(t, "aws-kms://"+newARN, linked)
 	requireSegmentKeys(t, db, "acme", "aws-kms://"+newARN)
@@ -80,13 +80,13 @@ func TestKMSAliasRepointKeepsOldRecords(t *testing.T) {
 	// New segments are wrapped under the new key's ARN.
 	require.NoError(t, db.control(bg, func() { _ = db.sealActive(db.tenants["acme"]) }))
 	newest := genRecords(rand.New(rand.NewSource(17)), 3, t0.Add(2e9))
-	newestIDs, err := db.Append(bg, "acme", newest)
+	newestIDs, err := db.tn("acme").Append(bg, newest)
 	require.NoError(t, err)
 	recs, ids = append(recs, newest...), append(ids, newestIDs...)
 	requireSegmentKeys(t, db, "acme", "aws-kms://"+newARN)
 	checkAll("after appending under the new key")
 	// A rewrap to the same key, named by ARN this time, has nothing to do.
-	rep, err = db.Rewrap(bg, "acme", "aws-kms://"+newARN, nil)
+	rep, err = db.Admin().Rewrap(bg, "acme", "aws-kms://"+newARN, nil)
 	require.NoError(t, err)
 	require.Equal(t, rep.Segments, rep.Skipped)
 }
@@ -100,18 +100,18 @@ func TestKMSLinkKeepsURIOptions(t *testing.T) {
 	arn := env.srv.CreateKey()
 	_, err := env.admin.CreateAlias(bg, &kms.CreateAliasInput{AliasName: aws.String("alias/dbg"), TargetKeyId: aws.String(arn)})
 	require.NoError(t, err)
-	_, err = db.LinkKey(bg, "acme", "aws-kms://arn:aws:kms:us-east-1:"+kmstest.Account+":alias/dbg?replicas=us-west-2")
+	_, err = db.Admin().LinkKey(bg, "acme", "aws-kms://arn:aws:kms:us-east-1:"+kmstest.Account+":alias/dbg?replicas=us-west-2")
 	require.NoError(t, err)
-	linked, err := db.KeyURI("acme")
+	linked, err := db.Admin().KeyURI(bg, "acme")
 	require.NoError(t, err)
 	require.Equal(t, "aws-kms://"+arn+"?replicas=us-west-2", linked)
 	cfg, err := db.config("acme")
 	require.NoError(t, err)
 	require.Equal(t, "aws-kms://arn:aws:kms:us-east-1:"+kmstest.Account+":alias/dbg?replicas=us-west-2", cfg.KeyAlias, "the alias stays as a display name")
 	// Local keys are their own canonical form.
-	_, err = db.LinkKey(bg, "beta", keys.LocalURI("beta"))
+	_, err = db.Admin().LinkKey(bg, "beta", keys.LocalURI("beta"))
 	require.NoError(t, err)
-	linked, err = db.KeyURI("beta")
+	linked, err = db.Admin().KeyURI(bg, "beta")
 	require.NoError(t, err)
 	require.Equal(t, keys.LocalURI("beta"), linked)
 }
@@ -120,7 +120,7 @@ func TestKMSLinkKeepsURIOptions(t *testing.T) {
 // in the index and in the segment file's active key slot.
 func requireSegmentKeys(t *testing.T, db *testDB, tenant, uri string) {
 	t.Helper()
-	segs, err := db.Segments(tenant)
+	segs, err := db.Admin().Segments(bg, tenant)
 	require.NoError(t, err)
 	require.NotEmpty(t, segs)
 	for _, s := range segs {

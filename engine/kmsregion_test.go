@@ -56,7 +56,7 @@ func TestKMSRegionDownAppendsContinue(t *testing.T) {
 	})
 	defer db.Close()
 	uri := "aws-kms://" + arn // no ?replicas=: the replica is discovered
-	_, err = db.LinkKey(bg, "acme", uri)
+	_, err = db.Admin().LinkKey(bg, "acme", uri)
 	require.NoError(t, err)
 
 	rng := rand.New(rand.NewSource(16))
@@ -64,7 +64,7 @@ func TestKMSRegionDownAppendsContinue(t *testing.T) {
 	var ids []ID
 	appendN := func(n int) error {
 		batch := genRecords(rng, n, t0.Add(time.Duration(len(recs))*time.Second))
-		got, err := db.Append(bg, "acme", batch)
+		got, err := db.tn("acme").Append(bg, batch)
 		if err == nil {
 			recs, ids = append(recs, batch...), append(ids, got...)
 		}
@@ -72,15 +72,15 @@ func TestKMSRegionDownAppendsContinue(t *testing.T) {
 	}
 	checkAll := func(msg string) {
 		t.Helper()
-		db.Keys().Purge()
+		db.cache.Purge()
 		for i, id := range ids {
-			got, err := db.Get(bg, "acme", id, PartAll)
+			got, err := db.tn("acme").Get(bg, id, PartAll)
 			require.NoError(t, err, msg)
 			requireSameRecord(t, recs[i], id, got)
 		}
 	}
 	require.NoError(t, appendN(20))
-	before, err := db.Segments("acme")
+	before, err := db.Admin().Segments(bg, "acme")
 	require.NoError(t, err)
 
 	// The primary region goes down. The DEK cache's max age passes, so the
@@ -92,7 +92,7 @@ func TestKMSRegionDownAppendsContinue(t *testing.T) {
 		require.NoError(t, appendN(10), "appends keep working while the primary region is down")
 		t.Logf("append that started a segment with the primary region down: %v", time.Since(start))
 	}
-	segs, err := db.Segments("acme")
+	segs, err := db.Admin().Segments(bg, "acme")
 	require.NoError(t, err)
 	require.Greater(t, len(segs), len(before), "new segments were started")
 	require.Equal(t, 3, replica.Calls("GenerateDataKey"), "their data keys came from the replica")

@@ -22,11 +22,11 @@ func TestLeakScan(t *testing.T) {
 	db := openTest(t, vfs.Default, dir, func(o *Options) { o.Now = clk.Now; o.SegmentSize = 1 << 20 })
 	defer db.Close()
 	for i := 0; i < 4; i++ {
-		_, err := db.Append(bg, "acme", markedRecords(200))
+		_, err := db.tn("acme").Append(bg, markedRecords(200))
 		require.NoError(t, err)
 		require.NoError(t, db.control(bg, func() { _ = db.sealActive(db.tenants["acme"]) }))
 	}
-	_, err := db.Append(bg, "beta", markedRecords(50))
+	_, err := db.tn("beta").Append(bg, markedRecords(50))
 	require.NoError(t, err)
 
 	// Every DEK, recovered through the key provider.
@@ -39,7 +39,7 @@ func TestLeakScan(t *testing.T) {
 			require.NoError(t, err)
 			h := r.Header()
 			require.NoError(t, r.Close())
-			dek, err := db.LocalKeys().Unwrap(bg, h.Slot.KeyURI, h.Slot.Wrapped, keys.SegmentContext(tenant, segHex(id)))
+			dek, err := db.local.Unwrap(bg, h.Slot.KeyURI, h.Slot.Wrapped, keys.SegmentContext(tenant, segHex(id)))
 			require.NoError(t, err)
 			deks = append(deks, dek)
 		}
@@ -52,13 +52,13 @@ func TestLeakScan(t *testing.T) {
 	}
 	check("after writing")
 
-	require.NoError(t, db.SetRetention(bg, "acme", time.Hour))
+	require.NoError(t, db.Admin().SetRetention(bg, "acme", time.Hour))
 	clk.Add(10000 * time.Hour)
-	_, err = db.ApplyRetention(bg)
+	_, err = db.Admin().ApplyRetention(bg)
 	require.NoError(t, err)
 	check("after retention")
 
-	_, err = db.DeleteTenant(bg, "beta")
+	_, err = db.Admin().DeleteTenant(bg, "beta")
 	require.NoError(t, err)
 	check("after tenants delete")
 	segs, _ := filepath.Glob(filepath.Join(dir, "segments", "*", "*.lss"))

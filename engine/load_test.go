@@ -70,7 +70,7 @@ func TestLoad(t *testing.T) {
 			tenant := []string{"acme", "beta"}[w%2]
 			for i := 0; time.Now().Before(deadline); i++ {
 				recs := genRecords(rng, 1+rng.Intn(20), t0.Add(time.Duration(w*1_000_000+i)*time.Second))
-				got, err := db.Append(bg, tenant, recs)
+				got, err := db.tn(tenant).Append(bg, recs)
 				if err != nil {
 					fail(err)
 					return
@@ -100,10 +100,10 @@ func TestLoad(t *testing.T) {
 				want := written[id]
 				mu.Unlock()
 				tenant := "acme"
-				if _, err := db.GetMeta("acme", id); err != nil {
+				if _, err := db.tn("acme").GetMeta(bg, id); err != nil {
 					tenant = "beta"
 				}
-				got, err := db.Get(bg, tenant, id, PartAll)
+				got, err := db.tn(tenant).Get(bg, id, PartAll)
 				if err != nil {
 					fail(err)
 					return
@@ -113,7 +113,7 @@ func TestLoad(t *testing.T) {
 					return
 				}
 				if r == 0 {
-					if _, err := db.Count(bg, "acme", ScanOptions{Field: FieldStatus, Statuses: []int{500}, Limit: 1000}); err != nil {
+					if _, err := db.tn("acme").Count(bg, ScanOptions{Index: ByStatus(500), Limit: 1000}); err != nil {
 						fail(err)
 						return
 					}
@@ -130,10 +130,10 @@ func TestLoad(t *testing.T) {
 	require.Less(t, ms.HeapAlloc, uint64(512<<20), "heap bounded")
 	for id, want := range written {
 		tenant := "acme"
-		if _, err := db.GetMeta("acme", id); err != nil {
+		if _, err := db.tn("acme").GetMeta(bg, id); err != nil {
 			tenant = "beta"
 		}
-		got, err := db.Get(bg, tenant, id, PartAll)
+		got, err := db.tn(tenant).Get(bg, id, PartAll)
 		require.NoError(t, err)
 		requireSameRecord(t, want, id, got)
 	}

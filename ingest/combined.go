@@ -46,7 +46,7 @@ func combinedRecord(line string) (engine.Record, error) {
 	if err != nil {
 		return engine.Record{}, fmt.Errorf("request target: invalid (%s): %s", withheld, urlProblem(err))
 	}
-	rec := engine.Record{Time: t, Method: reqLine[0], Path: u.EscapedPath(), Query: u.RawQuery, ClientIP: m[1], ResponseSource: "upstream"}
+	rec := engine.Record{Meta: engine.Meta{Time: t, Method: reqLine[0], ResponseSource: "upstream"}, Path: u.EscapedPath(), Query: u.RawQuery, ClientIP: m[1]}
 	if m[3] != "-" {
 		rec.ConsumerID = m[3]
 	}

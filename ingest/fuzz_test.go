@@ -33,7 +33,7 @@ func seedFiles(f *testing.F, globs ...string) {
 // every failure is a typed error.
 func fuzzFormat(f *testing.F, format Format) {
 	f.Fuzz(func(t *testing.T, data []byte) {
-		_, err := Ingest(context.Background(), &sink{}, "fuzz", bytes.NewReader(data), Options{Tenant: "t", Format: format})
+		_, err := Ingest(context.Background(), &sink{}, "fuzz", bytes.NewReader(data), Options{Format: format})
 		if err != nil && !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrUnknownFormat) {
 			t.Fatalf("untyped error: %v", err)
 		}
@@ -72,7 +72,7 @@ func FuzzHARSmallLimit(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		defer func(v int64) { harEntryLimit = v }(harEntryLimit)
 		harEntryLimit = 512
-		_, err := Ingest(context.Background(), &sink{}, "fuzz", bytes.NewReader(data), Options{Tenant: "t", Format: FormatHAR, SkipInvalid: true})
+		_, err := Ingest(context.Background(), &sink{}, "fuzz", bytes.NewReader(data), Options{Format: FormatHAR, SkipInvalid: true})
 		if err != nil && !errors.Is(err, ErrMalformed) {
 			t.Fatalf("untyped error: %v", err)
 		}

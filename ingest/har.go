@@ -236,19 +236,21 @@ func harRecord(e *harEntry) (engine.Record, error) {
 		return engine.Record{}, errors.New("response.status: out of range 0..999")
 	}
 	rec := engine.Record{
-		Time:              t,
-		Method:            e.Request.Method,
-		Host:              u.Host,
-		Path:              u.EscapedPath(),
-		Query:             u.RawQuery,
-		Status:            e.Response.Status,
-		LatencyMs:         nonNeg(e.Time),
-		UpstreamLatencyMs: nonNeg(e.Timings.Wait),
-		RequestHeaders:    headers([]harNV(e.Request.Headers)),
-		ResponseHeaders:   headers([]harNV(e.Response.Headers)),
-		RequestSize:       sizeOf(e.Request.HeadersSize, e.Request.BodySize),
-		ResponseSize:      sizeOf(e.Response.HeadersSize, e.Response.BodySize),
-		ResponseSource:    "upstream",
+		Meta: engine.Meta{
+			Time:              t,
+			Method:            e.Request.Method,
+			Host:              u.Host,
+			Status:            e.Response.Status,
+			LatencyMs:         nonNeg(e.Time),
+			UpstreamLatencyMs: nonNeg(e.Timings.Wait),
+			RequestSize:       sizeOf(e.Request.HeadersSize, e.Request.BodySize),
+			ResponseSize:      sizeOf(e.Response.HeadersSize, e.Response.BodySize),
+			ResponseSource:    "upstream",
+		},
+		Path:            u.EscapedPath(),
+		Query:           u.RawQuery,
+		RequestHeaders:  headers([]harNV(e.Request.Headers)),
+		ResponseHeaders: headers([]harNV(e.Response.Headers)),
 	}
 	if rec.Path == "" {
 		rec.Path = "/"

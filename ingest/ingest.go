@@ -81,7 +81,7 @@ func (e *EntryError) Unwrap() error        { return e.Err }
 
 // Options configure Ingest.
 type Options struct {
-	Tenant string
+	// Format is the input's format (default FormatAuto: detected).
 	Format Format
 	// Session, when set, becomes the session id of every record without one.
 	Session string
@@ -110,9 +110,9 @@ type Result struct {
 	Skips []error
 }
 
-// Appender is what Ingest writes to (engine.DB).
+// Appender is what Ingest writes to: one tenant (*engine.Tenant).
 type Appender interface {
-	Append(ctx context.Context, tenant string, recs []engine.Record) ([]engine.ID, error)
+	Append(ctx context.Context, recs []engine.Record) ([]engine.ID, error)
 }
 
 // Ingest reads one input named name from r and appends its records. On a
@@ -141,7 +141,7 @@ func Ingest(ctx context.Context, db Appender, name string, r io.Reader, o Option
 		if len(batch) == 0 {
 			return nil
 		}
-		if _, err := db.Append(ctx, o.Tenant, batch); err != nil {
+		if _, err := db.Append(ctx, batch); err != nil {
 			return err
 		}
 		res.Stored += len(batch)

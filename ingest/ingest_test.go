@@ -31,7 +31,7 @@ func needShared(t testing.TB) {
 
 type sink struct{ recs []engine.Record }
 
-func (s *sink) Append(_ context.Context, _ string, recs []engine.Record) ([]engine.ID, error) {
+func (s *sink) Append(_ context.Context, recs []engine.Record) ([]engine.ID, error) {
 	for _, r := range recs {
 		s.recs = append(s.recs, r)
 	}
@@ -43,9 +43,6 @@ func ingestFile(t *testing.T, path string, o Options) (*sink, Result, error) {
 	require.NoError(t, err)
 	defer f.Close()
 	s := &sink{}
-	if o.Tenant == "" {
-		o.Tenant = "t"
-	}
 	res, err := Ingest(context.Background(), s, path, f, o)
 	return s, res, err
 }
@@ -118,10 +115,10 @@ func TestHARRoundTripThroughEngine(t *testing.T) {
 		s, _, err := ingestFile(t, path, Options{})
 		require.NoError(t, err, path)
 		require.Len(t, s.recs, len(doc.Log.Entries), path)
-		ids, err := db.Append(context.Background(), "acme", s.recs)
+		ids, err := mustTenant(db, "acme").Append(context.Background(), s.recs)
 		require.NoError(t, err)
 		for i, e := range doc.Log.Entries {
-			got, err := db.Get(context.Background(), "acme", ids[i], engine.PartAll)
+			got, err := mustTenant(db, "acme").Get(context.Background(), ids[i], engine.PartAll)
 			require.NoError(t, err)
 			require.Equal(t, nilIfEmpty(e.Request.Headers), got.RequestHeaders, "%s entry %d", path, i)
 			require.Equal(t, nilIfEmpty(e.Response.Headers), got.ResponseHeaders, "%s entry %d", path, i)
@@ -168,8 +165,15 @@ func TestCombinedLog(t *testing.T) {
 }
 
 func TestJSONLRoundTrip(t *testing.T) {
-	rec := engine.Record{Method: "POST", Status: 201, Path: "/v1/x", RequestHeaders: []engine.Header{{Name: "a", Value: "1"}, {Name: "a", Value: "2"}},
-		Payload: &engine.Payload{RequestBody: []byte("text body"), ResponseBody: []byte{0, 1, 2, 0xff}}}
+	rec := engine.Record{
+		Meta: engine.Meta{
+			Method: "POST",
+			Status: 201,
+		},
+		Path:           "/v1/x",
+		RequestHeaders: []engine.Header{{Name: "a", Value: "1"}, {Name: "a", Value: "2"}},
+		Payload:        &engine.Payload{RequestBody: []byte("text body"), ResponseBody: []byte{0, 1, 2, 0xff}},
+	}
 	rec.Time = rec.Time.AddDate(2026, 0, 0)
 	line, err := MarshalJSONL(rec)
 	require.NoError(t, err)
@@ -194,4 +198,13 @@ func TestDetect(t *testing.T) {
 	}
 	_, err := Detect([]byte("\x00\x01\x02"))
 	require.ErrorIs(t, err, ErrUnknownFormat)
+}
+
+// mustTenant is the handle of a valid tenant name.
+func mustTenant(db *engine.DB, name string) *engine.Tenant {
+	t, err := db.Tenant(name)
+	if err != nil {
+		panic(err)
+	}
+	return t
 }

@@ -37,9 +37,6 @@ func testHAR(sep string, entries ...string) string {
 func ingestString(t *testing.T, in string, o Options) (*sink, Result, error) {
 	t.Helper()
 	s := &sink{}
-	if o.Tenant == "" {
-		o.Tenant = "t"
-	}
 	res, err := Ingest(context.Background(), s, "in.har", strings.NewReader(in), o)
 	return s, res, err
 }
@@ -215,7 +212,7 @@ func TestLineLimits(t *testing.T) {
 // record that passes checkRecord is never refused by Append for its size.
 func TestLimitsMatchTheEngine(t *testing.T) {
 	rec := func(headers, body int) engine.Record {
-		r := engine.Record{Time: time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC), Method: "POST", Path: "/x", Status: 200}
+		r := engine.Record{Meta: engine.Meta{Time: time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC), Method: "POST", Status: 200}, Path: "/x"}
 		for i := range headers {
 			r.RequestHeaders = append(r.RequestHeaders, engine.Header{Name: "h", Value: fmt.Sprint(i)})
 		}
@@ -239,13 +236,13 @@ func TestLimitsMatchTheEngine(t *testing.T) {
 	r = rec(3, MaxRecordBytes-encodedSizeBound(&r))
 	require.Equal(t, MaxRecordBytes, encodedSizeBound(&r))
 	require.NoError(t, checkRecord(&r))
-	_, err = db.Append(context.Background(), "t", []engine.Record{r})
+	_, err = mustTenant(db, "t").Append(context.Background(), []engine.Record{r})
 	require.NoError(t, err)
 	r = rec(3, len(r.Payload.RequestBody)+1)
 	require.ErrorIs(t, checkRecord(&r), ErrTooLarge)
 	// And the engine does refuse what is over its limit.
 	r = rec(0, MaxRecordBytes)
-	_, err = db.Append(context.Background(), "t", []engine.Record{r})
+	_, err = mustTenant(db, "t").Append(context.Background(), []engine.Record{r})
 	require.ErrorIs(t, err, engine.ErrRecordTooLarge)
 	require.Error(t, checkRecord(&r))
 
@@ -263,13 +260,13 @@ func TestOversizedRecordDoesNotSinkItsBatch(t *testing.T) {
 	defer db.Close()
 	big := testEntry(1, `, "postData": {"mimeType": "text/plain", "text": "`+strings.Repeat("b", MaxRecordBytes)+`"}`)
 	in := testHAR(",\n", testEntry(0, ""), big, testEntry(2, ""))
-	res, err := Ingest(context.Background(), db, "in.har", strings.NewReader(in), Options{Tenant: "t", SkipInvalid: true})
+	res, err := Ingest(context.Background(), mustTenant(db, "t"), "in.har", strings.NewReader(in), Options{SkipInvalid: true})
 	require.NoError(t, err)
 	require.Equal(t, 2, res.Stored)
 	require.Equal(t, 1, res.Skipped)
 	require.ErrorIs(t, res.Skips[0], ErrTooLarge)
 	require.Contains(t, res.Skips[0].Error(), "HAR entry 1:")
-	res, err = Ingest(context.Background(), db, "in.har", strings.NewReader(in), Options{Tenant: "t"})
+	res, err = Ingest(context.Background(), mustTenant(db, "t"), "in.har", strings.NewReader(in), Options{})
 	require.ErrorIs(t, err, ErrTooLarge)
 	require.Equal(t, 1, res.Stored, "the record before it is stored")
 }
@@ -326,7 +323,7 @@ func TestHARStreamingMatchesWholeFile(t *testing.T) {
 		b, err := os.ReadFile(path)
 		require.NoError(t, err)
 		s := &sink{}
-		_, err = Ingest(context.Background(), s, name, iotestOneByte(b), Options{Tenant: "t"})
+		_, err = Ingest(context.Background(), s, name, iotestOneByte(b), Options{})
 		require.NoError(t, err)
 		require.Equal(t, whole.recs, s.recs, name)
 	}
@@ -372,7 +369,7 @@ func TestReadErrorsAreNotMalformedInput(t *testing.T) {
 		FormatCombined: `1.2.3.4 - - [17/May/2015:10:05:03 +0000] "GET /c HTTP/1.1" 200 5 "-" "curl"` + "\n1.2.3",
 	} {
 		s := &sink{}
-		res, err := Ingest(context.Background(), s, "in", &failingReader{strings.NewReader(in), boom}, Options{Tenant: "t", Format: f, BatchSize: 1})
+		res, err := Ingest(context.Background(), s, "in", &failingReader{strings.NewReader(in), boom}, Options{Format: f, BatchSize: 1})
 		require.ErrorIs(t, err, boom, f)
 		require.NotErrorIs(t, err, ErrMalformed, f)
 		require.Equal(t, 1, res.Stored, f)

@@ -19,41 +19,43 @@ const (
 	KindTime
 )
 
-// Field is a queryable (plaintext) field.
+// Field is a queryable (plaintext) field: a row of the engine's schema
+// (engine.Fields) seen with the query language's value kinds.
 type Field struct {
-	Name  string
-	Kind  Kind
-	Index byte // engine index field, 0 if not indexed (time is indexed by the time index)
-	get   func(m *engine.Meta) Value
+	Name string
+	Kind Kind
+	// Schema is the engine's field: its accessors and whether it has a
+	// secondary index (the time index bounds every scan).
+	Schema *engine.Field
 }
 
-func str(f func(m *engine.Meta) string) func(*engine.Meta) Value {
-	return func(m *engine.Meta) Value { return Value{Str: f(m), Kind: KindString} }
+func (f *Field) get(m *engine.Meta) Value {
+	switch f.Kind {
+	case KindNumber:
+		return Value{Num: f.Schema.Number(m), Kind: KindNumber}
+	case KindTime:
+		return Value{Time: m.Time, Kind: KindTime}
+	}
+	return Value{Str: f.Schema.String(m), Kind: KindString}
 }
 
-func num(f func(m *engine.Meta) float64) func(*engine.Meta) Value {
-	return func(m *engine.Meta) Value { return Value{Num: f(m), Kind: KindNumber} }
-}
+// Fields are the plaintext fields, in the README's order: one per row of
+// engine.Fields, so a field added to the engine's schema is queryable.
+var Fields = fromSchema(engine.Fields)
 
-// Fields are the plaintext fields, in the README's order.
-var Fields = []*Field{
-	{Name: "id", get: str(func(m *engine.Meta) string { return m.ID.String() })},
-	{Name: "time", Kind: KindTime, get: func(m *engine.Meta) Value { return Value{Time: m.Time, Kind: KindTime} }},
-	{Name: "session_id", Index: engine.FieldSessionID, get: str(func(m *engine.Meta) string { return m.SessionID })},
-	{Name: "trace_id", Index: engine.FieldTraceID, get: str(func(m *engine.Meta) string { return m.TraceID })},
-	{Name: "span_id", get: str(func(m *engine.Meta) string { return m.SpanID })},
-	{Name: "method", Index: engine.FieldMethod, get: str(func(m *engine.Meta) string { return m.Method })},
-	{Name: "host", Index: engine.FieldHost, get: str(func(m *engine.Meta) string { return m.Host })},
-	{Name: "status", Kind: KindNumber, Index: engine.FieldStatus, get: num(func(m *engine.Meta) float64 { return float64(m.Status) })},
-	{Name: "upstream_status", Kind: KindNumber, get: num(func(m *engine.Meta) float64 { return float64(m.UpstreamStatus) })},
-	{Name: "response_source", get: str(func(m *engine.Meta) string { return m.ResponseSource })},
-	{Name: "latency_ms", Kind: KindNumber, get: num(func(m *engine.Meta) float64 { return m.LatencyMs })},
-	{Name: "upstream_latency_ms", Kind: KindNumber, get: num(func(m *engine.Meta) float64 { return m.UpstreamLatencyMs })},
-	{Name: "gateway_latency_ms", Kind: KindNumber, get: num(func(m *engine.Meta) float64 { return m.GatewayLatencyMs })},
-	{Name: "route_id", Index: engine.FieldRouteID, get: str(func(m *engine.Meta) string { return m.RouteID })},
-	{Name: "service_id", Index: engine.FieldServiceID, get: str(func(m *engine.Meta) string { return m.ServiceID })},
-	{Name: "request_size", Kind: KindNumber, get: num(func(m *engine.Meta) float64 { return float64(m.RequestSize) })},
-	{Name: "response_size", Kind: KindNumber, get: num(func(m *engine.Meta) float64 { return float64(m.ResponseSize) })},
+func fromSchema(schema []*engine.Field) []*Field {
+	out := make([]*Field, len(schema))
+	for i, sf := range schema {
+		f := &Field{Name: sf.Name, Kind: KindString, Schema: sf}
+		switch sf.Kind {
+		case engine.KindInt, engine.KindFloat:
+			f.Kind = KindNumber
+		case engine.KindTime:
+			f.Kind = KindTime
+		}
+		out[i] = f
+	}
+	return out
 }
 
 // SealedFields are encrypted: a query naming one is refused.

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"iter"
 	"math"
 	"time"
 
@@ -16,7 +17,6 @@ import (
 
 // Request is one metadata query.
 type Request struct {
-	Tenant string
 	// From and To bound the record time to [From, To); zero is unbounded.
 	From, To time.Time
 	// Where is an expression over plaintext fields ("" matches all).
@@ -47,20 +47,18 @@ type Result struct {
 	Plan  Plan
 }
 
-// DB is what queries run against (engine.DB).
-type DB interface {
-	Scan(ctx context.Context, tenant string, o engine.ScanOptions, fn func(*engine.Meta) error) error
-	Count(ctx context.Context, tenant string, o engine.ScanOptions) (int, error)
+// Tenant is what queries run against (*engine.Tenant).
+type Tenant interface {
+	Name() string
+	Scan(ctx context.Context, o engine.ScanOptions) iter.Seq2[*engine.Meta, error]
+	Count(ctx context.Context, o engine.ScanOptions) (int, error)
 }
 
 // estimateCap bounds the index entries counted per candidate when planning.
 const estimateCap = 10_000
 
-// Run plans and executes req.
-func Run(ctx context.Context, db DB, req Request) (*Result, error) {
-	if err := engine.ValidateTenant(req.Tenant); err != nil {
-		return nil, err
-	}
+// Run plans and executes req on tenant t.
+func Run(ctx context.Context, t Tenant, req Request) (*Result, error) {
 	if req.Limit <= 0 {
 		req.Limit = 100
 	}
@@ -74,43 +72,42 @@ func Run(ctx context.Context, db DB, req Request) (*Result, error) {
 	from, to := narrowTime(expr, req.From, req.To)
 	base := engine.ScanOptions{From: from, To: to}
 	if req.Cursor != "" && !req.Count {
-		c, err := decodeCursor(req.Cursor, fingerprint(req))
+		c, err := decodeCursor(req.Cursor, fingerprint(t.Name(), req))
 		if err != nil {
 			return nil, err
 		}
 		base.After = c
 	}
-	opts, plan, exact, err := choose(ctx, db, req.Tenant, expr, base)
+	opts, plan, exact, err := choose(ctx, t, expr, base)
 	if err != nil {
 		return nil, err
 	}
 	res := &Result{Plan: plan}
 	if req.Count && exact {
-		res.Count, err = db.Count(ctx, req.Tenant, opts)
+		res.Count, err = t.Count(ctx, opts)
 		res.Plan.Scanned = res.Count
 		return res, err
 	}
 	res.Plan.Residual = !exact
 	var last *engine.Meta
-	err = db.Scan(ctx, req.Tenant, opts, func(m *engine.Meta) error {
+	for m, err := range t.Scan(ctx, opts) {
+		if err != nil {
+			return nil, err
+		}
 		res.Plan.Scanned++
 		if !match(expr, m) {
-			return nil
+			continue
 		}
 		if req.Count {
 			res.Count++
-			return nil
+			continue
 		}
 		if len(res.Rows) == req.Limit {
-			res.Next = encodeCursor(last, fingerprint(req))
-			return engine.ErrStopScan
+			res.Next = encodeCursor(last, fingerprint(t.Name(), req))
+			break
 		}
 		res.Rows = append(res.Rows, *m)
 		last = &res.Rows[len(res.Rows)-1]
-		return nil
-	})
-	if err != nil {
-		return nil, err
 	}
 	if req.Count {
 		return res, nil
@@ -164,33 +161,45 @@ func narrowTime(e Expr, from, to time.Time) (time.Time, time.Time) {
 // indexOptions turns an indexable conjunct into scan options.
 func indexOptions(c *Cmp, base engine.ScanOptions) (engine.ScanOptions, bool) {
 	f := c.Field
-	if f.Index == 0 || c.Negate || c.Op == OpNe {
+	if !f.Schema.Indexed || c.Negate || c.Op == OpNe {
 		return base, false
 	}
 	o := base
-	o.Field = f.Index
-	if f.Index != engine.FieldStatus {
+	if f.Kind != KindNumber {
 		if c.Op != OpEq && c.Op != OpIn {
 			return base, false
 		}
-		for _, v := range c.Values {
-			o.Values = append(o.Values, v.Str)
+		values := make([]string, len(c.Values))
+		for i, v := range c.Values {
+			values[i] = v.Str
 		}
-		return o, true
+		ix, err := engine.ByField(f.Schema, values...)
+		o.Index = ix
+		return o, err == nil
 	}
+	if f.Name != "status" { // the one numeric index
+		return base, false
+	}
+	o.Index = engine.ByStatus(statusRange(c)...)
+	return o, true
+}
+
+// statusRange lists the statuses (0..999) a comparison on a status selects.
+func statusRange(c *Cmp) []int {
+	var out []int
 	lo, hi := 0, 1000 // statuses in [lo, hi)
 	switch c.Op {
 	case OpEq, OpIn:
 		for _, v := range c.Values {
 			if v.Class > 0 {
 				for s := v.Class * 100; s < v.Class*100+100; s++ {
-					o.Statuses = append(o.Statuses, s)
+					out = append(out, s)
 				}
 			} else if v.Num == math.Trunc(v.Num) && v.Num >= 0 && v.Num < 1000 {
-				o.Statuses = append(o.Statuses, int(v.Num))
+				out = append(out, int(v.Num))
 			}
 		}
-		return o, true
+		return out
 	case OpLt:
 		hi = int(math.Ceil(c.Values[0].Num))
 	case OpLe:
@@ -202,15 +211,15 @@ func indexOptions(c *Cmp, base engine.ScanOptions) (engine.ScanOptions, bool) {
 	}
 	lo, hi = max(lo, 0), min(hi, 1000)
 	for s := lo; s < hi; s++ {
-		o.Statuses = append(o.Statuses, s)
+		out = append(out, s)
 	}
-	return o, true
+	return out
 }
 
 // choose picks the most selective access path by counting, up to a cap,
 // the index entries of each candidate; the time index is the fallback.
 // exact reports that the index alone answers the whole expression.
-func choose(ctx context.Context, db DB, tenant string, e Expr, base engine.ScanOptions) (engine.ScanOptions, Plan, bool, error) {
+func choose(ctx context.Context, t Tenant, e Expr, base engine.ScanOptions) (engine.ScanOptions, Plan, bool, error) {
 	best, plan := base, Plan{Index: "time", Candidates: map[string]int{}}
 	bestN := math.MaxInt
 	var bestCmp Expr
@@ -226,7 +235,7 @@ func choose(ctx context.Context, db DB, tenant string, e Expr, base engine.ScanO
 		}
 		probe := o
 		probe.Limit, probe.After = estimateCap, nil
-		n, err := db.Count(ctx, tenant, probe)
+		n, err := t.Count(ctx, probe)
 		if err != nil {
 			return base, plan, false, err
 		}
@@ -234,7 +243,7 @@ func choose(ctx context.Context, db DB, tenant string, e Expr, base engine.ScanO
 		if n < bestN {
 			best, bestN, bestCmp = o, n, c
 			plan.Index, plan.Estimate = cmp.Field.Name, n
-			plan.Values = len(o.Values) + len(o.Statuses)
+			plan.Values = o.Index.Values()
 		}
 	}
 	exact := len(cs) == 0
@@ -257,14 +266,14 @@ type cursorToken struct {
 }
 
 // fingerprint ties a cursor to the query it came from.
-func fingerprint(r Request) string {
+func fingerprint(tenant string, r Request) string {
 	h := sha256.New()
 	var b [8]byte
 	for _, t := range []time.Time{r.From, r.To} {
 		binary.BigEndian.PutUint64(b[:], uint64(t.UnixNano()))
 		h.Write(b[:])
 	}
-	h.Write([]byte(r.Tenant + "\x00" + r.Where))
+	h.Write([]byte(tenant + "\x00" + r.Where))
 	return base64.RawURLEncoding.EncodeToString(h.Sum(nil)[:9])
 }
 

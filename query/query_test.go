@@ -57,7 +57,7 @@ func TestParseErrors(t *testing.T) {
 	require.Contains(t, err.Error(), "encrypted and not searchable")
 }
 
-func newDB(t *testing.T) (*engine.DB, []engine.Record, []engine.ID) {
+func newDB(t *testing.T) (*engine.Tenant, []engine.Record, []engine.ID) {
 	db, err := engine.Open(t.TempDir(), &engine.Options{RetentionInterval: -1})
 	require.NoError(t, err)
 	t.Cleanup(func() { db.Close() })
@@ -65,13 +65,24 @@ func newDB(t *testing.T) (*engine.DB, []engine.Record, []engine.ID) {
 	t0 := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
 	recs := make([]engine.Record, 2000)
 	for i := range recs {
-		recs[i] = engine.Record{Time: t0.Add(time.Duration(i) * time.Second), Method: []string{"GET", "POST", "PUT"}[rng.Intn(3)],
-			Status: []int{200, 200, 200, 201, 404, 500, 503}[rng.Intn(7)], SessionID: fmt.Sprintf("s%d", rng.Intn(50)),
-			Host: "api.example.com", RouteID: fmt.Sprintf("r%d", rng.Intn(4)), LatencyMs: float64(rng.Intn(1000)), Path: "/x"}
+		recs[i] = engine.Record{
+			Meta: engine.Meta{
+				Time:      t0.Add(time.Duration(i) * time.Second),
+				Method:    []string{"GET", "POST", "PUT"}[rng.Intn(3)],
+				Status:    []int{200, 200, 200, 201, 404, 500, 503}[rng.Intn(7)],
+				SessionID: fmt.Sprintf("s%d", rng.Intn(50)),
+				Host:      "api.example.com",
+				RouteID:   fmt.Sprintf("r%d", rng.Intn(4)),
+				LatencyMs: float64(rng.Intn(1000)),
+			},
+			Path: "/x",
+		}
 	}
-	ids, err := db.Append(context.Background(), "acme", recs)
+	acme, err := db.Tenant("acme")
 	require.NoError(t, err)
-	return db, recs, ids
+	ids, err := acme.Append(context.Background(), recs)
+	require.NoError(t, err)
+	return acme, recs, ids
 }
 
 func TestRunMatchesBruteForce(t *testing.T) {
@@ -93,7 +104,7 @@ func TestRunMatchesBruteForce(t *testing.T) {
 				want++
 			}
 		}
-		res, err := Run(ctx, db, Request{Tenant: "acme", Where: where, Count: true})
+		res, err := Run(ctx, db, Request{Where: where, Count: true})
 		require.NoError(t, err, where)
 		require.Equal(t, want, res.Count, "count of %q (index %s)", where, res.Plan.Index)
 
@@ -104,7 +115,7 @@ func TestRunMatchesBruteForce(t *testing.T) {
 		var prev *engine.Meta
 		for pages := 0; ; pages++ {
 			require.Less(t, pages, 1000)
-			r, err := Run(ctx, db, Request{Tenant: "acme", Where: where, Limit: 37, Cursor: cursor})
+			r, err := Run(ctx, db, Request{Where: where, Limit: 37, Cursor: cursor})
 			require.NoError(t, err)
 			for i := range r.Rows {
 				m := &r.Rows[i]
@@ -126,24 +137,24 @@ func TestRunMatchesBruteForce(t *testing.T) {
 
 func TestPlannerPicksTheMostSelectiveIndex(t *testing.T) {
 	db, _, _ := newDB(t)
-	res, err := Run(context.Background(), db, Request{Tenant: "acme", Where: "host = 'api.example.com' AND session_id = s3 AND method = GET", Count: true})
+	res, err := Run(context.Background(), db, Request{Where: "host = 'api.example.com' AND session_id = s3 AND method = GET", Count: true})
 	require.NoError(t, err)
 	require.Equal(t, "session_id", res.Plan.Index)
 	require.True(t, res.Plan.Residual)
 	require.Less(t, res.Plan.Scanned, 100, "scanned only the session's records")
-	res, err = Run(context.Background(), db, Request{Tenant: "acme", Where: "latency_ms > 10", Limit: 5})
+	res, err = Run(context.Background(), db, Request{Where: "latency_ms > 10", Limit: 5})
 	require.NoError(t, err)
 	require.Equal(t, "time", res.Plan.Index)
 }
 
 func TestCursorIsBoundToItsQuery(t *testing.T) {
 	db, _, _ := newDB(t)
-	r, err := Run(context.Background(), db, Request{Tenant: "acme", Where: "status = 200", Limit: 10})
+	r, err := Run(context.Background(), db, Request{Where: "status = 200", Limit: 10})
 	require.NoError(t, err)
 	require.NotEmpty(t, r.Next)
-	_, err = Run(context.Background(), db, Request{Tenant: "acme", Where: "status = 404", Cursor: r.Next})
+	_, err = Run(context.Background(), db, Request{Where: "status = 404", Cursor: r.Next})
 	require.ErrorIs(t, err, ErrBadCursor)
-	_, err = Run(context.Background(), db, Request{Tenant: "acme", Cursor: "garbage!"})
+	_, err = Run(context.Background(), db, Request{Cursor: "garbage!"})
 	require.ErrorIs(t, err, ErrBadCursor)
 }
 

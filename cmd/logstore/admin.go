@@ -35,7 +35,7 @@ func (a *app) keysCmd() *cobra.Command {
 				return err
 			}
 			defer closeDB(db, &err)
-			st, err := db.LinkKey(cmd.Context(), tenant, key)
+			st, err := db.Admin().LinkKey(cmd.Context(), tenant, key)
 			if err != nil {
 				return err
 			}
@@ -45,7 +45,7 @@ func (a *app) keysCmd() *cobra.Command {
 			}
 			fmt.Fprintf(a.stdout, "linked %s to tenant %s (state %s, spec %s); new segments use it, old ones keep theirs until `keys rewrap`\n",
 				bound, tenant, st.State, st.Spec)
-			for _, at := range db.Attested() {
+			for _, at := range db.Admin().Attested() {
 				fmt.Fprintf(a.stdout, "re-attested tenant %s: its manifest was missing or damaged; %d segment file(s) are now trusted, run `logstore segments verify --tenant %s`\n",
 					at.Tenant, at.Segments, at.Tenant)
 				for _, sk := range at.Skipped {
@@ -72,14 +72,14 @@ func (a *app) keysCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			tenants, err := db.Tenants()
+			tenants, err := db.Admin().Tenants(cmd.Context())
 			if err != nil {
 				return err
 			}
 			tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
 			fmt.Fprintln(tw, "TENANT\tLINKED KEY\tKEYS IN USE\tSEGMENTS")
 			for _, t := range tenants {
-				uri, err := db.KeyURI(t)
+				uri, err := db.Admin().KeyURI(cmd.Context(), t)
 				if err != nil {
 					return err
 				}
@@ -111,7 +111,7 @@ func (a *app) keysCmd() *cobra.Command {
 				return err
 			}
 			uris := st.Tenants[tenant].KeysInUse
-			if linked, _ := db.KeyURI(tenant); linked != "" && !contains(uris, linked) {
+			if linked, _ := db.Admin().KeyURI(cmd.Context(), tenant); linked != "" && !contains(uris, linked) {
 				uris = append(uris, linked)
 			}
 			if len(uris) == 0 {
@@ -121,7 +121,7 @@ func (a *app) keysCmd() *cobra.Command {
 			// pending-deletion, missing or denied key exits 3.
 			var errs []error
 			for _, u := range uris {
-				ks, err := db.Keys().Describe(cmd.Context(), u)
+				ks, err := db.Admin().DescribeKey(cmd.Context(), u)
 				if err != nil {
 					fmt.Fprintf(a.stdout, "%s: UNAVAILABLE: %v\n", u, err)
 					errs = append(errs, err)
@@ -137,14 +137,14 @@ func (a *app) keysCmd() *cobra.Command {
 					errs = append(errs, &keys.Error{Op: "describe", KeyURI: u, Kind: kind, Detail: "state " + ks.State})
 					continue
 				}
-				if err := db.CheckKey(cmd.Context(), tenant, u); err != nil {
+				if err := db.Admin().CheckKey(cmd.Context(), tenant, u); err != nil {
 					fmt.Fprintf(a.stdout, "%s: UNUSABLE: %v\n", desc, err)
 					errs = append(errs, err)
 					continue
 				}
 				fmt.Fprintln(a.stdout, desc)
 			}
-			fmt.Fprintf(a.stdout, "DEK cache max age: %s (how long a revocation takes to bite)\n", db.Keys().MaxAge())
+			fmt.Fprintf(a.stdout, "DEK cache max age: %s (how long a revocation takes to bite)\n", db.Admin().DEKCacheMaxAge())
 			return errors.Join(errs...)
 		},
 	}
@@ -165,7 +165,7 @@ func (a *app) keysCmd() *cobra.Command {
 				return err
 			}
 			defer closeDB(db, &err)
-			rep, err := db.Rewrap(cmd.Context(), tenant, to, func(p engine.RewrapProgress) {
+			rep, err := db.Admin().Rewrap(cmd.Context(), tenant, to, func(p engine.RewrapProgress) {
 				state := "rewrapped"
 				if p.Skipped {
 					state = "already under the new key"
@@ -207,10 +207,7 @@ func (a *app) keysCmd() *cobra.Command {
 					return err
 				}
 				defer closeDB(db, &err)
-				if db.LocalKeys() == nil {
-					return errors.New("this store has no local key provider")
-				}
-				if err := db.LocalKeys().SetEnabled(args[0], enable); err != nil {
+				if err := db.Admin().SetLocalKeyEnabled(cmd.Context(), args[0], enable); err != nil {
 					return err
 				}
 				fmt.Fprintf(a.stdout, "%sd %s (for AWS KMS keys use the KMS console or `aws kms %s-key`)\n", verb, args[0], verb)
@@ -249,14 +246,14 @@ func (a *app) segmentsCmd() *cobra.Command {
 			defer closeDB(db, &err)
 			tenants := []string{tenant}
 			if tenant == "" {
-				if tenants, err = db.Tenants(); err != nil {
+				if tenants, err = db.Admin().Tenants(cmd.Context()); err != nil {
 					return err
 				}
 			}
 			tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
 			fmt.Fprintln(tw, "TENANT\tSEGMENT\tSEALED\tRECORDS\tPAYLOADS\tBLOCKS\tRAW\tSIZE\tKEY\tGEN\tNEWEST")
 			for _, t := range tenants {
-				segs, err := db.Segments(t)
+				segs, err := db.Admin().Segments(cmd.Context(), t)
 				if err != nil {
 					return err
 				}
@@ -283,13 +280,13 @@ func (a *app) segmentsCmd() *cobra.Command {
 			// the segments and would stop at a damaged index block.
 			var ierr error
 			if tenant == "" {
-				if ierr = db.VerifyIndex(cmd.Context()); ierr != nil {
+				if ierr = db.Admin().VerifyIndex(cmd.Context()); ierr != nil {
 					fmt.Fprintf(a.stdout, "BAD  index: %v\n", ierr)
 				} else {
 					fmt.Fprintln(a.stdout, "index: every block's checksum is valid")
 				}
 			}
-			checks, err := db.Verify(cmd.Context(), tenant)
+			checks, err := db.Admin().Verify(cmd.Context(), tenant)
 			if ierr != nil {
 				// The damaged index decides the exit code (1).
 				var rerr error
@@ -322,11 +319,11 @@ func (a *app) segmentsCmd() *cobra.Command {
 				return err
 			}
 			defer closeDB(db, &err)
-			tenants, err := db.Tenants()
+			tenants, err := db.Admin().Tenants(cmd.Context())
 			if err != nil {
 				return err
 			}
-			rb := db.IndexRebuild()
+			rb := db.Admin().IndexRebuild()
 			if rb.OldIndex != "" {
 				fmt.Fprintf(a.stderr, "the old index could not be read in full: %s\n", rb.OldIndex)
 			}
@@ -361,7 +358,7 @@ func (a *app) auditCmd() *cobra.Command {
 			if since > 0 {
 				from = time.Now().Add(-since)
 			}
-			evs, err := db.Audit(tenant, from)
+			evs, err := db.Admin().Audit(cmd.Context(), tenant, from)
 			if err != nil {
 				return err
 			}
@@ -406,7 +403,7 @@ func (a *app) tenantsCmd() *cobra.Command {
 				return err
 			}
 			defer closeDB(db, &err)
-			rep, err := db.DeleteTenant(cmd.Context(), args[0])
+			rep, err := db.Admin().DeleteTenant(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}

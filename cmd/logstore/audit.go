@@ -34,7 +34,7 @@ func (a *app) auditVerifyCmd() *cobra.Command {
 				return err
 			}
 			defer closeDB(db, &err)
-			rep, err := db.VerifyAudit(cmd.Context())
+			rep, err := db.Admin().VerifyAudit(cmd.Context())
 			a.printAuditReport(rep, err)
 			switch {
 			case err != nil:

@@ -16,8 +16,8 @@ func TestAuditVerifyCommand(t *testing.T) {
 	dir := t.TempDir()
 	db, err := engine.Open(dir, &engine.Options{RetentionInterval: -1})
 	require.NoError(t, err)
-	_, err = db.Append(context.Background(), "acme", []engine.Record{
-		{Time: time.Date(2026, 11, 1, 9, 0, 0, 0, time.UTC), Method: "GET", Status: 200, Path: "/a"}})
+	_, err = mustTenant(db, "acme").Append(context.Background(), []engine.Record{
+		{Meta: engine.Meta{Time: time.Date(2026, 11, 1, 9, 0, 0, 0, time.UTC), Method: "GET", Status: 200}, Path: "/a"}})
 	require.NoError(t, err)
 	require.NoError(t, db.Close())
 
@@ -63,4 +63,13 @@ func TestAuditVerifyCommand(t *testing.T) {
 	after, err := os.ReadFile(aside[0])
 	require.NoError(t, err)
 	require.Equal(t, b, after, "kept as it was, not cut")
+}
+
+// mustTenant is the handle of a valid tenant name.
+func mustTenant(db *engine.DB, name string) *engine.Tenant {
+	t, err := db.Tenant(name)
+	if err != nil {
+		panic(err)
+	}
+	return t
 }

@@ -50,10 +50,14 @@ func (a *app) ingestCmd() *cobra.Command {
 				return err
 			}
 			defer closeDB(db, &err)
+			tn, err := db.Tenant(tenant)
+			if err != nil {
+				return err
+			}
 			total, skipped := 0, 0
 			start := time.Now()
 			for _, name := range files {
-				res, err := a.ingestOne(cmd.Context(), db, name, ingest.Options{Tenant: tenant, Format: f, Session: session, SkipInvalid: skip})
+				res, err := a.ingestOne(cmd.Context(), tn, name, ingest.Options{Format: f, Session: session, SkipInvalid: skip})
 				total += res.Stored
 				skipped += res.Skipped
 				for _, s := range res.Skips {
@@ -77,7 +81,7 @@ func (a *app) ingestCmd() *cobra.Command {
 	return cmd
 }
 
-func (a *app) ingestOne(ctx context.Context, db *engine.DB, name string, o ingest.Options) (ingest.Result, error) {
+func (a *app) ingestOne(ctx context.Context, tn *engine.Tenant, name string, o ingest.Options) (ingest.Result, error) {
 	in, size := a.stdin, int64(-1)
 	if name != "-" {
 		f, err := os.Open(name)
@@ -101,19 +105,19 @@ func (a *app) ingestOne(ctx context.Context, db *engine.DB, name string, o inges
 		}
 		defer bar.Finish()
 	}
-	return ingest.Ingest(ctx, db, name, in, o)
+	return ingest.Ingest(ctx, tn, name, in, o)
 }
 
 func (a *app) queryCmd() *cobra.Command {
 	var req query.Request
 	var since time.Duration
-	var from, to, format string
+	var tenant, from, to, format string
 	cmd := &cobra.Command{
 		Use:   "query --tenant T [--since 1h | --from RFC3339 --to RFC3339] [--where EXPR] [--limit N] [--cursor TOKEN] [--format table|json] [--count]",
 		Short: "Query plaintext metadata (never needs the key); newest first",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) (err error) {
-			if err := requireTenant(req.Tenant); err != nil {
+			if err := requireTenant(tenant); err != nil {
 				return err
 			}
 			if format != "table" && format != "json" {
@@ -140,7 +144,11 @@ func (a *app) queryCmd() *cobra.Command {
 				return err
 			}
 			defer closeDB(db, &err)
-			res, err := query.Run(cmd.Context(), db, req)
+			tn, err := db.Tenant(tenant)
+			if err != nil {
+				return err
+			}
+			res, err := query.Run(cmd.Context(), tn, req)
 			if err != nil {
 				return err
 			}
@@ -167,7 +175,7 @@ func (a *app) queryCmd() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&req.Tenant, "tenant", "", "tenant (required)")
+	f.StringVar(&tenant, "tenant", "", "tenant (required)")
 	f.DurationVar(&since, "since", 0, "only records newer than this (e.g. 1h)")
 	f.StringVar(&from, "from", "", "records at or after this RFC 3339 time")
 	f.StringVar(&to, "to", "", "records before this RFC 3339 time")
@@ -208,7 +216,11 @@ func (a *app) showCmd() *cobra.Command {
 				return err
 			}
 			defer closeDB(db, &err)
-			rec, err := db.Get(cmd.Context(), tenant, id, parts)
+			tn, err := db.Tenant(tenant)
+			if err != nil {
+				return err
+			}
+			rec, err := tn.Get(cmd.Context(), id, parts)
 			if err != nil {
 				return err
 			}

@@ -90,14 +90,14 @@ func parse(t *testing.T, path string) []engine.Record {
 	require.NoError(t, err)
 	defer f.Close()
 	c := &collector{}
-	_, err = ingest.Ingest(context.Background(), c, path, f, ingest.Options{Tenant: "x"})
+	_, err = ingest.Ingest(context.Background(), c, path, f, ingest.Options{})
 	require.NoError(t, err)
 	return c.recs
 }
 
 type collector struct{ recs []engine.Record }
 
-func (c *collector) Append(_ context.Context, _ string, recs []engine.Record) ([]engine.ID, error) {
+func (c *collector) Append(_ context.Context, recs []engine.Record) ([]engine.ID, error) {
 	c.recs = append(c.recs, recs...)
 	return make([]engine.ID, len(recs)), nil
 }

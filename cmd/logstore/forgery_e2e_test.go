@@ -27,7 +27,7 @@ func TestForgeryEndToEnd(t *testing.T) {
 	plainDir := t.TempDir()
 	pdb, err := engine.Open(plainDir, &engine.Options{Plaintext: true, RetentionInterval: -1})
 	require.NoError(t, err)
-	ids, err := pdb.Append(context.Background(), "acme", []engine.Record{{Time: time.Now(), Method: "GET", Status: 299, Path: "/forged"}})
+	ids, err := mustTenant(pdb, "acme").Append(context.Background(), []engine.Record{{Meta: engine.Meta{Time: time.Now(), Method: "GET", Status: 299}, Path: "/forged"}})
 	require.NoError(t, err)
 	require.NoError(t, pdb.Close())
 	plain, err := filepath.Glob(filepath.Join(plainDir, "segments", "acme", "*.lss"))

@@ -18,12 +18,14 @@ const Marker = "CRASH-SEALED-7d1e"
 func Record(run, n int) engine.Record {
 	rng := rand.New(rand.NewSource(int64(run)<<32 | int64(n)))
 	r := engine.Record{
-		Time:      time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC).Add(time.Duration(run)*time.Hour + time.Duration(n)*time.Millisecond),
-		Method:    []string{"GET", "POST"}[rng.Intn(2)],
-		Status:    []int{200, 404, 500}[rng.Intn(3)],
-		SessionID: fmt.Sprintf("run-%d", run),
-		Path:      fmt.Sprintf("/%s/%d", Marker, n),
-		ClientIP:  Marker + "-ip",
+		Meta: engine.Meta{
+			Time:      time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC).Add(time.Duration(run)*time.Hour + time.Duration(n)*time.Millisecond),
+			Method:    []string{"GET", "POST"}[rng.Intn(2)],
+			Status:    []int{200, 404, 500}[rng.Intn(3)],
+			SessionID: fmt.Sprintf("run-%d", run),
+		},
+		Path:     fmt.Sprintf("/%s/%d", Marker, n),
+		ClientIP: Marker + "-ip",
 		RequestHeaders: []engine.Header{{Name: "authorization", Value: "Bearer " + Marker},
 			{Name: "x-n", Value: fmt.Sprint(n)}},
 	}

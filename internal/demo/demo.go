@@ -24,15 +24,15 @@ const Tenant = "demo"
 
 // rebase shifts the sample's times so its newest record is now.
 type rebase struct {
-	db    *engine.DB
+	t     *engine.Tenant
 	shift time.Duration
 }
 
-func (r *rebase) Append(ctx context.Context, tenant string, recs []engine.Record) ([]engine.ID, error) {
+func (r *rebase) Append(ctx context.Context, recs []engine.Record) ([]engine.ID, error) {
 	for i := range recs {
 		recs[i].Time = recs[i].Time.Add(r.shift)
 	}
-	return r.db.Append(ctx, tenant, recs)
+	return r.t.Append(ctx, recs)
 }
 
 // sampleSpan returns the first and last times of the sample.
@@ -61,10 +61,14 @@ func Run(ctx context.Context, dir string, out io.Writer) (err error) {
 			err = cerr
 		}
 	}()
+	tn, err := db.Tenant(Tenant)
+	if err != nil {
+		return err
+	}
 	now := time.Now().UTC()
 	_, last := sampleSpan()
-	res, err := ingest.Ingest(ctx, &rebase{db: db, shift: now.Sub(last)}, "demo-sample.jsonl", bytes.NewReader(logstore.DemoSample),
-		ingest.Options{Tenant: Tenant, Format: ingest.FormatJSONL})
+	res, err := ingest.Ingest(ctx, &rebase{t: tn, shift: now.Sub(last)}, "demo-sample.jsonl", bytes.NewReader(logstore.DemoSample),
+		ingest.Options{Format: ingest.FormatJSONL})
 	if err != nil {
 		return err
 	}
@@ -84,16 +88,16 @@ func Run(ctx context.Context, dir string, out io.Writer) (err error) {
 		title string
 		req   query.Request
 	}{
-		{"errors in the last hour: status >= 400", query.Request{Tenant: Tenant, From: now.Add(-time.Hour), Where: "status >= 400", Limit: 5}},
-		{"one session's writes: session_id = 'sess-2' AND method IN (POST, PUT)", query.Request{Tenant: Tenant, Where: "session_id = 'sess-2' AND method IN (POST, PUT)", Limit: 5}},
+		{"errors in the last hour: status >= 400", query.Request{From: now.Add(-time.Hour), Where: "status >= 400", Limit: 5}},
+		{"one session's writes: session_id = 'sess-2' AND method IN (POST, PUT)", query.Request{Where: "session_id = 'sess-2' AND method IN (POST, PUT)", Limit: 5}},
 	} {
-		r, err := query.Run(ctx, db, q.req)
+		r, err := query.Run(ctx, tn, q.req)
 		if err != nil {
 			return err
 		}
 		c := q.req
 		c.Count = true
-		n, err := query.Run(ctx, db, c)
+		n, err := query.Run(ctx, tn, c)
 		if err != nil {
 			return err
 		}
@@ -102,26 +106,26 @@ func Run(ctx context.Context, dir string, out io.Writer) (err error) {
 			return err
 		}
 	}
-	n, err := query.Run(ctx, db, query.Request{Tenant: Tenant, From: now.Add(-10 * time.Minute), Count: true})
+	n, err := query.Run(ctx, tn, query.Request{From: now.Add(-10 * time.Minute), Count: true})
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(out, "-- records in the last 10 minutes: %d\n", n.Count)
-	_, err = query.Run(ctx, db, query.Request{Tenant: Tenant, Where: "path = '/login'"})
+	_, err = query.Run(ctx, tn, query.Request{Where: "path = '/login'"})
 	fmt.Fprintf(out, "-- a sealed field is refused: %v\n", err)
 	if !errors.Is(err, query.ErrSealedField) {
 		return fmt.Errorf("demo: expected the sealed-field refusal, got %v", err)
 	}
 
 	fmt.Fprintf(out, "\n== 3. decrypt one record (only its blocks are decrypted, with the tenant's key)\n")
-	r, err := query.Run(ctx, db, query.Request{Tenant: Tenant, Where: "method = POST", Limit: 1})
+	r, err := query.Run(ctx, tn, query.Request{Where: "method = POST", Limit: 1})
 	if err != nil {
 		return err
 	}
 	if len(r.Rows) == 0 {
 		return errors.New("demo: no POST record in the sample")
 	}
-	rec, err := db.Get(ctx, Tenant, r.Rows[0].ID, engine.PartAll)
+	rec, err := tn.Get(ctx, r.Rows[0].ID, engine.PartAll)
 	if err != nil {
 		return err
 	}
@@ -141,7 +145,7 @@ func Run(ctx context.Context, dir string, out io.Writer) (err error) {
 		fmt.Fprintf(out, "   %s\n", l)
 	}
 
-	checks, err := db.Verify(ctx, Tenant)
+	checks, err := db.Admin().Verify(ctx, Tenant)
 	if err != nil {
 		return err
 	}

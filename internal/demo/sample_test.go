@@ -23,7 +23,7 @@ var updateSample = flag.Bool("update-sample", false, "regenerate testdata/demo-s
 
 type collect struct{ recs []engine.Record }
 
-func (c *collect) Append(_ context.Context, _ string, recs []engine.Record) ([]engine.ID, error) {
+func (c *collect) Append(_ context.Context, recs []engine.Record) ([]engine.ID, error) {
 	c.recs = append(c.recs, recs...)
 	return make([]engine.ID, len(recs)), nil
 }
@@ -43,7 +43,7 @@ func TestGenerateSample(t *testing.T) {
 		fh, err := os.Open(f)
 		require.NoError(t, err)
 		c := &collect{}
-		_, err = ingest.Ingest(context.Background(), c, f, fh, ingest.Options{Tenant: "demo"})
+		_, err = ingest.Ingest(context.Background(), c, f, fh, ingest.Options{})
 		fh.Close()
 		require.NoError(t, err)
 		base = append(base, c.recs...)

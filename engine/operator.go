@@ -1,0 +1,188 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/logstore/logstore/keys"
+)
+
+// Admin is the operator plane of a DB: key management, retention, deletion,
+// verification, index rebuilds, the audit trail and segment listings. None
+// of it is needed on a request path, and much of it is slow (it reads whole
+// segments or calls the KMS once per segment). Every method is safe for
+// concurrent use with the data plane; those that change a tenant's segments
+// pause the writer only while they swap files. An Admin stays valid until
+// the DB is closed.
+type Admin struct{ db *DB }
+
+// Admin returns the operator plane of db.
+func (db *DB) Admin() *Admin { return &Admin{db: db} }
+
+// Tenants lists the tenants that have data.
+func (a *Admin) Tenants(ctx context.Context) ([]string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return a.db.listTenants()
+}
+
+// Segments lists a tenant's segments as the index knows them.
+func (a *Admin) Segments(ctx context.Context, tenant string) ([]SegmentInfo, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return a.db.Segments(tenant)
+}
+
+// LinkKey validates uri for tenant and makes it the key of the tenant's new
+// segments. Validation: the key exists, is enabled and symmetric
+// (SYMMETRIC_DEFAULT), and a GenerateDataKey + unwrap round trip with the
+// tenant's encryption context succeeds. A failed validation changes nothing.
+// Existing segments keep their key until Rewrap moves them.
+//
+// The tenant is bound to the key's identity, not to the string given: an
+// alias is resolved to the ARN of the key it names now (keys.KeyState.URI),
+// which is what new segments record, so repointing the alias later strands
+// no segment; the alias is kept as a display name (KeyAlias). On a tenant
+// whose manifest was lost, LinkKey re-attests its segment files (Attested).
+func (a *Admin) LinkKey(ctx context.Context, tenant, uri string) (keys.KeyState, error) {
+	return a.db.LinkKey(ctx, tenant, uri)
+}
+
+// KeyURI returns the key linked to tenant ("" when none is linked).
+func (a *Admin) KeyURI(ctx context.Context, tenant string) (string, error) {
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	return a.db.KeyURI(tenant)
+}
+
+// CheckKey proves that tenant's data under uri can be read now, bypassing
+// the DEK cache: it unwraps the DEK of one of the tenant's segments wrapped
+// under uri and checks it against the segment's key commitment. For a key
+// no segment uses yet it asks Describe (local keys) or runs LinkKey's
+// GenerateDataKey + Decrypt round trip (KMS keys, whose policy may allow
+// DescribeKey but not Decrypt). Errors are the keys package's typed errors.
+func (a *Admin) CheckKey(ctx context.Context, tenant, uri string) error {
+	return a.db.CheckKey(ctx, tenant, uri)
+}
+
+// Rewrap moves every segment DEK of tenant under toURI without rewriting any
+// data block: it links toURI (validating it), then for each segment re-wraps
+// the DEK, proves the new wrapped key opens the segment (key commitment), and
+// rewrites the segment's spare key slot (segment.RewriteKeySlot), which is
+// crash-safe. Re-running it after a crash resumes; segments already under
+// toURI are skipped. When it returns nil, the old key may be deleted.
+// progress, when not nil, is called after each segment.
+func (a *Admin) Rewrap(ctx context.Context, tenant, toURI string, progress func(RewrapProgress)) (RewrapReport, error) {
+	return a.db.Rewrap(ctx, tenant, toURI, progress)
+}
+
+// SetLocalKeyEnabled disables or re-enables a key of the embedded local
+// provider (local://NAME), the local counterpart of disabling a KMS key:
+// while disabled, reads and writes under it fail closed once the DEK cache's
+// max age has passed. ErrInvalidOptions when the DB was opened with its own
+// Options.Keys (there is no embedded provider).
+func (a *Admin) SetLocalKeyEnabled(ctx context.Context, uri string, enabled bool) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if a.db.local == nil {
+		return fmt.Errorf("%w: Options.Keys replaced the embedded local key provider", ErrInvalidOptions)
+	}
+	return a.db.local.SetEnabled(uri, enabled)
+}
+
+// SetRetention keeps a tenant's records for d (0: forever). Expired data is
+// removed by whole segments, by the background job and by ApplyRetention.
+func (a *Admin) SetRetention(ctx context.Context, tenant string, d time.Duration) error {
+	return a.db.SetRetention(ctx, tenant, d)
+}
+
+// ApplyRetention removes every sealed segment whose newest record is older
+// than its tenant's retention, with its index entries.
+func (a *Admin) ApplyRetention(ctx context.Context) (RetentionReport, error) {
+	return a.db.ApplyRetention(ctx)
+}
+
+// DeleteTenant crypto-shreds a tenant: its segments, the wrapped DEKs in
+// them, its index entries and configuration, and every local master key its
+// data was ever wrapped under: its default local://TENANT, the key linked in
+// its configuration, the key of every segment's key slot, and every key its
+// key operations in the audit trail used (earlier rotations). A local key
+// another tenant uses is kept (destroying it would shred that tenant) and
+// reported in KeysKept. A customer-managed KMS key is the customer's to
+// delete; logstore only forgets it (KeysKept says so).
+func (a *Admin) DeleteTenant(ctx context.Context, tenant string) (DeleteReport, error) {
+	return a.db.DeleteTenant(ctx, tenant)
+}
+
+// Verify checks every segment of tenant (all tenants when empty): checksums
+// always, authentication of every block when the key is available, and the
+// index against the segments: every record of every readable block has an
+// index entry with identical metadata bytes and locator and its secondary
+// index entries, and no index entry points at nothing.
+func (a *Admin) Verify(ctx context.Context, tenant string) ([]SegmentCheck, error) {
+	return a.db.Verify(ctx, tenant)
+}
+
+// VerifyIndex reads every entry of the index, which makes Pebble check the
+// checksum of every block: nil, or an error matching ErrIndexCorrupt (the
+// repair is `logstore segments reindex`). It takes time proportional to the
+// index's size.
+func (a *Admin) VerifyIndex(ctx context.Context) error { return a.db.VerifyIndex(ctx) }
+
+// VerifyAudit checks the key audit trail: every record's checksum, sequence
+// number, hash and link to the one before, and every anchor the tenants'
+// manifests recorded, which is what detects a dropped tail
+// (keys.ErrAuditTruncated) or a rewritten log (keys.ErrAuditCorrupt). It
+// reads only the records appended before it was called, so appends may go on.
+func (a *Admin) VerifyAudit(ctx context.Context) (keys.AuditVerifyReport, error) {
+	return a.db.VerifyAudit(ctx)
+}
+
+// Audit returns the key operations recorded for tenant (all tenants when
+// empty) since the given time (zero: all), oldest first.
+func (a *Admin) Audit(ctx context.Context, tenant string, since time.Time) ([]keys.AuditEvent, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return a.db.Audit(tenant, since)
+}
+
+// Reindex rebuilds the whole index from the segments alone; no key is needed
+// because it reads only the blocks' plaintext metadata sections. Tenant
+// configuration (linked keys, retention) is kept.
+func (a *Admin) Reindex(ctx context.Context) (RecoveryReport, error) {
+	if err := ctx.Err(); err != nil {
+		return RecoveryReport{}, err
+	}
+	return a.db.Reindex()
+}
+
+// IndexHealth reports whether the index can take writes: nil, or an error
+// matching ErrDiskFull (retry when space has been freed), ErrIndexCorrupt
+// (rebuild it: `logstore segments reindex`, Options.RebuildIndex) or
+// ErrIndexFailed. Reads of undamaged parts of the index keep working in
+// every case.
+func (a *Admin) IndexHealth() error { return a.db.IndexHealth() }
+
+// IndexRebuild is what Open did with Options.RebuildIndex (nil without it).
+func (a *Admin) IndexRebuild() *IndexRebuild { return a.db.IndexRebuild() }
+
+// Attested lists the re-attestations LinkKey made since Open: the segment
+// files a tenant without a trustworthy manifest was vouched for with.
+func (a *Admin) Attested() []AttestReport { return a.db.Attested() }
+
+// DescribeKey reports a key's state as its provider sees it now (enabled,
+// disabled, pending deletion...), bypassing the DEK cache. Errors are the
+// keys package's typed errors.
+func (a *Admin) DescribeKey(ctx context.Context, uri string) (keys.KeyState, error) {
+	return a.db.cache.Describe(ctx, uri)
+}
+
+// DEKCacheMaxAge is how long an unwrapped DEK is reused without asking the
+// key provider: the longest a revocation takes to bite.
+func (a *Admin) DEKCacheMaxAge() time.Duration { return a.db.cache.MaxAge() }

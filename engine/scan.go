@@ -1,0 +1,268 @@
+package engine
+
+import (
+	"bytes"
+	"container/heap"
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// Index selects the index a scan walks. The zero Index (ByTime) walks the
+// time index; the others walk a secondary index over one or more values of
+// a field, merged into one time-ordered stream.
+type Index struct {
+	field    *Field // nil: the time index
+	values   []string
+	statuses []int
+}
+
+// ByTime walks every record of the tenant in time order.
+func ByTime() Index { return Index{} }
+
+// ByStatus selects the records whose status is one of codes.
+func ByStatus(codes ...int) Index { return Index{field: fieldStatus, statuses: codes} }
+
+// BySession selects the records of the given debug sessions.
+func BySession(ids ...string) Index { return byString("session_id", ids) }
+
+// ByTrace selects the records of the given traces.
+func ByTrace(ids ...string) Index { return byString("trace_id", ids) }
+
+// ByMethod selects the records with one of the given HTTP methods (as
+// stored: upper case).
+func ByMethod(methods ...string) Index { return byString("method", methods) }
+
+// ByHost selects the records for the given hosts.
+func ByHost(hosts ...string) Index { return byString("host", hosts) }
+
+// ByRoute selects the records of the given gateway routes.
+func ByRoute(ids ...string) Index { return byString("route_id", ids) }
+
+// ByService selects the records of the given upstream services.
+func ByService(ids ...string) Index { return byString("service_id", ids) }
+
+func byString(name string, values []string) Index {
+	return Index{field: fieldByName[name], values: values}
+}
+
+// ByField walks the secondary index of any indexed field, the generic form
+// of the By functions for callers that pick the field at run time (the
+// query planner). Values of a numeric field are decimal integers.
+func ByField(f *Field, values ...string) (Index, error) {
+	if f == nil || !f.Indexed {
+		return Index{}, fmt.Errorf("%w: no secondary index on that field", ErrInvalidOptions)
+	}
+	if f.str != nil {
+		return Index{field: f, values: values}, nil
+	}
+	ix := Index{field: f}
+	for _, v := range values {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return Index{}, fmt.Errorf("%w: %s wants integers, got %q", ErrInvalidOptions, f.Name, v)
+		}
+		ix.statuses = append(ix.statuses, n)
+	}
+	return ix, nil
+}
+
+// Field is the name of the indexed field, "time" for the time index.
+func (ix Index) Field() string {
+	if ix.field == nil {
+		return "time"
+	}
+	return ix.field.Name
+}
+
+// Values is how many values the index is walked for (1 for the time index).
+func (ix Index) Values() int {
+	if ix.field == nil {
+		return 1
+	}
+	return len(ix.values) + len(ix.statuses)
+}
+
+// prefixes are the key prefixes the index is walked under, one per value.
+func (ix Index) prefixes(tenant string) [][]byte {
+	if ix.field == nil {
+		return [][]byte{tenantPrefix(keyTime, tenant)}
+	}
+	var out [][]byte
+	for _, s := range ix.statuses {
+		if s >= 0 && s <= 999 { // Append refuses any other status
+			out = append(out, statusPrefix(tenant, s))
+		}
+	}
+	for _, v := range ix.values {
+		out = append(out, fieldPrefix(tenant, ix.field.index, v))
+	}
+	return out
+}
+
+// Cursor is a position in a scan: the (time, id) of the last record seen.
+type Cursor struct {
+	Time time.Time
+	ID   ID
+}
+
+// ScanOptions select records by an index. Within the selection, records
+// come newest first unless Oldest is set.
+type ScanOptions struct {
+	// Index is the index to walk (default ByTime()).
+	Index Index
+	// From and To bound the record time to [From, To); zero means unbounded.
+	From, To time.Time
+	// Oldest returns the oldest records first (default newest first).
+	Oldest bool
+	// After resumes strictly after this position in scan order (default:
+	// from the start).
+	After *Cursor
+	// Limit stops after this many records (default 0: no limit).
+	Limit int
+}
+
+// bounds returns the key range [lo, hi) of prefix p that o selects; ok is
+// false when it is empty.
+func (o *ScanOptions) bounds(p []byte) (lo, hi []byte, ok bool) {
+	lo, hi = append([]byte(nil), p...), prefixEnd(p)
+	if !o.From.IsZero() {
+		lo = appendTime(append([]byte(nil), p...), o.From)
+	}
+	if !o.To.IsZero() {
+		hi = appendTime(append([]byte(nil), p...), o.To)
+	}
+	if c := o.After; c != nil {
+		pos := append(appendTime(append([]byte(nil), p...), c.Time), c.ID[:]...)
+		if o.Oldest {
+			pos = append(pos, 0) // strictly after
+			if bytes.Compare(pos, lo) > 0 {
+				lo = pos
+			}
+		} else if bytes.Compare(pos, hi) < 0 {
+			hi = pos
+		}
+	}
+	return lo, hi, bytes.Compare(lo, hi) < 0
+}
+
+// scanIDs calls fn with the id of every record o selects, in scan order,
+// until fn returns false or an error. It reads only index keys.
+func (db *DB) scanIDs(ctx context.Context, tenant string, o ScanOptions, fn func(id ID) (bool, error)) error {
+	h := &mergeHeap{oldest: o.Oldest}
+	defer h.close()
+	for _, p := range o.Index.prefixes(tenant) {
+		if err := h.open(db, p, &o); err != nil {
+			return err
+		}
+	}
+	heap.Init(h)
+	for n := 0; h.Len() > 0; n++ {
+		if o.Limit > 0 && n >= o.Limit {
+			return nil
+		}
+		if n%1024 == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		key := h.its[0].Key()
+		if len(key) < 24 {
+			return fmt.Errorf("%w: index key of %d bytes", ErrCorrupt, len(key))
+		}
+		var id ID
+		copy(id[:], key[len(key)-16:])
+		if more, err := fn(id); err != nil || !more {
+			return err
+		}
+		if err := h.advance(); err != nil {
+			return db.indexErr(err)
+		}
+	}
+	return nil
+}
+
+// mergeHeap merges per-value iterators by the (time, id) suffix of their
+// keys: the head is the next record in scan order.
+type mergeHeap struct {
+	its    []*pebble.Iterator
+	oldest bool
+}
+
+// open adds an iterator over the part of prefix p that o selects.
+func (h *mergeHeap) open(db *DB, p []byte, o *ScanOptions) error {
+	lo, hi, ok := o.bounds(p)
+	if !ok {
+		return nil
+	}
+	it, err := db.idx.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return db.indexErr(err)
+	}
+	valid := it.Last()
+	if h.oldest {
+		valid = it.First()
+	}
+	if valid {
+		h.its = append(h.its, it)
+		return nil
+	}
+	err = it.Error()
+	_ = it.Close() // read-only iterator: nothing to lose
+	if err != nil {
+		return db.indexErr(err)
+	}
+	return nil
+}
+
+// advance moves the head iterator on, dropping it when exhausted.
+func (h *mergeHeap) advance() error {
+	it := h.its[0]
+	valid := it.Prev()
+	if h.oldest {
+		valid = it.Next()
+	}
+	if valid {
+		heap.Fix(h, 0)
+		return nil
+	}
+	heap.Pop(h)
+	err := it.Error()
+	_ = it.Close() // read-only iterator: nothing to lose
+	return err
+}
+
+func (h *mergeHeap) close() {
+	for _, it := range h.its {
+		_ = it.Close() // read-only iterators: nothing to lose
+	}
+}
+
+func (h *mergeHeap) Len() int { return len(h.its) }
+func (h *mergeHeap) Less(i, j int) bool {
+	c := bytes.Compare(timeIDSuffix(h.its[i].Key()), timeIDSuffix(h.its[j].Key()))
+	if h.oldest {
+		return c < 0
+	}
+	return c > 0
+}
+func (h *mergeHeap) Swap(i, j int) { h.its[i], h.its[j] = h.its[j], h.its[i] }
+func (h *mergeHeap) Push(x any)    { h.its = append(h.its, x.(*pebble.Iterator)) }
+func (h *mergeHeap) Pop() any {
+	x := h.its[len(h.its)-1]
+	h.its = h.its[:len(h.its)-1]
+	return x
+}
+
+// timeIDSuffix is the (time, id) part of a time or secondary index key; a
+// key too short to hold one (a damaged index) sorts by its whole bytes and
+// is refused when it reaches the head.
+func timeIDSuffix(k []byte) []byte {
+	if len(k) < 24 {
+		return k
+	}
+	return k[len(k)-24:]
+}

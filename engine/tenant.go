@@ -1,0 +1,106 @@
+package engine
+
+import (
+	"context"
+	"iter"
+)
+
+// Tenant is the data plane of one tenant: what a request path needs
+// (Append, Get, GetMeta, Scan, Count). A Tenant is a name checked once by
+// DB.Tenant and the DB it came from: it is cheap, holds no resources, is safe
+// for concurrent use, and stays valid until the DB is closed. A tenant that
+// never appended has no records; its first Append creates it.
+type Tenant struct {
+	db   *DB
+	name string
+}
+
+// Tenant returns the handle of the tenant called name, or ErrInvalidTenant
+// when the name is not a valid tenant name (ValidateTenant).
+func (db *DB) Tenant(name string) (*Tenant, error) {
+	if err := ValidateTenant(name); err != nil {
+		return nil, err
+	}
+	return &Tenant{db: db, name: name}, nil
+}
+
+// Name is the tenant's name.
+func (t *Tenant) Name() string { return t.name }
+
+// Append stores recs and returns their ids, in order (assigned when a
+// record has none).
+//
+// Durability: with SyncAlways (the default) the records are on stable
+// storage when Append returns nil; see SyncMode for the others.
+// Concurrency: safe for concurrent use; concurrent Appends, of any tenants,
+// are coalesced into one group commit. Every record is validated before
+// anything is written: one bad record (ErrInvalidRecord, ErrRecordTooLarge)
+// fails the whole call and writes nothing. A key the tenant cannot use fails
+// it closed (errors.Is(err, keys.ErrKeyUnusable)); nothing is ever written
+// in plaintext instead. If ctx ends while the group commit is in flight,
+// Append returns ctx.Err() and the records may or may not have been stored.
+func (t *Tenant) Append(ctx context.Context, recs []Record) ([]ID, error) {
+	return t.db.Append(ctx, t.name, recs)
+}
+
+// Get returns a record with the parts asked for decrypted, decrypting only
+// the blocks that hold them. Key errors are the keys package's typed errors
+// (errors.Is(err, keys.ErrKeyUnusable) once the key is revoked and the DEK
+// cache's max age has passed); the metadata stays readable through GetMeta
+// and Scan. ErrNotFound when the tenant has no such record.
+//
+// The metadata Get returns is the copy stored in the request log's block,
+// which AES-GCM authenticates, never the index's plaintext copy: every Get
+// reads the request log's block, a payload-only Get too. When the index copy
+// disagrees, Get returns an error matching ErrIndexMismatch that names the
+// fields (`logstore segments verify` lists every such record, `logstore
+// segments reindex` rebuilds the index).
+func (t *Tenant) Get(ctx context.Context, id ID, parts Part) (*Record, error) {
+	return t.db.get(ctx, t.name, id, parts)
+}
+
+// GetMeta returns a record's plaintext metadata from the index; it never
+// needs a key. The index is not authenticated: this is the copy queries
+// filter on, and someone who can write the index can change it. Get returns
+// the authenticated copy.
+func (t *Tenant) GetMeta(ctx context.Context, id ID) (*Meta, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return t.db.getMeta(t.name, id)
+}
+
+// Scan yields the metadata of every record o selects, in order, reading only
+// the index (no key is needed). Breaking out of the loop ends the scan; an
+// error is yielded once, last:
+//
+//	for m, err := range t.Scan(ctx, engine.ScanOptions{Index: engine.BySession("s-1")}) {
+//		if err != nil {
+//			return err
+//		}
+//		fmt.Println(m.Time, m.Method, m.Status)
+//	}
+//
+// Every yielded *Meta is the caller's to keep. A scan sees the records
+// acknowledged before it reached them; it does not block writers.
+func (t *Tenant) Scan(ctx context.Context, o ScanOptions) iter.Seq2[*Meta, error] {
+	return func(yield func(*Meta, error) bool) {
+		err := t.db.scanIDs(ctx, t.name, o, func(id ID) (bool, error) {
+			m, err := t.db.getMeta(t.name, id)
+			if err != nil {
+				return false, err
+			}
+			return yield(m, nil), nil
+		})
+		if err != nil {
+			yield(nil, err)
+		}
+	}
+}
+
+// Count returns how many records o selects, reading only index keys.
+func (t *Tenant) Count(ctx context.Context, o ScanOptions) (int, error) {
+	n := 0
+	err := t.db.scanIDs(ctx, t.name, o, func(ID) (bool, error) { n++; return true, nil })
+	return n, err
+}
