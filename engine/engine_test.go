@@ -42,6 +42,13 @@ func TestAppendGetScan(t *testing.T) {
 	require.Len(t, seen, 500)
 	require.Equal(t, ids[499], seen[0])
 	require.Equal(t, ids[0], seen[499])
+	// Oldest first: the same records in the reverse order.
+	var oldest []ID
+	for m, err := range db.tn("acme").Scan(bg, ScanOptions{Oldest: true}) {
+		require.NoError(t, err)
+		oldest = append(oldest, m.ID)
+	}
+	require.Equal(t, ids, oldest)
 
 	// Secondary index with IN, merged newest first.
 	want := 0
@@ -62,6 +69,14 @@ func TestAppendGetScan(t *testing.T) {
 		}
 		prev = m.Time
 	}
+	prev, n = time.Time{}, 0
+	for m, err := range db.tn("acme").Scan(bg, ScanOptions{Index: ByStatus(500, 503), Oldest: true}) {
+		require.NoError(t, err)
+		require.False(t, m.Time.Before(prev), "oldest first")
+		prev = m.Time
+		n++
+	}
+	require.Equal(t, want, n)
 
 	// Time range and cursor paging: every record exactly once.
 	from, to := t0.Add(100*time.Millisecond), t0.Add(300*time.Millisecond)

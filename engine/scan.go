@@ -202,9 +202,11 @@ func (h *mergeHeap) open(db *DB, p []byte, o *ScanOptions) error {
 	if err != nil {
 		return db.indexErr(err)
 	}
-	valid := it.Last()
+	var valid bool
 	if h.oldest {
 		valid = it.First()
+	} else {
+		valid = it.Last()
 	}
 	if valid {
 		h.its = append(h.its, it)
@@ -221,9 +223,11 @@ func (h *mergeHeap) open(db *DB, p []byte, o *ScanOptions) error {
 // advance moves the head iterator on, dropping it when exhausted.
 func (h *mergeHeap) advance() error {
 	it := h.its[0]
-	valid := it.Prev()
+	var valid bool
 	if h.oldest {
 		valid = it.Next()
+	} else {
+		valid = it.Prev()
 	}
 	if valid {
 		heap.Fix(h, 0)
