@@ -25,7 +25,7 @@ func (a *app) demoCmd() *cobra.Command {
 		Short: "Create a store under a local key, ingest the bundled sample, query it and decrypt a record (no AWS account needed)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) (err error) {
-			return demo.Run(cmd.Context(), a.dir, a.stdout)
+			return demo.Run(cmd.Context(), a.dir, a.stdout, demo.Printer{Table: query.WriteTable, Record: query.WriteRecordText})
 		},
 	}
 }
