@@ -1,8 +1,11 @@
-// Package query is logstore's metadata query language and its planner. It
-// runs over the plaintext, indexed fields only: sealed fields are encrypted
-// and cannot be searched, and a query never needs a key.
+// Package query is logstore's query language over the plaintext metadata
+// of stored records: it parses an expression, plans which index answers it
+// (the time index or a secondary index on one field) and evaluates it page
+// by page behind a cursor. It reads only plaintext, indexed fields
+// (Fields, LookupField): sealed fields are encrypted and cannot be searched,
+// and a query never needs a key.
 //
-// Grammar:
+// Grammar (keywords are case-insensitive):
 //
 //	expr    = or
 //	or      = and { "OR" and }
@@ -11,6 +14,13 @@
 //	cmp     = FIELD op value | FIELD ["NOT"] "IN" "(" value { "," value } ")"
 //	op      = "=" | "!=" | "<" | "<=" | ">" | ">="
 //	value   = 'string' | "string" | number | bare-word | status class (5xx)
+//
+// A string field takes only =, != and IN; a status class only = and !=.
+// Nesting is bounded (64 levels), as are an IN list (1000 values) and an
+// expression (64 KiB).
+//
+// The package prints nothing: the terminal rendering of rows and records
+// (tables, JSON lines, record text) lives in the CLI, cmd/logstore.
 package query
 
 import (
@@ -107,66 +117,103 @@ type token struct {
 	pos  int
 }
 
+// Bytes that separate tokens: white space, and those that end a bare word.
+const (
+	spaceBytes = " \t\r\n"
+	wordEnds   = spaceBytes + "(),=!<>'\""
+)
+
+// lexer splits an expression into tokens, one method per token class.
+type lexer struct {
+	s    string
+	i    int // next byte to read
+	toks []token
+}
+
 func lex(s string) ([]token, error) {
-	var out []token
-	for i := 0; i < len(s); {
-		c := s[i]
-		switch {
-		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
-			i++
-		case c == '(' || c == ')' || c == ',':
-			out = append(out, token{kind: string(c), text: string(c), pos: i})
-			i++
-		case c == '=':
-			out = append(out, token{kind: "op", text: "=", pos: i})
-			i++
-		case c == '!' || c == '<' || c == '>':
-			if i+1 < len(s) && s[i+1] == '=' {
-				out = append(out, token{kind: "op", text: s[i : i+2], pos: i})
-				i += 2
-			} else if c == '!' {
-				return nil, fmt.Errorf("%w at %d: '!' must be followed by '='", ErrSyntax, i)
-			} else {
-				out = append(out, token{kind: "op", text: string(c), pos: i})
-				i++
-			}
-		case c == '\'' || c == '"':
-			var b strings.Builder
-			j := i + 1
-			for ; j < len(s); j++ {
-				if s[j] == '\\' && j+1 < len(s) {
-					j++
-					b.WriteByte(s[j])
-					continue
-				}
-				if s[j] == c {
-					break
-				}
-				b.WriteByte(s[j])
-			}
-			if j >= len(s) {
-				return nil, fmt.Errorf("%w at %d: unterminated string", ErrSyntax, i)
-			}
-			out = append(out, token{kind: "str", text: b.String(), pos: i})
-			i = j + 1
-		default:
-			j := i
-			for j < len(s) && !strings.ContainsRune(" \t\r\n(),=!<>'\"", rune(s[j])) {
-				j++
-			}
-			if j == i {
-				return nil, fmt.Errorf("%w at %d: unexpected %q", ErrSyntax, i, c)
-			}
-			w := s[i:j]
-			kind := "ident"
-			if _, err := strconv.ParseFloat(w, 64); err == nil && (unicode.IsDigit(rune(w[0])) || w[0] == '-' || w[0] == '.') {
-				kind = "num"
-			}
-			out = append(out, token{kind: kind, text: w, pos: i})
-			i = j
+	l := &lexer{s: s}
+	for l.i < len(s) {
+		if err := l.token(); err != nil {
+			return nil, err
 		}
 	}
-	return append(out, token{kind: "eof", pos: len(s)}), nil
+	return append(l.toks, token{kind: "eof", pos: len(s)}), nil
+}
+
+// token reads the white space or the token that starts at l.i.
+func (l *lexer) token() error {
+	switch c := l.s[l.i]; {
+	case strings.IndexByte(spaceBytes, c) >= 0:
+		l.i++
+	case c == '(' || c == ')' || c == ',':
+		l.emit(string(c), string(c))
+	case c == '=' || c == '!' || c == '<' || c == '>':
+		return l.operator()
+	case c == '\'' || c == '"':
+		return l.quoted()
+	default:
+		return l.word()
+	}
+	return nil
+}
+
+// emit adds a token of kind for text, which starts at l.i, and moves past it.
+func (l *lexer) emit(kind, text string) {
+	l.toks = append(l.toks, token{kind: kind, text: text, pos: l.i})
+	l.i += len(text)
+}
+
+// operator reads =, !=, <, <=, > or >=.
+func (l *lexer) operator() error {
+	c := l.s[l.i]
+	if c != '=' && l.i+1 < len(l.s) && l.s[l.i+1] == '=' {
+		l.emit("op", l.s[l.i:l.i+2])
+		return nil
+	}
+	if c == '!' {
+		return fmt.Errorf("%w at %d: '!' must be followed by '='", ErrSyntax, l.i)
+	}
+	l.emit("op", string(c))
+	return nil
+}
+
+// quoted reads a string in single or double quotes; a backslash takes the
+// byte after it literally.
+func (l *lexer) quoted() error {
+	start, quote := l.i, l.s[l.i]
+	var b strings.Builder
+	j := start + 1
+	for ; j < len(l.s) && l.s[j] != quote; j++ {
+		if l.s[j] == '\\' && j+1 < len(l.s) {
+			j++
+		}
+		b.WriteByte(l.s[j])
+	}
+	if j >= len(l.s) {
+		return fmt.Errorf("%w at %d: unterminated string", ErrSyntax, start)
+	}
+	l.toks = append(l.toks, token{kind: "str", text: b.String(), pos: start})
+	l.i = j + 1
+	return nil
+}
+
+// word reads a bare word, up to white space, punctuation, an operator or a
+// quote: a number if it parses as one and starts like one, else an ident.
+func (l *lexer) word() error {
+	j := l.i
+	for j < len(l.s) && strings.IndexByte(wordEnds, l.s[j]) < 0 {
+		j++
+	}
+	if j == l.i {
+		return fmt.Errorf("%w at %d: unexpected %q", ErrSyntax, l.i, l.s[l.i])
+	}
+	w := l.s[l.i:j]
+	kind := "ident"
+	if _, err := strconv.ParseFloat(w, 64); err == nil && (unicode.IsDigit(rune(w[0])) || w[0] == '-' || w[0] == '.') {
+		kind = "num"
+	}
+	l.emit(kind, w)
+	return nil
 }
 
 type parser struct {
@@ -266,6 +313,8 @@ func (p *parser) unary(d int) (Expr, error) {
 	return p.cmp()
 }
 
+// cmp reads a field name and then its comparison: an IN list or an operator
+// and one value.
 func (p *parser) cmp() (Expr, error) {
 	t := p.next()
 	if t.kind != "ident" {
@@ -281,50 +330,73 @@ func (p *parser) cmp() (Expr, error) {
 			return nil, fmt.Errorf("%w at %d: expected IN after NOT", ErrSyntax, p.peek().pos)
 		}
 		c.Negate = true
-		c.Op = OpIn
-	} else if p.keyword("IN") {
-		c.Op = OpIn
+		return p.inList(c)
 	}
-	if c.Op == OpIn {
-		if tk := p.next(); tk.kind != "(" {
-			return nil, fmt.Errorf("%w at %d: expected '(' after IN", ErrSyntax, tk.pos)
-		}
-		for {
-			v, err := p.value(f)
-			if err != nil {
-				return nil, err
-			}
-			c.Values = append(c.Values, v)
-			if len(c.Values) > 1000 {
-				return nil, fmt.Errorf("%w: IN list longer than 1000", ErrSyntax)
-			}
-			tk := p.next()
-			if tk.kind == ")" {
-				break
-			}
-			if tk.kind != "," {
-				return nil, fmt.Errorf("%w at %d: expected ',' or ')'", ErrSyntax, tk.pos)
-			}
-		}
-		return c, nil
+	if p.keyword("IN") {
+		return p.inList(c)
 	}
+	return p.comparison(c)
+}
+
+// maxInList bounds an IN list.
+const maxInList = 1000
+
+// inList reads the "(" value { "," value } ")" after IN or NOT IN.
+func (p *parser) inList(c *Cmp) (Expr, error) {
+	c.Op = OpIn
+	if tk := p.next(); tk.kind != "(" {
+		return nil, fmt.Errorf("%w at %d: expected '(' after IN", ErrSyntax, tk.pos)
+	}
+	for {
+		v, err := p.value(c.Field)
+		if err != nil {
+			return nil, err
+		}
+		c.Values = append(c.Values, v)
+		if len(c.Values) > maxInList {
+			return nil, fmt.Errorf("%w: IN list longer than %d", ErrSyntax, maxInList)
+		}
+		tk := p.next()
+		if tk.kind == ")" {
+			return c, nil
+		}
+		if tk.kind != "," {
+			return nil, fmt.Errorf("%w at %d: expected ',' or ')'", ErrSyntax, tk.pos)
+		}
+	}
+}
+
+// comparison reads an operator and one value, which the operator must suit.
+func (p *parser) comparison(c *Cmp) (Expr, error) {
 	op := p.next()
 	if op.kind != "op" {
-		return nil, fmt.Errorf("%w at %d: expected a comparison after %s", ErrSyntax, op.pos, f.Name)
+		return nil, fmt.Errorf("%w at %d: expected a comparison after %s", ErrSyntax, op.pos, c.Field.Name)
 	}
 	c.Op = Op(op.text)
-	v, err := p.value(f)
+	v, err := p.value(c.Field)
 	if err != nil {
 		return nil, err
 	}
-	if v.Class > 0 && c.Op != OpEq && c.Op != OpNe {
-		return nil, fmt.Errorf("%w: a status class takes = or !=", ErrBadValue)
-	}
-	if f.Kind == KindString && c.Op != OpEq && c.Op != OpNe {
-		return nil, fmt.Errorf("%w: %s is a string field: use =, != or IN", ErrBadValue, f.Name)
+	if err := checkOrdering(c.Op, c.Field, v); err != nil {
+		return nil, err
 	}
 	c.Values = []Value{v}
 	return c, nil
+}
+
+// checkOrdering refuses <, <=, > and >= where they have no meaning: with a
+// status class (5xx) or on a string field.
+func checkOrdering(op Op, f *Field, v Value) error {
+	if op == OpEq || op == OpNe {
+		return nil
+	}
+	if v.Class > 0 {
+		return fmt.Errorf("%w: a status class takes = or !=", ErrBadValue)
+	}
+	if f.Kind == KindString {
+		return fmt.Errorf("%w: %s is a string field: use =, != or IN", ErrBadValue, f.Name)
+	}
+	return nil
 }
 
 func (p *parser) value(f *Field) (Value, error) {

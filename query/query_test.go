@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand"
+	"strings"
 	"testing"
 	"time"
 
@@ -55,6 +56,37 @@ func TestParseErrors(t *testing.T) {
 	require.Contains(t, err.Error(), `did you mean "status"`)
 	_, err = Parse("path = '/login'")
 	require.Contains(t, err.Error(), "encrypted and not searchable")
+}
+
+// TestLex pins each token class: white space, punctuation, operators,
+// quoted strings with backslash escapes, and bare words (number or ident).
+func TestLex(t *testing.T) {
+	for in, want := range map[string]string{
+		"a=1":                 "ident:a op:= num:1 eof:",
+		" (x,y)\t\r\n":        "(:( ident:x ,:, ident:y ):) eof:",
+		"a != b<=c>=d<e>f":    "ident:a op:!= ident:b op:<= ident:c op:>= ident:d op:< ident:e op:> ident:f eof:",
+		"a == b":              "ident:a op:= op:= ident:b eof:",
+		`'it\'s' "a\"b\\" ''`: `str:it's str:a"b\ str: eof:`,
+		"-1.5e3 .5 5xx 1e 10": "num:-1.5e3 num:.5 ident:5xx ident:1e num:10 eof:",
+		"Inf +1 NaN":          "ident:Inf ident:+1 ident:NaN eof:",
+	} {
+		toks, err := lex(in)
+		require.NoError(t, err, in)
+		got := make([]string, len(toks))
+		for i, tk := range toks {
+			got[i] = tk.kind + ":" + tk.text
+		}
+		require.Equal(t, want, strings.Join(got, " "), in)
+	}
+	for in, want := range map[string]string{
+		"a ! b":   "at 2: '!' must be followed by '='",
+		"a = 'b":  "at 4: unterminated string",
+		`a = "b\`: "at 4: unterminated string",
+	} {
+		_, err := lex(in)
+		require.ErrorIs(t, err, ErrSyntax, in)
+		require.Contains(t, err.Error(), want, in)
+	}
 }
 
 func newDB(t *testing.T) (*engine.Tenant, []engine.Record, []engine.ID) {

@@ -25,7 +25,7 @@ func (a *app) demoCmd() *cobra.Command {
 		Short: "Create a store under a local key, ingest the bundled sample, query it and decrypt a record (no AWS account needed)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) (err error) {
-			return demo.Run(cmd.Context(), a.dir, a.stdout)
+			return demo.Run(cmd.Context(), a.dir, a.stdout, demo.Printer{Table: writeTable, Record: writeRecordText})
 		},
 	}
 }
@@ -152,26 +152,7 @@ func (a *app) queryCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if req.Count {
-				if format == "json" {
-					return json.NewEncoder(a.stdout).Encode(map[string]any{"count": res.Count, "index": res.Plan.Index})
-				}
-				fmt.Fprintln(a.stdout, res.Count)
-				return nil
-			}
-			if format == "json" {
-				if err := query.WriteJSONLines(a.stdout, res.Rows); err != nil {
-					return err
-				}
-			} else if err := query.WriteTable(a.stdout, res.Rows); err != nil {
-				return err
-			}
-			if res.Next != "" {
-				fmt.Fprintf(a.stderr, "more: --cursor %s\n", res.Next)
-			} else if format == "table" {
-				fmt.Fprintf(a.stderr, "%d row(s), index %s\n", len(res.Rows), res.Plan.Index)
-			}
-			return nil
+			return a.printQueryResult(res, req.Count, format)
 		},
 	}
 	f := cmd.Flags()
@@ -185,6 +166,31 @@ func (a *app) queryCmd() *cobra.Command {
 	f.StringVar(&format, "format", "table", "table or json (JSON lines)")
 	f.BoolVar(&req.Count, "count", false, "print the number of matches")
 	return cmd
+}
+
+// printQueryResult prints a query's count or rows in format (table or json);
+// the continuation cursor or, for a table, a summary goes to stderr.
+func (a *app) printQueryResult(res *query.Result, count bool, format string) error {
+	if count {
+		if format == "json" {
+			return json.NewEncoder(a.stdout).Encode(map[string]any{"count": res.Count, "index": res.Plan.Index})
+		}
+		fmt.Fprintln(a.stdout, res.Count)
+		return nil
+	}
+	if format == "json" {
+		if err := writeJSONLines(a.stdout, res.Rows); err != nil {
+			return err
+		}
+	} else if err := writeTable(a.stdout, res.Rows); err != nil {
+		return err
+	}
+	if res.Next != "" {
+		fmt.Fprintf(a.stderr, "more: --cursor %s\n", res.Next)
+	} else if format == "table" {
+		fmt.Fprintf(a.stderr, "%d row(s), index %s\n", len(res.Rows), res.Plan.Index)
+	}
+	return nil
 }
 
 func (a *app) showCmd() *cobra.Command {
@@ -226,7 +232,7 @@ func (a *app) showCmd() *cobra.Command {
 			}
 			switch format {
 			case "text":
-				return query.WriteRecordText(a.stdout, rec, parts)
+				return writeRecordText(a.stdout, rec, parts)
 			case "json":
 				line, err := ingest.MarshalJSONL(*rec)
 				if err != nil {

@@ -50,8 +50,15 @@ func sampleSpan() (time.Time, time.Time) {
 	return t(lines[0]), t(lines[len(lines)-1])
 }
 
+// Printer renders metadata rows and a decrypted record. The CLI passes its
+// own, so the demo prints them as `logstore query` and `logstore show` do.
+type Printer struct {
+	Table  func(io.Writer, []engine.Meta) error
+	Record func(io.Writer, *engine.Record, engine.Part) error
+}
+
 // Run performs the demo in dir, printing what it does to out.
-func Run(ctx context.Context, dir string, out io.Writer) (err error) {
+func Run(ctx context.Context, dir string, out io.Writer, p Printer) (err error) {
 	db, err := engine.Open(dir, nil)
 	if err != nil {
 		return err
@@ -102,7 +109,7 @@ func Run(ctx context.Context, dir string, out io.Writer) (err error) {
 			return err
 		}
 		fmt.Fprintf(out, "-- %s: %d match(es), index %s; newest %d:\n", q.title, n.Count, r.Plan.Index, len(r.Rows))
-		if err := query.WriteTable(out, r.Rows); err != nil {
+		if err := p.Table(out, r.Rows); err != nil {
 			return err
 		}
 	}
@@ -130,7 +137,7 @@ func Run(ctx context.Context, dir string, out io.Writer) (err error) {
 		return err
 	}
 	var buf bytes.Buffer
-	if err := query.WriteRecordText(&buf, rec, engine.PartAll); err != nil {
+	if err := p.Record(&buf, rec, engine.PartAll); err != nil {
 		return err
 	}
 	lines := strings.Split(buf.String(), "\n")

@@ -1,4 +1,4 @@
-package query
+package main
 
 import (
 	"encoding/base64"
@@ -14,8 +14,11 @@ import (
 	"github.com/logstore/logstore/engine"
 )
 
-// WriteTable prints rows as an aligned table.
-func WriteTable(w io.Writer, rows []engine.Meta) error {
+// The terminal rendering of query rows and decrypted records: `logstore
+// query` and `logstore show` print with these.
+
+// writeTable prints rows as an aligned table.
+func writeTable(w io.Writer, rows []engine.Meta) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "TIME\tID\tMETHOD\tSTATUS\tLATENCY_MS\tHOST\tROUTE\tSESSION\tPAYLOAD")
 	for i := range rows {
@@ -37,8 +40,8 @@ func dash(s string) string {
 	return s
 }
 
-// WriteJSONLines prints one JSON object per row (plaintext fields only).
-func WriteJSONLines(w io.Writer, rows []engine.Meta) error {
+// writeJSONLines prints one JSON object per row (plaintext fields only).
+func writeJSONLines(w io.Writer, rows []engine.Meta) error {
 	enc := json.NewEncoder(w)
 	for i := range rows {
 		if err := enc.Encode(&rows[i]); err != nil {
@@ -48,9 +51,9 @@ func WriteJSONLines(w io.Writer, rows []engine.Meta) error {
 	return nil
 }
 
-// WriteRecordText prints a decrypted record for a person; binary bodies are
+// writeRecordText prints a decrypted record for a person; binary bodies are
 // shown as their size and base64.
-func WriteRecordText(w io.Writer, r *engine.Record, parts engine.Part) error {
+func writeRecordText(w io.Writer, r *engine.Record, parts engine.Part) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "id        %s\ntime      %s\n", r.ID, r.Time.Format(time.RFC3339Nano))
 	fmt.Fprintf(&b, "request   %s %s%s", r.Method, dash(r.Host), r.Path)
