@@ -27,16 +27,16 @@ func TestRenderBytes(t *testing.T) {
 
 	rec := &engine.Record{
 		Meta: engine.Meta{
-			Time: t0,
-			Method: "POST",
-			Status: 201,
+			Time:      t0,
+			Method:    "POST",
+			Status:    201,
 			LatencyMs: 2,
 			SessionID: "s1",
 		},
-		Path: "/up",
-		Query: "a=1",
+		Path:           "/up",
+		Query:          "a=1",
 		RequestHeaders: []engine.Header{{Name: "accept", Value: "*/*"}},
-		Payload: &engine.Payload{RequestContentType: "text/plain", RequestBody: []byte("hi\tthere"), ResponseBody: []byte{0, 1, 0xff}},
+		Payload:        &engine.Payload{RequestContentType: "text/plain", RequestBody: []byte("hi\tthere"), ResponseBody: []byte{0, 1, 0xff}},
 	}
 	for _, c := range []struct {
 		parts engine.Part
