@@ -265,26 +265,6 @@ func (db *DB) segPath(tenant string, id [16]byte) string {
 	return filepath.Join(db.segDir(tenant), segHex(id)+".lss")
 }
 
-// control runs f on the writer goroutine, which owns the active segments,
-// and waits for it.
-func (db *DB) control(ctx context.Context, f func()) error {
-	db.closeMu.RLock()
-	if db.closed {
-		db.closeMu.RUnlock()
-		return ErrClosed
-	}
-	done := make(chan struct{})
-	select {
-	case db.ctl <- func() { f(); close(done) }:
-	case <-ctx.Done():
-		db.closeMu.RUnlock()
-		return ctx.Err()
-	}
-	db.closeMu.RUnlock()
-	<-done
-	return nil
-}
-
 // durableIndex flushes the memtable, making every committed index change
 // durable. Used after changes that segments cannot reproduce.
 func (db *DB) durableIndex() error { return db.flushIndex() }
@@ -327,4 +307,11 @@ func (db *DB) listSegmentFiles(tenant string) ([][16]byte, error) {
 		out = append(out, id)
 	}
 	return out, nil
+}
+
+// keyCallTimeout bounds a key-provider call made by the writer goroutine.
+const keyCallTimeout = 30 * time.Second
+
+func (db *DB) readOpts(tenant string) *segment.ReadOptions {
+	return &segment.ReadOptions{FS: db.fs, Tenant: tenant, AllowPlaintext: db.opts.Plaintext}
 }

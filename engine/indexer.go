@@ -1,0 +1,187 @@
+package engine
+
+// The write path, stage 5: index entries. stageIndex derives a record's
+// entries from its metadata; live writes hand them to the indexer goroutine
+// (indexLoop), which commits them in order and then acknowledges the appends;
+// replay (indexBlocks) derives the same entries from blocks on disk.
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/logstore/logstore/segment"
+)
+
+// kv is one staged index entry.
+type kv struct{ k, v []byte }
+
+// indexJob is a batch for the indexer goroutine, which commits batches in
+// order and then acknowledges their appends; a job with only done set is a
+// barrier.
+type indexJob struct {
+	kvs  []kv
+	acks []*appendReq
+	done chan struct{}
+}
+
+// indexLoop commits index jobs in order. Sorted keys make Pebble's memtable
+// inserts cheap (each insert starts from the previous one's position).
+func (db *DB) indexLoop() {
+	defer close(db.indexDone)
+	// stale holds the state keys of segments with a refused job: their
+	// state is never committed again by this process, so the persisted
+	// state stays behind the refused blocks and the next Open replays them.
+	var stale map[string]bool
+	for job := range db.indexQ {
+		if len(stale) > 0 {
+			job.kvs = slices.DeleteFunc(job.kvs, func(e kv) bool { return e.k[0] == keySegment && stale[string(e.k)] })
+		}
+		if len(job.kvs) > 0 {
+			// If the index learned it cannot flush after the writer checked,
+			// the job's blocks are already in their segments: commit them
+			// while the memtables have room (the next Open replays them if
+			// they are never flushed); otherwise a commit could stall until
+			// space returns, so the appends fail and the next Open indexes
+			// their blocks.
+			err := db.indexWritable()
+			if err == nil || errors.Is(err, ErrDiskFull) {
+				slices.SortFunc(job.kvs, func(a, b kv) int { return bytes.Compare(a.k, b.k) })
+				b := db.idx.NewBatch()
+				var serr error
+				for _, e := range job.kvs {
+					if serr = b.Set(e.k, e.v, nil); serr != nil {
+						break
+					}
+				}
+				switch {
+				case serr != nil:
+					err = serr
+				case err == nil || db.indexRoom(b.Len()):
+					err = guardIndex(func() error { return b.Commit(pebble.NoSync) })
+				}
+				_ = b.Close()
+				if err != nil {
+					err = db.indexErr(err)
+					if !errors.Is(err, ErrDiskFull) && !errors.Is(err, ErrIndexCorrupt) && !errors.Is(err, ErrIndexFailed) {
+						err = fmt.Errorf("logstore/engine: index write failed: %w", err)
+					}
+				}
+			}
+			if err != nil {
+				if stale == nil {
+					stale = map[string]bool{}
+				}
+				for _, e := range job.kvs {
+					if e.k[0] == keySegment {
+						stale[string(e.k)] = true
+					}
+				}
+			}
+			for _, r := range job.acks {
+				if err == nil {
+					for i := range r.recs {
+						db.stats.appendedBytes.Add(uint64(len(r.recs[i].sealed) + len(r.recs[i].psealed)))
+					}
+					db.stats.appendedRecords.Add(uint64(len(r.recs)))
+				}
+				r.done <- err
+			}
+		}
+		if job.done != nil {
+			close(job.done)
+		}
+	}
+}
+
+// indexBarrier waits until every index job queued so far is committed.
+func (db *DB) indexBarrier() {
+	done := make(chan struct{})
+	db.indexQ <- &indexJob{done: done}
+	<-done
+}
+
+// stageIndex appends one record's index entries to kvs.
+func stageIndex(kvs []kv, tenant string, m *Meta, raw []byte, loc Locator, payload bool, st *SegmentInfo) []kv {
+	if payload {
+		st.Payloads++
+		return append(kvs, kv{payloadKey(tenant, m.ID), appendLocator(nil, loc)})
+	}
+	st.Records++
+	st.observe(m.Time)
+	// One allocation holds the value and every key of this record.
+	arena := make([]byte, 0, locatorLen+len(raw)+10*(len(tenant)+64)+len(m.SessionID)+len(m.TraceID)+len(m.RouteID)+len(m.ServiceID)+len(m.Host)+len(m.Method))
+	arena = appendLocator(arena, loc)
+	arena = append(arena, raw...)
+	val := arena[:len(arena):len(arena)]
+	start := len(arena)
+	arena = append(appendEscaped(append(arena, keyRecord), tenant), m.ID[:]...)
+	kvs = append(kvs, kv{arena[start:len(arena):len(arena)], val})
+	appendIndexKeys(arena[len(arena):], tenant, m, func(k []byte) { kvs = append(kvs, kv{k, nil}) })
+	return kvs
+}
+
+// indexBlocks indexes blocks [from, n) of r into the index, updating st and
+// storing it in the same batch, so the index never claims a block it lacks.
+func (db *DB) indexBlocks(r *segment.Reader, st *SegmentInfo, from int) (int, error) {
+	h := r.Header()
+	st.Sealed = r.Sealed()
+	st.KeyURI, st.KeyGen, st.Created, st.Size = h.Slot.KeyURI, h.Slot.Generation, h.Created, r.Size()
+	b := db.idx.NewBatch()
+	defer b.Close()
+	replayed := 0
+	blocks := r.Blocks()
+	for i := from; i < len(blocks); i++ {
+		blk, err := r.ReadMeta(i)
+		if err != nil {
+			return replayed, err
+		}
+		for j, raw := range blk.Meta {
+			loc := Locator{Segment: h.ID, Offset: blk.Info.Offset, Seq: blk.Info.Seq, Index: j}
+			if err := indexOne(b, h.Tenant, raw, loc, st); err != nil {
+				return replayed, fmt.Errorf("%s block %d record %d: %w", r.Path(), i, j, err)
+			}
+		}
+		st.RawBytes += int64(blk.Info.RawLen)
+		st.Blocks = i + 1
+		replayed++
+		if b.Len() > 4<<20 {
+			if err := db.commitState(b, st); err != nil {
+				return replayed, err
+			}
+			b.Reset()
+		}
+	}
+	return replayed, db.commitState(b, st)
+}
+
+func (db *DB) commitState(b *pebble.Batch, st *SegmentInfo) error {
+	if err := putState(b, st); err != nil {
+		return err
+	}
+	// On a full disk a replay commit could wait inside Pebble until space
+	// returns: refuse it instead (the blocks are replayed on a later Open).
+	if err := db.indexWritable(); err != nil && !db.indexRoom(b.Len()) {
+		return err
+	}
+	return db.indexErr(b.Commit(pebble.NoSync))
+}
+
+// indexOne adds the index entries of one record's metadata to b, built as
+// the writer builds them (stageIndex), so replay and live writes agree.
+func indexOne(b *pebble.Batch, tenant string, raw []byte, loc Locator, st *SegmentInfo) error {
+	var m Meta
+	kind, err := decodeMeta(raw, &m)
+	if err != nil {
+		return err
+	}
+	for _, e := range stageIndex(nil, tenant, &m, raw, loc, kind == kindPayload, st) {
+		if err := b.Set(e.k, e.v, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
