@@ -11,8 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cockroachdb/pebble/v2"
-
 	"github.com/logstore/logstore/keys"
 	"github.com/logstore/logstore/segment"
 	"github.com/logstore/logstore/vfs"
@@ -116,8 +114,8 @@ func (db *DB) deleteSegment(tenant string, id [16]byte, st *SegmentInfo) error {
 	if err := db.setSegmentState(context.Background(), tenant, id, segDeleting); err != nil {
 		return err
 	}
-	b := db.idx.NewBatch()
-	defer b.Close()
+	b := db.index.newBatch()
+	defer b.close()
 	r, err := segment.Open(path, db.readOpts(tenant))
 	switch {
 	case errors.Is(err, vfs.ErrNotExist):
@@ -138,22 +136,22 @@ func (db *DB) deleteSegment(tenant string, id [16]byte, st *SegmentInfo) error {
 					return err
 				}
 				if kind == kindPayload {
-					_ = b.Delete(payloadKey(tenant, m.ID), nil)
+					_ = b.delete(payloadKey(tenant, m.ID))
 					continue
 				}
-				_ = b.Delete(recordKey(tenant, m.ID), nil)
-				indexEntries(tenant, &m, func(k []byte) { _ = b.Delete(k, nil) })
+				_ = b.delete(recordKey(tenant, m.ID))
+				indexEntries(tenant, &m, func(k []byte) { _ = b.delete(k) })
 			}
 		}
 		_ = r.Close()
 	}
-	if err := b.Delete(segmentKey(tenant, id), nil); err != nil {
+	if err := b.delete(segmentKey(tenant, id)); err != nil {
 		return err
 	}
-	if err := b.Commit(pebble.NoSync); err != nil {
+	if err := db.index.commit(b); err != nil {
 		return err
 	}
-	if err := db.durableIndex(); err != nil {
+	if err := db.index.flush(); err != nil {
 		return err
 	}
 	db.readers.invalidate(path)
@@ -255,7 +253,7 @@ func (db *DB) deleteTenantLocked(tenant string, rep *DeleteReport) error {
 	}
 	for _, k := range []byte{keyConfig, keySegment, keyRecord, keyTime, keyIndex, keyPayload} {
 		p := tenantPrefix(k, tenant)
-		if err := db.idx.Compact(context.Background(), p, prefixEnd(p), false); err != nil {
+		if err := db.index.compact(p, prefixEnd(p)); err != nil {
 			return err
 		}
 	}
@@ -439,7 +437,7 @@ func (db *DB) verifyTenant(ctx context.Context, t string) ([]SegmentCheck, error
 	iv := &indexVerifier{db: db, tenant: t, seed: maphash.MakeSeed(), log: map[ID]bool{}, payload: map[ID]bool{},
 		damaged: map[[16]byte]map[int64]bool{}, tails: map[[16]byte]int64{}, ends: map[[16]byte]int64{}, segs: map[[16]byte]int{}, activeBlocks: -1, keyBuf: make([]byte, 0, 1024)}
 	if err := db.control(ctx, func() {
-		iv.snap = db.idx.NewSnapshot()
+		iv.snap = db.index.snapshot()
 		if ts := db.tenants[t]; ts != nil && ts.info != nil {
 			if id, err := ts.info.segID(); err == nil {
 				iv.active, iv.activeBlocks = id, ts.info.Blocks
@@ -448,7 +446,7 @@ func (db *DB) verifyTenant(ctx context.Context, t string) ([]SegmentCheck, error
 	}); err != nil {
 		return nil, err
 	}
-	defer iv.snap.Close()
+	defer iv.snap.close()
 	files, err := db.listSegmentFiles(t)
 	if err != nil {
 		return nil, err
@@ -542,7 +540,7 @@ func (db *DB) verifyTenant(ctx context.Context, t string) ([]SegmentCheck, error
 type indexVerifier struct {
 	db           *DB
 	tenant       string
-	snap         *pebble.Snapshot
+	snap         indexSnapshot
 	active       [16]byte // the active segment, whose first activeBlocks blocks were indexed
 	activeBlocks int
 	checks       []SegmentCheck
@@ -570,17 +568,7 @@ func (iv *indexVerifier) problem(c *SegmentCheck, id ID, block int, format strin
 		Err: fmt.Errorf("%w: record %s: %s", ErrIndexMismatch, id, fmt.Sprintf(format, args...))})
 }
 
-func (iv *indexVerifier) get(key []byte) ([]byte, bool, error) {
-	v, closer, err := iv.snap.Get(key)
-	if errors.Is(err, pebble.ErrNotFound) {
-		return nil, false, nil
-	}
-	if err != nil {
-		return nil, false, err
-	}
-	out := append([]byte(nil), v...)
-	return out, true, closer.Close()
-}
+func (iv *indexVerifier) get(key []byte) ([]byte, bool, error) { return iv.snap.get(key) }
 
 // segment compares the entries of every readable block of r with the index.
 func (iv *indexVerifier) segment(id [16]byte, r *segment.Reader, c *SegmentCheck) error {
@@ -749,27 +737,24 @@ func (iv *indexVerifier) orphans() error {
 		what string
 	}{{keyRecord, iv.log, "request log"}, {keyPayload, iv.payload, "payload"}} {
 		p := tenantPrefix(k.kind, iv.tenant)
-		it, err := iv.snap.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
-		if err != nil {
-			return err
-		}
-		for it.First(); it.Valid(); it.Next() {
+		err := iv.snap.scanPrefix(p, func(key, v []byte) error {
 			var id ID
-			copy(id[:], it.Key()[len(p):])
+			copy(id[:], key[len(p):])
 			if _, seen := k.seen[id]; seen {
-				continue // compared (and reported) from the block's side
+				return nil // compared (and reported) from the block's side
 			}
-			loc, _, err := decodeLocator(it.Value())
+			loc, _, err := decodeLocator(v)
 			if err == nil && iv.unverifiable(loc) {
-				continue
+				return nil
 			}
 			block := -1
 			if err == nil {
 				block = int(loc.Seq)
 			}
 			iv.problem(iv.checkFor(loc.Segment), id, block, "the %s index entry points at %s, which holds no such record", k.what, describeLoc(loc, err))
-		}
-		if err := errors.Join(it.Error(), it.Close()); err != nil {
+			return nil
+		})
+		if err != nil {
 			return err
 		}
 	}
@@ -779,95 +764,90 @@ func (iv *indexVerifier) orphans() error {
 // secondary compares the time and field index entries with the ones the
 // records need: a keyed hash sum first, entry by entry only when it differs.
 func (iv *indexVerifier) secondary() error {
-	var have uint64
 	prefixes := [][]byte{tenantPrefix(keyTime, iv.tenant), tenantPrefix(keyIndex, iv.tenant)}
+	var have uint64
 	for _, p := range prefixes {
-		it, err := iv.snap.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
-		if err != nil {
-			return err
-		}
-		for it.First(); it.Valid(); it.Next() {
-			have += maphash.Bytes(iv.seed, it.Key())
-		}
-		if err := errors.Join(it.Error(), it.Close()); err != nil {
+		if err := iv.snap.scanPrefix(p, func(k, _ []byte) error { have += maphash.Bytes(iv.seed, k); return nil }); err != nil {
 			return err
 		}
 	}
 	if have == iv.want {
 		return nil
 	}
-	// Missing entries: every record whose index entry matched its block
-	// (so the entry's metadata is the authenticated one) needs its keys.
 	for id, ok := range iv.log {
 		if !ok {
 			continue
 		}
-		v, found, err := iv.get(recordKey(iv.tenant, id))
-		if err != nil {
+		if err := iv.missingSecondary(id); err != nil {
 			return err
-		}
-		if !found {
-			continue
-		}
-		var m Meta
-		if err := decodeRecordValue(v, &m); err != nil {
-			return err
-		}
-		var missing []string
-		var gerr error
-		indexEntries(iv.tenant, &m, func(k []byte) {
-			if _, found, err := iv.get(k); err != nil {
-				gerr = err
-			} else if !found {
-				missing = append(missing, describeIndexKey(k))
-			}
-		})
-		if gerr != nil {
-			return gerr
-		}
-		if len(missing) > 0 {
-			iv.problem(iv.checkFor(m.Loc.Segment), id, int(m.Loc.Seq), "missing secondary index entries: %s", strings.Join(missing, ", "))
 		}
 	}
-	// Stale entries: a key no record's authenticated metadata produces.
 	for _, p := range prefixes {
-		it, err := iv.snap.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
-		if err != nil {
+		if err := iv.snap.scanPrefix(p, iv.staleSecondary); err != nil {
 			return err
 		}
-		for it.First(); it.Valid(); it.Next() {
-			k := it.Key()
-			if len(k) < 16 {
-				continue
-			}
-			var id ID
-			copy(id[:], k[len(k)-16:])
-			ok, seen := iv.log[id]
-			if seen && !ok {
-				continue // the record's own problem is reported
-			}
-			v, found, err := iv.get(recordKey(iv.tenant, id))
-			if err != nil {
-				_ = it.Close()
-				return err
-			}
-			if !seen && found {
-				continue // an orphan (reported) or a record in a damaged block
-			}
-			var loc Locator // none: the entry names a record the index does not have
-			stale := true
-			var m Meta
-			if seen && decodeRecordValue(v, &m) == nil {
-				loc = m.Loc
-				indexEntries(iv.tenant, &m, func(wk []byte) { stale = stale && !bytes.Equal(wk, k) })
-			}
-			if stale {
-				iv.problem(iv.checkFor(loc.Segment), id, -1, "stale secondary index entry %s", describeIndexKey(k))
-			}
+	}
+	return nil
+}
+
+// missingSecondary reports the secondary entries missing for record id,
+// whose index entry matched its block (so the entry's metadata is the
+// authenticated one).
+func (iv *indexVerifier) missingSecondary(id ID) error {
+	v, found, err := iv.get(recordKey(iv.tenant, id))
+	if err != nil || !found {
+		return err
+	}
+	var m Meta
+	if err := decodeRecordValue(v, &m); err != nil {
+		return err
+	}
+	var missing []string
+	var gerr error
+	indexEntries(iv.tenant, &m, func(k []byte) {
+		if _, found, err := iv.get(k); err != nil {
+			gerr = err
+		} else if !found {
+			missing = append(missing, describeIndexKey(k))
 		}
-		if err := errors.Join(it.Error(), it.Close()); err != nil {
-			return err
-		}
+	})
+	if gerr != nil {
+		return gerr
+	}
+	if len(missing) > 0 {
+		iv.problem(iv.checkFor(m.Loc.Segment), id, int(m.Loc.Seq), "missing secondary index entries: %s", strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+// staleSecondary reports the secondary entry k if no record's
+// authenticated metadata produces it.
+func (iv *indexVerifier) staleSecondary(k, _ []byte) error {
+	if len(k) < 16 {
+		return nil
+	}
+	var id ID
+	copy(id[:], k[len(k)-16:])
+	ok, seen := iv.log[id]
+	if seen && !ok {
+		return nil // the record's own problem is reported
+	}
+	v, found, err := iv.get(recordKey(iv.tenant, id))
+	if err != nil {
+		return err
+	}
+	if !seen && found {
+		return nil // an orphan (reported) or a record in a damaged block
+	}
+	var loc Locator // none: the entry names a record the index does not have
+	stale := true
+	var m Meta
+	if seen && decodeRecordValue(v, &m) == nil {
+		loc = m.Loc
+		indexEntries(iv.tenant, &m, func(wk []byte) { stale = stale && !bytes.Equal(wk, k) })
+	}
+	if stale {
+		iv.problem(iv.checkFor(loc.Segment), id, -1, "stale secondary index entry %s", describeIndexKey(k))
 	}
 	return nil
 }

@@ -36,8 +36,8 @@ type DB struct {
 	fs    vfs.FS
 	codec segment.Codec
 	lock  io.Closer
-	idx   *pebble.DB
-	ih    *indexHealth // the index's ability to write (index.go)
+	index *index     // the Pebble index's owner (indexstore.go)
+	idx   *pebble.DB // index.db, read by read.go
 	cache *keys.Cache
 	local *keys.Local // nil when Options.Keys was supplied
 	audit *keys.AuditLog
@@ -123,9 +123,10 @@ func Open(dir string, o *Options) (*DB, error) {
 		db.closeResources()
 		return nil, err
 	}
-	if db.idx, db.ih, err = openIndex(dir, opts); err != nil {
+	if db.index, err = openIndex(dir, opts); err != nil {
 		return fail(err)
 	}
+	db.idx = db.index.db
 	provider := opts.Keys
 	if provider == nil {
 		local, err := keys.NewLocal(keys.LocalOptions{Dir: filepath.Join(dir, "keys"), FS: db.fs, AutoCreate: !opts.RequireLinkedKey})
@@ -217,11 +218,11 @@ func (db *DB) closeResources() error {
 	if db.readers != nil {
 		db.readers.closeAll()
 	}
-	if db.idx != nil {
+	if db.index != nil {
 		// Without a Pebble WAL, an unflushed memtable would only cost a
 		// replay on the next Open; flushing makes that Open instant. On a
 		// full disk it is dropped, and Close never waits without bound.
-		errs = append(errs, closeIndex(db.idx, db.ih))
+		errs = append(errs, db.index.close())
 	}
 	if db.cache != nil {
 		db.cache.Purge()
@@ -264,10 +265,6 @@ func (db *DB) segDir(tenant string) string { return filepath.Join(db.dir, "segme
 func (db *DB) segPath(tenant string, id [16]byte) string {
 	return filepath.Join(db.segDir(tenant), segHex(id)+".lss")
 }
-
-// durableIndex flushes the memtable, making every committed index change
-// durable. Used after changes that segments cannot reproduce.
-func (db *DB) durableIndex() error { return db.flushIndex() }
 
 // listTenants returns the tenants that have a segment directory.
 func (db *DB) listTenants() ([]string, error) {

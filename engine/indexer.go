@@ -11,8 +11,6 @@ import (
 	"fmt"
 	"slices"
 
-	"github.com/cockroachdb/pebble/v2"
-
 	"github.com/logstore/logstore/segment"
 )
 
@@ -28,72 +26,80 @@ type indexJob struct {
 	done chan struct{}
 }
 
-// indexLoop commits index jobs in order. Sorted keys make Pebble's memtable
-// inserts cheap (each insert starts from the previous one's position).
+// indexLoop is the indexer goroutine: it commits index jobs in the order
+// the writer queued them, then acknowledges their appends.
 func (db *DB) indexLoop() {
 	defer close(db.indexDone)
 	// stale holds the state keys of segments with a refused job: their
 	// state is never committed again by this process, so the persisted
 	// state stays behind the refused blocks and the next Open replays them.
-	var stale map[string]bool
+	stale := map[string]bool{}
 	for job := range db.indexQ {
 		if len(stale) > 0 {
 			job.kvs = slices.DeleteFunc(job.kvs, func(e kv) bool { return e.k[0] == keySegment && stale[string(e.k)] })
 		}
 		if len(job.kvs) > 0 {
-			// If the index learned it cannot flush after the writer checked,
-			// the job's blocks are already in their segments: commit them
-			// while the memtables have room (the next Open replays them if
-			// they are never flushed); otherwise a commit could stall until
-			// space returns, so the appends fail and the next Open indexes
-			// their blocks.
-			err := db.indexWritable()
-			if err == nil || errors.Is(err, ErrDiskFull) {
-				slices.SortFunc(job.kvs, func(a, b kv) int { return bytes.Compare(a.k, b.k) })
-				b := db.idx.NewBatch()
-				var serr error
-				for _, e := range job.kvs {
-					if serr = b.Set(e.k, e.v, nil); serr != nil {
-						break
-					}
-				}
-				switch {
-				case serr != nil:
-					err = serr
-				case err == nil || db.indexRoom(b.Len()):
-					err = guardIndex(func() error { return b.Commit(pebble.NoSync) })
-				}
-				_ = b.Close()
-				if err != nil {
-					err = db.indexErr(err)
-					if !errors.Is(err, ErrDiskFull) && !errors.Is(err, ErrIndexCorrupt) && !errors.Is(err, ErrIndexFailed) {
-						err = fmt.Errorf("logstore/engine: index write failed: %w", err)
-					}
-				}
-			}
+			err := db.commitStaged(job.kvs)
 			if err != nil {
-				if stale == nil {
-					stale = map[string]bool{}
-				}
 				for _, e := range job.kvs {
 					if e.k[0] == keySegment {
 						stale[string(e.k)] = true
 					}
 				}
 			}
-			for _, r := range job.acks {
-				if err == nil {
-					for i := range r.recs {
-						db.stats.appendedBytes.Add(uint64(len(r.recs[i].sealed) + len(r.recs[i].psealed)))
-					}
-					db.stats.appendedRecords.Add(uint64(len(r.recs)))
-				}
-				r.done <- err
-			}
+			db.acknowledge(job.acks, err)
 		}
 		if job.done != nil {
 			close(job.done)
 		}
+	}
+}
+
+// commitStaged commits one job's entries. If the index learned it cannot
+// flush after the writer checked, the job's blocks are already in their
+// segments: they are committed while the memtables have room (the next Open
+// replays them if they are never flushed); otherwise a commit could stall
+// until space returns, so the appends fail and the next Open indexes their
+// blocks. Sorted keys make Pebble's memtable inserts cheap (each insert
+// starts from the previous one's position).
+func (db *DB) commitStaged(kvs []kv) error {
+	if err := db.index.writable(); err != nil && !errors.Is(err, ErrDiskFull) {
+		return err
+	}
+	slices.SortFunc(kvs, func(a, b kv) int { return bytes.Compare(a.k, b.k) })
+	b := db.index.newBatch()
+	defer b.close()
+	var err error
+	for _, e := range kvs {
+		if err = b.set(e.k, e.v); err != nil {
+			break
+		}
+	}
+	if err == nil {
+		err = db.index.commitDerived(b)
+	}
+	if err = db.index.typed(err); err != nil && !isIndexSentinel(err) {
+		err = fmt.Errorf("logstore/engine: index write failed: %w", err)
+	}
+	return err
+}
+
+// isIndexSentinel reports whether err already says what is wrong with the
+// index as a whole.
+func isIndexSentinel(err error) bool {
+	return errors.Is(err, ErrDiskFull) || errors.Is(err, ErrIndexCorrupt) || errors.Is(err, ErrIndexFailed)
+}
+
+// acknowledge answers the appends of a committed (err nil) or refused job.
+func (db *DB) acknowledge(acks []*appendReq, err error) {
+	for _, r := range acks {
+		if err == nil {
+			for i := range r.recs {
+				db.stats.appendedBytes.Add(uint64(len(r.recs[i].sealed) + len(r.recs[i].psealed)))
+			}
+			db.stats.appendedRecords.Add(uint64(len(r.recs)))
+		}
+		r.done <- err
 	}
 }
 
@@ -130,8 +136,8 @@ func (db *DB) indexBlocks(r *segment.Reader, st *SegmentInfo, from int) (int, er
 	h := r.Header()
 	st.Sealed = r.Sealed()
 	st.KeyURI, st.KeyGen, st.Created, st.Size = h.Slot.KeyURI, h.Slot.Generation, h.Created, r.Size()
-	b := db.idx.NewBatch()
-	defer b.Close()
+	b := db.index.newBatch()
+	defer b.close()
 	replayed := 0
 	blocks := r.Blocks()
 	for i := from; i < len(blocks); i++ {
@@ -148,38 +154,37 @@ func (db *DB) indexBlocks(r *segment.Reader, st *SegmentInfo, from int) (int, er
 		st.RawBytes += int64(blk.Info.RawLen)
 		st.Blocks = i + 1
 		replayed++
-		if b.Len() > 4<<20 {
+		if b.size() > 4<<20 {
 			if err := db.commitState(b, st); err != nil {
 				return replayed, err
 			}
-			b.Reset()
+			b.reset()
 		}
 	}
 	return replayed, db.commitState(b, st)
 }
 
-func (db *DB) commitState(b *pebble.Batch, st *SegmentInfo) error {
+// commitState commits b with st, the segment state that claims its blocks.
+// On a full disk a replay commit could wait inside Pebble until space
+// returns: commitDerived refuses it instead (the blocks are replayed on a
+// later Open).
+func (db *DB) commitState(b *indexBatch, st *SegmentInfo) error {
 	if err := putState(b, st); err != nil {
 		return err
 	}
-	// On a full disk a replay commit could wait inside Pebble until space
-	// returns: refuse it instead (the blocks are replayed on a later Open).
-	if err := db.indexWritable(); err != nil && !db.indexRoom(b.Len()) {
-		return err
-	}
-	return db.indexErr(b.Commit(pebble.NoSync))
+	return db.index.commitDerived(b)
 }
 
 // indexOne adds the index entries of one record's metadata to b, built as
 // the writer builds them (stageIndex), so replay and live writes agree.
-func indexOne(b *pebble.Batch, tenant string, raw []byte, loc Locator, st *SegmentInfo) error {
+func indexOne(b *indexBatch, tenant string, raw []byte, loc Locator, st *SegmentInfo) error {
 	var m Meta
 	kind, err := decodeMeta(raw, &m)
 	if err != nil {
 		return err
 	}
 	for _, e := range stageIndex(nil, tenant, &m, raw, loc, kind == kindPayload, st) {
-		if err := b.Set(e.k, e.v, nil); err != nil {
+		if err := b.set(e.k, e.v); err != nil {
 			return err
 		}
 	}

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/cockroachdb/pebble/v2"
-
 	"github.com/logstore/logstore/keys"
 	"github.com/logstore/logstore/segment"
 	"github.com/logstore/logstore/vfs"
@@ -297,15 +295,15 @@ func (db *DB) recordSlot(ctx context.Context, tenant string, id [16]byte, slot s
 		ts.info.KeyURI, ts.info.KeyGen = slot.KeyURI, slot.Generation
 	}
 	st.KeyURI, st.KeyGen = slot.KeyURI, slot.Generation
-	b := db.idx.NewBatch()
-	defer b.Close()
+	b := db.index.newBatch()
+	defer b.close()
 	if err := putState(b, st); err != nil {
 		return err
 	}
-	if err := b.Commit(pebble.NoSync); err != nil {
+	if err := db.index.commit(b); err != nil {
 		return err
 	}
-	return db.durableIndex()
+	return db.index.flush() // a rewrap is not replayed from the segments
 }
 
 // ErrKeySlotRollback: a segment's active key slot is older than the one the
@@ -320,14 +318,13 @@ func (db *DB) checkSlotGeneration(tenant string, r *segment.Reader) error {
 	if h.Cipher == segment.CipherNone {
 		return nil
 	}
-	v, closer, err := db.idx.Get(segmentKey(tenant, h.ID))
-	if errors.Is(err, pebble.ErrNotFound) {
-		return nil // not indexed yet (recovery will record it)
-	}
+	v, found, err := db.index.get(segmentKey(tenant, h.ID))
 	if err != nil {
 		return err
 	}
-	defer closer.Close()
+	if !found {
+		return nil // not indexed yet (recovery will record it)
+	}
 	var st SegmentInfo
 	if err := decodeJSONValue(v, &st, "segment state"); err != nil {
 		return err

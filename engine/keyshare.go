@@ -6,8 +6,6 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/cockroachdb/pebble/v2"
-
 	"github.com/logstore/logstore/keys"
 	"github.com/logstore/logstore/vfs"
 )
@@ -113,20 +111,13 @@ func (db *DB) knownTenants() ([]string, error) {
 		set[t] = true
 	}
 	for _, kind := range []byte{keyConfig, keySegment} {
-		it, err := db.idx.NewIter(&pebble.IterOptions{LowerBound: []byte{kind}, UpperBound: []byte{kind + 1}})
-		if err != nil {
-			return nil, err
-		}
-		for valid := it.First(); valid; {
-			t, _, err := readEscaped(it.Key()[1:])
-			if err != nil {
-				valid = it.Next()
-				continue
+		err := db.index.scan([]byte{kind}, []byte{kind + 1}, func(k, _ []byte) error {
+			if t, _, err := readEscaped(k[1:]); err == nil {
+				set[t] = true
 			}
-			set[t] = true
-			valid = it.SeekGE(prefixEnd(tenantPrefix(kind, t)))
-		}
-		if err := errors.Join(it.Error(), it.Close()); err != nil {
+			return nil
+		})
+		if err != nil {
 			return nil, err
 		}
 	}

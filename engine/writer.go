@@ -101,7 +101,7 @@ func (db *DB) commitGroup(group []*appendReq) {
 	}
 	// An index that cannot write fails the group before anything is
 	// written (Pebble would otherwise stall the commit until space returns).
-	if err := db.indexWritable(); err != nil {
+	if err := db.index.writable(); err != nil {
 		fail(group, err)
 		return
 	}
