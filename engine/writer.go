@@ -16,7 +16,7 @@ import (
 func (db *DB) writeLoop() {
 	defer db.wg.Done()
 	var tick <-chan time.Time
-	if db.opts.Sync.kind == 1 {
+	if db.opts.Sync.kind == syncInterval {
 		t := time.NewTicker(db.opts.Sync.interval)
 		defer t.Stop()
 		tick = t.C
@@ -114,7 +114,7 @@ func (db *DB) commitGroup(group []*appendReq) {
 		}
 		n := len(job.kvs)
 		job.kvs, err = db.packBlocks(ts, reqs, job.kvs)
-		if err == nil && db.opts.Sync.kind == 0 {
+		if err == nil && db.opts.Sync.kind == syncAlways {
 			if err = ts.w.Sync(); err != nil {
 				db.abandon(ts)
 			} else {
