@@ -25,11 +25,9 @@ func (db *DB) SetRetention(ctx context.Context, tenant string, d time.Duration) 
 	if d < 0 {
 		return fmt.Errorf("%w: retention %v must be >= 0", ErrInvalidOptions, d)
 	}
-	var err error
-	cerr := db.control(ctx, func() {
-		err = db.updateManifest(ctx, tenant, true, func(b *manifestBody) error { b.Retention = d; return nil })
+	return db.control(ctx, func() error {
+		return db.updateManifest(ctx, tenant, true, func(b *manifestBody) error { b.Retention = d; return nil })
 	})
-	return errors.Join(cerr, err)
 }
 
 // RetentionReport says what ApplyRetention removed.
@@ -58,11 +56,12 @@ func (db *DB) ApplyRetention(ctx context.Context) (RetentionReport, error) {
 		}
 		cutoff := now.Add(-cfg.Retention)
 		// Seal an active segment that has expired entirely, so it can go too.
-		if err := db.control(ctx, func() {
+		if err := db.control(ctx, func() error {
 			if ts := db.tenants[t]; ts != nil && ts.info != nil && ts.info.Records > 0 && ts.info.MaxTime.Before(cutoff) {
 				_ = db.sealActive(ts)
 				db.indexBarrier()
 			}
+			return nil
 		}); err != nil {
 			return rep, err
 		}
@@ -78,12 +77,8 @@ func (db *DB) ApplyRetention(ctx context.Context) (RetentionReport, error) {
 			if !expiredInManifest(tm, id, cutoff) {
 				continue // the index says expired, the authenticated manifest does not
 			}
-			var derr error
-			if err := db.control(ctx, func() { derr = db.deleteSegment(t, id, st) }); err != nil {
+			if err := db.control(ctx, func() error { return db.deleteSegment(t, id, st) }); err != nil {
 				return rep, err
-			}
-			if derr != nil {
-				return rep, derr
 			}
 			rep.Segments++
 			rep.Records += st.Records
@@ -218,16 +213,15 @@ func (db *DB) DeleteTenant(ctx context.Context, tenant string) (DeleteReport, er
 	if err := ValidateTenant(tenant); err != nil {
 		return rep, err
 	}
-	var derr error
-	cerr := db.control(ctx, func() {
+	err := db.control(ctx, func() error {
 		if ts := db.tenants[tenant]; ts != nil {
 			_ = db.sealActive(ts)
 			delete(db.tenants, tenant)
 			db.indexBarrier()
 		}
-		derr = db.deleteTenantLocked(tenant, &rep)
+		return db.deleteTenantLocked(tenant, &rep)
 	})
-	return rep, errors.Join(cerr, derr)
+	return rep, err
 }
 
 func (db *DB) deleteTenantLocked(tenant string, rep *DeleteReport) error {
@@ -436,13 +430,14 @@ func (db *DB) verifyTenant(ctx context.Context, t string) ([]SegmentCheck, error
 	// blocks the active segment gets later are not compared.
 	iv := &indexVerifier{db: db, tenant: t, seed: maphash.MakeSeed(), log: map[ID]bool{}, payload: map[ID]bool{},
 		damaged: map[[16]byte]map[int64]bool{}, tails: map[[16]byte]int64{}, ends: map[[16]byte]int64{}, segs: map[[16]byte]int{}, activeBlocks: -1, keyBuf: make([]byte, 0, 1024)}
-	if err := db.control(ctx, func() {
+	if err := db.control(ctx, func() error {
 		iv.snap = db.index.snapshot()
 		if ts := db.tenants[t]; ts != nil && ts.info != nil {
 			if id, err := ts.info.segID(); err == nil {
 				iv.active, iv.activeBlocks = id, ts.info.Blocks
 			}
 		}
+		return nil
 	}); err != nil {
 		return nil, err
 	}

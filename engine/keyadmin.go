@@ -66,11 +66,9 @@ func (db *DB) LinkKey(ctx context.Context, tenant, uri string) (keys.KeyState, e
 	if !same {
 		return st, fmt.Errorf("%w: round trip through %s returned a different data key", ErrKeyValidation, uri)
 	}
-	var serr error
-	cerr := db.control(ctx, func() {
-		serr = db.bindKey(ctx, tenant, keyBinding{URI: uri, Alias: aliasOf(display, uri), LinkedAt: db.opts.Now().UTC()})
+	return st, db.control(ctx, func() error {
+		return db.bindKey(ctx, tenant, keyBinding{URI: uri, Alias: aliasOf(display, uri), LinkedAt: db.opts.Now().UTC()})
 	})
-	return st, errors.Join(cerr, serr)
 }
 
 func aliasOf(display, uri string) string {
@@ -267,9 +265,8 @@ func (db *DB) rewrapSegment(ctx context.Context, tenant string, id [16]byte, toU
 	// index's segment state (display): the slot as written, never as re-read
 	// from the file. Done on the writer goroutine, which owns the manifest
 	// and the state of an active segment.
-	var serr error
-	cerr := db.control(ctx, func() { serr = db.recordSlot(ctx, tenant, id, slot) })
-	return h.Slot.KeyURI == toURI, errors.Join(cerr, serr)
+	err = db.control(ctx, func() error { return db.recordSlot(ctx, tenant, id, slot) })
+	return h.Slot.KeyURI == toURI, err
 }
 
 func (db *DB) recordSlot(ctx context.Context, tenant string, id [16]byte, slot segment.KeySlot) error {

@@ -137,33 +137,29 @@ func (db *DB) commitGroup(group []*appendReq) {
 // withWriterPaused seals every active segment and runs f on the writer
 // goroutine, so no append runs concurrently.
 func (db *DB) withWriterPaused(f func() error) error {
-	var ferr error
-	if err := db.control(context.Background(), func() {
+	return db.control(context.Background(), func() error {
 		db.sealAll()
 		db.indexBarrier() // the seals above
-		ferr = f()
-	}); err != nil {
-		return err
-	}
-	return ferr
+		return f()
+	})
 }
 
-// control runs f on the writer goroutine, which owns the active segments,
-// and waits for it.
-func (db *DB) control(ctx context.Context, f func()) error {
+// control runs f on the writer goroutine, which owns the active segments
+// and the manifests' writes, waits for it and returns its error. If ctx
+// ends (or the store closes) before the writer takes f, f never runs.
+func (db *DB) control(ctx context.Context, f func() error) error {
 	db.closeMu.RLock()
 	if db.closed {
 		db.closeMu.RUnlock()
 		return ErrClosed
 	}
-	done := make(chan struct{})
+	done := make(chan error, 1)
 	select {
-	case db.ctl <- func() { f(); close(done) }:
+	case db.ctl <- func() { done <- f() }:
 	case <-ctx.Done():
 		db.closeMu.RUnlock()
 		return ctx.Err()
 	}
 	db.closeMu.RUnlock()
-	<-done
-	return nil
+	return <-done
 }
