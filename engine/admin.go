@@ -497,13 +497,11 @@ func (db *DB) verifyTenant(ctx context.Context, t string) ([]SegmentCheck, error
 	// blocks, the manifest itself): index entries pointing into a gone
 	// segment are covered by its report.
 	for _, g := range db.manifestGaps(t) {
-		if _, lost, ok := strings.Cut(g.Path, "#"); ok {
-			// Blocks a crash cut off an active segment: their records
-			// are reported lost here, not one by one.
-			if id, ok := segmentIDOfPath(lost + ".lss"); ok {
-				if end, ok := iv.ends[id]; ok {
-					iv.tails[id] = end
-				}
+		// Blocks a crash cut off an active segment: their records are
+		// reported lost here, not one by one.
+		if id, ok := segmentIDOfLostBlocks(g.Path); ok {
+			if end, ok := iv.ends[id]; ok {
+				iv.tails[id] = end
 			}
 		}
 		if id, ok := segmentIDOfPath(g.Path); ok {
@@ -680,16 +678,6 @@ func describeLoc(l Locator, err error) string {
 		return fmt.Sprintf("nothing decodable (%v)", err)
 	}
 	return fmt.Sprintf("segment %s block %d entry %d", segHex(l.Segment), l.Seq, l.Index)
-}
-
-// segmentIDOfPath returns the id of a segment file path.
-func segmentIDOfPath(path string) ([16]byte, bool) {
-	h, ok := strings.CutSuffix(filepath.Base(path), ".lss")
-	if !ok {
-		return [16]byte{}, false
-	}
-	id, err := (&SegmentInfo{ID: h}).segID()
-	return id, err == nil
 }
 
 // checkFor returns the check of segment id, adding one for a segment file

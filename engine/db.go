@@ -9,8 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,12 +22,15 @@ import (
 
 // DB is an open data directory. Its methods are safe for concurrent use.
 //
-// Layout of DIR (docs/format/README in the repository):
+// Layout of DIR (docs/format/README.md in the repository; every name is
+// spelled in filenames.go):
 //
 //	LOCK                          exclusive lock of the owning process
-//	segments/TENANT/ID.lss        segment files (the source of truth)
+//	segments/TENANT/HEXID.lss     segment files (the source of truth)
+//	segments/TENANT/MANIFEST      the tenant manifest (authenticated)
 //	index/                        Pebble: metadata index, derived
 //	keys/NAME.key                 local master keys (embedded default)
+//	audit/keys.log                key audit trail
 type DB struct {
 	dir   string
 	opts  Options
@@ -108,10 +109,10 @@ func Open(dir string, o *Options) (*DB, error) {
 		reqs: make(chan *appendReq, 1024), ctl: make(chan func()), quit: make(chan struct{}),
 		indexQ: make(chan *indexJob, 4), indexDone: make(chan struct{})}
 	db.manifests.byTenant = map[string]*tenantManifest{}
-	if err := db.fs.MkdirAll(filepath.Join(dir, "segments")); err != nil {
+	if err := db.fs.MkdirAll(segmentsDirOf(dir)); err != nil {
 		return nil, err
 	}
-	lock, err := vfs.Lock(db.fs, filepath.Join(dir, "LOCK"))
+	lock, err := vfs.Lock(db.fs, lockPathOf(dir))
 	if err != nil {
 		if errors.Is(err, vfs.ErrLocked) {
 			return nil, fmt.Errorf("%w: %s: %v", ErrLocked, dir, err)
@@ -129,7 +130,7 @@ func Open(dir string, o *Options) (*DB, error) {
 	db.idx = db.index.db
 	provider := opts.Keys
 	if provider == nil {
-		local, err := keys.NewLocal(keys.LocalOptions{Dir: filepath.Join(dir, "keys"), FS: db.fs, AutoCreate: !opts.RequireLinkedKey})
+		local, err := keys.NewLocal(keys.LocalOptions{Dir: keysDirOf(dir), FS: db.fs, AutoCreate: !opts.RequireLinkedKey})
 		if err != nil {
 			return fail(err)
 		}
@@ -239,8 +240,6 @@ func (db *DB) closeResources() error {
 	return errors.Join(errs...)
 }
 
-func (db *DB) auditPath() string { return filepath.Join(db.dir, "audit", "keys.log") }
-
 // Audit returns the key operations recorded for tenant (all tenants when
 // empty) since the given time (zero: all), oldest first.
 func (db *DB) Audit(tenant string, since time.Time) ([]keys.AuditEvent, error) {
@@ -260,15 +259,9 @@ func (db *DB) Audit(tenant string, since time.Time) ([]keys.AuditEvent, error) {
 	return out, nil
 }
 
-func (db *DB) segDir(tenant string) string { return filepath.Join(db.dir, "segments", tenant) }
-
-func (db *DB) segPath(tenant string, id [16]byte) string {
-	return filepath.Join(db.segDir(tenant), segHex(id)+".lss")
-}
-
 // listTenants returns the tenants that have a segment directory.
 func (db *DB) listTenants() ([]string, error) {
-	names, err := db.fs.List(filepath.Join(db.dir, "segments"))
+	names, err := db.fs.List(segmentsDirOf(db.dir))
 	if err != nil {
 		return nil, err
 	}
@@ -292,16 +285,9 @@ func (db *DB) listSegmentFiles(tenant string) ([][16]byte, error) {
 	}
 	var out [][16]byte
 	for _, n := range names {
-		h, ok := strings.CutSuffix(n, ".lss")
-		if !ok {
-			continue
+		if id, ok := segmentIDOfPath(n); ok {
+			out = append(out, id)
 		}
-		s := SegmentInfo{ID: h}
-		id, err := s.segID()
-		if err != nil {
-			continue
-		}
-		out = append(out, id)
 	}
 	return out, nil
 }

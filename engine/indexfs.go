@@ -39,7 +39,7 @@ func (fs indexFS) private(name string, dir bool) {
 
 func (fs indexFS) Create(name string, cat pvfs.DiskWriteCategory) (pvfs.File, error) {
 	base := filepath.Base(name)
-	if strings.HasSuffix(base, ".sst") || strings.HasSuffix(base, ".blob") {
+	if strings.HasSuffix(base, pebbleTableExt) || strings.HasSuffix(base, pebbleBlobExt) {
 		fs.h.pause()
 	}
 	f, err := fs.FS.Create(name, cat)
@@ -48,7 +48,7 @@ func (fs indexFS) Create(name string, cat pvfs.DiskWriteCategory) (pvfs.File, er
 	}
 	fs.private(name, false)
 	w := &indexFile{File: f, fs: fs}
-	if strings.HasPrefix(base, "MANIFEST-") {
+	if strings.HasPrefix(base, pebbleManifestPrefix) {
 		w.manifest = true
 		w.reserve()
 	}

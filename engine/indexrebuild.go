@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 
 	"github.com/cockroachdb/pebble/v2"
 	pvfs "github.com/cockroachdb/pebble/v2/vfs"
@@ -65,22 +64,6 @@ func clearIndex(indexDir string, fs pvfs.FS) (*IndexRebuild, error) {
 		rb.RemovedFiles++
 	}
 	return rb, nil
-}
-
-// isPebbleFile matches the names Pebble gives its files, so a rebuild never
-// deletes anything else from a directory given as Options.IndexDir.
-func isPebbleFile(name string) bool {
-	for _, s := range []string{".sst", ".log", ".blob", ".dbtmp"} {
-		if strings.HasSuffix(name, s) {
-			return true
-		}
-	}
-	for _, p := range []string{"MANIFEST-", "OPTIONS-", "marker."} {
-		if strings.HasPrefix(name, p) {
-			return true
-		}
-	}
-	return name == "LOCK" || name == "CURRENT"
 }
 
 // salvageEntries copies the 'c' and 'm' entries of the index in indexDir

@@ -14,7 +14,7 @@ import (
 )
 
 // Tenant manifest, format version 1 (docs/format/manifest.md). One file per
-// tenant, DIR/segments/TENANT/MANIFEST, replaced atomically (write a
+// tenant, DIR/segments/TENANT/MANIFEST (manifestFile), replaced atomically (write a
 // temporary file, fsync, rename, fsync the directory) on every change.
 // Integers are little-endian.
 //
@@ -49,7 +49,6 @@ const (
 	manifestHeaderLen = 16
 	manifestMACLen    = 32
 	manifestMaxBody   = 64 << 20
-	manifestFile      = "MANIFEST"
 
 	// purposeManifestKey is the encryption-context purpose of a manifest key.
 	purposeManifestKey = "manifest-key"

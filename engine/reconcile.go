@@ -217,7 +217,7 @@ func (db *DB) openListed(tenant string, id [16]byte, e *manifestEntry) (*segment
 func checkIdentity(h segment.Header, id [16]byte, e *manifestEntry) error {
 	switch {
 	case h.ID != id:
-		return fmt.Errorf("%w: file %s.lss holds segment %s", ErrSegmentTampered, e.ID, segHex(h.ID))
+		return fmt.Errorf("%w: file %s holds segment %s", ErrSegmentTampered, segmentFileName(e.ID), segHex(h.ID))
 	case h.Version != e.Version:
 		return fmt.Errorf("%w: segment %s has format version %d, the manifest recorded %d", ErrSegmentTampered, e.ID, h.Version, e.Version)
 	case h.Cipher != segment.CipherAES256GCM:

@@ -8,7 +8,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -80,10 +79,6 @@ func (m *manifests) set(tenant string, tm *tenantManifest) {
 		return
 	}
 	m.byTenant[tenant] = tm
-}
-
-func (db *DB) manifestPath(tenant string) string {
-	return filepath.Join(db.segDir(tenant), manifestFile)
 }
 
 // readManifest reads and authenticates a tenant's manifest, returning the
