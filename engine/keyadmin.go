@@ -12,9 +12,6 @@ import (
 	"github.com/logstore/logstore/vfs"
 )
 
-// ErrKeyValidation wraps every reason LinkKey refuses a key.
-var ErrKeyValidation = errors.New("logstore/engine: key validation failed")
-
 // LinkKey validates uri for tenant and makes it the key of the tenant's new
 // segments. Validation: the key exists, is enabled and symmetric
 // (SYMMETRIC_DEFAULT), and a GenerateDataKey + unwrap round trip with the
@@ -302,11 +299,6 @@ func (db *DB) recordSlot(ctx context.Context, tenant string, id [16]byte, slot s
 	}
 	return db.index.flush() // a rewrap is not replayed from the segments
 }
-
-// ErrKeySlotRollback: a segment's active key slot is older than the one the
-// index recorded (an old copy of the header was put back, e.g. to bring back
-// a retired key). Reads of that segment are refused.
-var ErrKeySlotRollback = errors.New("logstore/engine: segment key slot rolled back")
 
 // checkSlotGeneration compares a segment's active key-slot generation with
 // the generation the index recorded when it was last written or rewrapped.

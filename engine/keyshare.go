@@ -10,13 +10,6 @@ import (
 	"github.com/logstore/logstore/vfs"
 )
 
-// ErrKeyInUse: a local key belongs to, or is in use by, another tenant.
-// Tenants never share a local master key: deleting one tenant would then
-// either shred the other's data or leave its own DEKs recoverable. (KMS keys
-// are the customer's; several tenants of one customer may share one, the
-// encryption context keeps their DEKs apart.)
-var ErrKeyInUse = errors.New("logstore/engine: local key belongs to another tenant")
-
 // checkKeyNotShared refuses to link tenant to a local key that another
 // tenant uses (LinkKey, and so Rewrap, call it before touching the key).
 func (db *DB) checkKeyNotShared(tenant, uri string) error {
