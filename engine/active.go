@@ -7,6 +7,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -61,27 +62,15 @@ func (db *DB) keyURIFor(ts *tenantState) (uri string, auto bool, err error) {
 	return def, true, nil
 }
 
-// ensureSegment makes sure ts has an active segment that may take writes:
-// it rolls at SegmentSize, at SegmentAge, and when the DEK cache's max age
-// means the key must be re-validated (so a revoked key stops writes within
-// the max age). With caching disabled, it re-validates on every group.
+// ensureSegment makes sure ts has an active segment that may take writes,
+// rolling it when rollDue says so.
 func (db *DB) ensureSegment(ts *tenantState) error {
 	now := db.opts.Now()
 	if ts.w != nil {
-		roll := ts.w.Size() >= db.opts.SegmentSize || now.Sub(ts.opened) >= db.opts.SegmentAge
-		if !roll && !db.opts.Plaintext {
-			if db.cache.MaxAge() > 0 {
-				roll = !db.cache.Fresh(ts.keyURI, ts.wrapped, ts.ec)
-			} else {
-				ctx, cancel := context.WithTimeout(context.Background(), keyCallTimeout)
-				dek, err := db.cache.Unwrap(ctx, ts.keyURI, ts.wrapped, ts.ec)
-				cancel()
-				keys.Zero(dek)
-				if err != nil {
-					_ = db.sealActive(ts)
-					return err
-				}
-			}
+		roll, err := db.rollDue(ts, now)
+		if err != nil {
+			db.sealTolerated(ts) // the key failed, not the segment: seal what it holds
+			return err
 		}
 		if !roll {
 			return nil
@@ -90,6 +79,34 @@ func (db *DB) ensureSegment(ts *tenantState) error {
 			return err
 		}
 	}
+	return db.createSegment(ts, now)
+}
+
+// rollDue reports whether ts's active segment must be rolled: at
+// SegmentSize, at SegmentAge, and when the DEK cache's max age means the key
+// must be re-validated (so a revoked key stops writes within the max age).
+// With caching disabled, the key is re-validated on every group: an error
+// is why it cannot be used.
+func (db *DB) rollDue(ts *tenantState, now time.Time) (bool, error) {
+	if ts.w.Size() >= db.opts.SegmentSize || now.Sub(ts.opened) >= db.opts.SegmentAge {
+		return true, nil
+	}
+	if db.opts.Plaintext {
+		return false, nil
+	}
+	if db.cache.MaxAge() > 0 {
+		return !db.cache.Fresh(ts.keyURI, ts.wrapped, ts.ec), nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), keyCallTimeout)
+	defer cancel()
+	dek, err := db.cache.Unwrap(ctx, ts.keyURI, ts.wrapped, ts.ec)
+	keys.Zero(dek)
+	return false, err
+}
+
+// createSegment starts ts's next active segment under a fresh DEK from the
+// tenant's key (keyURIFor) and lists it in the manifest.
+func (db *DB) createSegment(ts *tenantState, now time.Time) error {
 	id, err := segment.NewID()
 	if err != nil {
 		return err
@@ -101,11 +118,9 @@ func (db *DB) ensureSegment(ts *tenantState) error {
 	if db.opts.Plaintext {
 		p.Cipher = segment.CipherNone
 	} else {
-		var auto bool
-		if uri, auto, err = db.keyURIFor(ts); err != nil {
+		if uri, autoLocal, err = db.keyURIFor(ts); err != nil {
 			return err
 		}
-		autoLocal = auto
 		ec = keys.SegmentContext(ts.name, segHex(id))
 		ctx, cancel := context.WithTimeout(context.Background(), keyCallTimeout)
 		dk, err := db.cache.GenerateDataKey(ctx, uri, ec)
@@ -124,8 +139,10 @@ func (db *DB) ensureSegment(ts *tenantState) error {
 		return err
 	}
 	if err := db.listActive(ts.name, w, autoLocal); err != nil {
-		_ = w.Close()
-		_ = db.fs.Remove(w.Path()) // no block was written: nothing is lost
+		_ = w.Close() // removed next: nothing was written to it
+		if rerr := db.fs.Remove(w.Path()); rerr != nil {
+			db.stats.cleanupFailures.Add(1) // a header without a block: Open removes it as debris
+		}
 		return err
 	}
 	db.stats.segmentsCreated.Add(1)
@@ -135,7 +152,8 @@ func (db *DB) ensureSegment(ts *tenantState) error {
 	return nil
 }
 
-// sealActive seals ts's active segment and records that in the index.
+// sealActive seals ts's active segment and records that in the index and
+// the manifest.
 func (db *DB) sealActive(ts *tenantState) error {
 	if ts.w == nil {
 		return nil
@@ -147,7 +165,7 @@ func (db *DB) sealActive(ts *tenantState) error {
 	st := ts.info
 	st.Sealed, st.Size = true, ts.w.Size()
 	path := ts.w.Path()
-	_ = ts.w.Close()
+	_ = ts.w.Close() // sealed and fsynced: closing loses nothing
 	ts.w, ts.info, ts.dirty = nil, nil, false
 	k, v, err := stateKV(st)
 	if err != nil {
@@ -159,40 +177,62 @@ func (db *DB) sealActive(ts *tenantState) error {
 	return db.recordSealed(ts.name, path)
 }
 
+// sealTolerated seals ts's active segment where a failure must not stop the
+// caller (Close, a pause, a failed key check, retention, DeleteTenant): it
+// is counted (Stats.SealFailures) and the next Open finishes the seal.
+func (db *DB) sealTolerated(ts *tenantState) {
+	if err := db.sealActive(ts); err != nil {
+		db.stats.sealFailures.Add(1)
+	}
+}
+
 // abandon gives up on ts's active segment after a write or fsync error: the
 // writer never appends to it again (its nonces must not repeat); recovery
 // truncates what was torn and seals it, and whatever valid blocks remain are
-// indexed so the index keeps matching the segments.
+// indexed so the index keeps matching the segments. When that repair fails
+// here it is counted (Stats.AbandonRepairsDeferred): the next Open does it.
 func (db *DB) abandon(ts *tenantState) {
 	if ts.w == nil {
 		return
 	}
+	db.stats.segmentsAbandoned.Add(1)
 	path, st := ts.w.Path(), ts.info
 	db.indexBarrier() // the persisted state must include every queued group
-	_ = ts.w.Close()
+	_ = ts.w.Close()  // after an I/O error; recovery reopens the file
 	ts.w, ts.info, ts.dirty = nil, nil, false
 	db.readers.invalidate(path)
-	if _, err := segment.Recover(path, db.readOpts(ts.name)); err != nil {
-		return // Open will retry
+	if err := db.repairAbandoned(ts.name, path, st); err != nil {
+		db.stats.abandonRepairsDeferred.Add(1)
 	}
-	_ = db.recordSealed(ts.name, path) // on failure, Open finishes it
-	r, err := segment.Open(path, db.readOpts(ts.name))
+}
+
+// repairAbandoned truncates and seals an abandoned segment, records it in
+// the manifest and indexes the blocks the index lacks.
+func (db *DB) repairAbandoned(tenant, path string, st *SegmentInfo) error {
+	if _, err := segment.Recover(path, db.readOpts(tenant)); err != nil {
+		return err
+	}
+	serr := db.recordSealed(tenant, path)
+	r, err := segment.Open(path, db.readOpts(tenant))
 	if err != nil {
-		return
+		return errors.Join(serr, err)
 	}
 	defer r.Close()
-	persisted, err := db.segmentStates(ts.name)
+	persisted, err := db.segmentStates(tenant)
 	if err != nil {
-		return
+		return errors.Join(serr, err)
 	}
 	id, _ := st.segID()
 	cur := persisted[id]
 	if cur == nil {
-		cur = &SegmentInfo{V: stateVersion, Tenant: ts.name, ID: st.ID}
+		cur = &SegmentInfo{V: stateVersion, Tenant: tenant, ID: st.ID}
 	}
-	_, _ = db.indexBlocks(r, cur, cur.Blocks)
+	_, err = db.indexBlocks(r, cur, cur.Blocks)
+	return errors.Join(serr, err)
 }
 
+// syncDirty fsyncs every segment written since its last fsync
+// (SyncInterval's tick, and Close).
 func (db *DB) syncDirty() {
 	for _, ts := range db.tenants {
 		if ts.w != nil && ts.dirty {
@@ -206,8 +246,9 @@ func (db *DB) syncDirty() {
 	}
 }
 
+// sealAll seals every active segment (Close, withWriterPaused).
 func (db *DB) sealAll() {
 	for _, ts := range db.tenants {
-		_ = db.sealActive(ts)
+		db.sealTolerated(ts)
 	}
 }

@@ -58,7 +58,7 @@ func (db *DB) ApplyRetention(ctx context.Context) (RetentionReport, error) {
 		// Seal an active segment that has expired entirely, so it can go too.
 		if err := db.control(ctx, func() error {
 			if ts := db.tenants[t]; ts != nil && ts.info != nil && ts.info.Records > 0 && ts.info.MaxTime.Before(cutoff) {
-				_ = db.sealActive(ts)
+				db.sealTolerated(ts)
 				db.indexBarrier()
 			}
 			return nil
@@ -176,7 +176,9 @@ func (db *DB) retentionLoop() {
 				case <-ctx.Done():
 				}
 			}()
-			_, _ = db.ApplyRetention(ctx)
+			if _, err := db.ApplyRetention(ctx); err != nil && ctx.Err() == nil {
+				db.stats.retentionFailures.Add(1) // no caller to tell: counted, tried again next tick
+			}
 			cancel()
 		}
 	}
@@ -215,7 +217,7 @@ func (db *DB) DeleteTenant(ctx context.Context, tenant string) (DeleteReport, er
 	}
 	err := db.control(ctx, func() error {
 		if ts := db.tenants[tenant]; ts != nil {
-			_ = db.sealActive(ts)
+			db.sealTolerated(ts)
 			delete(db.tenants, tenant)
 			db.indexBarrier()
 		}
@@ -274,10 +276,8 @@ func (db *DB) deleteTenantLocked(tenant string, rep *DeleteReport) error {
 	if err := db.fs.SyncDir(db.segDir(tenant)); err != nil && !errors.Is(err, vfs.ErrNotExist) {
 		return err
 	}
-	if rm, ok := db.fs.(interface{ RemoveDir(string) error }); ok {
-		_ = rm.RemoveDir(db.segDir(tenant))
-	} else {
-		_ = db.fs.Remove(db.segDir(tenant))
+	if err := db.removeTenantDir(tenant); err != nil {
+		db.stats.cleanupFailures.Add(1) // an empty directory left: the tenant's data is gone
 	}
 	for _, uri := range uris {
 		db.cache.PurgeKey(uri)
@@ -300,6 +300,21 @@ func (db *DB) deleteTenantLocked(tenant string, rep *DeleteReport) error {
 		}
 	}
 	return nil
+}
+
+// removeTenantDir removes a deleted tenant's directory, empty by now. A
+// file system without directories (vfs.MemFS) has none to remove.
+func (db *DB) removeTenantDir(tenant string) error {
+	var err error
+	if rm, ok := db.fs.(interface{ RemoveDir(string) error }); ok {
+		err = rm.RemoveDir(db.segDir(tenant))
+	} else {
+		err = db.fs.Remove(db.segDir(tenant))
+	}
+	if errors.Is(err, vfs.ErrNotExist) {
+		return nil
+	}
+	return err
 }
 
 // tenantKeyURIs lists every key tenant's data was wrapped under, its default
@@ -924,6 +939,30 @@ type Stats struct {
 	// durable, but a truncation of the active segment's tail since the last
 	// checkpoint would go unreported.
 	CheckpointFailures uint64
+	// Failures the engine tolerates on purpose, counted so none goes
+	// unnoticed:
+	//
+	// SegmentsAbandoned counts active segments given up after a write or
+	// fsync error (the appends of that group failed; recovery seals what
+	// the segment holds). AbandonRepairsDeferred counts those the writer
+	// could not truncate, seal and index at once: the next Open does.
+	SegmentsAbandoned      uint64
+	AbandonRepairsDeferred uint64
+	// SealFailures counts seals of an active segment that failed where the
+	// caller went on (Close, a failed key check, retention, DeleteTenant):
+	// the next Open finishes them.
+	SealFailures uint64
+	// ManifestSeqFailures counts manifest sequence numbers the index could
+	// not record: its check against an older manifest put back is weaker
+	// until the next manifest write (docs/security.md).
+	ManifestSeqFailures uint64
+	// RetentionFailures counts background retention passes that failed;
+	// the next pass tries again (ApplyRetention returns the error).
+	RetentionFailures uint64
+	// CleanupFailures counts files a cleanup could not remove: a new
+	// segment file whose manifest listing failed (Open removes it as
+	// debris), a deleted tenant's directory.
+	CleanupFailures uint64
 }
 
 // TenantStats summarise one tenant's storage.
@@ -941,7 +980,10 @@ func (db *DB) Stats() (Stats, error) {
 	s := Stats{Tenants: map[string]TenantStats{}, DEKCache: db.cache.Stats(),
 		AppendedRecords: db.stats.appendedRecords.Load(), GroupCommits: db.stats.groupCommits.Load(),
 		BlocksWritten: db.stats.blocksWritten.Load(), SegmentsCreated: db.stats.segmentsCreated.Load(),
-		BlocksReplayed: db.stats.replayedBlocks.Load(), CheckpointFailures: db.stats.checkpointFailures.Load()}
+		BlocksReplayed: db.stats.replayedBlocks.Load(), CheckpointFailures: db.stats.checkpointFailures.Load(),
+		SegmentsAbandoned: db.stats.segmentsAbandoned.Load(), AbandonRepairsDeferred: db.stats.abandonRepairsDeferred.Load(),
+		SealFailures: db.stats.sealFailures.Load(), ManifestSeqFailures: db.stats.manifestSeqFailures.Load(),
+		RetentionFailures: db.stats.retentionFailures.Load(), CleanupFailures: db.stats.cleanupFailures.Load()}
 	tenants, err := db.listTenants()
 	if err != nil {
 		return s, err

@@ -79,6 +79,13 @@ type dbStats struct {
 	// checkpointFailures counts manifest checkpoints of an active segment
 	// that could not be written (the records were durable regardless).
 	checkpointFailures atomic.Uint64
+	// Failures tolerated on purpose (see Stats for each).
+	segmentsAbandoned      atomic.Uint64
+	abandonRepairsDeferred atomic.Uint64
+	sealFailures           atomic.Uint64
+	manifestSeqFailures    atomic.Uint64
+	retentionFailures      atomic.Uint64
+	cleanupFailures        atomic.Uint64
 }
 
 // RecoveryReport says what Open repaired.

@@ -289,7 +289,9 @@ func (db *DB) indexedManifestSeq(tenant string, mk []byte) (uint64, bool) {
 func (db *DB) recordManifestSeq(tenant string, seq uint64, mk []byte) {
 	// Best effort: the index is derived and may be lost; the rollback check
 	// is an extra line of defence, not the guarantee (docs/security.md).
-	_ = db.index.set(manifestSeqKey(tenant), manifestSeqValue(tenant, seq, mk))
+	if err := db.index.set(manifestSeqKey(tenant), manifestSeqValue(tenant, seq, mk)); err != nil {
+		db.stats.manifestSeqFailures.Add(1)
+	}
 }
 
 // segmentAllowed says whether the segment with header h may be served for
