@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -66,26 +65,6 @@ type DB struct {
 	tenants map[string]*tenantState
 
 	stats dbStats
-}
-
-type dbStats struct {
-	appendedRecords atomic.Uint64
-	appendedBytes   atomic.Uint64
-	groupCommits    atomic.Uint64
-	blocksWritten   atomic.Uint64
-	segmentsCreated atomic.Uint64
-	replayedBlocks  atomic.Uint64
-	recovered       atomic.Uint64
-	// checkpointFailures counts manifest checkpoints of an active segment
-	// that could not be written (the records were durable regardless).
-	checkpointFailures atomic.Uint64
-	// Failures tolerated on purpose (see Stats for each).
-	segmentsAbandoned      atomic.Uint64
-	abandonRepairsDeferred atomic.Uint64
-	sealFailures           atomic.Uint64
-	manifestSeqFailures    atomic.Uint64
-	retentionFailures      atomic.Uint64
-	cleanupFailures        atomic.Uint64
 }
 
 // RecoveryReport says what Open repaired.
@@ -261,39 +240,6 @@ func (db *DB) Audit(tenant string, since time.Time) ([]keys.AuditEvent, error) {
 	for _, e := range evs {
 		if e.Context[keys.CtxTenant] == tenant {
 			out = append(out, e)
-		}
-	}
-	return out, nil
-}
-
-// listTenants returns the tenants that have a segment directory.
-func (db *DB) listTenants() ([]string, error) {
-	names, err := db.fs.List(segmentsDirOf(db.dir))
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	for _, n := range names {
-		if ValidateTenant(n) == nil {
-			out = append(out, n)
-		}
-	}
-	return out, nil
-}
-
-// listSegmentFiles returns the segment ids in a tenant's directory.
-func (db *DB) listSegmentFiles(tenant string) ([][16]byte, error) {
-	names, err := db.fs.List(db.segDir(tenant))
-	if errors.Is(err, vfs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var out [][16]byte
-	for _, n := range names {
-		if id, ok := segmentIDOfPath(n); ok {
-			out = append(out, id)
 		}
 	}
 	return out, nil

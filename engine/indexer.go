@@ -12,6 +12,7 @@ import (
 	"slices"
 
 	"github.com/logstore/logstore/segment"
+	"github.com/logstore/logstore/vfs"
 )
 
 // kv is one staged index entry.
@@ -189,4 +190,45 @@ func indexOne(b *indexBatch, tenant string, raw []byte, loc Locator, st *Segment
 		}
 	}
 	return nil
+}
+
+// unindexSegment adds to b the deletion of the index entries of every
+// record in the segment at path (none when the file is gone).
+func (db *DB) unindexSegment(b *indexBatch, tenant, path string) error {
+	r, err := segment.Open(path, db.readOpts(tenant))
+	if errors.Is(err, vfs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	for i := range r.Blocks() {
+		blk, err := r.ReadMeta(i)
+		if err != nil {
+			return err
+		}
+		for _, raw := range blk.Meta {
+			if err := unindexOne(b, tenant, raw); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// unindexOne adds to b the deletion of the entries stageIndex made for one
+// record's metadata.
+func unindexOne(b *indexBatch, tenant string, raw []byte) error {
+	var m Meta
+	kind, err := decodeMeta(raw, &m)
+	if err != nil {
+		return err
+	}
+	if kind == kindPayload {
+		return b.delete(payloadKey(tenant, m.ID))
+	}
+	err = b.delete(recordKey(tenant, m.ID))
+	indexEntries(tenant, &m, func(k []byte) { err = errors.Join(err, b.delete(k)) })
+	return err
 }

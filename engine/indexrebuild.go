@@ -183,13 +183,9 @@ func (db *DB) openForIndex(tenant string, id [16]byte) (*segment.Reader, error) 
 		_ = r.Close()
 		return nil, err
 	}
-	if tm := db.manifests.get(tenant); tm != nil && tm.body != nil {
-		if e := tm.entry(segHex(id)); e != nil && e.State == segSealed {
-			if err := checkDigest(r, e); err != nil {
-				_ = r.Close()
-				return nil, err
-			}
-		}
+	if err := db.checkSealedDigest(tenant, id, r); err != nil {
+		_ = r.Close()
+		return nil, err
 	}
 	return r, nil
 }

@@ -324,3 +324,61 @@ func (db *DB) checkSlotGeneration(tenant string, r *segment.Reader) error {
 	}
 	return nil
 }
+
+// CheckKey proves that tenant's data under uri can be read now, bypassing
+// the DEK cache: it unwraps the DEK of one of the tenant's segments wrapped
+// under uri and checks it against the segment's key commitment. For a key
+// no segment uses yet it asks Describe (local keys) or runs LinkKey's
+// GenerateDataKey + Decrypt round trip (KMS keys, whose policy may allow
+// DescribeKey but not Decrypt). Errors are the keys package's typed errors.
+func (db *DB) CheckKey(ctx context.Context, tenant, uri string) error {
+	if err := ValidateTenant(tenant); err != nil {
+		return err
+	}
+	files, err := db.listSegmentFiles(tenant)
+	if err != nil {
+		return err
+	}
+	p := db.cache.Provider()
+	for _, id := range files {
+		r, err := segment.Open(db.segPath(tenant, id), db.readOpts(tenant))
+		if err != nil {
+			continue // verify reports it
+		}
+		h := r.Header()
+		_ = r.Close()
+		if h.Cipher == segment.CipherNone || h.Slot.KeyURI != uri {
+			continue
+		}
+		dek, err := p.Unwrap(ctx, uri, h.Slot.Wrapped, keys.SegmentContext(tenant, segHex(h.ID)))
+		if err != nil {
+			return err
+		}
+		err = h.CheckKey(dek)
+		keys.Zero(dek)
+		return err
+	}
+	if isLocal(uri) {
+		st, err := p.Describe(ctx, uri)
+		if err == nil && !st.Enabled {
+			err = &keys.Error{Op: "describe", KeyURI: uri, Kind: keys.ErrKeyDisabled, Detail: "state " + st.State}
+		}
+		return err
+	}
+	ec := keys.EncryptionContext{keys.CtxTenant: tenant, keys.CtxSegment: "key-link-check", keys.CtxPurpose: keys.PurposeKeyCheck}
+	dk, err := p.GenerateDataKey(ctx, uri, ec)
+	if err != nil {
+		return err
+	}
+	defer keys.Zero(dk.Plaintext)
+	back, err := p.Unwrap(ctx, uri, dk.Wrapped, ec)
+	if err != nil {
+		return err
+	}
+	same := bytes.Equal(back, dk.Plaintext)
+	keys.Zero(back)
+	if !same {
+		return &keys.Error{Op: "unwrap", KeyURI: uri, Kind: keys.ErrInvalidCiphertext, Detail: "the round trip returned a different data key"}
+	}
+	return nil
+}

@@ -92,55 +92,18 @@ func (db *DB) syncIndex(tenant string, files [][16]byte, recoverFirst bool, rep 
 	seen := map[[16]byte]bool{}
 	for _, id := range files {
 		seen[id] = true
-		path := db.segPath(tenant, id)
 		st := states[id]
 		if st == nil {
 			st = &SegmentInfo{V: stateVersion, Tenant: tenant, ID: segHex(id)}
 		}
-		if recoverFirst {
-			res, rerr := segment.Recover(path, db.readOpts(tenant))
-			if rerr != nil && !errors.Is(rerr, segment.ErrCorrupt) {
-				rep.Damaged = append(rep.Damaged, fmt.Sprintf("tenant %s segment %s: %v", tenant, segHex(id), rerr))
-				continue
-			}
-			if res.Sealed {
-				rep.SegmentsSealed++
-				rep.TruncatedBytes += res.TruncatedBytes
-			}
-			if rerr != nil {
-				st.Damaged = rerr.Error()
-				rep.Damaged = append(rep.Damaged, rerr.Error())
-			}
-		}
-		r, err := segment.Open(path, db.readOpts(tenant))
-		if err != nil {
-			rep.Damaged = append(rep.Damaged, fmt.Sprintf("tenant %s segment %s: %v", tenant, segHex(id), err))
+		if recoverFirst && !db.recoverSegment(tenant, id, st, rep) {
 			continue
 		}
-		n := len(r.Blocks())
-		switch {
-		case st.Blocks > n:
-			ahead = true
-		case st.Blocks < n || !st.Sealed && r.Sealed():
-			// Metadata about to be indexed without a key: a sealed segment
-			// must match its manifest digest first.
-			if tm := db.manifests.get(tenant); tm != nil {
-				if e := tm.entry(segHex(id)); e != nil && e.State == segSealed {
-					if err := checkDigest(r, e); err != nil {
-						rep.Damaged = append(rep.Damaged, fmt.Sprintf("tenant %s segment %s: %v", tenant, segHex(id), err))
-						_ = r.Close()
-						continue
-					}
-				}
-			}
-			replayed, err := db.indexBlocks(r, st, st.Blocks)
-			rep.BlocksReplayed += replayed
-			if err != nil {
-				_ = r.Close()
-				return err
-			}
+		behind, err := db.replaySegment(tenant, id, st, rep)
+		if err != nil {
+			return err
 		}
-		_ = r.Close()
+		ahead = ahead || behind
 	}
 	for id := range states {
 		if !seen[id] && refused[segHex(id)] == nil {
@@ -150,6 +113,67 @@ func (db *DB) syncIndex(tenant string, files [][16]byte, recoverFirst bool, rep 
 	if ahead {
 		rep.TenantsReindexed++
 		return db.reindexTenant(tenant)
+	}
+	return nil
+}
+
+// recoverSegment truncates a segment of a store without manifests to its
+// last valid block and seals it; false when it cannot be recovered at all
+// (reported, not indexed). A damaged tail is recorded in st.
+func (db *DB) recoverSegment(tenant string, id [16]byte, st *SegmentInfo, rep *RecoveryReport) bool {
+	res, err := segment.Recover(db.segPath(tenant, id), db.readOpts(tenant))
+	if err != nil && !errors.Is(err, segment.ErrCorrupt) {
+		rep.Damaged = append(rep.Damaged, fmt.Sprintf("tenant %s segment %s: %v", tenant, segHex(id), err))
+		return false
+	}
+	if res.Sealed {
+		rep.SegmentsSealed++
+		rep.TruncatedBytes += res.TruncatedBytes
+	}
+	if err != nil {
+		st.Damaged = err.Error()
+		rep.Damaged = append(rep.Damaged, err.Error())
+	}
+	return true
+}
+
+// replaySegment indexes the blocks of segment id that the index (st) lacks,
+// and its seal. It reports whether the file holds fewer blocks than the
+// index claims (the tenant is then reindexed).
+func (db *DB) replaySegment(tenant string, id [16]byte, st *SegmentInfo, rep *RecoveryReport) (shorter bool, err error) {
+	r, err := segment.Open(db.segPath(tenant, id), db.readOpts(tenant))
+	if err != nil {
+		rep.Damaged = append(rep.Damaged, fmt.Sprintf("tenant %s segment %s: %v", tenant, segHex(id), err))
+		return false, nil
+	}
+	defer r.Close()
+	n := len(r.Blocks())
+	switch {
+	case st.Blocks > n:
+		return true, nil
+	case st.Blocks == n && (st.Sealed || !r.Sealed()):
+		return false, nil // up to date
+	}
+	// Metadata about to be indexed without a key: a sealed segment must
+	// match its manifest digest first.
+	if err := db.checkSealedDigest(tenant, id, r); err != nil {
+		rep.Damaged = append(rep.Damaged, fmt.Sprintf("tenant %s segment %s: %v", tenant, segHex(id), err))
+		return false, nil
+	}
+	replayed, err := db.indexBlocks(r, st, st.Blocks)
+	rep.BlocksReplayed += replayed
+	return false, err
+}
+
+// checkSealedDigest checks a segment the manifest lists as sealed against
+// the digest the manifest recorded; any other segment passes.
+func (db *DB) checkSealedDigest(tenant string, id [16]byte, r *segment.Reader) error {
+	tm := db.manifests.get(tenant)
+	if tm == nil {
+		return nil
+	}
+	if e := tm.entry(segHex(id)); e != nil && e.State == segSealed {
+		return checkDigest(r, e)
 	}
 	return nil
 }
