@@ -173,50 +173,64 @@ func (iv *indexVerifier) entry(c *SegmentCheck, loc Locator, raw []byte) error {
 		iv.problem(c, m.ID, int(loc.Seq), "block %d entry %d: its metadata does not decode: %v", loc.Seq, loc.Index, err)
 		return nil
 	}
+	found, matched := iv.log, false
 	if kind == kindPayload {
-		v, ok, err := iv.get(payloadKey(iv.tenant, m.ID))
-		switch {
-		case err != nil:
-			return err
-		case !ok:
-			iv.problem(c, m.ID, int(loc.Seq), "payload in block %d has no index entry", loc.Seq)
-		default:
-			got, rest, derr := decodeLocator(v)
-			if derr != nil || len(rest) != 0 || got != loc {
-				iv.problem(c, m.ID, int(loc.Seq), "payload entry points at %s, the payload is at %s", describeLoc(got, derr), describeLoc(loc, nil))
-			} else {
-				iv.payload[m.ID] = true
-				return nil
-			}
-		}
-		if _, seen := iv.payload[m.ID]; !seen {
-			iv.payload[m.ID] = false
-		}
-		return nil
+		found = iv.payload
+		matched, err = iv.payloadEntry(c, m.ID, loc)
+	} else {
+		appendIndexKeys(iv.keyBuf[:0], iv.tenant, &m, func(k []byte) { iv.want += maphash.Bytes(iv.seed, k) })
+		matched, err = iv.logEntry(c, m.ID, loc, raw)
 	}
-	appendIndexKeys(iv.keyBuf[:0], iv.tenant, &m, func(k []byte) { iv.want += maphash.Bytes(iv.seed, k) })
-	v, ok, err := iv.get(recordKey(iv.tenant, m.ID))
-	switch {
-	case err != nil:
+	if err != nil {
 		return err
-	case !ok:
-		iv.problem(c, m.ID, int(loc.Seq), "request log in block %d has no index entry", loc.Seq)
-	default:
-		got, rest, derr := decodeLocator(v)
-		switch {
-		case derr != nil || got != loc:
-			iv.problem(c, m.ID, int(loc.Seq), "index entry points at %s, the request log is at %s", describeLoc(got, derr), describeLoc(loc, nil))
-		case !bytes.Equal(rest, raw):
-			iv.problem(c, m.ID, int(loc.Seq), "%v", strings.Join(metaDiffRaw(rest, raw), ", "))
-		default:
-			iv.log[m.ID] = true
-			return nil
-		}
 	}
-	if _, seen := iv.log[m.ID]; !seen {
-		iv.log[m.ID] = false
+	if _, seen := found[m.ID]; matched || !seen {
+		found[m.ID] = matched
 	}
 	return nil
+}
+
+// lookup reads the index entry key of record id, reporting it missing as
+// "what in block N has no index entry".
+func (iv *indexVerifier) lookup(c *SegmentCheck, id ID, loc Locator, key []byte, what string) ([]byte, bool, error) {
+	v, ok, err := iv.get(key)
+	if err == nil && !ok {
+		iv.problem(c, id, int(loc.Seq), "%s in block %d has no index entry", what, loc.Seq)
+	}
+	return v, ok, err
+}
+
+// payloadEntry compares payload id's index entry with where it is (loc).
+func (iv *indexVerifier) payloadEntry(c *SegmentCheck, id ID, loc Locator) (matched bool, err error) {
+	v, ok, err := iv.lookup(c, id, loc, payloadKey(iv.tenant, id), "payload")
+	if err != nil || !ok {
+		return false, err
+	}
+	got, rest, derr := decodeLocator(v)
+	if derr != nil || len(rest) != 0 || got != loc {
+		iv.problem(c, id, int(loc.Seq), "payload entry points at %s, the payload is at %s", describeLoc(got, derr), describeLoc(loc, nil))
+		return false, nil
+	}
+	return true, nil
+}
+
+// logEntry compares request log id's index entry with where it is (loc)
+// and with its authenticated metadata (raw).
+func (iv *indexVerifier) logEntry(c *SegmentCheck, id ID, loc Locator, raw []byte) (matched bool, err error) {
+	v, ok, err := iv.lookup(c, id, loc, recordKey(iv.tenant, id), "request log")
+	if err != nil || !ok {
+		return false, err
+	}
+	got, rest, derr := decodeLocator(v)
+	switch {
+	case derr != nil || got != loc:
+		iv.problem(c, id, int(loc.Seq), "index entry points at %s, the request log is at %s", describeLoc(got, derr), describeLoc(loc, nil))
+	case !bytes.Equal(rest, raw):
+		iv.problem(c, id, int(loc.Seq), "%v", strings.Join(metaDiffRaw(rest, raw), ", "))
+	default:
+		return true, nil
+	}
+	return false, nil
 }
 
 func metaDiffRaw(indexed, authenticated []byte) []string {
