@@ -15,16 +15,19 @@ import (
 	"github.com/logstore/logstore/segment"
 )
 
-// tenantState is the writer goroutine's view of one tenant.
+// tenantState is the writer goroutine's view of one tenant; only that
+// goroutine touches it (control runs admin changes there).
 type tenantState struct {
-	name    string
-	w       *segment.Writer
-	info    *SegmentInfo
+	name string
+	w    *segment.Writer // the active segment; nil between segments
+	info *SegmentInfo    // w's index state, staged with every group
+	// keyURI, wrapped and ec are w's key slot, kept to re-validate the key
+	// (rollDue) without rereading the header.
 	keyURI  string
 	wrapped []byte
 	ec      keys.EncryptionContext
-	opened  time.Time
-	dirty   bool // written since the last fsync
+	opened  time.Time // when w was created (SegmentAge)
+	dirty   bool      // written since the last fsync
 	// checkpointed is when the manifest last recorded the active segment's
 	// synced size (checkpoint).
 	checkpointed time.Time

@@ -50,12 +50,16 @@ type DB struct {
 	attestMu sync.Mutex     // guards attested
 	attested []AttestReport // re-attestations by LinkKey (Attested)
 
+	// The write path's goroutines (write.go has the map): appends queue on
+	// reqs for the writer goroutine (writeLoop), which also runs ctl's
+	// functions (control) and hands index jobs on indexQ to the indexer
+	// goroutine (indexLoop), which closes indexDone when indexQ is closed.
 	reqs      chan *appendReq
 	indexQ    chan *indexJob
 	indexDone chan struct{}
 	ctl       chan func()
-	quit      chan struct{}
-	wg        sync.WaitGroup
+	quit      chan struct{}  // closed by Close: the writer drains and stops
+	wg        sync.WaitGroup // the writer and the retention goroutine
 
 	closeMu sync.RWMutex // held shared by Append while enqueueing; exclusively by Close
 	closed  bool         // guarded by closeMu

@@ -21,15 +21,15 @@ type indexHealth struct {
 	fs   pvfs.FS // the unwrapped file system, for the free-space probe
 	osFS bool    // files are real: force their modes
 
-	mu        sync.Mutex
-	noSpace   error // ErrDiskFull while writes fail for lack of space
-	writeErr  error // another error failing flushes (e.g. EIO), until one succeeds
-	failed    error // sticky: corruption or a fatal Pebble error
-	readOnly  bool  // opened read-only because the disk was full
-	backoff   time.Duration
-	probed    time.Time
+	mu        sync.Mutex    // guards every field below; Pebble's goroutines report here
+	noSpace   error         // ErrDiskFull while writes fail for lack of space
+	writeErr  error         // another error failing flushes (e.g. EIO), until one succeeds
+	failed    error         // sticky: corruption or a fatal Pebble error
+	readOnly  bool          // opened read-only because the disk was full
+	backoff   time.Duration // pause's current wait
+	probed    time.Time     // last free-space probe while out of space
 	wake      chan struct{} // closed and replaced when the state clears
-	closing   chan struct{}
+	closing   chan struct{} // closed when Close begins: no wait outlives it
 	closed    bool
 	lastLog   time.Time
 	muted     int  // log lines suppressed since lastLog
