@@ -38,7 +38,7 @@ import (
 //     flush only while watching the health (flushIndex), refuses appends as
 //     soon as the index reports ENOSPC (ErrDiskFull, before any segment
 //     write), commits a batch already in its segments only while the
-//     memtables have room (indexRoom), skips Close's flush on a failing
+//     memtables have room (index.room), skips Close's flush on a failing
 //     index, and bounds Close by indexCloseTimeout (ErrIndexUnclosed).
 //   - Open writes an OPTIONS file (open.go:580), a new MANIFEST, and
 //     flushes the memtable it replays, waiting for that flush
