@@ -38,7 +38,7 @@ func TestRetentionRemovesExactlyExpiredSegments(t *testing.T) {
 	old, err := db.tn("acme").Append(bg, genRecords(rng, 20, t0.Add(-100*time.Hour)))
 	require.NoError(t, err)
 	// Force a new segment for the recent records.
-	require.NoError(t, db.control(bg, func() { _ = db.sealActive(db.tenants["acme"]) }))
+	require.NoError(t, db.control(bg, func() error { _ = db.sealActive(db.tenants["acme"]); return nil }))
 	recent, err := db.tn("acme").Append(bg, genRecords(rng, 20, t0.Add(-time.Hour)))
 	require.NoError(t, err)
 	_, err = db.tn("beta").Append(bg, genRecords(rng, 5, t0.Add(-500*time.Hour))) // no retention for beta
@@ -189,7 +189,7 @@ func TestRewrapLocalToLocalThenDeleteOldKey(t *testing.T) {
 		got, err := db.tn("acme").Append(bg, recs[i:i+50])
 		require.NoError(t, err)
 		ids = append(ids, got...)
-		require.NoError(t, db.control(bg, func() { _ = db.sealActive(db.tenants["acme"]) }))
+		require.NoError(t, db.control(bg, func() error { _ = db.sealActive(db.tenants["acme"]); return nil }))
 	}
 	var progress []RewrapProgress
 	rep, err := db.Admin().Rewrap(bg, "acme", keys.LocalURI("acme-2027"), func(p RewrapProgress) { progress = append(progress, p) })
@@ -237,7 +237,7 @@ func TestReplayedKeySlotIsRejected(t *testing.T) {
 	defer db.Close()
 	ids, err := db.tn("acme").Append(bg, genRecords(rand.New(rand.NewSource(8)), 5, t0))
 	require.NoError(t, err)
-	require.NoError(t, db.control(bg, func() { _ = db.sealActive(db.tenants["acme"]) }))
+	require.NoError(t, db.control(bg, func() error { _ = db.sealActive(db.tenants["acme"]); return nil }))
 	segs, err := db.Admin().Segments(bg, "acme")
 	require.NoError(t, err)
 	id, _ := segs[0].segID()

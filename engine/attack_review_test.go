@@ -149,10 +149,11 @@ func atkReadManifestBody(t *testing.T, path, tenant string) manifestBody {
 // activeKeyURI is the key the writer wraps tenant's active segment under.
 func activeKeyURI(t *testing.T, db *DB, tenant string) string {
 	var uri string
-	require.NoError(t, db.control(bg, func() {
+	require.NoError(t, db.control(bg, func() error {
 		if ts := db.tenants[tenant]; ts != nil {
 			uri = ts.keyURI
 		}
+		return nil
 	}))
 	return uri
 }
@@ -373,7 +374,7 @@ func TestAttackLiveSlotEditLeaksManifestKey(t *testing.T) {
 	_, err := db.tn("acme").Append(bg, someRecords(3, 3))
 	require.NoError(t, err)
 	var path string
-	require.NoError(t, db.control(bg, func() { path = db.tenants["acme"].w.Path() }))
+	require.NoError(t, db.control(bg, func() error { path = db.tenants["acme"].w.Path(); return nil }))
 	hdr := make([]byte, segment.HeaderSize)
 	fh, err := os.OpenFile(path, os.O_RDWR, 0)
 	require.NoError(t, err)
@@ -936,7 +937,7 @@ func TestAttackCrashedActiveSegmentBackdated(t *testing.T) {
 		require.NoError(t, err)
 	}
 	var path string
-	require.NoError(t, db.control(bg, func() { path = db.tenants["acme"].w.Path() }))
+	require.NoError(t, db.control(bg, func() error { path = db.tenants["acme"].w.Path(); return nil }))
 	mem.Crash()
 	_ = db.Close()
 

@@ -4,16 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"syscall"
 
 	"github.com/logstore/logstore/keys"
 	"github.com/logstore/logstore/vfs"
 )
-
-// AuditPath is where the data directory dir keeps its key audit trail
-// (docs/format/audit.md).
-func AuditPath(dir string) string { return filepath.Join(dir, "audit", "keys.log") }
 
 // VerifyAudit checks the key audit trail: every record's checksum, sequence
 // number, hash and link to the one before, and every anchor the engine
@@ -56,8 +51,9 @@ func (db *DB) auditAnchors(ctx context.Context) ([]keys.AuditHead, error) {
 
 // openAudit opens the audit trail. A trail that is corrupt (a record edited,
 // removed from the middle, reordered) is evidence, not something to append
-// to (and neither is a pipe or directory planted in its place): it is moved aside unchanged to keys.log.corrupt-UNIXNANO, a new chain
-// is started, and Open reports both in Recovery().Damaged. VerifyAudit then
+// to (and neither is a pipe or directory planted in its place): it is
+// moved aside unchanged to keys.log.corrupt-UNIXNANO (auditAsidePath), a new
+// chain is started, and Open reports both in Recovery().Damaged. VerifyAudit then
 // reports the manifests' anchors that the new chain does not meet until each
 // tenant's manifest is written again. Refusing to open instead would let one
 // flipped byte stop every tenant.
@@ -67,7 +63,7 @@ func (db *DB) openAudit() (*keys.AuditLog, error) {
 	if err == nil || !unusable {
 		return a, err // an unknown version is a newer build's: never set aside
 	}
-	aside := fmt.Sprintf("%s.corrupt-%d", db.auditPath(), db.opts.Now().UnixNano())
+	aside := auditAsidePath(db.dir, db.opts.Now())
 	if rerr := db.fs.Rename(db.auditPath(), aside); rerr != nil {
 		return nil, errors.Join(err, rerr)
 	}

@@ -9,10 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"path/filepath"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -24,20 +21,23 @@ import (
 
 // DB is an open data directory. Its methods are safe for concurrent use.
 //
-// Layout of DIR (docs/format/README in the repository):
+// Layout of DIR (docs/format/README.md in the repository; every name is
+// spelled in filenames.go):
 //
 //	LOCK                          exclusive lock of the owning process
-//	segments/TENANT/ID.lss        segment files (the source of truth)
+//	segments/TENANT/HEXID.lss     segment files (the source of truth)
+//	segments/TENANT/MANIFEST      the tenant manifest (authenticated)
 //	index/                        Pebble: metadata index, derived
 //	keys/NAME.key                 local master keys (embedded default)
+//	audit/keys.log                key audit trail
 type DB struct {
 	dir   string
 	opts  Options
 	fs    vfs.FS
 	codec segment.Codec
 	lock  io.Closer
-	idx   *pebble.DB
-	ih    *indexHealth // the index's ability to write (index.go)
+	index *index     // the Pebble index's owner (indexstore.go)
+	idx   *pebble.DB // index.db, read by read.go
 	cache *keys.Cache
 	local *keys.Local // nil when Options.Keys was supplied
 	audit *keys.AuditLog
@@ -50,12 +50,16 @@ type DB struct {
 	attestMu sync.Mutex     // guards attested
 	attested []AttestReport // re-attestations by LinkKey (Attested)
 
+	// The write path's goroutines (write.go has the map): appends queue on
+	// reqs for the writer goroutine (writeLoop), which also runs ctl's
+	// functions (control) and hands index jobs on indexQ to the indexer
+	// goroutine (indexLoop), which closes indexDone when indexQ is closed.
 	reqs      chan *appendReq
 	indexQ    chan *indexJob
 	indexDone chan struct{}
 	ctl       chan func()
-	quit      chan struct{}
-	wg        sync.WaitGroup
+	quit      chan struct{}  // closed by Close: the writer drains and stops
+	wg        sync.WaitGroup // the writer and the retention goroutine
 
 	closeMu sync.RWMutex // held shared by Append while enqueueing; exclusively by Close
 	closed  bool         // guarded by closeMu
@@ -65,19 +69,6 @@ type DB struct {
 	tenants map[string]*tenantState
 
 	stats dbStats
-}
-
-type dbStats struct {
-	appendedRecords atomic.Uint64
-	appendedBytes   atomic.Uint64
-	groupCommits    atomic.Uint64
-	blocksWritten   atomic.Uint64
-	segmentsCreated atomic.Uint64
-	replayedBlocks  atomic.Uint64
-	recovered       atomic.Uint64
-	// checkpointFailures counts manifest checkpoints of an active segment
-	// that could not be written (the records were durable regardless).
-	checkpointFailures atomic.Uint64
 }
 
 // RecoveryReport says what Open repaired.
@@ -108,10 +99,10 @@ func Open(dir string, o *Options) (*DB, error) {
 		reqs: make(chan *appendReq, 1024), ctl: make(chan func()), quit: make(chan struct{}),
 		indexQ: make(chan *indexJob, 4), indexDone: make(chan struct{})}
 	db.manifests.byTenant = map[string]*tenantManifest{}
-	if err := db.fs.MkdirAll(filepath.Join(dir, "segments")); err != nil {
+	if err := db.fs.MkdirAll(segmentsDirOf(dir)); err != nil {
 		return nil, err
 	}
-	lock, err := vfs.Lock(db.fs, filepath.Join(dir, "LOCK"))
+	lock, err := vfs.Lock(db.fs, lockPathOf(dir))
 	if err != nil {
 		if errors.Is(err, vfs.ErrLocked) {
 			return nil, fmt.Errorf("%w: %s: %v", ErrLocked, dir, err)
@@ -123,12 +114,13 @@ func Open(dir string, o *Options) (*DB, error) {
 		db.closeResources()
 		return nil, err
 	}
-	if db.idx, db.ih, err = openIndex(dir, opts); err != nil {
+	if db.index, err = openIndex(dir, opts); err != nil {
 		return fail(err)
 	}
+	db.idx = db.index.db
 	provider := opts.Keys
 	if provider == nil {
-		local, err := keys.NewLocal(keys.LocalOptions{Dir: filepath.Join(dir, "keys"), FS: db.fs, AutoCreate: !opts.RequireLinkedKey})
+		local, err := keys.NewLocal(keys.LocalOptions{Dir: keysDirOf(dir), FS: db.fs, AutoCreate: !opts.RequireLinkedKey})
 		if err != nil {
 			return fail(err)
 		}
@@ -217,11 +209,11 @@ func (db *DB) closeResources() error {
 	if db.readers != nil {
 		db.readers.closeAll()
 	}
-	if db.idx != nil {
+	if db.index != nil {
 		// Without a Pebble WAL, an unflushed memtable would only cost a
 		// replay on the next Open; flushing makes that Open instant. On a
 		// full disk it is dropped, and Close never waits without bound.
-		errs = append(errs, closeIndex(db.idx, db.ih))
+		errs = append(errs, db.index.close())
 	}
 	if db.cache != nil {
 		db.cache.Purge()
@@ -237,8 +229,6 @@ func (db *DB) closeResources() error {
 	}
 	return errors.Join(errs...)
 }
-
-func (db *DB) auditPath() string { return filepath.Join(db.dir, "audit", "keys.log") }
 
 // Audit returns the key operations recorded for tenant (all tenants when
 // empty) since the given time (zero: all), oldest first.
@@ -259,72 +249,9 @@ func (db *DB) Audit(tenant string, since time.Time) ([]keys.AuditEvent, error) {
 	return out, nil
 }
 
-func (db *DB) segDir(tenant string) string { return filepath.Join(db.dir, "segments", tenant) }
+// keyCallTimeout bounds a key-provider call made by the writer goroutine.
+const keyCallTimeout = 30 * time.Second
 
-func (db *DB) segPath(tenant string, id [16]byte) string {
-	return filepath.Join(db.segDir(tenant), segHex(id)+".lss")
-}
-
-// control runs f on the writer goroutine, which owns the active segments,
-// and waits for it.
-func (db *DB) control(ctx context.Context, f func()) error {
-	db.closeMu.RLock()
-	if db.closed {
-		db.closeMu.RUnlock()
-		return ErrClosed
-	}
-	done := make(chan struct{})
-	select {
-	case db.ctl <- func() { f(); close(done) }:
-	case <-ctx.Done():
-		db.closeMu.RUnlock()
-		return ctx.Err()
-	}
-	db.closeMu.RUnlock()
-	<-done
-	return nil
-}
-
-// durableIndex flushes the memtable, making every committed index change
-// durable. Used after changes that segments cannot reproduce.
-func (db *DB) durableIndex() error { return db.flushIndex() }
-
-// listTenants returns the tenants that have a segment directory.
-func (db *DB) listTenants() ([]string, error) {
-	names, err := db.fs.List(filepath.Join(db.dir, "segments"))
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	for _, n := range names {
-		if ValidateTenant(n) == nil {
-			out = append(out, n)
-		}
-	}
-	return out, nil
-}
-
-// listSegmentFiles returns the segment ids in a tenant's directory.
-func (db *DB) listSegmentFiles(tenant string) ([][16]byte, error) {
-	names, err := db.fs.List(db.segDir(tenant))
-	if errors.Is(err, vfs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var out [][16]byte
-	for _, n := range names {
-		h, ok := strings.CutSuffix(n, ".lss")
-		if !ok {
-			continue
-		}
-		s := SegmentInfo{ID: h}
-		id, err := s.segID()
-		if err != nil {
-			continue
-		}
-		out = append(out, id)
-	}
-	return out, nil
+func (db *DB) readOpts(tenant string) *segment.ReadOptions {
+	return &segment.ReadOptions{FS: db.fs, Tenant: tenant, AllowPlaintext: db.opts.Plaintext}
 }

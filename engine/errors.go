@@ -5,9 +5,12 @@ import (
 	"fmt"
 )
 
-// Sentinel errors; key errors come from package keys (errors.Is(err,
+// Every sentinel error of the package but ErrStopScan (read.go, the Scan
+// callback's signal). Key errors come from package keys (errors.Is(err,
 // keys.ErrKeyUnusable) for a revoked key) and segment errors from package
 // segment.
+
+// Store, options and record errors.
 var (
 	ErrClosed         = errors.New("logstore/engine: database is closed")
 	ErrLocked         = errors.New("logstore/engine: data directory is in use by another process")
@@ -20,6 +23,11 @@ var (
 	ErrCorrupt        = errors.New("logstore/engine: corrupt index or record encoding")
 	ErrUnknownVersion = errors.New("logstore/engine: unknown encoding version")
 	ErrNoPayload      = errors.New("logstore/engine: record has no payload")
+)
+
+// Index errors: the Pebble index disagrees with the segments, is out of
+// space, damaged or failed.
+var (
 	// ErrIndexMismatch: the index's plaintext copy of a record's metadata
 	// (or its locator) disagrees with the copy in the record's block, which
 	// AES-GCM authenticates. The index was edited or is stale; `logstore
@@ -48,4 +56,46 @@ var (
 	// records are in the segments; the index's files stay locked until the
 	// process exits.
 	ErrIndexUnclosed = errors.New("logstore/engine: index could not be closed")
+)
+
+// Manifest errors. Each is also reported per tenant by Open and Verify; a
+// damaged manifest stops that tenant's writes, never other tenants.
+var (
+	// ErrManifestCorrupt: the manifest file fails its checksum or structure.
+	ErrManifestCorrupt = errors.New("logstore/engine: tenant manifest is corrupt")
+	// ErrManifestAuth: the manifest's MAC or key wraps do not verify: it was
+	// not written by a holder of the tenant's keys (forged, copied from
+	// another tenant, or its key binding switched).
+	ErrManifestAuth = errors.New("logstore/engine: tenant manifest failed authentication")
+	// ErrManifestMissing: the tenant has version-2 segments but no manifest
+	// (deleted); its key binding is unknown, so writes are refused until an
+	// operator links the key again (`logstore keys link`).
+	ErrManifestMissing = errors.New("logstore/engine: tenant manifest is missing")
+	// ErrManifestRollback: the manifest is older than one this index saw.
+	ErrManifestRollback = errors.New("logstore/engine: tenant manifest rolled back")
+	// ErrSegmentLoss: a segment the manifest lists is missing, shorter than
+	// recorded, or holds fewer blocks than were acknowledged.
+	ErrSegmentLoss = errors.New("logstore/engine: acknowledged segment data is missing")
+	// ErrSegmentTampered: a segment differs from what the manifest recorded
+	// (size, digest, identity, cipher suite), or is a file the manifest does
+	// not list. It is not indexed and not served.
+	ErrSegmentTampered = errors.New("logstore/engine: segment does not match the tenant manifest")
+	// ErrTenantDamaged wraps why a tenant refuses writes after Open.
+	ErrTenantDamaged = errors.New("logstore/engine: tenant is damaged")
+)
+
+// Key errors of the engine's own (the providers' are package keys').
+var (
+	// ErrKeyValidation wraps every reason LinkKey refuses a key.
+	ErrKeyValidation = errors.New("logstore/engine: key validation failed")
+	// ErrKeySlotRollback: a segment's active key slot is older than the one the
+	// index recorded (an old copy of the header was put back, e.g. to bring back
+	// a retired key). Reads of that segment are refused.
+	ErrKeySlotRollback = errors.New("logstore/engine: segment key slot rolled back")
+	// ErrKeyInUse: a local key belongs to, or is in use by, another tenant.
+	// Tenants never share a local master key: deleting one tenant would then
+	// either shred the other's data or leave its own DEKs recoverable. (KMS keys
+	// are the customer's; several tenants of one customer may share one, the
+	// encryption context keeps their DEKs apart.)
+	ErrKeyInUse = errors.New("logstore/engine: local key belongs to another tenant")
 )

@@ -39,7 +39,7 @@ func newForgeryStore(t *testing.T) *forgeryStore {
 			require.NoError(t, err)
 			fs.ids[tenant] = append(fs.ids[tenant], ids...)
 			fs.rec[tenant] = append(fs.rec[tenant], recs...)
-			require.NoError(t, db.control(bg, func() { _ = db.sealActive(db.tenants[tenant]) }))
+			require.NoError(t, db.control(bg, func() error { _ = db.sealActive(db.tenants[tenant]); return nil }))
 		}
 	}
 	require.NoError(t, db.Close())
@@ -196,8 +196,9 @@ func TestForgeryIndexLossKeepsKeyBinding(t *testing.T) {
 	require.Equal(t, "local://acme-cmek", uri, "the binding survives index loss")
 	_, err = db.tn("acme").Append(bg, genRecords(rand.New(rand.NewSource(6)), 3, t0))
 	require.NoError(t, err)
-	require.NoError(t, db.control(bg, func() {
+	require.NoError(t, db.control(bg, func() error {
 		require.Equal(t, "local://acme-cmek", db.tenants["acme"].keyURI)
+		return nil
 	}))
 	f.requireHealthy(db, "globex")
 }
@@ -457,7 +458,7 @@ func TestForgeryActiveSegmentTruncated(t *testing.T) {
 		require.NoError(t, err)
 	}
 	var path string
-	require.NoError(t, db.control(bg, func() { path = db.tenants["acme"].w.Path() }))
+	require.NoError(t, db.control(bg, func() error { path = db.tenants["acme"].w.Path(); return nil }))
 	mem.Crash()
 	_ = db.Close()
 	b, err := mem.Bytes(path)

@@ -7,15 +7,10 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/cockroachdb/pebble/v2"
-
 	"github.com/logstore/logstore/keys"
 	"github.com/logstore/logstore/segment"
 	"github.com/logstore/logstore/vfs"
 )
-
-// ErrKeyValidation wraps every reason LinkKey refuses a key.
-var ErrKeyValidation = errors.New("logstore/engine: key validation failed")
 
 // LinkKey validates uri for tenant and makes it the key of the tenant's new
 // segments. Validation: the key exists, is enabled and symmetric
@@ -68,11 +63,9 @@ func (db *DB) LinkKey(ctx context.Context, tenant, uri string) (keys.KeyState, e
 	if !same {
 		return st, fmt.Errorf("%w: round trip through %s returned a different data key", ErrKeyValidation, uri)
 	}
-	var serr error
-	cerr := db.control(ctx, func() {
-		serr = db.bindKey(ctx, tenant, keyBinding{URI: uri, Alias: aliasOf(display, uri), LinkedAt: db.opts.Now().UTC()})
+	return st, db.control(ctx, func() error {
+		return db.bindKey(ctx, tenant, keyBinding{URI: uri, Alias: aliasOf(display, uri), LinkedAt: db.opts.Now().UTC()})
 	})
-	return st, errors.Join(cerr, serr)
 }
 
 func aliasOf(display, uri string) string {
@@ -269,9 +262,8 @@ func (db *DB) rewrapSegment(ctx context.Context, tenant string, id [16]byte, toU
 	// index's segment state (display): the slot as written, never as re-read
 	// from the file. Done on the writer goroutine, which owns the manifest
 	// and the state of an active segment.
-	var serr error
-	cerr := db.control(ctx, func() { serr = db.recordSlot(ctx, tenant, id, slot) })
-	return h.Slot.KeyURI == toURI, errors.Join(cerr, serr)
+	err = db.control(ctx, func() error { return db.recordSlot(ctx, tenant, id, slot) })
+	return h.Slot.KeyURI == toURI, err
 }
 
 func (db *DB) recordSlot(ctx context.Context, tenant string, id [16]byte, slot segment.KeySlot) error {
@@ -297,21 +289,16 @@ func (db *DB) recordSlot(ctx context.Context, tenant string, id [16]byte, slot s
 		ts.info.KeyURI, ts.info.KeyGen = slot.KeyURI, slot.Generation
 	}
 	st.KeyURI, st.KeyGen = slot.KeyURI, slot.Generation
-	b := db.idx.NewBatch()
-	defer b.Close()
+	b := db.index.newBatch()
+	defer b.close()
 	if err := putState(b, st); err != nil {
 		return err
 	}
-	if err := b.Commit(pebble.NoSync); err != nil {
+	if err := db.index.commit(b); err != nil {
 		return err
 	}
-	return db.durableIndex()
+	return db.index.flush() // a rewrap is not replayed from the segments
 }
-
-// ErrKeySlotRollback: a segment's active key slot is older than the one the
-// index recorded (an old copy of the header was put back, e.g. to bring back
-// a retired key). Reads of that segment are refused.
-var ErrKeySlotRollback = errors.New("logstore/engine: segment key slot rolled back")
 
 // checkSlotGeneration compares a segment's active key-slot generation with
 // the generation the index recorded when it was last written or rewrapped.
@@ -320,14 +307,13 @@ func (db *DB) checkSlotGeneration(tenant string, r *segment.Reader) error {
 	if h.Cipher == segment.CipherNone {
 		return nil
 	}
-	v, closer, err := db.idx.Get(segmentKey(tenant, h.ID))
-	if errors.Is(err, pebble.ErrNotFound) {
-		return nil // not indexed yet (recovery will record it)
-	}
+	v, found, err := db.index.get(segmentKey(tenant, h.ID))
 	if err != nil {
 		return err
 	}
-	defer closer.Close()
+	if !found {
+		return nil // not indexed yet (recovery will record it)
+	}
 	var st SegmentInfo
 	if err := decodeJSONValue(v, &st, "segment state"); err != nil {
 		return err
@@ -335,6 +321,64 @@ func (db *DB) checkSlotGeneration(tenant string, r *segment.Reader) error {
 	if h.Slot.Generation < st.KeyGen {
 		return fmt.Errorf("%w: %s has key slot generation %d, the index recorded %d (%s)", ErrKeySlotRollback,
 			r.Path(), h.Slot.Generation, st.KeyGen, st.KeyURI)
+	}
+	return nil
+}
+
+// CheckKey proves that tenant's data under uri can be read now, bypassing
+// the DEK cache: it unwraps the DEK of one of the tenant's segments wrapped
+// under uri and checks it against the segment's key commitment. For a key
+// no segment uses yet it asks Describe (local keys) or runs LinkKey's
+// GenerateDataKey + Decrypt round trip (KMS keys, whose policy may allow
+// DescribeKey but not Decrypt). Errors are the keys package's typed errors.
+func (db *DB) CheckKey(ctx context.Context, tenant, uri string) error {
+	if err := ValidateTenant(tenant); err != nil {
+		return err
+	}
+	files, err := db.listSegmentFiles(tenant)
+	if err != nil {
+		return err
+	}
+	p := db.cache.Provider()
+	for _, id := range files {
+		r, err := segment.Open(db.segPath(tenant, id), db.readOpts(tenant))
+		if err != nil {
+			continue // verify reports it
+		}
+		h := r.Header()
+		_ = r.Close()
+		if h.Cipher == segment.CipherNone || h.Slot.KeyURI != uri {
+			continue
+		}
+		dek, err := p.Unwrap(ctx, uri, h.Slot.Wrapped, keys.SegmentContext(tenant, segHex(h.ID)))
+		if err != nil {
+			return err
+		}
+		err = h.CheckKey(dek)
+		keys.Zero(dek)
+		return err
+	}
+	if isLocal(uri) {
+		st, err := p.Describe(ctx, uri)
+		if err == nil && !st.Enabled {
+			err = &keys.Error{Op: "describe", KeyURI: uri, Kind: keys.ErrKeyDisabled, Detail: "state " + st.State}
+		}
+		return err
+	}
+	ec := keys.EncryptionContext{keys.CtxTenant: tenant, keys.CtxSegment: "key-link-check", keys.CtxPurpose: keys.PurposeKeyCheck}
+	dk, err := p.GenerateDataKey(ctx, uri, ec)
+	if err != nil {
+		return err
+	}
+	defer keys.Zero(dk.Plaintext)
+	back, err := p.Unwrap(ctx, uri, dk.Wrapped, ec)
+	if err != nil {
+		return err
+	}
+	same := bytes.Equal(back, dk.Plaintext)
+	keys.Zero(back)
+	if !same {
+		return &keys.Error{Op: "unwrap", KeyURI: uri, Kind: keys.ErrInvalidCiphertext, Detail: "the round trip returned a different data key"}
 	}
 	return nil
 }

@@ -6,18 +6,9 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/cockroachdb/pebble/v2"
-
 	"github.com/logstore/logstore/keys"
 	"github.com/logstore/logstore/vfs"
 )
-
-// ErrKeyInUse: a local key belongs to, or is in use by, another tenant.
-// Tenants never share a local master key: deleting one tenant would then
-// either shred the other's data or leave its own DEKs recoverable. (KMS keys
-// are the customer's; several tenants of one customer may share one, the
-// encryption context keeps their DEKs apart.)
-var ErrKeyInUse = errors.New("logstore/engine: local key belongs to another tenant")
 
 // checkKeyNotShared refuses to link tenant to a local key that another
 // tenant uses (LinkKey, and so Rewrap, call it before touching the key).
@@ -113,20 +104,13 @@ func (db *DB) knownTenants() ([]string, error) {
 		set[t] = true
 	}
 	for _, kind := range []byte{keyConfig, keySegment} {
-		it, err := db.idx.NewIter(&pebble.IterOptions{LowerBound: []byte{kind}, UpperBound: []byte{kind + 1}})
-		if err != nil {
-			return nil, err
-		}
-		for valid := it.First(); valid; {
-			t, _, err := readEscaped(it.Key()[1:])
-			if err != nil {
-				valid = it.Next()
-				continue
+		err := db.index.scan([]byte{kind}, []byte{kind + 1}, func(k, _ []byte) error {
+			if t, _, err := readEscaped(k[1:]); err == nil {
+				set[t] = true
 			}
-			set[t] = true
-			valid = it.SeekGE(prefixEnd(tenantPrefix(kind, t)))
-		}
-		if err := errors.Join(it.Error(), it.Close()); err != nil {
+			return nil
+		})
+		if err != nil {
 			return nil, err
 		}
 	}

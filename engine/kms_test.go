@@ -183,7 +183,7 @@ func TestRewrapAcrossProvidersWithCrashes(t *testing.T) {
 		got, err := db.tn("acme").Append(bg, recs[i:i+30])
 		require.NoError(t, err)
 		ids = append(ids, got...)
-		require.NoError(t, db.control(bg, func() { _ = db.sealActive(db.tenants["acme"]) }))
+		require.NoError(t, db.control(bg, func() error { _ = db.sealActive(db.tenants["acme"]); return nil }))
 	}
 	checkAll := func(msg string) {
 		db.cache.Purge()

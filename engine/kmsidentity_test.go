@@ -37,7 +37,7 @@ func TestKMSAliasRepointKeepsOldRecords(t *testing.T) {
 	recs := genRecords(rand.New(rand.NewSource(15)), 40, t0)
 	ids, err := db.tn("acme").Append(bg, recs[:20])
 	require.NoError(t, err)
-	require.NoError(t, db.control(bg, func() { _ = db.sealActive(db.tenants["acme"]) }))
+	require.NoError(t, db.control(bg, func() error { _ = db.sealActive(db.tenants["acme"]); return nil }))
 	more, err := db.tn("acme").Append(bg, recs[20:])
 	require.NoError(t, err)
 	ids = append(ids, more...)
@@ -78,7 +78,7 @@ func TestKMSAliasRepointKeepsOldRecords(t *testing.T) {
 	checkAll("after rewrap to the repointed alias and deleting the old key")
 
 	// New segments are wrapped under the new key's ARN.
-	require.NoError(t, db.control(bg, func() { _ = db.sealActive(db.tenants["acme"]) }))
+	require.NoError(t, db.control(bg, func() error { _ = db.sealActive(db.tenants["acme"]); return nil }))
 	newest := genRecords(rand.New(rand.NewSource(17)), 3, t0.Add(2e9))
 	newestIDs, err := db.tn("acme").Append(bg, newest)
 	require.NoError(t, err)

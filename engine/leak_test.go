@@ -24,7 +24,7 @@ func TestLeakScan(t *testing.T) {
 	for i := 0; i < 4; i++ {
 		_, err := db.tn("acme").Append(bg, markedRecords(200))
 		require.NoError(t, err)
-		require.NoError(t, db.control(bg, func() { _ = db.sealActive(db.tenants["acme"]) }))
+		require.NoError(t, db.control(bg, func() error { _ = db.sealActive(db.tenants["acme"]); return nil }))
 	}
 	_, err := db.tn("beta").Append(bg, markedRecords(50))
 	require.NoError(t, err)

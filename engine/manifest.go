@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"hash/crc32"
 	"time"
@@ -14,7 +13,7 @@ import (
 )
 
 // Tenant manifest, format version 1 (docs/format/manifest.md). One file per
-// tenant, DIR/segments/TENANT/MANIFEST, replaced atomically (write a
+// tenant, DIR/segments/TENANT/MANIFEST (manifestFile), replaced atomically (write a
 // temporary file, fsync, rename, fsync the directory) on every change.
 // Integers are little-endian.
 //
@@ -49,7 +48,6 @@ const (
 	manifestHeaderLen = 16
 	manifestMACLen    = 32
 	manifestMaxBody   = 64 << 20
-	manifestFile      = "MANIFEST"
 
 	// purposeManifestKey is the encryption-context purpose of a manifest key.
 	purposeManifestKey = "manifest-key"
@@ -58,32 +56,6 @@ const (
 	segActive   = "active"   // being written; Size/Blocks are a checkpoint (a lower bound)
 	segSealed   = "sealed"   // final; Size and Digest are exact
 	segDeleting = "deleting" // retention removes it; a missing file is expected
-)
-
-// Manifest errors. Each is also reported per tenant by Open and Verify; a
-// damaged manifest stops that tenant's writes, never other tenants.
-var (
-	// ErrManifestCorrupt: the manifest file fails its checksum or structure.
-	ErrManifestCorrupt = errors.New("logstore/engine: tenant manifest is corrupt")
-	// ErrManifestAuth: the manifest's MAC or key wraps do not verify: it was
-	// not written by a holder of the tenant's keys (forged, copied from
-	// another tenant, or its key binding switched).
-	ErrManifestAuth = errors.New("logstore/engine: tenant manifest failed authentication")
-	// ErrManifestMissing: the tenant has version-2 segments but no manifest
-	// (deleted); its key binding is unknown, so writes are refused until an
-	// operator links the key again (`logstore keys link`).
-	ErrManifestMissing = errors.New("logstore/engine: tenant manifest is missing")
-	// ErrManifestRollback: the manifest is older than one this index saw.
-	ErrManifestRollback = errors.New("logstore/engine: tenant manifest rolled back")
-	// ErrSegmentLoss: a segment the manifest lists is missing, shorter than
-	// recorded, or holds fewer blocks than were acknowledged.
-	ErrSegmentLoss = errors.New("logstore/engine: acknowledged segment data is missing")
-	// ErrSegmentTampered: a segment differs from what the manifest recorded
-	// (size, digest, identity, cipher suite), or is a file the manifest does
-	// not list. It is not indexed and not served.
-	ErrSegmentTampered = errors.New("logstore/engine: segment does not match the tenant manifest")
-	// ErrTenantDamaged wraps why a tenant refuses writes after Open.
-	ErrTenantDamaged = errors.New("logstore/engine: tenant is damaged")
 )
 
 // manifestBody is the authenticated content of a manifest.

@@ -11,28 +11,37 @@ import (
 
 // SyncMode says when appended records are made durable.
 type SyncMode struct {
-	kind     int
-	interval time.Duration
+	kind     syncKind
+	interval time.Duration // syncInterval only
 }
+
+// syncKind is SyncMode's kind; the zero value is the default, syncAlways.
+type syncKind int
+
+const (
+	syncAlways   syncKind = iota // fsync before acknowledging (writer.go commitGroup)
+	syncInterval                 // fsync dirty segments on a ticker (writer.go writeLoop)
+	syncNever                    // never fsync; the OS flushes
+)
 
 var (
 	// SyncAlways fsyncs every touched segment before any caller of a group
 	// commit is acknowledged. The default.
-	SyncAlways = SyncMode{kind: 0}
+	SyncAlways = SyncMode{kind: syncAlways}
 	// SyncNever leaves flushing to the OS: an acknowledged record survives a
 	// process crash but not a power loss.
-	SyncNever = SyncMode{kind: 2}
+	SyncNever = SyncMode{kind: syncNever}
 )
 
 // SyncInterval fsyncs dirty segments every d: a power loss may lose up to d
 // of acknowledged records.
-func SyncInterval(d time.Duration) SyncMode { return SyncMode{kind: 1, interval: d} }
+func SyncInterval(d time.Duration) SyncMode { return SyncMode{kind: syncInterval, interval: d} }
 
 func (m SyncMode) String() string {
 	switch m.kind {
-	case 0:
+	case syncAlways:
 		return "always"
-	case 1:
+	case syncInterval:
 		return "interval(" + m.interval.String() + ")"
 	}
 	return "never"
@@ -146,7 +155,7 @@ func (o *Options) withDefaults() (Options, error) {
 		return c, fmt.Errorf("%w: SegmentSize %d below 1 MiB", ErrInvalidOptions, c.SegmentSize)
 	case c.SegmentAge < time.Second:
 		return c, fmt.Errorf("%w: SegmentAge %v below 1s", ErrInvalidOptions, c.SegmentAge)
-	case c.Sync.kind == 1 && c.Sync.interval <= 0:
+	case c.Sync.kind == syncInterval && c.Sync.interval <= 0:
 		return c, fmt.Errorf("%w: SyncInterval needs a positive interval", ErrInvalidOptions)
 	case c.Limits.MaxRecordBytes > segment.MaxBlockRaw/2:
 		return c, fmt.Errorf("%w: MaxRecordBytes %d over %d", ErrInvalidOptions, c.Limits.MaxRecordBytes, segment.MaxBlockRaw/2)

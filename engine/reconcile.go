@@ -8,98 +8,125 @@ import (
 
 	"github.com/logstore/logstore/keys"
 	"github.com/logstore/logstore/segment"
-	"github.com/logstore/logstore/vfs"
 )
 
 // Reconciliation of a tenant's segment files with its manifest, run by Open
 // (recoverTenant) and by the writer when a tenant's key becomes usable again.
 // docs/format/manifest.md has the rules as a table.
 
+// reconciliation is one tenant's reconcile in progress.
+type reconciliation struct {
+	tenant   string
+	next     *manifestBody         // the manifest to publish
+	problems map[string]error      // segment id -> why it is refused
+	lost     map[string]error      // segment id -> acknowledged blocks it lost (what remains is served)
+	used     map[string][][16]byte // slot key URI on disk -> the files naming it
+	present  map[string]bool       // segment ids with a file
+	good     [][16]byte            // the files to index
+	changed  bool                  // next differs from the manifest on disk
+}
+
 // reconcile checks the segment files against the verified manifest body,
 // records per-segment problems, finishes what a crash interrupted, and
 // writes the manifest back if anything changed.
 func (db *DB) reconcile(ctx context.Context, tenant string, body *manifestBody, mk []byte, files [][16]byte, rep *RecoveryReport) error {
-	next := body.clone()
-	problems, lost := map[string]error{}, map[string]error{}
-	used := map[string][][16]byte{} // slot key URI on disk -> the files naming it
-	changed := false
-	var good [][16]byte
-	present := map[string]bool{}
+	rc := &reconciliation{tenant: tenant, next: body.clone(), problems: map[string]error{}, lost: map[string]error{},
+		used: map[string][][16]byte{}, present: map[string]bool{}}
 	for _, id := range files {
-		hexID := segHex(id)
-		present[hexID] = true
-		e := next.entry(hexID)
-		if e == nil {
-			uri, err := db.unlistedSegment(tenant, id, rep)
-			if err != nil {
-				problems[hexID] = err
-			}
-			if uri != "" {
-				// Its key counts too: a manifest forged to list none of the
-				// tenant's real segments must still prove it holds their keys.
-				used[uri] = append(used[uri], id)
-			}
-			continue
-		}
-		c, keyURI, err := db.reconcileSegment(ctx, tenant, id, e, rep)
-		changed = changed || c
-		if keyURI != "" {
-			used[keyURI] = append(used[keyURI], id)
-		}
-		if e.State == segDeleting {
-			continue
-		}
-		if err != nil && c && errors.Is(err, ErrSegmentLoss) {
-			// A crashed writer's segment kept fewer blocks than recorded:
-			// what remains is authentic and served; the loss is reported.
-			lost[hexID] = err
-		} else if err != nil {
-			problems[hexID] = err
-			continue
-		}
-		good = append(good, id)
+		db.reconcileFile(ctx, rc, id, rep)
 	}
-	kept := next.Segments[:0]
-	for _, e := range next.Segments {
-		switch {
-		case present[e.ID] && e.State != segDeleting:
-		case e.State == segDeleting:
-			changed = true // retention finished removing it
-			continue
-		default:
-			problems[e.ID] = fmt.Errorf("%w: segment %s (%s, %d blocks, %d bytes) is gone", ErrSegmentLoss, e.ID, e.State, e.Blocks, e.Size)
-		}
-		kept = append(kept, e)
-	}
-	next.Segments = kept
-	indexKeys, err := db.forgottenSegments(tenant, present, next, problems)
+	rc.dropGone()
+	indexKeys, err := db.forgottenSegments(tenant, rc.present, rc.next, rc.problems)
 	if err != nil {
 		return err
 	}
-	for _, m := range []map[string]error{problems, lost} {
+	for _, m := range []map[string]error{rc.problems, rc.lost} {
 		for id, err := range m {
 			rep.Damaged = append(rep.Damaged, fmt.Sprintf("tenant %s segment %s: %v", tenant, id, err))
 		}
 	}
-	proven, err := db.provenKeys(ctx, tenant, used, problems)
-	if err != nil {
+	if err := db.checkKeys(ctx, rc, mk, indexKeys); err != nil {
 		db.manifests.set(tenant, &tenantManifest{damaged: err})
+		return err
+	}
+	db.manifests.set(tenant, &tenantManifest{body: rc.next.clone(), problems: rc.problems, lost: rc.lost})
+	if rc.changed {
+		if err := db.commitManifest(ctx, tenant, rc.next); err != nil {
+			rep.Unverified = append(rep.Unverified, fmt.Sprintf("tenant %s: manifest update deferred: %v", tenant, err))
+		}
+	}
+	return db.syncIndex(tenant, rc.good, false, rep, rc.problems)
+}
+
+// reconcileFile checks one segment file against its manifest entry (or
+// its absence) and files the result in rc.
+func (db *DB) reconcileFile(ctx context.Context, rc *reconciliation, id [16]byte, rep *RecoveryReport) {
+	hexID := segHex(id)
+	rc.present[hexID] = true
+	e := rc.next.entry(hexID)
+	if e == nil {
+		uri, err := db.unlistedSegment(rc.tenant, id, rep)
+		if err != nil {
+			rc.problems[hexID] = err
+		}
+		// Its key counts too: a manifest forged to list none of the
+		// tenant's real segments must still prove it holds their keys.
+		rc.use(uri, id)
+		return
+	}
+	c, keyURI, err := db.reconcileSegment(ctx, rc.tenant, id, e, rep)
+	rc.changed = rc.changed || c
+	rc.use(keyURI, id)
+	switch {
+	case e.State == segDeleting:
+	case err != nil && c && errors.Is(err, ErrSegmentLoss):
+		// A crashed writer's segment kept fewer blocks than recorded:
+		// what remains is authentic and served; the loss is reported.
+		rc.lost[hexID] = err
+		rc.good = append(rc.good, id)
+	case err != nil:
+		rc.problems[hexID] = err
+	default:
+		rc.good = append(rc.good, id)
+	}
+}
+
+func (rc *reconciliation) use(uri string, id [16]byte) {
+	if uri != "" {
+		rc.used[uri] = append(rc.used[uri], id)
+	}
+}
+
+// dropGone drops the entries retention finished deleting and reports the
+// listed segments whose file is gone (they stay listed).
+func (rc *reconciliation) dropGone() {
+	kept := rc.next.Segments[:0]
+	for _, e := range rc.next.Segments {
+		switch {
+		case rc.present[e.ID] && e.State != segDeleting:
+		case e.State == segDeleting:
+			rc.changed = true // retention finished removing it
+			continue
+		default:
+			rc.problems[e.ID] = fmt.Errorf("%w: segment %s (%s, %d blocks, %d bytes) is gone", ErrSegmentLoss, e.ID, e.State, e.Blocks, e.Size)
+		}
+		kept = append(kept, e)
+	}
+	rc.next.Segments = kept
+}
+
+// checkKeys checks that every key proven to wrap the tenant's data, and
+// every key the index recorded for a segment that vanished (indexKeys),
+// wraps the manifest key (checkWraps).
+func (db *DB) checkKeys(ctx context.Context, rc *reconciliation, mk []byte, indexKeys map[string]bool) error {
+	proven, err := db.provenKeys(ctx, rc.tenant, rc.used, rc.problems)
+	if err != nil {
 		return err
 	}
 	for uri := range indexKeys {
 		proven[uri] = true // must wrap the manifest key too (tolerated if unusable)
 	}
-	if err := db.checkWraps(ctx, tenant, next, mk, proven); err != nil {
-		db.manifests.set(tenant, &tenantManifest{damaged: err})
-		return err
-	}
-	db.manifests.set(tenant, &tenantManifest{body: next.clone(), problems: problems, lost: lost})
-	if changed {
-		if err := db.commitManifest(ctx, tenant, next); err != nil {
-			rep.Unverified = append(rep.Unverified, fmt.Sprintf("tenant %s: manifest update deferred: %v", tenant, err))
-		}
-	}
-	return db.syncIndex(tenant, good, false, rep, problems)
+	return db.checkWraps(ctx, rc.tenant, rc.next, mk, proven)
 }
 
 // reconcileSegment checks one listed segment file. A sealed segment must
@@ -111,7 +138,7 @@ func (db *DB) reconcileSegment(ctx context.Context, tenant string, id [16]byte, 
 	switch e.State {
 	case segDeleting:
 		db.readers.invalidate(path)
-		if err := db.fs.Remove(path); err != nil && !errors.Is(err, vfs.ErrNotExist) {
+		if err := removeIfExists(db.fs, path); err != nil {
 			return false, "", err
 		}
 		return true, "", nil
@@ -217,7 +244,7 @@ func (db *DB) openListed(tenant string, id [16]byte, e *manifestEntry) (*segment
 func checkIdentity(h segment.Header, id [16]byte, e *manifestEntry) error {
 	switch {
 	case h.ID != id:
-		return fmt.Errorf("%w: file %s.lss holds segment %s", ErrSegmentTampered, e.ID, segHex(h.ID))
+		return fmt.Errorf("%w: file %s holds segment %s", ErrSegmentTampered, segmentFileName(e.ID), segHex(h.ID))
 	case h.Version != e.Version:
 		return fmt.Errorf("%w: segment %s has format version %d, the manifest recorded %d", ErrSegmentTampered, e.ID, h.Version, e.Version)
 	case h.Cipher != segment.CipherAES256GCM:
@@ -363,6 +390,12 @@ func (db *DB) adoptLegacy(ctx context.Context, tenant string, files [][16]byte) 
 	return db.commitManifest(ctx, tenant, body)
 }
 
+// segmentDEK unwraps the DEK of the segment with header h from its active
+// key slot (zero it).
+func (db *DB) segmentDEK(ctx context.Context, tenant string, h segment.Header) ([]byte, error) {
+	return db.cache.Unwrap(ctx, h.Slot.KeyURI, h.Slot.Wrapped, keys.SegmentContext(tenant, segHex(h.ID)))
+}
+
 // authenticSlot proves that the segment's active key slot was written by a
 // holder of its DEK: the slot's key unwraps a DEK that matches the key
 // commitment (and, version 2, the slot MAC). Only then may its key URI be
@@ -371,7 +404,7 @@ func (db *DB) authenticSlot(ctx context.Context, tenant, path string, h segment.
 	if id, ok := segmentIDOfPath(path); !ok || id != h.ID {
 		return fmt.Errorf("%w: %s holds segment %s", ErrSegmentTampered, path, segHex(h.ID))
 	}
-	dek, err := db.cache.Unwrap(ctx, h.Slot.KeyURI, h.Slot.Wrapped, keys.SegmentContext(tenant, segHex(h.ID)))
+	dek, err := db.segmentDEK(ctx, tenant, h)
 	if err != nil {
 		return err
 	}
@@ -385,7 +418,7 @@ func (db *DB) authenticSlot(ctx context.Context, tenant, path string, h segment.
 // back-dated frame headers.
 func (db *DB) authenticateBlocks(ctx context.Context, tenant string, r *segment.Reader) error {
 	h := r.Header()
-	dek, err := db.cache.Unwrap(ctx, h.Slot.KeyURI, h.Slot.Wrapped, keys.SegmentContext(tenant, segHex(h.ID)))
+	dek, err := db.segmentDEK(ctx, tenant, h)
 	if err != nil {
 		return err
 	}

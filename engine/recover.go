@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/cockroachdb/pebble/v2"
-
 	"github.com/logstore/logstore/keys"
 	"github.com/logstore/logstore/segment"
 	"github.com/logstore/logstore/vfs"
@@ -36,10 +34,6 @@ func (db *DB) recover() (RecoveryReport, error) {
 	db.stats.recovered.Add(uint64(rep.SegmentsSealed))
 	db.stats.replayedBlocks.Add(uint64(rep.BlocksReplayed))
 	return rep, nil
-}
-
-func (db *DB) readOpts(tenant string) *segment.ReadOptions {
-	return &segment.ReadOptions{FS: db.fs, Tenant: tenant, AllowPlaintext: db.opts.Plaintext}
 }
 
 // manifestDamage reports whether err means the manifest itself is bad
@@ -98,55 +92,18 @@ func (db *DB) syncIndex(tenant string, files [][16]byte, recoverFirst bool, rep 
 	seen := map[[16]byte]bool{}
 	for _, id := range files {
 		seen[id] = true
-		path := db.segPath(tenant, id)
 		st := states[id]
 		if st == nil {
 			st = &SegmentInfo{V: stateVersion, Tenant: tenant, ID: segHex(id)}
 		}
-		if recoverFirst {
-			res, rerr := segment.Recover(path, db.readOpts(tenant))
-			if rerr != nil && !errors.Is(rerr, segment.ErrCorrupt) {
-				rep.Damaged = append(rep.Damaged, fmt.Sprintf("tenant %s segment %s: %v", tenant, segHex(id), rerr))
-				continue
-			}
-			if res.Sealed {
-				rep.SegmentsSealed++
-				rep.TruncatedBytes += res.TruncatedBytes
-			}
-			if rerr != nil {
-				st.Damaged = rerr.Error()
-				rep.Damaged = append(rep.Damaged, rerr.Error())
-			}
-		}
-		r, err := segment.Open(path, db.readOpts(tenant))
-		if err != nil {
-			rep.Damaged = append(rep.Damaged, fmt.Sprintf("tenant %s segment %s: %v", tenant, segHex(id), err))
+		if recoverFirst && !db.recoverSegment(tenant, id, st, rep) {
 			continue
 		}
-		n := len(r.Blocks())
-		switch {
-		case st.Blocks > n:
-			ahead = true
-		case st.Blocks < n || !st.Sealed && r.Sealed():
-			// Metadata about to be indexed without a key: a sealed segment
-			// must match its manifest digest first.
-			if tm := db.manifests.get(tenant); tm != nil {
-				if e := tm.entry(segHex(id)); e != nil && e.State == segSealed {
-					if err := checkDigest(r, e); err != nil {
-						rep.Damaged = append(rep.Damaged, fmt.Sprintf("tenant %s segment %s: %v", tenant, segHex(id), err))
-						_ = r.Close()
-						continue
-					}
-				}
-			}
-			replayed, err := db.indexBlocks(r, st, st.Blocks)
-			rep.BlocksReplayed += replayed
-			if err != nil {
-				_ = r.Close()
-				return err
-			}
+		behind, err := db.replaySegment(tenant, id, st, rep)
+		if err != nil {
+			return err
 		}
-		_ = r.Close()
+		ahead = ahead || behind
 	}
 	for id := range states {
 		if !seen[id] && refused[segHex(id)] == nil {
@@ -160,137 +117,65 @@ func (db *DB) syncIndex(tenant string, files [][16]byte, recoverFirst bool, rep 
 	return nil
 }
 
-// indexBlocks indexes blocks [from, n) of r into the index, updating st and
-// storing it in the same batch, so the index never claims a block it lacks.
-func (db *DB) indexBlocks(r *segment.Reader, st *SegmentInfo, from int) (int, error) {
-	h := r.Header()
-	st.Sealed = r.Sealed()
-	st.KeyURI, st.KeyGen, st.Created, st.Size = h.Slot.KeyURI, h.Slot.Generation, h.Created, r.Size()
-	b := db.idx.NewBatch()
-	defer b.Close()
-	replayed := 0
-	blocks := r.Blocks()
-	for i := from; i < len(blocks); i++ {
-		blk, err := r.ReadMeta(i)
-		if err != nil {
-			return replayed, err
-		}
-		for j, raw := range blk.Meta {
-			loc := Locator{Segment: h.ID, Offset: blk.Info.Offset, Seq: blk.Info.Seq, Index: j}
-			if err := indexOne(b, h.Tenant, raw, loc, st); err != nil {
-				return replayed, fmt.Errorf("%s block %d record %d: %w", r.Path(), i, j, err)
-			}
-		}
-		st.RawBytes += int64(blk.Info.RawLen)
-		st.Blocks = i + 1
-		replayed++
-		if b.Len() > 4<<20 {
-			if err := db.commitState(b, st); err != nil {
-				return replayed, err
-			}
-			b.Reset()
-		}
+// recoverSegment truncates a segment of a store without manifests to its
+// last valid block and seals it; false when it cannot be recovered at all
+// (reported, not indexed). A damaged tail is recorded in st.
+func (db *DB) recoverSegment(tenant string, id [16]byte, st *SegmentInfo, rep *RecoveryReport) bool {
+	res, err := segment.Recover(db.segPath(tenant, id), db.readOpts(tenant))
+	if err != nil && !errors.Is(err, segment.ErrCorrupt) {
+		rep.Damaged = append(rep.Damaged, fmt.Sprintf("tenant %s segment %s: %v", tenant, segHex(id), err))
+		return false
 	}
-	return replayed, db.commitState(b, st)
-}
-
-func (db *DB) commitState(b *pebble.Batch, st *SegmentInfo) error {
-	if err := putState(b, st); err != nil {
-		return err
+	if res.Sealed {
+		rep.SegmentsSealed++
+		rep.TruncatedBytes += res.TruncatedBytes
 	}
-	// On a full disk a replay commit could wait inside Pebble until space
-	// returns: refuse it instead (the blocks are replayed on a later Open).
-	if err := db.indexWritable(); err != nil && !db.indexRoom(b.Len()) {
-		return err
-	}
-	return db.indexErr(b.Commit(pebble.NoSync))
-}
-
-// indexOne adds the index entries of one record's metadata to b, built as
-// the writer builds them (stageIndex), so replay and live writes agree.
-func indexOne(b *pebble.Batch, tenant string, raw []byte, loc Locator, st *SegmentInfo) error {
-	var m Meta
-	kind, err := decodeMeta(raw, &m)
 	if err != nil {
-		return err
+		st.Damaged = err.Error()
+		rep.Damaged = append(rep.Damaged, err.Error())
 	}
-	for _, e := range stageIndex(nil, tenant, &m, raw, loc, kind == kindPayload, st) {
-		if err := b.Set(e.k, e.v, nil); err != nil {
-			return err
-		}
-	}
-	return nil
+	return true
 }
 
-// Reindex rebuilds the whole index from the segments alone; no key is needed
-// because it reads only the blocks' plaintext metadata sections. Tenant
-// configuration (linked keys, retention) is kept.
-func (db *DB) Reindex() (RecoveryReport, error) {
-	var rep RecoveryReport
-	err := db.withWriterPaused(func() error {
-		tenants, err := db.listTenants()
-		if err != nil {
-			return err
-		}
-		for _, t := range tenants {
-			if err := db.reindexTenant(t); err != nil {
-				return err
-			}
-			rep.TenantsReindexed++
-		}
-		return nil
-	})
-	return rep, err
-}
-
-func (db *DB) reindexTenant(tenant string) error {
-	if err := db.deleteTenantIndex(tenant, false); err != nil {
-		return err
-	}
-	files, err := db.listSegmentFiles(tenant)
-	if err != nil {
-		return err
-	}
-	for _, id := range files {
-		r, err := db.openForIndex(tenant, id)
-		if err != nil {
-			continue // refused: reported by Open and Verify, never indexed
-		}
-		st := &SegmentInfo{V: stateVersion, Tenant: tenant, ID: segHex(id)}
-		if te := r.TailError(); te != nil {
-			st.Damaged = te.Error()
-		}
-		_, err = db.indexBlocks(r, st, 0)
-		_ = r.Close()
-		if err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// openForIndex opens a segment whose plaintext metadata is about to be
-// indexed without a key: it must be allowed by the manifest and, when
-// sealed, match the manifest's digest, so edited metadata never reaches the
-// index.
-func (db *DB) openForIndex(tenant string, id [16]byte) (*segment.Reader, error) {
+// replaySegment indexes the blocks of segment id that the index (st) lacks,
+// and its seal. It reports whether the file holds fewer blocks than the
+// index claims (the tenant is then reindexed).
+func (db *DB) replaySegment(tenant string, id [16]byte, st *SegmentInfo, rep *RecoveryReport) (shorter bool, err error) {
 	r, err := segment.Open(db.segPath(tenant, id), db.readOpts(tenant))
 	if err != nil {
-		return nil, err
+		rep.Damaged = append(rep.Damaged, fmt.Sprintf("tenant %s segment %s: %v", tenant, segHex(id), err))
+		return false, nil
 	}
-	if err := db.segmentAllowed(tenant, r.Path(), r.Header()); err != nil {
-		_ = r.Close()
-		return nil, err
+	defer r.Close()
+	n := len(r.Blocks())
+	switch {
+	case st.Blocks > n:
+		return true, nil
+	case st.Blocks == n && (st.Sealed || !r.Sealed()):
+		return false, nil // up to date
 	}
-	if tm := db.manifests.get(tenant); tm != nil && tm.body != nil {
-		if e := tm.entry(segHex(id)); e != nil && e.State == segSealed {
-			if err := checkDigest(r, e); err != nil {
-				_ = r.Close()
-				return nil, err
-			}
-		}
+	// Metadata about to be indexed without a key: a sealed segment must
+	// match its manifest digest first.
+	if err := db.checkSealedDigest(tenant, id, r); err != nil {
+		rep.Damaged = append(rep.Damaged, fmt.Sprintf("tenant %s segment %s: %v", tenant, segHex(id), err))
+		return false, nil
 	}
-	return r, nil
+	replayed, err := db.indexBlocks(r, st, st.Blocks)
+	rep.BlocksReplayed += replayed
+	return false, err
+}
+
+// checkSealedDigest checks a segment the manifest lists as sealed against
+// the digest the manifest recorded; any other segment passes.
+func (db *DB) checkSealedDigest(tenant string, id [16]byte, r *segment.Reader) error {
+	tm := db.manifests.get(tenant)
+	if tm == nil {
+		return nil
+	}
+	if e := tm.entry(segHex(id)); e != nil && e.State == segSealed {
+		return checkDigest(r, e)
+	}
+	return nil
 }
 
 func checkDigest(r *segment.Reader, e *manifestEntry) error {
@@ -302,25 +187,4 @@ func checkDigest(r *segment.Reader, e *manifestEntry) error {
 		return fmt.Errorf("%w: segment %s's content differs from the digest the manifest recorded", ErrSegmentTampered, e.ID)
 	}
 	return nil
-}
-
-// deleteTenantIndex removes a tenant's derived index entries (and its
-// configuration too when all is set).
-func (db *DB) deleteTenantIndex(tenant string, all bool) error {
-	b := db.idx.NewBatch()
-	defer b.Close()
-	kinds := []byte{keySegment, keyRecord, keyTime, keyIndex, keyPayload}
-	if all {
-		kinds = append(kinds, keyConfig, keyManifestSeq)
-	}
-	for _, k := range kinds {
-		p := tenantPrefix(k, tenant)
-		if err := b.DeleteRange(p, prefixEnd(p), nil); err != nil {
-			return err
-		}
-	}
-	if err := b.Commit(pebble.NoSync); err != nil {
-		return err
-	}
-	return db.durableIndex()
 }

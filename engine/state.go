@@ -3,12 +3,9 @@ package engine
 import (
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"regexp"
 	"time"
-
-	"github.com/cockroachdb/pebble/v2"
 )
 
 var tenantRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
@@ -89,33 +86,31 @@ func segHex(id [16]byte) string { return hex.EncodeToString(id[:]) }
 
 // segmentStates loads every 's' value of a tenant.
 func (db *DB) segmentStates(tenant string) (map[[16]byte]*SegmentInfo, error) {
-	p := tenantPrefix(keySegment, tenant)
-	it, err := db.idx.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
-	if err != nil {
-		return nil, err
-	}
-	defer it.Close()
 	out := map[[16]byte]*SegmentInfo{}
-	for it.First(); it.Valid(); it.Next() {
+	err := db.index.scanPrefix(tenantPrefix(keySegment, tenant), func(_, v []byte) error {
 		st := &SegmentInfo{}
-		if err := decodeJSONValue(it.Value(), st, "segment state"); err != nil {
-			return nil, err
+		if err := decodeJSONValue(v, st, "segment state"); err != nil {
+			return err
 		}
 		id, err := st.segID()
 		if err != nil {
-			return nil, err
+			return err
 		}
 		out[id] = st
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	return out, it.Error()
+	return out, nil
 }
 
-func putState(b *pebble.Batch, st *SegmentInfo) error {
+func putState(b *indexBatch, st *SegmentInfo) error {
 	k, v, err := stateKV(st)
 	if err != nil {
 		return err
 	}
-	return b.Set(k, v, nil)
+	return b.set(k, v)
 }
 
 func stateKV(st *SegmentInfo) ([]byte, []byte, error) {
@@ -135,14 +130,13 @@ func stateKV(st *SegmentInfo) ([]byte, []byte, error) {
 // kept in the index.
 func (db *DB) loadLegacyConfig(tenant string) (tenantConfig, error) {
 	var c tenantConfig
-	v, closer, err := db.idx.Get(tenantPrefix(keyConfig, tenant))
-	if errors.Is(err, pebble.ErrNotFound) {
-		return tenantConfig{V: stateVersion}, nil
-	}
+	v, found, err := db.index.get(tenantPrefix(keyConfig, tenant))
 	if err != nil {
 		return c, err
 	}
-	defer closer.Close()
+	if !found {
+		return tenantConfig{V: stateVersion}, nil
+	}
 	err = decodeJSONValue(v, &c, "tenant config")
 	return c, err
 }

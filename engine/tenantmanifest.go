@@ -8,11 +8,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"sync"
 	"time"
-
-	"github.com/cockroachdb/pebble/v2"
 
 	"github.com/logstore/logstore/keys"
 	"github.com/logstore/logstore/segment"
@@ -82,10 +79,6 @@ func (m *manifests) set(tenant string, tm *tenantManifest) {
 		return
 	}
 	m.byTenant[tenant] = tm
-}
-
-func (db *DB) manifestPath(tenant string) string {
-	return filepath.Join(db.segDir(tenant), manifestFile)
 }
 
 // readManifest reads and authenticates a tenant's manifest, returning the
@@ -279,11 +272,10 @@ func manifestSeqValue(tenant string, seq uint64, mk []byte) []byte {
 // indexedManifestSeq returns the sequence the index recorded for tenant,
 // if its MAC verifies under mk (nil mk: presence only, unauthenticated).
 func (db *DB) indexedManifestSeq(tenant string, mk []byte) (uint64, bool) {
-	v, closer, err := db.idx.Get(manifestSeqKey(tenant))
-	if err != nil {
-		return 0, false
+	v, found, err := db.index.get(manifestSeqKey(tenant))
+	if err != nil || !found {
+		return 0, false // read as missing: the check is an extra line of defence
 	}
-	defer closer.Close()
 	if len(v) != 8+16 {
 		return 0, false
 	}
@@ -297,7 +289,9 @@ func (db *DB) indexedManifestSeq(tenant string, mk []byte) (uint64, bool) {
 func (db *DB) recordManifestSeq(tenant string, seq uint64, mk []byte) {
 	// Best effort: the index is derived and may be lost; the rollback check
 	// is an extra line of defence, not the guarantee (docs/security.md).
-	_ = db.idx.Set(manifestSeqKey(tenant), manifestSeqValue(tenant, seq, mk), pebble.NoSync)
+	if err := db.index.set(manifestSeqKey(tenant), manifestSeqValue(tenant, seq, mk)); err != nil {
+		db.stats.manifestSeqFailures.Add(1)
+	}
 }
 
 // segmentAllowed says whether the segment with header h may be served for

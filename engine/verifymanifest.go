@@ -65,7 +65,7 @@ func (db *DB) manifestGaps(tenant string) []SegmentCheck {
 		}
 	}
 	for id, err := range tm.lost {
-		out = append(out, SegmentCheck{Tenant: tenant, Path: db.manifestPath(tenant) + "#" + id, OpenErr: err})
+		out = append(out, SegmentCheck{Tenant: tenant, Path: lostBlocksPath(db.manifestPath(tenant), id), OpenErr: err})
 	}
 	return out
 }

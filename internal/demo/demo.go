@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -86,7 +85,7 @@ func Run(ctx context.Context, dir string, out io.Writer, p Printer) (err error) 
 	ts := st.Tenants[Tenant]
 	fmt.Fprintf(out, "== 1. ingest: %d request logs replayed from real HAR captures (Chrome, Firefox, Safari, Charles, ...)\n", res.Stored)
 	fmt.Fprintf(out, "   tenant %q, key %s (master key file %s, mode 0600; no AWS account needed)\n", Tenant,
-		strings.Join(ts.KeysInUse, ","), filepath.Join(dir, "keys", Tenant+".key"))
+		strings.Join(ts.KeysInUse, ","), engine.LocalKeyPath(dir, Tenant))
 	fmt.Fprintf(out, "   store now holds %d records (%d with payloads) in %d encrypted segment(s): %d bytes raw -> %d bytes on disk (zstd + AES-256-GCM)\n",
 		ts.Records, ts.Payloads, ts.Segments, ts.RawBytes, ts.StoredBytes)
 

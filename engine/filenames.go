@@ -1,0 +1,135 @@
+package engine
+
+// Every name the engine gives a file or directory under the data directory
+// DIR. docs/format/README.md draws the tree, says what writes each file and
+// links its format.
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+const (
+	// lockFileName is DIR/LOCK, held by the process that has the store open.
+	lockFileName = "LOCK"
+	// segmentsDirName is DIR/segments: one directory per tenant holding its
+	// segment files and its manifest (the source of truth).
+	segmentsDirName = "segments"
+	// segmentExt ends a segment file's name: HEXID.lss.
+	segmentExt = ".lss"
+	// manifestFile is a tenant's manifest, DIR/segments/TENANT/MANIFEST. It
+	// is replaced by vfs.WriteFileAtomic, which writes MANIFEST.tmp first.
+	manifestFile = "MANIFEST"
+	// indexDirName is DIR/index, the Pebble index (Options.IndexDir moves it).
+	indexDirName = "index"
+	// keysDirName is DIR/keys, the embedded local key provider's master keys.
+	keysDirName = "keys"
+	// localKeyExt ends a local master key's file name: NAME.key for
+	// local://NAME (the naming of package keys' Local provider).
+	localKeyExt = ".key"
+	// auditDirName and auditLogName make DIR/audit/keys.log, the key audit
+	// trail.
+	auditDirName = "audit"
+	auditLogName = "keys.log"
+	// auditAsideInfix names a corrupt audit trail set aside by Open:
+	// keys.log.corrupt-UNIXNANO.
+	auditAsideInfix = ".corrupt-"
+	// lostBlocksSep joins a manifest's path and a segment id in the path of
+	// a Verify report about blocks a crash cut off an active segment
+	// (MANIFEST#HEXID); no such file exists.
+	lostBlocksSep = "#"
+)
+
+func lockPathOf(dir string) string     { return filepath.Join(dir, lockFileName) }
+func segmentsDirOf(dir string) string  { return filepath.Join(dir, segmentsDirName) }
+func indexDirOf(dir string) string     { return filepath.Join(dir, indexDirName) }
+func keysDirOf(dir string) string      { return filepath.Join(dir, keysDirName) }
+func tenantDirOf(dir, t string) string { return filepath.Join(segmentsDirOf(dir), t) }
+
+// AuditPath is where the data directory dir keeps its key audit trail
+// (docs/format/audit.md).
+func AuditPath(dir string) string { return filepath.Join(dir, auditDirName, auditLogName) }
+
+// LocalKeyPath is the file of the local master key local://name in the data
+// directory dir (docs/format/local-key.md); a tenant's default key is
+// local://TENANT.
+func LocalKeyPath(dir, name string) string { return filepath.Join(keysDirOf(dir), name+localKeyExt) }
+
+// auditAsidePath is where a corrupt audit trail found at time t is moved.
+func auditAsidePath(dir string, t time.Time) string {
+	return fmt.Sprintf("%s%s%d", AuditPath(dir), auditAsideInfix, t.UnixNano())
+}
+
+func segmentFileName(hexID string) string { return hexID + segmentExt }
+
+// segmentIDOfPath returns the id of a segment file path (or name).
+func segmentIDOfPath(path string) ([16]byte, bool) {
+	h, ok := strings.CutSuffix(filepath.Base(path), segmentExt)
+	if !ok {
+		return [16]byte{}, false
+	}
+	id, err := (&SegmentInfo{ID: h}).segID()
+	return id, err == nil
+}
+
+// lostBlocksPath names a report of acknowledged blocks segment hexID lost.
+func lostBlocksPath(manifest, hexID string) string { return manifest + lostBlocksSep + hexID }
+
+// segmentIDOfLostBlocks returns the segment a lostBlocksPath names.
+func segmentIDOfLostBlocks(path string) ([16]byte, bool) {
+	_, hexID, ok := strings.Cut(path, lostBlocksSep)
+	if !ok {
+		return [16]byte{}, false
+	}
+	return segmentIDOfPath(segmentFileName(hexID))
+}
+
+func (db *DB) segDir(tenant string) string { return tenantDirOf(db.dir, tenant) }
+
+func (db *DB) segPath(tenant string, id [16]byte) string {
+	return filepath.Join(db.segDir(tenant), segmentFileName(segHex(id)))
+}
+
+func (db *DB) manifestPath(tenant string) string {
+	return filepath.Join(db.segDir(tenant), manifestFile)
+}
+
+func (db *DB) auditPath() string { return AuditPath(db.dir) }
+
+// Pebble's own names in the index directory (its file names are not
+// configurable): a rebuild deletes only these, and indexFS paces the
+// creation of tables and reserves space for a MANIFEST.
+const (
+	pebbleTableExt       = ".sst"
+	pebbleBlobExt        = ".blob"
+	pebbleManifestPrefix = "MANIFEST-"
+)
+
+var (
+	pebbleFileExts     = []string{pebbleTableExt, ".log", pebbleBlobExt, ".dbtmp"}
+	pebbleFilePrefixes = []string{pebbleManifestPrefix, "OPTIONS-", "marker."}
+	pebbleFileNames    = []string{"LOCK", "CURRENT"}
+)
+
+// isPebbleFile matches the names Pebble gives its files, so a rebuild never
+// deletes anything else from a directory given as Options.IndexDir.
+func isPebbleFile(name string) bool {
+	for _, s := range pebbleFileExts {
+		if strings.HasSuffix(name, s) {
+			return true
+		}
+	}
+	for _, p := range pebbleFilePrefixes {
+		if strings.HasPrefix(name, p) {
+			return true
+		}
+	}
+	for _, n := range pebbleFileNames {
+		if name == n {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,119 @@
+package engine
+
+// Stats: per-tenant figures read from the index, and the engine's counters.
+
+import (
+	"sort"
+	"sync/atomic"
+
+	"github.com/logstore/logstore/keys"
+)
+
+// Stats are per-tenant and engine-wide figures.
+type Stats struct {
+	Tenants         map[string]TenantStats
+	DEKCache        keys.CacheStats
+	AppendedRecords uint64
+	GroupCommits    uint64
+	BlocksWritten   uint64
+	SegmentsCreated uint64
+	BlocksReplayed  uint64
+	// CheckpointFailures counts manifest checkpoints of active segments that
+	// could not be written (disk full, key unreachable): the records were
+	// durable, but a truncation of the active segment's tail since the last
+	// checkpoint would go unreported.
+	CheckpointFailures uint64
+	// Failures the engine tolerates on purpose, counted so none goes
+	// unnoticed:
+	//
+	// SegmentsAbandoned counts active segments given up after a write or
+	// fsync error (the appends of that group failed; recovery seals what
+	// the segment holds). AbandonRepairsDeferred counts those the writer
+	// could not truncate, seal and index at once: the next Open does.
+	SegmentsAbandoned      uint64
+	AbandonRepairsDeferred uint64
+	// SealFailures counts seals of an active segment that failed where the
+	// caller went on (Close, a failed key check, retention, DeleteTenant):
+	// the next Open finishes them.
+	SealFailures uint64
+	// ManifestSeqFailures counts manifest sequence numbers the index could
+	// not record: its check against an older manifest put back is weaker
+	// until the next manifest write (docs/security.md).
+	ManifestSeqFailures uint64
+	// RetentionFailures counts background retention passes that failed;
+	// the next pass tries again (ApplyRetention returns the error).
+	RetentionFailures uint64
+	// CleanupFailures counts files a cleanup could not remove: a new
+	// segment file whose manifest listing failed (Open removes it as
+	// debris), a deleted tenant's directory.
+	CleanupFailures uint64
+}
+
+// TenantStats summarise one tenant's storage.
+type TenantStats struct {
+	Segments    int
+	Records     int
+	Payloads    int
+	RawBytes    int64 // before compression
+	StoredBytes int64 // segment files on disk
+	KeysInUse   []string
+}
+
+// Stats reads the figures from the index and the counters.
+func (db *DB) Stats() (Stats, error) {
+	s := Stats{Tenants: map[string]TenantStats{}, DEKCache: db.cache.Stats(),
+		AppendedRecords: db.stats.appendedRecords.Load(), GroupCommits: db.stats.groupCommits.Load(),
+		BlocksWritten: db.stats.blocksWritten.Load(), SegmentsCreated: db.stats.segmentsCreated.Load(),
+		BlocksReplayed: db.stats.replayedBlocks.Load(), CheckpointFailures: db.stats.checkpointFailures.Load(),
+		SegmentsAbandoned: db.stats.segmentsAbandoned.Load(), AbandonRepairsDeferred: db.stats.abandonRepairsDeferred.Load(),
+		SealFailures: db.stats.sealFailures.Load(), ManifestSeqFailures: db.stats.manifestSeqFailures.Load(),
+		RetentionFailures: db.stats.retentionFailures.Load(), CleanupFailures: db.stats.cleanupFailures.Load()}
+	tenants, err := db.listTenants()
+	if err != nil {
+		return s, err
+	}
+	for _, t := range tenants {
+		states, err := db.segmentStates(t)
+		if err != nil {
+			return s, err
+		}
+		var ts TenantStats
+		uris := map[string]bool{}
+		for _, st := range states {
+			ts.Segments++
+			ts.Records += st.Records
+			ts.Payloads += st.Payloads
+			ts.RawBytes += st.RawBytes
+			ts.StoredBytes += st.Size
+			if st.KeyURI != "" && !uris[st.KeyURI] {
+				uris[st.KeyURI] = true
+				ts.KeysInUse = append(ts.KeysInUse, st.KeyURI)
+			}
+		}
+		sort.Strings(ts.KeysInUse)
+		s.Tenants[t] = ts
+	}
+	return s, nil
+}
+
+// dbStats are the counters behind Stats: atomics, bumped by the writer,
+// the indexer and the operations that tolerate a failure.
+type dbStats struct {
+	appendedRecords atomic.Uint64
+	appendedBytes   atomic.Uint64
+	groupCommits    atomic.Uint64
+	blocksWritten   atomic.Uint64
+	segmentsCreated atomic.Uint64
+	replayedBlocks  atomic.Uint64
+	recovered       atomic.Uint64
+	// checkpointFailures counts manifest checkpoints of an active segment
+	// that could not be written (the records were durable regardless).
+	checkpointFailures atomic.Uint64
+	// Failures tolerated on purpose (see Stats for each).
+	segmentsAbandoned      atomic.Uint64
+	abandonRepairsDeferred atomic.Uint64
+	sealFailures           atomic.Uint64
+	manifestSeqFailures    atomic.Uint64
+	retentionFailures      atomic.Uint64
+	cleanupFailures        atomic.Uint64
+}
