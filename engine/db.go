@@ -1,7 +1,3 @@
-// Package engine is logstore's embeddable storage engine: multi-tenant
-// append with group commit into encrypted segments, a Pebble index of the
-// plaintext metadata derived from those segments, recovery, retention and
-// crypto-shredding.
 package engine
 
 import (
@@ -12,14 +8,14 @@ import (
 	"sync"
 	"time"
 
-	"github.com/cockroachdb/pebble/v2"
-
 	"github.com/logstore/logstore/keys"
 	"github.com/logstore/logstore/segment"
 	"github.com/logstore/logstore/vfs"
 )
 
 // DB is an open data directory. Its methods are safe for concurrent use.
+// Tenant gives the data plane (Append, Get, Scan, Count), Admin the
+// operator plane; the package doc shows both.
 //
 // Layout of DIR (docs/format/README.md in the repository; every name is
 // spelled in filenames.go):
@@ -36,8 +32,7 @@ type DB struct {
 	fs    vfs.FS
 	codec segment.Codec
 	lock  io.Closer
-	index *index     // the Pebble index's owner (indexstore.go)
-	idx   *pebble.DB // index.db, read by read.go
+	index *index // the Pebble index's owner (indexstore.go)
 	cache *keys.Cache
 	local *keys.Local // nil when Options.Keys was supplied
 	audit *keys.AuditLog
@@ -117,7 +112,6 @@ func Open(dir string, o *Options) (*DB, error) {
 	if db.index, err = openIndex(dir, opts); err != nil {
 		return fail(err)
 	}
-	db.idx = db.index.db
 	provider := opts.Keys
 	if provider == nil {
 		local, err := keys.NewLocal(keys.LocalOptions{Dir: keysDirOf(dir), FS: db.fs, AutoCreate: !opts.RequireLinkedKey})

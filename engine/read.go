@@ -3,11 +3,8 @@ package engine
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"strings"
-
-	"github.com/cockroachdb/pebble/v2"
 
 	"github.com/logstore/logstore/keys"
 	"github.com/logstore/logstore/segment"
@@ -24,19 +21,27 @@ const (
 
 // getMeta returns a record's plaintext metadata from the index.
 func (db *DB) getMeta(tenant string, id ID) (*Meta, error) {
-	v, closer, err := db.idx.Get(recordKey(tenant, id))
-	if errors.Is(err, pebble.ErrNotFound) {
-		return nil, fmt.Errorf("%w: tenant %s has no record %s", ErrNotFound, tenant, id)
-	}
-	if err != nil {
-		return nil, db.indexErr(err)
-	}
-	defer closer.Close()
 	m := &Meta{}
-	if _, err := decodeRecordValue(v, m); err != nil {
+	found, err := db.index.view(recordKey(tenant, id), func(v []byte) error {
+		_, err := decodeRecordValue(v, m)
+		return err
+	})
+	if err := db.indexRead(found, err, tenant, id); err != nil {
 		return nil, err
 	}
 	return m, nil
+}
+
+// indexRead turns the outcome of reading a record's index entry into the
+// error a caller sees.
+func (db *DB) indexRead(found bool, err error, tenant string, id ID) error {
+	switch {
+	case err != nil:
+		return db.indexErr(err)
+	case !found:
+		return fmt.Errorf("%w: tenant %s has no record %s", ErrNotFound, tenant, id)
+	}
+	return nil
 }
 
 // get returns a record with the parts asked for decrypted (Tenant.Get).
@@ -72,52 +77,56 @@ func (db *DB) get(ctx context.Context, tenant string, id ID, parts Part) (*Recor
 			}
 			return rec, nil
 		}
-		v, closer, err := db.idx.Get(payloadKey(tenant, id))
-		if errors.Is(err, pebble.ErrNotFound) {
-			return nil, fmt.Errorf("%w: %w: payload of %s is missing from the index", ErrIndexMismatch, ErrCorrupt, id)
-		}
-		if err != nil {
-			return nil, db.indexErr(err)
-		}
-		loc, _, err := decodeLocator(v)
-		closer.Close()
-		if err != nil {
-			return nil, err
-		}
-		if err := db.readSealed(ctx, tenant, loc, id, func(meta, data []byte) (err error) {
-			var pm Meta
-			kind, err := decodeMeta(meta, &pm)
-			if err != nil {
-				return err
-			}
-			if kind != kindPayload || !pm.Time.Equal(m.Time) {
-				return fmt.Errorf("%w: %w: the payload entry of %s points at another record", ErrIndexMismatch, ErrCorrupt, id)
-			}
-			rec.Payload, err = decodeSealedPayload(data)
-			return err
-		}); err != nil {
+		if rec.Payload, err = db.getPayload(ctx, tenant, id, m); err != nil {
 			return nil, err
 		}
 	}
 	return rec, nil
 }
 
+// getPayload decrypts the payload of the record whose authenticated
+// metadata is m.
+func (db *DB) getPayload(ctx context.Context, tenant string, id ID, m *Meta) (*Payload, error) {
+	var loc Locator
+	found, err := db.index.view(payloadKey(tenant, id), func(v []byte) (err error) {
+		loc, _, err = decodeLocator(v)
+		return err
+	})
+	if err != nil {
+		return nil, db.indexErr(err)
+	}
+	if !found {
+		return nil, fmt.Errorf("%w: %w: payload of %s is missing from the index", ErrIndexMismatch, ErrCorrupt, id)
+	}
+	var p *Payload
+	err = db.readSealed(ctx, tenant, loc, id, func(meta, data []byte) (err error) {
+		var pm Meta
+		kind, err := decodeMeta(meta, &pm)
+		if err != nil {
+			return err
+		}
+		if kind != kindPayload || !pm.Time.Equal(m.Time) {
+			return fmt.Errorf("%w: %w: the payload entry of %s points at another record", ErrIndexMismatch, ErrCorrupt, id)
+		}
+		p, err = decodeSealedPayload(data)
+		return err
+	})
+	return p, err
+}
+
 // recordValue returns the locator and a copy of the encoded metadata of a
 // record's index entry.
-func (db *DB) recordValue(tenant string, id ID) (Locator, []byte, error) {
-	v, closer, err := db.idx.Get(recordKey(tenant, id))
-	if errors.Is(err, pebble.ErrNotFound) {
-		return Locator{}, nil, fmt.Errorf("%w: tenant %s has no record %s", ErrNotFound, tenant, id)
+func (db *DB) recordValue(tenant string, id ID) (loc Locator, meta []byte, err error) {
+	found, err := db.index.view(recordKey(tenant, id), func(v []byte) error {
+		var rest []byte
+		loc, rest, err = decodeLocator(v)
+		meta = append([]byte(nil), rest...)
+		return err
+	})
+	if err := db.indexRead(found, err, tenant, id); err != nil {
+		return Locator{}, nil, err
 	}
-	if err != nil {
-		return Locator{}, nil, db.indexErr(err)
-	}
-	defer closer.Close()
-	loc, rest, err := decodeLocator(v)
-	if err != nil {
-		return loc, nil, err
-	}
-	return loc, append([]byte(nil), rest...), nil
+	return loc, meta, nil
 }
 
 // indexMismatch describes how the index copy of a record's metadata

@@ -198,7 +198,7 @@ func (h *mergeHeap) open(db *DB, p []byte, o *ScanOptions) error {
 	if !ok {
 		return nil
 	}
-	it, err := db.idx.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	it, err := db.index.iter(lo, hi)
 	if err != nil {
 		return db.indexErr(err)
 	}
