@@ -21,13 +21,13 @@ func tamperRecord(t *testing.T, db *testDB, tenant string, id ID, edit func(*Met
 	m, loc := indexEntry(t, db, tenant, id)
 	edit(m)
 	v := appendMeta(appendLocator(nil, loc), m, kindLog)
-	require.NoError(t, db.idx.Set(recordKey(tenant, id), v, pebble.NoSync))
+	require.NoError(t, db.index.db.Set(recordKey(tenant, id), v, pebble.NoSync))
 }
 
 // indexEntry reads a record's index entry: its metadata and locator.
 func indexEntry(t *testing.T, db *testDB, tenant string, id ID) (*Meta, Locator) {
 	t.Helper()
-	v, closer, err := db.idx.Get(recordKey(tenant, id))
+	v, closer, err := db.index.db.Get(recordKey(tenant, id))
 	require.NoError(t, err)
 	defer closer.Close()
 	m := &Meta{}
@@ -161,31 +161,31 @@ func TestVerifyComparesTheIndexWithTheSegments(t *testing.T) {
 	// the log; 6. an index entry pointing into a segment that does not
 	// exist; 7. a secondary (status) entry removed; 8. a stale status entry.
 	tamperRecord(t, db, "acme", ids[1], func(m *Meta) { m.Status = otherStatus(m.Status) })
-	require.NoError(t, db.idx.Delete(recordKey("acme", ids[2]), pebble.NoSync))
+	require.NoError(t, db.index.db.Delete(recordKey("acme", ids[2]), pebble.NoSync))
 	m4, loc4 := indexEntry(t, db, "acme", ids[4])
 	ghost := ids[4]
 	ghost[15] ^= 0xff
 	forged := *m4
 	forged.ID = ghost
-	require.NoError(t, db.idx.Set(recordKey("acme", ghost), appendMeta(appendLocator(nil, loc4), &forged, kindLog), pebble.NoSync))
+	require.NoError(t, db.index.db.Set(recordKey("acme", ghost), appendMeta(appendLocator(nil, loc4), &forged, kindLog), pebble.NoSync))
 	require.NotNil(t, recs[6].Payload)
-	require.NoError(t, db.idx.Delete(payloadKey("acme", ids[6]), pebble.NoSync))
+	require.NoError(t, db.index.db.Delete(payloadKey("acme", ids[6]), pebble.NoSync))
 	require.NotNil(t, recs[9].Payload)
 	_, loc9 := indexEntry(t, db, "acme", ids[9])
-	require.NoError(t, db.idx.Set(payloadKey("acme", ids[9]), appendLocator(nil, loc9), pebble.NoSync))
+	require.NoError(t, db.index.db.Set(payloadKey("acme", ids[9]), appendLocator(nil, loc9), pebble.NoSync))
 	nowhere := ids[4]
 	nowhere[14] ^= 0xff
 	lost := *m4
 	lost.ID = nowhere
 	lostLoc := loc4
 	lostLoc.Segment[0] ^= 0xff
-	require.NoError(t, db.idx.Set(recordKey("acme", nowhere), appendMeta(appendLocator(nil, lostLoc), &lost, kindLog), pebble.NoSync))
+	require.NoError(t, db.index.db.Set(recordKey("acme", nowhere), appendMeta(appendLocator(nil, lostLoc), &lost, kindLog), pebble.NoSync))
 	m11, err := db.tn("acme").GetMeta(bg, ids[11])
 	require.NoError(t, err)
-	require.NoError(t, db.idx.Delete(append(statusPrefix("acme", m11.Status), timeKey("acme", m11.Time, m11.ID)[len(tenantPrefix(keyTime, "acme")):]...), pebble.NoSync))
+	require.NoError(t, db.index.db.Delete(append(statusPrefix("acme", m11.Status), timeKey("acme", m11.Time, m11.ID)[len(tenantPrefix(keyTime, "acme")):]...), pebble.NoSync))
 	m12, err := db.tn("acme").GetMeta(bg, ids[12])
 	require.NoError(t, err)
-	require.NoError(t, db.idx.Set(append(statusPrefix("acme", 999), timeKey("acme", m12.Time, m12.ID)[len(tenantPrefix(keyTime, "acme")):]...), nil, pebble.NoSync))
+	require.NoError(t, db.index.db.Set(append(statusPrefix("acme", 999), timeKey("acme", m12.Time, m12.ID)[len(tenantPrefix(keyTime, "acme")):]...), nil, pebble.NoSync))
 
 	checks, err = db.Admin().Verify(bg, "acme")
 	require.NoError(t, err)

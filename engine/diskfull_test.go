@@ -270,7 +270,7 @@ func TestIndexFilesArePrivate(t *testing.T) {
 		require.NoError(t, db.durableIndex()) // one sstable per round
 	}
 	check("after ingest and flushes")
-	require.NoError(t, db.idx.Compact(bg, []byte{0}, []byte{0xff}, true))
+	require.NoError(t, db.index.db.Compact(bg, []byte{0}, []byte{0xff}, true))
 	check("after a compaction")
 	require.NoError(t, db.Close())
 	check("after Close")

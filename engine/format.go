@@ -76,13 +76,14 @@ const (
 	stateVersion = 1
 )
 
-// Indexed fields: the byte that names each in an 'i' key. Append only.
+// Indexed fields: the byte that names each in an 'i' key (schema.go maps
+// them to fields). Append only.
 const (
-	FieldSessionID byte = 1
-	FieldTraceID   byte = 2
-	FieldStatus    byte = 3
-	FieldMethod    byte = 4
-	FieldRouteID   byte = 5
-	FieldServiceID byte = 6
-	FieldHost      byte = 7
+	idxSessionID byte = 1
+	idxTraceID   byte = 2
+	idxStatus    byte = 3
+	idxMethod    byte = 4
+	idxRouteID   byte = 5
+	idxServiceID byte = 6
+	idxHost      byte = 7
 )

@@ -12,7 +12,7 @@ func FuzzDecodeIndexKey(f *testing.F) {
 	f.Add(recordKey("acme", m.ID))
 	f.Add(segmentKey("a\x00b", [16]byte{1}))
 	indexEntries("acme", &m, func(k []byte) { f.Add(k) })
-	f.Add([]byte{keyIndex, 'x', 0, 1, FieldStatus, 1})
+	f.Add([]byte{keyIndex, 'x', 0, 1, idxStatus, 1})
 	f.Fuzz(func(t *testing.T, k []byte) {
 		ik, err := DecodeIndexKey(k)
 		if err != nil {

@@ -88,7 +88,7 @@ func fieldPrefix(tenant string, field byte, value string) []byte {
 }
 
 func statusPrefix(tenant string, status int) []byte {
-	return binary.BigEndian.AppendUint16(append(tenantPrefix(keyIndex, tenant), FieldStatus), uint16(status))
+	return binary.BigEndian.AppendUint16(append(tenantPrefix(keyIndex, tenant), idxStatus), uint16(status))
 }
 
 // appendIndexKeys builds the secondary index keys of m in buf (growing it if
@@ -105,7 +105,7 @@ func appendIndexKeys(buf []byte, tenant string, m *Meta, fn func(key []byte)) {
 	emit(start)
 	start = len(buf)
 	buf = appendEscaped(append(buf, keyIndex), tenant)
-	buf = binary.BigEndian.AppendUint16(append(buf, FieldStatus), uint16(m.Status))
+	buf = binary.BigEndian.AppendUint16(append(buf, idxStatus), uint16(m.Status))
 	buf = append(buf, suffix[:]...)
 	emit(start)
 	for _, f := range indexedStrings {
@@ -129,9 +129,9 @@ func indexEntries(tenant string, m *Meta, fn func(key []byte)) {
 type IndexKey struct {
 	Kind    byte
 	Tenant  string
-	Field   byte
-	Value   string // string fields
-	Status  int    // FieldStatus
+	Field   string // the indexed field's name ('i' keys)
+	Value   string // its value, for a string field
+	Status  int    // its value, for status
 	Time    time.Time
 	ID      ID
 	Segment [16]byte
@@ -178,21 +178,25 @@ func DecodeIndexKey(k []byte) (IndexKey, error) {
 		if len(rest) < 1 {
 			return ik, fmt.Errorf("%w: index key without field", ErrCorrupt)
 		}
-		ik.Field, rest = rest[0], rest[1:]
+		field := rest[0]
+		rest = rest[1:]
+		if f := indexes[field]; f != nil {
+			ik.Field = f.Name
+		}
 		switch {
-		case ik.Field == FieldStatus:
+		case field == idxStatus:
 			if len(rest) < 2 {
 				return ik, fmt.Errorf("%w: status key truncated", ErrCorrupt)
 			}
 			ik.Status = int(binary.BigEndian.Uint16(rest))
 			rest = rest[2:]
-		case stringIndexes[ik.Field] != nil:
+		case stringIndexes[field] != nil:
 			ik.Value, rest, err = readEscaped(rest)
 			if err != nil {
 				return ik, err
 			}
 		default:
-			return ik, fmt.Errorf("%w: unknown index field %d", ErrCorrupt, ik.Field)
+			return ik, fmt.Errorf("%w: unknown index field %d", ErrCorrupt, field)
 		}
 		if err := need(24); err != nil {
 			return ik, err

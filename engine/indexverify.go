@@ -413,11 +413,9 @@ func describeIndexKey(k []byte) string {
 	switch {
 	case ik.Kind == keyTime:
 		return "time " + ik.Time.Format(time.RFC3339Nano)
-	case ik.Field == FieldStatus:
+	case ik.Field == "status":
 		return fmt.Sprintf("status %d", ik.Status)
 	default:
-		names := map[byte]string{FieldSessionID: "session_id", FieldTraceID: "trace_id", FieldMethod: "method",
-			FieldRouteID: "route_id", FieldServiceID: "service_id", FieldHost: "host"}
-		return fmt.Sprintf("%s %q", names[ik.Field], ik.Value)
+		return fmt.Sprintf("%s %q", ik.Field, ik.Value)
 	}
 }

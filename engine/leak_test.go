@@ -46,7 +46,7 @@ func TestLeakScan(t *testing.T) {
 	}
 	require.GreaterOrEqual(t, len(deks), 5)
 	check := func(when string) {
-		require.NoError(t, db.idx.Flush())
+		require.NoError(t, db.index.db.Flush())
 		needles := append([][]byte{[]byte(marker)}, deks...)
 		require.Empty(t, scanDir(t, dir, needles...), "%s: a sealed field or a DEK is on disk", when)
 	}

@@ -50,19 +50,19 @@ type Field struct {
 var Fields = []*Field{
 	{Name: "id", Kind: KindID},
 	{Name: "time", Kind: KindTime},
-	{Name: "session_id", Indexed: true, index: FieldSessionID, str: func(m *Meta) *string { return &m.SessionID }},
-	{Name: "trace_id", Indexed: true, index: FieldTraceID, str: func(m *Meta) *string { return &m.TraceID }},
+	{Name: "session_id", Indexed: true, index: idxSessionID, str: func(m *Meta) *string { return &m.SessionID }},
+	{Name: "trace_id", Indexed: true, index: idxTraceID, str: func(m *Meta) *string { return &m.TraceID }},
 	{Name: "span_id", str: func(m *Meta) *string { return &m.SpanID }},
-	{Name: "method", Indexed: true, index: FieldMethod, str: func(m *Meta) *string { return &m.Method }, check: checkMethod},
-	{Name: "host", Indexed: true, index: FieldHost, str: func(m *Meta) *string { return &m.Host }},
-	{Name: "status", Kind: KindInt, Indexed: true, index: FieldStatus, int16: func(m *Meta) *int { return &m.Status }},
+	{Name: "method", Indexed: true, index: idxMethod, str: func(m *Meta) *string { return &m.Method }, check: checkMethod},
+	{Name: "host", Indexed: true, index: idxHost, str: func(m *Meta) *string { return &m.Host }},
+	{Name: "status", Kind: KindInt, Indexed: true, index: idxStatus, int16: func(m *Meta) *int { return &m.Status }},
 	{Name: "upstream_status", Kind: KindInt, int16: func(m *Meta) *int { return &m.UpstreamStatus }},
 	{Name: "response_source", str: func(m *Meta) *string { return &m.ResponseSource }},
 	{Name: "latency_ms", Kind: KindFloat, float: func(m *Meta) *float64 { return &m.LatencyMs }},
 	{Name: "upstream_latency_ms", Kind: KindFloat, float: func(m *Meta) *float64 { return &m.UpstreamLatencyMs }},
 	{Name: "gateway_latency_ms", Kind: KindFloat, float: func(m *Meta) *float64 { return &m.GatewayLatencyMs }},
-	{Name: "route_id", Indexed: true, index: FieldRouteID, str: func(m *Meta) *string { return &m.RouteID }},
-	{Name: "service_id", Indexed: true, index: FieldServiceID, str: func(m *Meta) *string { return &m.ServiceID }},
+	{Name: "route_id", Indexed: true, index: idxRouteID, str: func(m *Meta) *string { return &m.RouteID }},
+	{Name: "service_id", Indexed: true, index: idxServiceID, str: func(m *Meta) *string { return &m.ServiceID }},
 	{Name: "request_size", Kind: KindInt, int64: func(m *Meta) *int64 { return &m.RequestSize }},
 	{Name: "response_size", Kind: KindInt, int64: func(m *Meta) *int64 { return &m.ResponseSize }},
 }
@@ -74,6 +74,8 @@ var (
 	// by their key byte.
 	indexedStrings []*Field
 	stringIndexes  = map[byte]*Field{}
+	// indexes are all indexed fields by their key byte.
+	indexes = map[byte]*Field{}
 	fieldByName    = map[string]*Field{}
 	fieldStatus    *Field
 )
@@ -81,6 +83,9 @@ var (
 func init() {
 	for _, f := range Fields {
 		fieldByName[f.Name] = f
+		if f.Indexed {
+			indexes[f.index] = f
+		}
 		switch {
 		case f.str != nil:
 			wireString = append(wireString, f)

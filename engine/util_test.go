@@ -13,7 +13,7 @@ import (
 // sequences excluded,
 // segment states reduced to what a rebuild reproduces).
 func dumpIndex(t testing.TB, db *DB) map[string]string {
-	it, err := db.idx.NewIter(&pebble.IterOptions{})
+	it, err := db.index.db.NewIter(&pebble.IterOptions{})
 	require.NoError(t, err)
 	defer it.Close()
 	out := map[string]string{}
