@@ -202,13 +202,7 @@ func (h *mergeHeap) open(db *DB, p []byte, o *ScanOptions) error {
 	if err != nil {
 		return db.indexErr(err)
 	}
-	var valid bool
-	if h.oldest {
-		valid = it.First()
-	} else {
-		valid = it.Last()
-	}
-	if valid {
+	if h.step(it, true) {
 		h.its = append(h.its, it)
 		return nil
 	}
@@ -223,13 +217,7 @@ func (h *mergeHeap) open(db *DB, p []byte, o *ScanOptions) error {
 // advance moves the head iterator on, dropping it when exhausted.
 func (h *mergeHeap) advance() error {
 	it := h.its[0]
-	var valid bool
-	if h.oldest {
-		valid = it.Next()
-	} else {
-		valid = it.Prev()
-	}
-	if valid {
+	if h.step(it, false) {
 		heap.Fix(h, 0)
 		return nil
 	}
@@ -237,6 +225,19 @@ func (h *mergeHeap) advance() error {
 	err := it.Error()
 	_ = it.Close() // read-only iterator: nothing to lose
 	return err
+}
+
+// step moves it to the first key in scan order (first) or on to the next.
+func (h *mergeHeap) step(it *pebble.Iterator, first bool) bool {
+	switch {
+	case first && h.oldest:
+		return it.First()
+	case first:
+		return it.Last()
+	case h.oldest:
+		return it.Next()
+	}
+	return it.Prev()
 }
 
 func (h *mergeHeap) close() {
