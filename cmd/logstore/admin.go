@@ -12,216 +12,7 @@ import (
 
 	"github.com/logstore/logstore/engine"
 	"github.com/logstore/logstore/keys"
-	"github.com/logstore/logstore/keys/awskms"
 )
-
-func (a *app) keysCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "keys", Short: "Link, inspect, rotate and rewrap tenant keys"}
-	var tenant, key, to, principal string
-
-	link := &cobra.Command{
-		Use:   "link --tenant T --key URI",
-		Short: "Validate a key (local://NAME or aws-kms://ARN) and use it for the tenant's new segments",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) (err error) {
-			if err := requireTenant(tenant); err != nil {
-				return err
-			}
-			if key == "" {
-				return usageError{errors.New("--key is required")}
-			}
-			db, err := a.open()
-			if err != nil {
-				return err
-			}
-			defer closeDB(db, &err)
-			st, err := db.Admin().LinkKey(cmd.Context(), tenant, key)
-			if err != nil {
-				return err
-			}
-			bound := key
-			if st.URI != "" && st.URI != key {
-				bound = st.URI + " (" + key + ")"
-			}
-			fmt.Fprintf(a.stdout, "linked %s to tenant %s (state %s, spec %s); new segments use it, old ones keep theirs until `keys rewrap`\n",
-				bound, tenant, st.State, st.Spec)
-			for _, at := range db.Admin().Attested() {
-				fmt.Fprintf(a.stdout, "re-attested tenant %s: its manifest was missing or damaged; %d segment file(s) are now trusted, run `logstore segments verify --tenant %s`\n",
-					at.Tenant, at.Segments, at.Tenant)
-				for _, sk := range at.Skipped {
-					fmt.Fprintf(a.stdout, "  not listed (unreadable): %s\n", sk)
-				}
-			}
-			return nil
-		},
-	}
-	link.Flags().StringVar(&tenant, "tenant", "", "tenant")
-	link.Flags().StringVar(&key, "key", "", "key URI: local://NAME or aws-kms://arn:aws:kms:REGION:ACCOUNT:key/ID")
-
-	list := &cobra.Command{
-		Use:   "list",
-		Short: "List tenants with their linked key and the keys their segments use",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) (err error) {
-			db, err := a.open()
-			if err != nil {
-				return err
-			}
-			defer closeDB(db, &err)
-			st, err := db.Stats()
-			if err != nil {
-				return err
-			}
-			tenants, err := db.Admin().Tenants(cmd.Context())
-			if err != nil {
-				return err
-			}
-			tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "TENANT\tLINKED KEY\tKEYS IN USE\tSEGMENTS")
-			for _, t := range tenants {
-				uri, err := db.Admin().KeyURI(cmd.Context(), t)
-				if err != nil {
-					return err
-				}
-				if uri == "" {
-					uri = "(default " + keys.LocalURI(t) + ")"
-				}
-				ts := st.Tenants[t]
-				fmt.Fprintf(tw, "%s\t%s\t%v\t%d\n", t, uri, ts.KeysInUse, ts.Segments)
-			}
-			return tw.Flush()
-		},
-	}
-
-	status := &cobra.Command{
-		Use:   "status --tenant T",
-		Short: "Describe the state of every key a tenant's data depends on",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) (err error) {
-			if err := requireTenant(tenant); err != nil {
-				return err
-			}
-			db, err := a.open()
-			if err != nil {
-				return err
-			}
-			defer closeDB(db, &err)
-			st, err := db.Stats()
-			if err != nil {
-				return err
-			}
-			uris := st.Tenants[tenant].KeysInUse
-			if linked, _ := db.Admin().KeyURI(cmd.Context(), tenant); linked != "" && !contains(uris, linked) {
-				uris = append(uris, linked)
-			}
-			if len(uris) == 0 {
-				return fmt.Errorf("%w: tenant %s has no key and no data: run `logstore keys link --tenant %s --key URI`", engine.ErrNoKey, tenant, tenant)
-			}
-			// Exit 0 only when every key is enabled and usable; a disabled,
-			// pending-deletion, missing or denied key exits 3.
-			var errs []error
-			for _, u := range uris {
-				ks, err := db.Admin().DescribeKey(cmd.Context(), u)
-				if err != nil {
-					fmt.Fprintf(a.stdout, "%s: UNAVAILABLE: %v\n", u, err)
-					errs = append(errs, err)
-					continue
-				}
-				desc := fmt.Sprintf("%s: %s (enabled=%v spec=%s region=%s)", u, ks.State, ks.Enabled, ks.Spec, ks.Region)
-				if !ks.Enabled {
-					kind := keys.ErrKeyInvalidState
-					if ks.State == "Disabled" {
-						kind = keys.ErrKeyDisabled
-					}
-					fmt.Fprintf(a.stdout, "%s: UNUSABLE\n", desc)
-					errs = append(errs, &keys.Error{Op: "describe", KeyURI: u, Kind: kind, Detail: "state " + ks.State})
-					continue
-				}
-				if err := db.Admin().CheckKey(cmd.Context(), tenant, u); err != nil {
-					fmt.Fprintf(a.stdout, "%s: UNUSABLE: %v\n", desc, err)
-					errs = append(errs, err)
-					continue
-				}
-				fmt.Fprintln(a.stdout, desc)
-			}
-			fmt.Fprintf(a.stdout, "DEK cache max age: %s (how long a revocation takes to bite)\n", db.Admin().DEKCacheMaxAge())
-			return errors.Join(errs...)
-		},
-	}
-
-	rewrap := &cobra.Command{
-		Use:   "rewrap --tenant T --to URI",
-		Short: "Re-wrap every segment DEK of a tenant under a new key (no data block rewritten; resumable)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) (err error) {
-			if err := requireTenant(tenant); err != nil {
-				return err
-			}
-			if to == "" {
-				return usageError{errors.New("--to is required")}
-			}
-			db, err := a.open()
-			if err != nil {
-				return err
-			}
-			defer closeDB(db, &err)
-			rep, err := db.Admin().Rewrap(cmd.Context(), tenant, to, func(p engine.RewrapProgress) {
-				state := "rewrapped"
-				if p.Skipped {
-					state = "already under the new key"
-				}
-				fmt.Fprintf(a.stderr, "[%d/%d] segment %s %s\n", p.Done, p.Total, p.Segment, state)
-			})
-			if err != nil {
-				fmt.Fprintln(a.stderr, "rewrap interrupted; every segment is readable with the old or the new key. Run the same command again to resume.")
-				return err
-			}
-			fmt.Fprintf(a.stdout, "rewrapped %d segment(s), %d already done, in %s; the old key is no longer needed\n", rep.Rewrapped, rep.Skipped, rep.Duration.Round(time.Millisecond))
-			return nil
-		},
-	}
-
-	policy := &cobra.Command{
-		Use:   "policy --principal ARN",
-		Short: "Print the key-policy statement that lets PRINCIPAL use a customer's AWS KMS key with logstore",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) (err error) {
-			if principal == "" {
-				return usageError{errors.New("--principal is required (the IAM role ARN logstore runs as)")}
-			}
-			fmt.Fprintln(a.stdout, awskms.PolicyStatement(principal))
-			return nil
-		},
-	}
-	policy.Flags().StringVar(&principal, "principal", "", "IAM principal ARN")
-
-	setLocal := func(enable bool) *cobra.Command {
-		verb := map[bool]string{true: "enable", false: "disable"}[enable]
-		return &cobra.Command{
-			Use:   verb + " local://NAME",
-			Short: map[bool]string{true: "Re-enable a local key", false: "Disable a local key: reads and writes under it fail (exit 3) until it is enabled"}[enable],
-			Args:  cobra.ExactArgs(1),
-			RunE: func(cmd *cobra.Command, args []string) (err error) {
-				db, err := a.open()
-				if err != nil {
-					return err
-				}
-				defer closeDB(db, &err)
-				if err := db.Admin().SetLocalKeyEnabled(cmd.Context(), args[0], enable); err != nil {
-					return err
-				}
-				fmt.Fprintf(a.stdout, "%sd %s (for AWS KMS keys use the KMS console or `aws kms %s-key`)\n", verb, args[0], verb)
-				return nil
-			},
-		}
-	}
-	for _, c := range []*cobra.Command{status, rewrap} {
-		c.Flags().StringVar(&tenant, "tenant", "", "tenant")
-	}
-	rewrap.Flags().StringVar(&to, "to", "", "the new key URI")
-	cmd.AddCommand(link, list, status, rewrap, policy, setLocal(true), setLocal(false))
-	return cmd
-}
 
 func contains(xs []string, x string) bool {
 	for _, v := range xs {
@@ -427,77 +218,103 @@ func (a *app) tenantsCmd() *cobra.Command {
 // authenticated, the key error (exit 3 for a revoked or unreachable key):
 // checksums alone do not vouch for a segment.
 func (a *app) reportVerify(checks []engine.SegmentCheck) error {
-	bad, unauthSegs, unauthOther, segs := 0, 0, 0, 0
-	var keyURIs []string
-	var keyErr error
+	var t verifyTally
 	for _, c := range checks {
-		isSeg := strings.HasSuffix(c.Path, ".lss")
-		if isSeg {
-			segs++
-		}
-		if c.OpenErr != nil {
-			bad++
-			fmt.Fprintf(a.stdout, "BAD  %s: %v\n", c.Path, c.OpenErr)
-		}
-		for _, p := range c.Result.Problems {
-			bad++
-			fmt.Fprintf(a.stdout, "BAD  %s block %d at offset %d: %v\n", c.Path, p.Block, p.Offset, p.Err)
-		}
-		for _, p := range c.IndexProblems {
-			bad++
-			fmt.Fprintf(a.stdout, "BAD  %s index: %v\n", c.Path, p.Err)
-		}
-		if c.OpenErr != nil {
-			continue
-		}
-		if c.KeyErr != nil {
-			uri := c.KeyURI
-			var ke *keys.Error
-			if uri == "" && errors.As(c.KeyErr, &ke) {
-				uri = ke.KeyURI
-			}
-			if uri != "" && !contains(keyURIs, uri) {
-				keyURIs = append(keyURIs, uri)
-			}
-			if keyErr == nil {
-				keyErr = c.KeyErr
-			}
-			if isSeg {
-				unauthSegs++
-				fmt.Fprintf(a.stdout, "WARN %s: NOT authenticated (checksums only; index compared with unauthenticated metadata): key %s: %v\n", c.Path, uri, c.KeyErr)
-			} else {
-				unauthOther++
-				fmt.Fprintf(a.stdout, "WARN %s: NOT authenticated: key %s: %v\n", c.Path, uri, c.KeyErr)
-			}
-			continue
-		}
-		if isSeg && len(c.Result.Problems) == 0 && len(c.IndexProblems) == 0 {
-			how := "authenticated"
-			if !c.Result.Authenticated {
-				how = "checksums ok (plaintext segment)"
-			}
-			fmt.Fprintf(a.stdout, "OK   %s: %d blocks, %d entries (logs and payloads), %s\n", c.Path, c.Result.Blocks, c.Result.Records, how)
-		}
+		a.reportCheck(&t, c)
 	}
-	fmt.Fprintf(a.stdout, "%d segment(s), %d problem(s)\n", segs, bad)
-	var unauth string
+	fmt.Fprintf(a.stdout, "%d segment(s), %d problem(s)\n", t.segs, t.bad)
+	unauthErr := a.reportUnauthenticated(&t)
 	switch {
-	case unauthSegs > 0:
-		unauth = fmt.Sprintf("%d segment(s) could not be authenticated: key %s", unauthSegs, strings.Join(keyURIs, ", "))
-	case unauthOther > 0:
-		unauth = fmt.Sprintf("%d tenant manifest(s) could not be authenticated: key %s", unauthOther, strings.Join(keyURIs, ", "))
-	}
-	var unauthErr error
-	if unauth != "" {
-		fmt.Fprintln(a.stdout, unauth)
-		unauthErr = fmt.Errorf("%s: %w", unauth, keyErr)
-	}
-	switch {
-	case bad > 0 && unauthErr != nil:
+	case t.bad > 0 && unauthErr != nil:
 		// Corruption decides the exit code (1); the key error is only told.
-		return fmt.Errorf("%d problem(s) found; %v", bad, unauthErr)
-	case bad > 0:
-		return fmt.Errorf("%d problem(s) found", bad)
+		return fmt.Errorf("%d problem(s) found; %v", t.bad, unauthErr)
+	case t.bad > 0:
+		return fmt.Errorf("%d problem(s) found", t.bad)
 	}
 	return unauthErr
+}
+
+// verifyTally sums up the checks reportVerify printed.
+type verifyTally struct {
+	bad, unauthSegs, unauthOther, segs int
+	keyURIs                            []string // the keys that could not authenticate, first seen first
+	keyErr                             error    // the first of their errors
+}
+
+// reportCheck prints one check of `segments verify` and counts it in t.
+func (a *app) reportCheck(t *verifyTally, c engine.SegmentCheck) {
+	isSeg := strings.HasSuffix(c.Path, ".lss")
+	if isSeg {
+		t.segs++
+	}
+	t.bad += a.reportProblems(c)
+	switch {
+	case c.OpenErr != nil:
+	case c.KeyErr != nil:
+		a.reportKeyErr(t, c, isSeg)
+	case isSeg && len(c.Result.Problems) == 0 && len(c.IndexProblems) == 0:
+		how := "authenticated"
+		if !c.Result.Authenticated {
+			how = "checksums ok (plaintext segment)"
+		}
+		fmt.Fprintf(a.stdout, "OK   %s: %d blocks, %d entries (logs and payloads), %s\n", c.Path, c.Result.Blocks, c.Result.Records, how)
+	}
+}
+
+// reportProblems prints the damage found in one check and returns how much.
+func (a *app) reportProblems(c engine.SegmentCheck) int {
+	bad := 0
+	if c.OpenErr != nil {
+		bad++
+		fmt.Fprintf(a.stdout, "BAD  %s: %v\n", c.Path, c.OpenErr)
+	}
+	for _, p := range c.Result.Problems {
+		bad++
+		fmt.Fprintf(a.stdout, "BAD  %s block %d at offset %d: %v\n", c.Path, p.Block, p.Offset, p.Err)
+	}
+	for _, p := range c.IndexProblems {
+		bad++
+		fmt.Fprintf(a.stdout, "BAD  %s index: %v\n", c.Path, p.Err)
+	}
+	return bad
+}
+
+// reportKeyErr prints a segment (or tenant manifest) that could not be
+// authenticated and counts it in t.
+func (a *app) reportKeyErr(t *verifyTally, c engine.SegmentCheck, isSeg bool) {
+	uri := c.KeyURI
+	var ke *keys.Error
+	if uri == "" && errors.As(c.KeyErr, &ke) {
+		uri = ke.KeyURI
+	}
+	if uri != "" && !contains(t.keyURIs, uri) {
+		t.keyURIs = append(t.keyURIs, uri)
+	}
+	if t.keyErr == nil {
+		t.keyErr = c.KeyErr
+	}
+	if isSeg {
+		t.unauthSegs++
+		fmt.Fprintf(a.stdout, "WARN %s: NOT authenticated (checksums only; index compared with unauthenticated metadata): key %s: %v\n", c.Path, uri, c.KeyErr)
+	} else {
+		t.unauthOther++
+		fmt.Fprintf(a.stdout, "WARN %s: NOT authenticated: key %s: %v\n", c.Path, uri, c.KeyErr)
+	}
+}
+
+// reportUnauthenticated prints how much could not be authenticated and
+// returns it as an error wrapping the first key error (nil when everything
+// was).
+func (a *app) reportUnauthenticated(t *verifyTally) error {
+	var unauth string
+	switch {
+	case t.unauthSegs > 0:
+		unauth = fmt.Sprintf("%d segment(s) could not be authenticated: key %s", t.unauthSegs, strings.Join(t.keyURIs, ", "))
+	case t.unauthOther > 0:
+		unauth = fmt.Sprintf("%d tenant manifest(s) could not be authenticated: key %s", t.unauthOther, strings.Join(t.keyURIs, ", "))
+	default:
+		return nil
+	}
+	fmt.Fprintln(a.stdout, unauth)
+	return fmt.Errorf("%s: %w", unauth, t.keyErr)
 }

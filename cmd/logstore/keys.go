@@ -1,0 +1,239 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/logstore/logstore/engine"
+	"github.com/logstore/logstore/keys"
+	"github.com/logstore/logstore/keys/awskms"
+)
+
+func (a *app) keysCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "keys", Short: "Link, inspect, rotate and rewrap tenant keys"}
+	cmd.AddCommand(a.keysLinkCmd(), a.keysListCmd(), a.keysStatusCmd(), a.keysRewrapCmd(), a.keysPolicyCmd(),
+		a.keysSetLocalCmd(true), a.keysSetLocalCmd(false))
+	return cmd
+}
+
+func (a *app) keysLinkCmd() *cobra.Command {
+	var tenant, key string
+	link := &cobra.Command{
+		Use:   "link --tenant T --key URI",
+		Short: "Validate a key (local://NAME or aws-kms://ARN) and use it for the tenant's new segments",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) (err error) {
+			if err := requireTenant(tenant); err != nil {
+				return err
+			}
+			if key == "" {
+				return usageError{errors.New("--key is required")}
+			}
+			db, err := a.open()
+			if err != nil {
+				return err
+			}
+			defer closeDB(db, &err)
+			st, err := db.Admin().LinkKey(cmd.Context(), tenant, key)
+			if err != nil {
+				return err
+			}
+			bound := key
+			if st.URI != "" && st.URI != key {
+				bound = st.URI + " (" + key + ")"
+			}
+			fmt.Fprintf(a.stdout, "linked %s to tenant %s (state %s, spec %s); new segments use it, old ones keep theirs until `keys rewrap`\n",
+				bound, tenant, st.State, st.Spec)
+			a.printAttested(db.Admin().Attested())
+			return nil
+		},
+	}
+	link.Flags().StringVar(&tenant, "tenant", "", "tenant")
+	link.Flags().StringVar(&key, "key", "", "key URI: local://NAME or aws-kms://arn:aws:kms:REGION:ACCOUNT:key/ID")
+	return link
+}
+
+// printAttested tells the re-attestations `keys link` made.
+func (a *app) printAttested(ats []engine.AttestReport) {
+	for _, at := range ats {
+		fmt.Fprintf(a.stdout, "re-attested tenant %s: its manifest was missing or damaged; %d segment file(s) are now trusted, run `logstore segments verify --tenant %s`\n",
+			at.Tenant, at.Segments, at.Tenant)
+		for _, sk := range at.Skipped {
+			fmt.Fprintf(a.stdout, "  not listed (unreadable): %s\n", sk)
+		}
+	}
+}
+
+func (a *app) keysListCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "list",
+		Short: "List tenants with their linked key and the keys their segments use",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) (err error) {
+			db, err := a.open()
+			if err != nil {
+				return err
+			}
+			defer closeDB(db, &err)
+			st, err := db.Stats()
+			if err != nil {
+				return err
+			}
+			tenants, err := db.Admin().Tenants(cmd.Context())
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "TENANT\tLINKED KEY\tKEYS IN USE\tSEGMENTS")
+			for _, t := range tenants {
+				uri, err := db.Admin().KeyURI(cmd.Context(), t)
+				if err != nil {
+					return err
+				}
+				if uri == "" {
+					uri = "(default " + keys.LocalURI(t) + ")"
+				}
+				ts := st.Tenants[t]
+				fmt.Fprintf(tw, "%s\t%s\t%v\t%d\n", t, uri, ts.KeysInUse, ts.Segments)
+			}
+			return tw.Flush()
+		},
+	}
+}
+
+func (a *app) keysStatusCmd() *cobra.Command {
+	var tenant string
+	status := &cobra.Command{
+		Use:   "status --tenant T",
+		Short: "Describe the state of every key a tenant's data depends on",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) (err error) {
+			if err := requireTenant(tenant); err != nil {
+				return err
+			}
+			db, err := a.open()
+			if err != nil {
+				return err
+			}
+			defer closeDB(db, &err)
+			sts, err := db.Admin().KeyStatus(cmd.Context(), tenant)
+			if err != nil {
+				return err
+			}
+			// Exit 0 only when every key is enabled and usable; a disabled,
+			// pending-deletion, missing or denied key exits 3.
+			var errs []error
+			for _, ks := range sts {
+				a.printKeyStatus(ks)
+				errs = append(errs, ks.Err)
+			}
+			fmt.Fprintf(a.stdout, "DEK cache max age: %s (how long a revocation takes to bite)\n", db.Admin().DEKCacheMaxAge())
+			return errors.Join(errs...)
+		},
+	}
+	status.Flags().StringVar(&tenant, "tenant", "", "tenant")
+	return status
+}
+
+// printKeyStatus prints one line of `keys status`.
+func (a *app) printKeyStatus(ks engine.KeyStatus) {
+	if !ks.Described {
+		fmt.Fprintf(a.stdout, "%s: UNAVAILABLE: %v\n", ks.URI, ks.Err)
+		return
+	}
+	s := ks.State
+	desc := fmt.Sprintf("%s: %s (enabled=%v spec=%s region=%s)", ks.URI, s.State, s.Enabled, s.Spec, s.Region)
+	switch {
+	case !s.Enabled:
+		fmt.Fprintf(a.stdout, "%s: UNUSABLE\n", desc)
+	case ks.Err != nil:
+		fmt.Fprintf(a.stdout, "%s: UNUSABLE: %v\n", desc, ks.Err)
+	default:
+		fmt.Fprintln(a.stdout, desc)
+	}
+}
+
+func (a *app) keysRewrapCmd() *cobra.Command {
+	var tenant, to string
+	rewrap := &cobra.Command{
+		Use:   "rewrap --tenant T --to URI",
+		Short: "Re-wrap every segment DEK of a tenant under a new key (no data block rewritten; resumable)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) (err error) {
+			if err := requireTenant(tenant); err != nil {
+				return err
+			}
+			if to == "" {
+				return usageError{errors.New("--to is required")}
+			}
+			db, err := a.open()
+			if err != nil {
+				return err
+			}
+			defer closeDB(db, &err)
+			rep, err := db.Admin().Rewrap(cmd.Context(), tenant, to, a.printRewrapProgress)
+			if err != nil {
+				fmt.Fprintln(a.stderr, "rewrap interrupted; every segment is readable with the old or the new key. Run the same command again to resume.")
+				return err
+			}
+			fmt.Fprintf(a.stdout, "rewrapped %d segment(s), %d already done, in %s; the old key is no longer needed\n", rep.Rewrapped, rep.Skipped, rep.Duration.Round(time.Millisecond))
+			return nil
+		},
+	}
+	rewrap.Flags().StringVar(&tenant, "tenant", "", "tenant")
+	rewrap.Flags().StringVar(&to, "to", "", "the new key URI")
+	return rewrap
+}
+
+// printRewrapProgress reports one segment of `keys rewrap` on stderr.
+func (a *app) printRewrapProgress(p engine.RewrapProgress) {
+	state := "rewrapped"
+	if p.Skipped {
+		state = "already under the new key"
+	}
+	fmt.Fprintf(a.stderr, "[%d/%d] segment %s %s\n", p.Done, p.Total, p.Segment, state)
+}
+
+func (a *app) keysPolicyCmd() *cobra.Command {
+	var principal string
+	policy := &cobra.Command{
+		Use:   "policy --principal ARN",
+		Short: "Print the key-policy statement that lets PRINCIPAL use a customer's AWS KMS key with logstore",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) (err error) {
+			if principal == "" {
+				return usageError{errors.New("--principal is required (the IAM role ARN logstore runs as)")}
+			}
+			fmt.Fprintln(a.stdout, awskms.PolicyStatement(principal))
+			return nil
+		},
+	}
+	policy.Flags().StringVar(&principal, "principal", "", "IAM principal ARN")
+	return policy
+}
+
+// keysSetLocalCmd is `keys enable` (enable true) or `keys disable`.
+func (a *app) keysSetLocalCmd(enable bool) *cobra.Command {
+	verb := map[bool]string{true: "enable", false: "disable"}[enable]
+	return &cobra.Command{
+		Use:   verb + " local://NAME",
+		Short: map[bool]string{true: "Re-enable a local key", false: "Disable a local key: reads and writes under it fail (exit 3) until it is enabled"}[enable],
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) (err error) {
+			db, err := a.open()
+			if err != nil {
+				return err
+			}
+			defer closeDB(db, &err)
+			if err := db.Admin().SetLocalKeyEnabled(cmd.Context(), args[0], enable); err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stdout, "%sd %s (for AWS KMS keys use the KMS console or `aws kms %s-key`)\n", verb, args[0], verb)
+			return nil
+		},
+	}
+}
