@@ -28,6 +28,10 @@ type KeyStatus struct {
 	Err error
 }
 
+// LinkedKeyUnknown stands for the URI of a linked key that could not be
+// read (KeyStatus.Err says why).
+const LinkedKeyUnknown = "(linked key)"
+
 // KeyStatus describes every key tenant's data depends on: the keys its
 // segments are wrapped under (Stats' KeysInUse) and the key linked for its
 // new segments, in that order. Each key is described by its provider
@@ -36,7 +40,9 @@ type KeyStatus struct {
 // even while cached DEKs keep the data plane reading.
 //
 // A key that cannot be used is not an error of KeyStatus: it is reported in
-// its KeyStatus.Err, typed, and the other keys are still described. The
+// its KeyStatus.Err, typed, and the other keys are still described. When the
+// linked key cannot be read at all, a last status with URI
+// LinkedKeyUnknown carries the reason. The
 // error returned is ErrNoKey when tenant has no key and no data, or the
 // error that kept the keys from being listed.
 func (a *Admin) KeyStatus(ctx context.Context, tenant string) ([]KeyStatus, error) {
@@ -46,36 +52,38 @@ func (a *Admin) KeyStatus(ctx context.Context, tenant string) ([]KeyStatus, erro
 	if err := ValidateTenant(tenant); err != nil {
 		return nil, err
 	}
-	uris, err := a.statusKeyURIs(ctx, tenant)
+	uris, linkErr, err := a.statusKeyURIs(ctx, tenant)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]KeyStatus, 0, len(uris))
+	out := make([]KeyStatus, 0, len(uris)+1)
 	for _, u := range uris {
 		out = append(out, a.keyStatus(ctx, tenant, u))
+	}
+	if linkErr != nil {
+		out = append(out, KeyStatus{URI: LinkedKeyUnknown, Err: linkErr})
 	}
 	return out, nil
 }
 
 // statusKeyURIs lists the keys tenant's segments use, then its linked key if
-// no segment uses it yet.
-func (a *Admin) statusKeyURIs(ctx context.Context, tenant string) ([]string, error) {
+// no segment uses it yet. linkErr is why the linked key could not be read
+// (the key that authenticates the tenant's manifest may be the revoked one):
+// it is reported as a status of its own, never dropped.
+func (a *Admin) statusKeyURIs(ctx context.Context, tenant string) (uris []string, linkErr error, err error) {
 	st, err := a.db.Stats()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	uris := st.Tenants[tenant].KeysInUse
-	// The error is ignored, as `logstore keys status` always did: the keys
-	// the segments use are still described. Known gap: when the linked key
-	// itself is what keeps the configuration from being read (it is
-	// disabled and wraps the tenant manifest), it goes unlisted.
-	if linked, _ := a.KeyURI(ctx, tenant); linked != "" && !slices.Contains(uris, linked) {
+	uris = st.Tenants[tenant].KeysInUse
+	linked, linkErr := a.KeyURI(ctx, tenant)
+	if linked != "" && !slices.Contains(uris, linked) {
 		uris = append(uris, linked)
 	}
-	if len(uris) == 0 {
-		return nil, fmt.Errorf("%w: tenant %s has no key and no data: run `logstore keys link --tenant %s --key URI`", ErrNoKey, tenant, tenant)
+	if len(uris) == 0 && linkErr == nil {
+		return nil, nil, fmt.Errorf("%w: tenant %s has no key and no data: run `logstore keys link --tenant %s --key URI`", ErrNoKey, tenant, tenant)
 	}
-	return uris, nil
+	return uris, linkErr, nil
 }
 
 // keyStatus describes uri and, when it is enabled, proves tenant's data

@@ -55,3 +55,33 @@ func TestKeyStatus(t *testing.T) {
 	_, err = db.Admin().KeyStatus(bg, "../x")
 	require.ErrorIs(t, err, ErrInvalidTenant)
 }
+
+// TestKeyStatusLinkedKeyUnreadable: when the tenant's configuration cannot
+// be read because of its key, the status says so instead of leaving the
+// linked key out.
+func TestKeyStatusLinkedKeyUnreadable(t *testing.T) {
+	dir := t.TempDir()
+	db := openTest(t, vfs.Default, dir, nil)
+	_, err := db.tn("acme").Append(bg, genRecords(rand.New(rand.NewSource(1)), 5, t0))
+	require.NoError(t, err)
+	_, err = db.Admin().LinkKey(bg, "acme", keys.LocalURI("acme-2026"))
+	require.NoError(t, err)
+	_, err = db.Admin().Rewrap(bg, "acme", keys.LocalURI("acme-2026"), nil)
+	require.NoError(t, err)
+	require.NoError(t, db.local.SetEnabled(keys.LocalURI("acme-2026"), false))
+	require.NoError(t, db.Close())
+
+	db = openTest(t, vfs.Default, dir, nil)
+	defer db.Close()
+	sts, err := db.Admin().KeyStatus(bg, "acme")
+	require.NoError(t, err)
+	var bad []string
+	for _, s := range sts {
+		if s.Err != nil {
+			bad = append(bad, s.URI)
+			require.ErrorIs(t, s.Err, keys.ErrKeyUnusable, s.URI)
+		}
+	}
+	require.Contains(t, bad, keys.LocalURI("acme-2026"))
+	require.Contains(t, bad, LinkedKeyUnknown, "the unreadable link is reported, not dropped")
+}

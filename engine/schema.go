@@ -75,9 +75,9 @@ var (
 	indexedStrings []*Field
 	stringIndexes  = map[byte]*Field{}
 	// indexes are all indexed fields by their key byte.
-	indexes = map[byte]*Field{}
-	fieldByName    = map[string]*Field{}
-	fieldStatus    *Field
+	indexes     = map[byte]*Field{}
+	fieldByName = map[string]*Field{}
+	fieldStatus *Field
 )
 
 func init() {
