@@ -207,7 +207,7 @@ func TestRewrapLocalToLocalThenDeleteOldKey(t *testing.T) {
 		require.NoError(t, err)
 		requireSameRecord(t, recs[i], id, got)
 	}
-	st, err := db.Stats()
+	st, err := db.Stats(bg)
 	require.NoError(t, err)
 	require.Equal(t, []string{keys.LocalURI("acme-2027")}, st.Tenants["acme"].KeysInUse)
 }

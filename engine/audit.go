@@ -15,7 +15,7 @@ import (
 // recorded (auditAnchors), which is what detects a dropped tail
 // (keys.ErrAuditTruncated) or a rewritten log (keys.ErrAuditCorrupt). It
 // reads only the records appended before it was called, so appends may go on.
-func (db *DB) VerifyAudit(ctx context.Context) (keys.AuditVerifyReport, error) {
+func (db *DB) verifyAudit(ctx context.Context) (keys.AuditVerifyReport, error) {
 	if db.audit == nil {
 		return keys.AuditVerifyReport{}, fmt.Errorf("%w: the audit trail is disabled", ErrInvalidOptions)
 	}

@@ -97,7 +97,7 @@ func benchAppend(b *testing.B, size, batch int, sm SyncMode, writers int, enc bo
 	if el > 0 {
 		b.ReportMetric(float64(per*writers*batch)/el, "records/s")
 	}
-	st, _ := db.Stats()
+	st, _ := db.Stats(bg)
 	if t := st.Tenants["acme"]; t.Records > 0 {
 		b.ReportMetric(float64(t.StoredBytes)/float64(t.Records), "disk-B/record")
 	}

@@ -73,7 +73,7 @@ func TestCrashAtEveryPointOfTheWritePath(t *testing.T) {
 					wr := rand.New(rand.NewSource(int64(it*10 + w)))
 					for i := 0; i < 30 && !crashed.Load(); i++ {
 						recs := genRecords(wr, 1+wr.Intn(6), t0.Add(time.Duration(i)*time.Second))
-						ids, err := db.Append(bg, []string{"acme", "beta"}[w], recs)
+						ids, err := db.appendRecords(bg, []string{"acme", "beta"}[w], recs)
 						if err != nil {
 							continue
 						}
@@ -117,7 +117,7 @@ func TestCrashAtEveryPointOfTheWritePath(t *testing.T) {
 
 			// No segment is appended to after the crash: new data goes to new segments.
 			before := map[string]int64{}
-			files, _ := db2.DataFiles()
+			files, _ := db2.dataFiles()
 			for _, f := range files {
 				if strings.HasSuffix(f, ".lss") {
 					fi, _ := mem.Stat(f)

@@ -138,7 +138,7 @@ func Open(dir string, o *Options) (*DB, error) {
 		// The manifests' anchors are checked now, before new manifest writes
 		// move them to the current head: a dropped or rewritten tail is
 		// reported by the Open that first sees it.
-		if _, err := db.VerifyAudit(context.Background()); err != nil {
+		if _, err := db.verifyAudit(context.Background()); err != nil {
 			db.recovery.Damaged = append(db.recovery.Damaged, fmt.Sprintf("audit trail: %v", err))
 		}
 	}
@@ -168,7 +168,7 @@ type AttestReport struct {
 }
 
 // Attested lists the re-attestations LinkKey made since Open.
-func (db *DB) Attested() []AttestReport {
+func (db *DB) attestedReports() []AttestReport {
 	db.attestMu.Lock()
 	defer db.attestMu.Unlock()
 	return append([]AttestReport(nil), db.attested...)
@@ -176,12 +176,6 @@ func (db *DB) Attested() []AttestReport {
 
 // Dir is the data directory.
 func (db *DB) Dir() string { return db.dir }
-
-// Keys is the DEK cache in front of the key provider.
-func (db *DB) Keys() *keys.Cache { return db.cache }
-
-// LocalKeys is the embedded local provider, or nil when Options.Keys was set.
-func (db *DB) LocalKeys() *keys.Local { return db.local }
 
 // Close stops the background goroutines (finishing queued appends), seals
 // every active segment, closes the index and releases the lock.
@@ -226,7 +220,7 @@ func (db *DB) closeResources() error {
 
 // Audit returns the key operations recorded for tenant (all tenants when
 // empty) since the given time (zero: all), oldest first.
-func (db *DB) Audit(tenant string, since time.Time) ([]keys.AuditEvent, error) {
+func (db *DB) auditEvents(tenant string, since time.Time) ([]keys.AuditEvent, error) {
 	if db.audit == nil {
 		return nil, fmt.Errorf("%w: the audit trail is disabled", ErrInvalidOptions)
 	}

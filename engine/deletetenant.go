@@ -40,7 +40,7 @@ type KeptKey struct {
 // another tenant uses is kept (destroying it would shred that tenant) and
 // reported in KeysKept. A customer-managed KMS key is the customer's to
 // delete; logstore only forgets it (KeysKept says so).
-func (db *DB) DeleteTenant(ctx context.Context, tenant string) (DeleteReport, error) {
+func (db *DB) deleteTenant(ctx context.Context, tenant string) (DeleteReport, error) {
 	var rep DeleteReport
 	if err := ValidateTenant(tenant); err != nil {
 		return rep, err
@@ -218,7 +218,7 @@ func (db *DB) tenantKeyURIs(tenant string, states map[[16]byte]*SegmentInfo) ([]
 		_ = r.Close()
 	}
 	if db.audit != nil {
-		evs, err := db.Audit(tenant, time.Time{})
+		evs, err := db.auditEvents(tenant, time.Time{})
 		if err != nil {
 			return nil, err
 		}

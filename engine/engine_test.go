@@ -220,7 +220,7 @@ func TestConcurrentAppendAndRead(t *testing.T) {
 	for err := range errs {
 		require.NoError(t, err)
 	}
-	st, err := db.Stats()
+	st, err := db.Stats(bg)
 	require.NoError(t, err)
 	require.Equal(t, len(all), st.Tenants["acme"].Records+st.Tenants["beta"].Records)
 	require.Less(t, st.GroupCommits, uint64(80), "concurrent appends are coalesced")
@@ -234,7 +234,7 @@ func TestTenantIsolationKeys(t *testing.T) {
 	require.NoError(t, err)
 	_, err = db.tn("beta").Append(bg, recs)
 	require.NoError(t, err)
-	st, err := db.Stats()
+	st, err := db.Stats(bg)
 	require.NoError(t, err)
 	require.Equal(t, []string{keys.LocalURI("acme")}, st.Tenants["acme"].KeysInUse)
 	require.Equal(t, []string{keys.LocalURI("beta")}, st.Tenants["beta"].KeysInUse)
@@ -259,7 +259,7 @@ func TestCleanReopenReplaysNothing(t *testing.T) {
 	require.NoError(t, db.Close())
 	db = openTest(t, vfs.Default, dir, nil)
 	defer db.Close()
-	st, err := db.Stats()
+	st, err := db.Stats(bg)
 	require.NoError(t, err)
 	require.Zero(t, st.BlocksReplayed)
 	require.Equal(t, 100, st.Tenants["acme"].Records)

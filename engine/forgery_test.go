@@ -527,7 +527,7 @@ func TestForgerySwitchKeyWithForgedManifest(t *testing.T) {
 	evil := t.TempDir()
 	edb, err := Open(evil, &Options{RetentionInterval: -1})
 	require.NoError(t, err)
-	_, err = edb.LinkKey(bg, "acme", "local://attacker")
+	_, err = edb.linkKey(bg, "acme", "local://attacker")
 	require.NoError(t, err)
 	require.NoError(t, edb.Close())
 	copyFile(t, filepath.Join(evil, "keys", "attacker.key"), filepath.Join(f.dir, "keys", "attacker.key"))

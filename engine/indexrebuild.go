@@ -37,9 +37,6 @@ type IndexRebuild struct {
 	kept map[string][]byte // key -> value
 }
 
-// IndexRebuild is what Open did with Options.RebuildIndex (nil without it).
-func (db *DB) IndexRebuild() *IndexRebuild { return db.index.rebuild }
-
 // clearIndex copies what it can of the entries a rebuild keeps from the
 // index in indexDir and deletes the index's files.
 func clearIndex(indexDir string, fs pvfs.FS) (*IndexRebuild, error) {
@@ -126,7 +123,7 @@ func (x *index) restore(rb *IndexRebuild, fs vfs.FS, segDir string) error {
 // Reindex rebuilds the whole index from the segments alone; no key is needed
 // because it reads only the blocks' plaintext metadata sections. Tenant
 // configuration (linked keys, retention) is kept.
-func (db *DB) Reindex() (RecoveryReport, error) {
+func (db *DB) reindex() (RecoveryReport, error) {
 	var rep RecoveryReport
 	err := db.withWriterPaused(func() error {
 		tenants, err := db.listTenants()

@@ -265,13 +265,6 @@ func (x *index) flush() error { return flushIndex(x.db, x.health, 0) }
 // close flushes what it can and closes the index (closeIndex).
 func (x *index) close() error { return closeIndex(x.db, x.health) }
 
-// IndexHealth reports whether the index can take writes: nil, or an error
-// matching ErrDiskFull (retry when space has been freed), ErrIndexCorrupt
-// (rebuild it: `logstore segments reindex`, Options.RebuildIndex) or
-// ErrIndexFailed. Reads of undamaged parts of the index keep working in
-// every case.
-func (db *DB) IndexHealth() error { return db.index.writable() }
-
 // indexErr types an error returned by a Pebble read or write (read.go).
 func (db *DB) indexErr(err error) error { return db.index.typed(err) }
 

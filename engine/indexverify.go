@@ -19,7 +19,7 @@ import (
 // checksum of every block: nil, or an error matching ErrIndexCorrupt (the
 // repair is `logstore segments reindex`). It takes time proportional to the
 // index's size.
-func (db *DB) VerifyIndex(ctx context.Context) error {
+func (db *DB) verifyIndex(ctx context.Context) error {
 	n := 0
 	err := guardIndex(func() error {
 		return db.index.scan(nil, nil, func(_, _ []byte) error {

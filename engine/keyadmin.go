@@ -22,7 +22,7 @@ import (
 // alias is resolved to the ARN of the key it names now (keys.KeyState.URI),
 // which is what new segments record, so repointing the alias later strands
 // no segment; the alias is kept as a display name (KeyAlias).
-func (db *DB) LinkKey(ctx context.Context, tenant, uri string) (keys.KeyState, error) {
+func (db *DB) linkKey(ctx context.Context, tenant, uri string) (keys.KeyState, error) {
 	if err := ValidateTenant(tenant); err != nil {
 		return keys.KeyState{}, err
 	}
@@ -155,7 +155,7 @@ func isLocal(uri string) bool {
 }
 
 // KeyURI returns the key linked to tenant ("" when none is linked).
-func (db *DB) KeyURI(tenant string) (string, error) {
+func (db *DB) keyURI(tenant string) (string, error) {
 	cfg, err := db.config(tenant)
 	return cfg.KeyURI, err
 }
@@ -181,10 +181,10 @@ type RewrapReport struct {
 // rewrites the segment's spare key slot (segment.RewriteKeySlot), which is
 // crash-safe. Re-running it after a crash resumes; segments already under
 // toURI are skipped. When it returns nil, the old key may be deleted.
-func (db *DB) Rewrap(ctx context.Context, tenant, toURI string, progress func(RewrapProgress)) (RewrapReport, error) {
+func (db *DB) rewrap(ctx context.Context, tenant, toURI string, progress func(RewrapProgress)) (RewrapReport, error) {
 	start := time.Now()
 	var rep RewrapReport
-	st, err := db.LinkKey(ctx, tenant, toURI)
+	st, err := db.linkKey(ctx, tenant, toURI)
 	if err != nil {
 		return rep, err
 	}
@@ -331,7 +331,7 @@ func (db *DB) checkSlotGeneration(tenant string, r *segment.Reader) error {
 // no segment uses yet it asks Describe (local keys) or runs LinkKey's
 // GenerateDataKey + Decrypt round trip (KMS keys, whose policy may allow
 // DescribeKey but not Decrypt). Errors are the keys package's typed errors.
-func (db *DB) CheckKey(ctx context.Context, tenant, uri string) error {
+func (db *DB) checkKey(ctx context.Context, tenant, uri string) error {
 	if err := ValidateTenant(tenant); err != nil {
 		return err
 	}

@@ -71,7 +71,7 @@ func (a *Admin) KeyStatus(ctx context.Context, tenant string) ([]KeyStatus, erro
 // (the key that authenticates the tenant's manifest may be the revoked one):
 // it is reported as a status of its own, never dropped.
 func (a *Admin) statusKeyURIs(ctx context.Context, tenant string) (uris []string, linkErr error, err error) {
-	st, err := a.db.Stats()
+	st, err := a.db.Stats(ctx)
 	if err != nil {
 		return nil, nil, err
 	}

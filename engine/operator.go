@@ -33,7 +33,7 @@ func (a *Admin) Segments(ctx context.Context, tenant string) ([]SegmentInfo, err
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	return a.db.Segments(tenant)
+	return a.db.segments(tenant)
 }
 
 // LinkKey validates uri for tenant and makes it the key of the tenant's new
@@ -48,7 +48,7 @@ func (a *Admin) Segments(ctx context.Context, tenant string) ([]SegmentInfo, err
 // no segment; the alias is kept as a display name (KeyAlias). On a tenant
 // whose manifest was lost, LinkKey re-attests its segment files (Attested).
 func (a *Admin) LinkKey(ctx context.Context, tenant, uri string) (keys.KeyState, error) {
-	return a.db.LinkKey(ctx, tenant, uri)
+	return a.db.linkKey(ctx, tenant, uri)
 }
 
 // KeyURI returns the key linked to tenant ("" when none is linked).
@@ -56,7 +56,7 @@ func (a *Admin) KeyURI(ctx context.Context, tenant string) (string, error) {
 	if err := ctx.Err(); err != nil {
 		return "", err
 	}
-	return a.db.KeyURI(tenant)
+	return a.db.keyURI(tenant)
 }
 
 // CheckKey proves that tenant's data under uri can be read now, bypassing
@@ -66,7 +66,7 @@ func (a *Admin) KeyURI(ctx context.Context, tenant string) (string, error) {
 // GenerateDataKey + Decrypt round trip (KMS keys, whose policy may allow
 // DescribeKey but not Decrypt). Errors are the keys package's typed errors.
 func (a *Admin) CheckKey(ctx context.Context, tenant, uri string) error {
-	return a.db.CheckKey(ctx, tenant, uri)
+	return a.db.checkKey(ctx, tenant, uri)
 }
 
 // Rewrap moves every segment DEK of tenant under toURI without rewriting any
@@ -77,7 +77,7 @@ func (a *Admin) CheckKey(ctx context.Context, tenant, uri string) error {
 // toURI are skipped. When it returns nil, the old key may be deleted.
 // progress, when not nil, is called after each segment.
 func (a *Admin) Rewrap(ctx context.Context, tenant, toURI string, progress func(RewrapProgress)) (RewrapReport, error) {
-	return a.db.Rewrap(ctx, tenant, toURI, progress)
+	return a.db.rewrap(ctx, tenant, toURI, progress)
 }
 
 // SetLocalKeyEnabled disables or re-enables a key of the embedded local
@@ -98,13 +98,13 @@ func (a *Admin) SetLocalKeyEnabled(ctx context.Context, uri string, enabled bool
 // SetRetention keeps a tenant's records for d (0: forever). Expired data is
 // removed by whole segments, by the background job and by ApplyRetention.
 func (a *Admin) SetRetention(ctx context.Context, tenant string, d time.Duration) error {
-	return a.db.SetRetention(ctx, tenant, d)
+	return a.db.setRetention(ctx, tenant, d)
 }
 
 // ApplyRetention removes every sealed segment whose newest record is older
 // than its tenant's retention, with its index entries.
 func (a *Admin) ApplyRetention(ctx context.Context) (RetentionReport, error) {
-	return a.db.ApplyRetention(ctx)
+	return a.db.applyRetention(ctx)
 }
 
 // DeleteTenant crypto-shreds a tenant: its segments, the wrapped DEKs in
@@ -116,7 +116,7 @@ func (a *Admin) ApplyRetention(ctx context.Context) (RetentionReport, error) {
 // reported in KeysKept. A customer-managed KMS key is the customer's to
 // delete; logstore only forgets it (KeysKept says so).
 func (a *Admin) DeleteTenant(ctx context.Context, tenant string) (DeleteReport, error) {
-	return a.db.DeleteTenant(ctx, tenant)
+	return a.db.deleteTenant(ctx, tenant)
 }
 
 // Verify checks every segment of tenant (all tenants when empty): checksums
@@ -125,14 +125,14 @@ func (a *Admin) DeleteTenant(ctx context.Context, tenant string) (DeleteReport, 
 // index entry with identical metadata bytes and locator and its secondary
 // index entries, and no index entry points at nothing.
 func (a *Admin) Verify(ctx context.Context, tenant string) ([]SegmentCheck, error) {
-	return a.db.Verify(ctx, tenant)
+	return a.db.verify(ctx, tenant)
 }
 
 // VerifyIndex reads every entry of the index, which makes Pebble check the
 // checksum of every block: nil, or an error matching ErrIndexCorrupt (the
 // repair is `logstore segments reindex`). It takes time proportional to the
 // index's size.
-func (a *Admin) VerifyIndex(ctx context.Context) error { return a.db.VerifyIndex(ctx) }
+func (a *Admin) VerifyIndex(ctx context.Context) error { return a.db.verifyIndex(ctx) }
 
 // VerifyAudit checks the key audit trail: every record's checksum, sequence
 // number, hash and link to the one before, and every anchor the tenants'
@@ -140,7 +140,7 @@ func (a *Admin) VerifyIndex(ctx context.Context) error { return a.db.VerifyIndex
 // (keys.ErrAuditTruncated) or a rewritten log (keys.ErrAuditCorrupt). It
 // reads only the records appended before it was called, so appends may go on.
 func (a *Admin) VerifyAudit(ctx context.Context) (keys.AuditVerifyReport, error) {
-	return a.db.VerifyAudit(ctx)
+	return a.db.verifyAudit(ctx)
 }
 
 // Audit returns the key operations recorded for tenant (all tenants when
@@ -149,7 +149,7 @@ func (a *Admin) Audit(ctx context.Context, tenant string, since time.Time) ([]ke
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	return a.db.Audit(tenant, since)
+	return a.db.auditEvents(tenant, since)
 }
 
 // Reindex rebuilds the whole index from the segments alone; no key is needed
@@ -159,7 +159,7 @@ func (a *Admin) Reindex(ctx context.Context) (RecoveryReport, error) {
 	if err := ctx.Err(); err != nil {
 		return RecoveryReport{}, err
 	}
-	return a.db.Reindex()
+	return a.db.reindex()
 }
 
 // IndexHealth reports whether the index can take writes: nil, or an error
@@ -167,14 +167,14 @@ func (a *Admin) Reindex(ctx context.Context) (RecoveryReport, error) {
 // (rebuild it: `logstore segments reindex`, Options.RebuildIndex) or
 // ErrIndexFailed. Reads of undamaged parts of the index keep working in
 // every case.
-func (a *Admin) IndexHealth() error { return a.db.IndexHealth() }
+func (a *Admin) IndexHealth() error { return a.db.index.writable() }
 
 // IndexRebuild is what Open did with Options.RebuildIndex (nil without it).
-func (a *Admin) IndexRebuild() *IndexRebuild { return a.db.IndexRebuild() }
+func (a *Admin) IndexRebuild() *IndexRebuild { return a.db.index.rebuild }
 
 // Attested lists the re-attestations LinkKey made since Open: the segment
 // files a tenant without a trustworthy manifest was vouched for with.
-func (a *Admin) Attested() []AttestReport { return a.db.Attested() }
+func (a *Admin) Attested() []AttestReport { return a.db.attestedReports() }
 
 // DescribeKey reports a key's state as its provider sees it now (enabled,
 // disabled, pending deletion...), bypassing the DEK cache. Errors are the

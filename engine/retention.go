@@ -12,7 +12,7 @@ import (
 
 // SetRetention keeps a tenant's records for d (0: forever). Expired data is
 // removed by whole segments, by the background job and by ApplyRetention.
-func (db *DB) SetRetention(ctx context.Context, tenant string, d time.Duration) error {
+func (db *DB) setRetention(ctx context.Context, tenant string, d time.Duration) error {
 	if err := ValidateTenant(tenant); err != nil {
 		return err
 	}
@@ -33,7 +33,7 @@ type RetentionReport struct {
 
 // ApplyRetention removes every sealed segment whose newest record is older
 // than its tenant's retention, with its index entries.
-func (db *DB) ApplyRetention(ctx context.Context) (RetentionReport, error) {
+func (db *DB) applyRetention(ctx context.Context) (RetentionReport, error) {
 	var rep RetentionReport
 	tenants, err := db.listTenants()
 	if err != nil {
@@ -144,7 +144,7 @@ func (db *DB) retentionLoop() {
 				case <-ctx.Done():
 				}
 			}()
-			if _, err := db.ApplyRetention(ctx); err != nil && ctx.Err() == nil {
+			if _, err := db.applyRetention(ctx); err != nil && ctx.Err() == nil {
 				db.stats.retentionFailures.Add(1) // no caller to tell: counted, tried again next tick
 			}
 			cancel()

@@ -12,7 +12,7 @@ import (
 )
 
 // Segments lists a tenant's segments as the index knows them.
-func (db *DB) Segments(tenant string) ([]SegmentInfo, error) {
+func (db *DB) segments(tenant string) ([]SegmentInfo, error) {
 	if err := ValidateTenant(tenant); err != nil {
 		return nil, err
 	}
@@ -28,12 +28,9 @@ func (db *DB) Segments(tenant string) ([]SegmentInfo, error) {
 	return out, nil
 }
 
-// Tenants lists the tenants that have data.
-func (db *DB) Tenants() ([]string, error) { return db.listTenants() }
-
 // DataFiles lists every file under the data directory (for leak scans and
 // `segments list`).
-func (db *DB) DataFiles() ([]string, error) {
+func (db *DB) dataFiles() ([]string, error) {
 	var out []string
 	var walk func(dir string) error
 	walk = func(dir string) error {

@@ -3,6 +3,7 @@ package engine
 // Stats: per-tenant figures read from the index, and the engine's counters.
 
 import (
+	"context"
 	"sort"
 	"sync/atomic"
 
@@ -59,8 +60,13 @@ type TenantStats struct {
 	KeysInUse   []string
 }
 
-// Stats reads the figures from the index and the counters.
-func (db *DB) Stats() (Stats, error) {
+// Stats reads the figures from the index (per-tenant records, sizes, keys
+// in use) and the engine's counters. It reads the whole segment-state part
+// of the index, so it is not for a request path.
+func (db *DB) Stats(ctx context.Context) (Stats, error) {
+	if err := ctx.Err(); err != nil {
+		return Stats{}, err
+	}
 	s := Stats{Tenants: map[string]TenantStats{}, DEKCache: db.cache.Stats(),
 		AppendedRecords: db.stats.appendedRecords.Load(), GroupCommits: db.stats.groupCommits.Load(),
 		BlocksWritten: db.stats.blocksWritten.Load(), SegmentsCreated: db.stats.segmentsCreated.Load(),

@@ -40,7 +40,7 @@ func (t *Tenant) Name() string { return t.name }
 // in plaintext instead. If ctx ends while the group commit is in flight,
 // Append returns ctx.Err() and the records may or may not have been stored.
 func (t *Tenant) Append(ctx context.Context, recs []Record) ([]ID, error) {
-	return t.db.Append(ctx, t.name, recs)
+	return t.db.appendRecords(ctx, t.name, recs)
 }
 
 // Get returns a record with the parts asked for decrypted, decrypting only

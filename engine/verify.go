@@ -46,7 +46,7 @@ type IndexProblem struct {
 // index against the segments: every record of every readable block has an
 // index entry with identical metadata bytes and locator and its secondary
 // index entries, and no index entry points at nothing.
-func (db *DB) Verify(ctx context.Context, tenant string) ([]SegmentCheck, error) {
+func (db *DB) verify(ctx context.Context, tenant string) ([]SegmentCheck, error) {
 	tenants := []string{tenant}
 	if tenant == "" {
 		var err error

@@ -37,7 +37,7 @@ type appendReq struct {
 //
 // If ctx ends while the group commit is in flight, Append returns ctx.Err()
 // and the records may or may not have been stored.
-func (db *DB) Append(ctx context.Context, tenant string, recs []Record) ([]ID, error) {
+func (db *DB) appendRecords(ctx context.Context, tenant string, recs []Record) ([]ID, error) {
 	if err := ValidateTenant(tenant); err != nil {
 		return nil, err
 	}

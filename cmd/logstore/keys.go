@@ -79,7 +79,7 @@ func (a *app) keysListCmd() *cobra.Command {
 				return err
 			}
 			defer closeDB(db, &err)
-			st, err := db.Stats()
+			st, err := db.Stats(cmd.Context())
 			if err != nil {
 				return err
 			}

@@ -78,7 +78,7 @@ func Run(ctx context.Context, dir string, out io.Writer, p Printer) (err error) 
 	if err != nil {
 		return err
 	}
-	st, err := db.Stats()
+	st, err := db.Stats(ctx)
 	if err != nil {
 		return err
 	}

@@ -29,10 +29,15 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	acme, err := db.Tenant("acme")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 	out := bufio.NewWriter(os.Stdout)
 	for n := 0; ; n += 3 {
 		recs := []engine.Record{crashtest.Record(run, n), crashtest.Record(run, n+1), crashtest.Record(run, n+2)}
-		ids, err := db.Append(context.Background(), "acme", recs)
+		ids, err := acme.Append(context.Background(), recs)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "append:", err)
 			os.Exit(1)
