@@ -10,11 +10,7 @@ import (
 	"github.com/logstore/logstore/vfs"
 )
 
-// VerifyAudit checks the key audit trail: every record's checksum, sequence
-// number, hash and link to the one before, and every anchor the engine
-// recorded (auditAnchors), which is what detects a dropped tail
-// (keys.ErrAuditTruncated) or a rewritten log (keys.ErrAuditCorrupt). It
-// reads only the records appended before it was called, so appends may go on.
+// verifyAudit implements Admin.VerifyAudit (documented there).
 func (db *DB) verifyAudit(ctx context.Context) (keys.AuditVerifyReport, error) {
 	if db.audit == nil {
 		return keys.AuditVerifyReport{}, fmt.Errorf("%w: the audit trail is disabled", ErrInvalidOptions)

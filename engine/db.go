@@ -167,7 +167,7 @@ type AttestReport struct {
 	Skipped  []string
 }
 
-// Attested lists the re-attestations LinkKey made since Open.
+// attestedReports implements Admin.Attested (documented there).
 func (db *DB) attestedReports() []AttestReport {
 	db.attestMu.Lock()
 	defer db.attestMu.Unlock()
@@ -218,8 +218,7 @@ func (db *DB) closeResources() error {
 	return errors.Join(errs...)
 }
 
-// Audit returns the key operations recorded for tenant (all tenants when
-// empty) since the given time (zero: all), oldest first.
+// auditEvents implements Admin.Audit (documented there).
 func (db *DB) auditEvents(tenant string, since time.Time) ([]keys.AuditEvent, error) {
 	if db.audit == nil {
 		return nil, fmt.Errorf("%w: the audit trail is disabled", ErrInvalidOptions)

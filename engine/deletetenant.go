@@ -32,14 +32,7 @@ type KeptKey struct {
 	Reason string
 }
 
-// DeleteTenant crypto-shreds a tenant: its segments, the wrapped DEKs in
-// them, its index entries and configuration, and every local master key its
-// data was ever wrapped under: its default local://TENANT, the key linked in
-// its configuration, the key of every segment's key slot, and every key its
-// key operations in the audit trail used (earlier rotations). A local key
-// another tenant uses is kept (destroying it would shred that tenant) and
-// reported in KeysKept. A customer-managed KMS key is the customer's to
-// delete; logstore only forgets it (KeysKept says so).
+// deleteTenant implements Admin.DeleteTenant (documented there).
 func (db *DB) deleteTenant(ctx context.Context, tenant string) (DeleteReport, error) {
 	var rep DeleteReport
 	if err := ValidateTenant(tenant); err != nil {

@@ -120,9 +120,7 @@ func (x *index) restore(rb *IndexRebuild, fs vfs.FS, segDir string) error {
 	return x.flush()
 }
 
-// Reindex rebuilds the whole index from the segments alone; no key is needed
-// because it reads only the blocks' plaintext metadata sections. Tenant
-// configuration (linked keys, retention) is kept.
+// reindex implements Admin.Reindex (documented there).
 func (db *DB) reindex() (RecoveryReport, error) {
 	var rep RecoveryReport
 	err := db.withWriterPaused(func() error {

@@ -15,10 +15,7 @@ import (
 	"github.com/logstore/logstore/segment"
 )
 
-// VerifyIndex reads every entry of the index, which makes Pebble check the
-// checksum of every block: nil, or an error matching ErrIndexCorrupt (the
-// repair is `logstore segments reindex`). It takes time proportional to the
-// index's size.
+// verifyIndex implements Admin.VerifyIndex (documented there).
 func (db *DB) verifyIndex(ctx context.Context) error {
 	n := 0
 	err := guardIndex(func() error {

@@ -12,16 +12,7 @@ import (
 	"github.com/logstore/logstore/vfs"
 )
 
-// LinkKey validates uri for tenant and makes it the key of the tenant's new
-// segments. Validation: the key exists, is enabled and symmetric
-// (SYMMETRIC_DEFAULT), and a GenerateDataKey + unwrap round trip with the
-// tenant's encryption context succeeds. A failed validation changes nothing.
-// Existing segments keep their key until Rewrap moves them.
-//
-// The tenant is bound to the key's identity, not to the string given: an
-// alias is resolved to the ARN of the key it names now (keys.KeyState.URI),
-// which is what new segments record, so repointing the alias later strands
-// no segment; the alias is kept as a display name (KeyAlias).
+// linkKey implements Admin.LinkKey (documented there).
 func (db *DB) linkKey(ctx context.Context, tenant, uri string) (keys.KeyState, error) {
 	if err := ValidateTenant(tenant); err != nil {
 		return keys.KeyState{}, err
@@ -154,7 +145,7 @@ func isLocal(uri string) bool {
 	return s == keys.LocalScheme
 }
 
-// KeyURI returns the key linked to tenant ("" when none is linked).
+// keyURI implements Admin.KeyURI (documented there).
 func (db *DB) keyURI(tenant string) (string, error) {
 	cfg, err := db.config(tenant)
 	return cfg.KeyURI, err
@@ -175,12 +166,7 @@ type RewrapReport struct {
 	Duration  time.Duration
 }
 
-// Rewrap moves every segment DEK of tenant under toURI without rewriting any
-// data block: it links toURI (validating it), then for each segment re-wraps
-// the DEK, proves the new wrapped key opens the segment (key commitment), and
-// rewrites the segment's spare key slot (segment.RewriteKeySlot), which is
-// crash-safe. Re-running it after a crash resumes; segments already under
-// toURI are skipped. When it returns nil, the old key may be deleted.
+// rewrap implements Admin.Rewrap (documented there).
 func (db *DB) rewrap(ctx context.Context, tenant, toURI string, progress func(RewrapProgress)) (RewrapReport, error) {
 	start := time.Now()
 	var rep RewrapReport
@@ -325,12 +311,7 @@ func (db *DB) checkSlotGeneration(tenant string, r *segment.Reader) error {
 	return nil
 }
 
-// CheckKey proves that tenant's data under uri can be read now, bypassing
-// the DEK cache: it unwraps the DEK of one of the tenant's segments wrapped
-// under uri and checks it against the segment's key commitment. For a key
-// no segment uses yet it asks Describe (local keys) or runs LinkKey's
-// GenerateDataKey + Decrypt round trip (KMS keys, whose policy may allow
-// DescribeKey but not Decrypt). Errors are the keys package's typed errors.
+// checkKey implements Admin.CheckKey (documented there).
 func (db *DB) checkKey(ctx context.Context, tenant, uri string) error {
 	if err := ValidateTenant(tenant); err != nil {
 		return err

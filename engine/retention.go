@@ -10,8 +10,7 @@ import (
 	"time"
 )
 
-// SetRetention keeps a tenant's records for d (0: forever). Expired data is
-// removed by whole segments, by the background job and by ApplyRetention.
+// setRetention implements Admin.SetRetention (documented there).
 func (db *DB) setRetention(ctx context.Context, tenant string, d time.Duration) error {
 	if err := ValidateTenant(tenant); err != nil {
 		return err
@@ -31,8 +30,7 @@ type RetentionReport struct {
 	Bytes    int64
 }
 
-// ApplyRetention removes every sealed segment whose newest record is older
-// than its tenant's retention, with its index entries.
+// applyRetention implements Admin.ApplyRetention (documented there).
 func (db *DB) applyRetention(ctx context.Context) (RetentionReport, error) {
 	var rep RetentionReport
 	tenants, err := db.listTenants()

@@ -11,7 +11,7 @@ import (
 	"github.com/logstore/logstore/vfs"
 )
 
-// Segments lists a tenant's segments as the index knows them.
+// segments implements Admin.Segments (documented there).
 func (db *DB) segments(tenant string) ([]SegmentInfo, error) {
 	if err := ValidateTenant(tenant); err != nil {
 		return nil, err
@@ -28,7 +28,7 @@ func (db *DB) segments(tenant string) ([]SegmentInfo, error) {
 	return out, nil
 }
 
-// DataFiles lists every file under the data directory (for leak scans and
+// dataFiles lists every file under the data directory (for leak scans and
 // `segments list`).
 func (db *DB) dataFiles() ([]string, error) {
 	var out []string

@@ -41,11 +41,7 @@ type IndexProblem struct {
 	Err   error
 }
 
-// Verify checks every segment of tenant (all tenants when empty): checksums
-// always, authentication of every block when the key is available, and the
-// index against the segments: every record of every readable block has an
-// index entry with identical metadata bytes and locator and its secondary
-// index entries, and no index entry points at nothing.
+// verify implements Admin.Verify (documented there).
 func (db *DB) verify(ctx context.Context, tenant string) ([]SegmentCheck, error) {
 	tenants := []string{tenant}
 	if tenant == "" {

@@ -29,14 +29,7 @@ type appendReq struct {
 	done   chan error
 }
 
-// Append stores records for tenant and returns their ids (assigned when a
-// record has none). Concurrent callers are coalesced into one group commit.
-// Every record is validated before anything is written: one bad record fails
-// the whole call and writes nothing. With SyncAlways (the default) the
-// records are on stable storage when Append returns nil.
-//
-// If ctx ends while the group commit is in flight, Append returns ctx.Err()
-// and the records may or may not have been stored.
+// appendRecords implements Tenant.Append (documented there).
 func (db *DB) appendRecords(ctx context.Context, tenant string, recs []Record) ([]ID, error) {
 	if err := ValidateTenant(tenant); err != nil {
 		return nil, err
