@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"sort"
+	"strings"
 
 	"github.com/logstore/logstore/keys"
 	"github.com/logstore/logstore/segment"
@@ -32,6 +33,10 @@ type SegmentCheck struct {
 	// that points into this segment at nothing.
 	IndexProblems []IndexProblem
 }
+
+// IsSegment reports whether the check is of a segment file (the others are
+// of a tenant's manifest, the audit trail or blocks a crash cut off).
+func (c SegmentCheck) IsSegment() bool { return strings.HasSuffix(c.Path, segmentExt) }
 
 // IndexProblem is one disagreement between the index and a segment. Err
 // matches ErrIndexMismatch.

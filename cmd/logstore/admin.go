@@ -243,7 +243,7 @@ type verifyTally struct {
 
 // reportCheck prints one check of `segments verify` and counts it in t.
 func (a *app) reportCheck(t *verifyTally, c engine.SegmentCheck) {
-	isSeg := strings.HasSuffix(c.Path, ".lss")
+	isSeg := c.IsSegment()
 	if isSeg {
 		t.segs++
 	}
