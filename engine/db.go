@@ -56,8 +56,11 @@ type DB struct {
 	quit      chan struct{}  // closed by Close: the writer drains and stops
 	wg        sync.WaitGroup // the writer and the retention goroutine
 
-	closeMu sync.RWMutex // held shared by Append while enqueueing; exclusively by Close
+	closeMu sync.RWMutex // held shared by Append while enqueueing and by enter; exclusively by Close
 	closed  bool         // guarded by closeMu
+	// inUse counts the reads and operator calls in progress (enter): Close
+	// waits for them before it closes the index under them.
+	inUse sync.WaitGroup
 
 	// tenants is the writer goroutine's per-tenant state; only that
 	// goroutine touches it.
@@ -177,8 +180,10 @@ func (db *DB) attestedReports() []AttestReport {
 // Dir is the data directory.
 func (db *DB) Dir() string { return db.dir }
 
-// Close stops the background goroutines (finishing queued appends), seals
-// every active segment, closes the index and releases the lock.
+// Close stops the background goroutines (finishing queued appends and
+// sealing every active segment), waits for the reads and operator calls in
+// progress, closes the index and releases the lock. Afterwards every method
+// returns ErrClosed.
 func (db *DB) Close() error {
 	db.closeMu.Lock()
 	if db.closed {
@@ -189,7 +194,22 @@ func (db *DB) Close() error {
 	close(db.quit)
 	db.closeMu.Unlock()
 	db.wg.Wait()
+	db.inUse.Wait()
 	return db.closeResources()
+}
+
+// enter registers a read or an operator call, which must call the returned
+// func when it no longer touches the index or the files; ErrClosed once
+// Close has begun. Close waits for every registered call: a Scan's loop body
+// must not call Close.
+func (db *DB) enter() (func(), error) {
+	db.closeMu.RLock()
+	defer db.closeMu.RUnlock()
+	if db.closed {
+		return nil, ErrClosed
+	}
+	db.inUse.Add(1)
+	return db.inUse.Done, nil
 }
 
 func (db *DB) closeResources() error {

@@ -264,3 +264,66 @@ func TestCleanReopenReplaysNothing(t *testing.T) {
 	require.Zero(t, st.BlocksReplayed)
 	require.Equal(t, 100, st.Tenants["acme"].Records)
 }
+
+// TestUseAfterClose: every method of the data and operator planes returns
+// ErrClosed after Close, and reads racing with Close end cleanly (Close
+// waits for them) instead of reaching a closed index.
+func TestUseAfterClose(t *testing.T) {
+	db := openTest(t, vfs.Default, t.TempDir(), nil)
+	acme := db.tn("acme")
+	ids, err := acme.Append(bg, genRecords(rand.New(rand.NewSource(1)), 200, t0))
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				n := 0
+				var serr error
+				for _, err := range acme.Scan(bg, ScanOptions{}) {
+					if err != nil {
+						serr = err
+						break
+					}
+					n++
+				}
+				_, gerr := acme.Get(bg, ids[n%len(ids)], PartAll)
+				if serr != nil || gerr != nil {
+					if err := errors.Join(serr, gerr); !errors.Is(err, ErrClosed) {
+						t.Errorf("a read racing with Close: %v", err)
+					}
+					return
+				}
+			}
+		}()
+	}
+	time.Sleep(20 * time.Millisecond)
+	require.NoError(t, db.Close())
+	wg.Wait()
+
+	_, err = acme.Get(bg, ids[0], PartAll)
+	require.ErrorIs(t, err, ErrClosed)
+	_, err = acme.GetMeta(bg, ids[0])
+	require.ErrorIs(t, err, ErrClosed)
+	_, err = acme.Count(bg, ScanOptions{})
+	require.ErrorIs(t, err, ErrClosed)
+	for _, err := range acme.Scan(bg, ScanOptions{}) {
+		require.ErrorIs(t, err, ErrClosed)
+	}
+	_, err = acme.Append(bg, genRecords(rand.New(rand.NewSource(2)), 1, t0))
+	require.ErrorIs(t, err, ErrClosed)
+	_, err = db.Admin().Segments(bg, "acme")
+	require.ErrorIs(t, err, ErrClosed)
+	_, err = db.Admin().Verify(bg, "acme")
+	require.ErrorIs(t, err, ErrClosed)
+	_, err = db.Stats(bg)
+	require.ErrorIs(t, err, ErrClosed)
+
+	// A Tenant that did not come from DB.Tenant fails, it does not panic.
+	var zero Tenant
+	_, err = zero.Get(bg, ids[0], PartAll)
+	require.ErrorIs(t, err, ErrInvalidTenant)
+	_, err = zero.Append(bg, nil)
+	require.ErrorIs(t, err, ErrInvalidTenant)
+}

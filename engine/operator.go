@@ -25,7 +25,7 @@ func (a *Admin) Tenants(ctx context.Context) ([]string, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	return a.db.listTenants()
+	return call(a.db, func() ([]string, error) { return a.db.listTenants() })
 }
 
 // Segments lists a tenant's segments as the index knows them.
@@ -33,7 +33,7 @@ func (a *Admin) Segments(ctx context.Context, tenant string) ([]SegmentInfo, err
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	return a.db.segments(tenant)
+	return call(a.db, func() ([]SegmentInfo, error) { return a.db.segments(tenant) })
 }
 
 // LinkKey validates uri for tenant and makes it the key of the tenant's new
@@ -48,7 +48,7 @@ func (a *Admin) Segments(ctx context.Context, tenant string) ([]SegmentInfo, err
 // no segment; the alias is kept as a display name (KeyAlias). On a tenant
 // whose manifest was lost, LinkKey re-attests its segment files (Attested).
 func (a *Admin) LinkKey(ctx context.Context, tenant, uri string) (keys.KeyState, error) {
-	return a.db.linkKey(ctx, tenant, uri)
+	return call(a.db, func() (keys.KeyState, error) { return a.db.linkKey(ctx, tenant, uri) })
 }
 
 // KeyURI returns the key linked to tenant ("" when none is linked).
@@ -56,7 +56,7 @@ func (a *Admin) KeyURI(ctx context.Context, tenant string) (string, error) {
 	if err := ctx.Err(); err != nil {
 		return "", err
 	}
-	return a.db.keyURI(tenant)
+	return call(a.db, func() (string, error) { return a.db.keyURI(tenant) })
 }
 
 // CheckKey proves that tenant's data under uri can be read now, bypassing
@@ -66,7 +66,7 @@ func (a *Admin) KeyURI(ctx context.Context, tenant string) (string, error) {
 // GenerateDataKey + Decrypt round trip (KMS keys, whose policy may allow
 // DescribeKey but not Decrypt). Errors are the keys package's typed errors.
 func (a *Admin) CheckKey(ctx context.Context, tenant, uri string) error {
-	return a.db.checkKey(ctx, tenant, uri)
+	return callErr(a.db, func() error { return a.db.checkKey(ctx, tenant, uri) })
 }
 
 // Rewrap moves every segment DEK of tenant under toURI without rewriting any
@@ -77,7 +77,7 @@ func (a *Admin) CheckKey(ctx context.Context, tenant, uri string) error {
 // toURI are skipped. When it returns nil, the old key may be deleted.
 // progress, when not nil, is called after each segment.
 func (a *Admin) Rewrap(ctx context.Context, tenant, toURI string, progress func(RewrapProgress)) (RewrapReport, error) {
-	return a.db.rewrap(ctx, tenant, toURI, progress)
+	return call(a.db, func() (RewrapReport, error) { return a.db.rewrap(ctx, tenant, toURI, progress) })
 }
 
 // SetLocalKeyEnabled disables or re-enables a key of the embedded local
@@ -92,19 +92,19 @@ func (a *Admin) SetLocalKeyEnabled(ctx context.Context, uri string, enabled bool
 	if a.db.local == nil {
 		return fmt.Errorf("%w: Options.Keys replaced the embedded local key provider", ErrInvalidOptions)
 	}
-	return a.db.local.SetEnabled(uri, enabled)
+	return callErr(a.db, func() error { return a.db.local.SetEnabled(uri, enabled) })
 }
 
 // SetRetention keeps a tenant's records for d (0: forever). Expired data is
 // removed by whole segments, by the background job and by ApplyRetention.
 func (a *Admin) SetRetention(ctx context.Context, tenant string, d time.Duration) error {
-	return a.db.setRetention(ctx, tenant, d)
+	return callErr(a.db, func() error { return a.db.setRetention(ctx, tenant, d) })
 }
 
 // ApplyRetention removes every sealed segment whose newest record is older
 // than its tenant's retention, with its index entries.
 func (a *Admin) ApplyRetention(ctx context.Context) (RetentionReport, error) {
-	return a.db.applyRetention(ctx)
+	return call(a.db, func() (RetentionReport, error) { return a.db.applyRetention(ctx) })
 }
 
 // DeleteTenant crypto-shreds a tenant: its segments, the wrapped DEKs in
@@ -116,7 +116,7 @@ func (a *Admin) ApplyRetention(ctx context.Context) (RetentionReport, error) {
 // reported in KeysKept. A customer-managed KMS key is the customer's to
 // delete; logstore only forgets it (KeysKept says so).
 func (a *Admin) DeleteTenant(ctx context.Context, tenant string) (DeleteReport, error) {
-	return a.db.deleteTenant(ctx, tenant)
+	return call(a.db, func() (DeleteReport, error) { return a.db.deleteTenant(ctx, tenant) })
 }
 
 // Verify checks every segment of tenant (all tenants when empty): checksums
@@ -125,14 +125,16 @@ func (a *Admin) DeleteTenant(ctx context.Context, tenant string) (DeleteReport, 
 // index entry with identical metadata bytes and locator and its secondary
 // index entries, and no index entry points at nothing.
 func (a *Admin) Verify(ctx context.Context, tenant string) ([]SegmentCheck, error) {
-	return a.db.verify(ctx, tenant)
+	return call(a.db, func() ([]SegmentCheck, error) { return a.db.verify(ctx, tenant) })
 }
 
 // VerifyIndex reads every entry of the index, which makes Pebble check the
 // checksum of every block: nil, or an error matching ErrIndexCorrupt (the
 // repair is `logstore segments reindex`). It takes time proportional to the
 // index's size.
-func (a *Admin) VerifyIndex(ctx context.Context) error { return a.db.verifyIndex(ctx) }
+func (a *Admin) VerifyIndex(ctx context.Context) error {
+	return callErr(a.db, func() error { return a.db.verifyIndex(ctx) })
+}
 
 // VerifyAudit checks the key audit trail: every record's checksum, sequence
 // number, hash and link to the one before, and every anchor the tenants'
@@ -140,7 +142,7 @@ func (a *Admin) VerifyIndex(ctx context.Context) error { return a.db.verifyIndex
 // (keys.ErrAuditTruncated) or a rewritten log (keys.ErrAuditCorrupt). It
 // reads only the records appended before it was called, so appends may go on.
 func (a *Admin) VerifyAudit(ctx context.Context) (keys.AuditVerifyReport, error) {
-	return a.db.verifyAudit(ctx)
+	return call(a.db, func() (keys.AuditVerifyReport, error) { return a.db.verifyAudit(ctx) })
 }
 
 // Audit returns the key operations recorded for tenant (all tenants when
@@ -149,7 +151,7 @@ func (a *Admin) Audit(ctx context.Context, tenant string, since time.Time) ([]ke
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	return a.db.auditEvents(tenant, since)
+	return call(a.db, func() ([]keys.AuditEvent, error) { return a.db.auditEvents(tenant, since) })
 }
 
 // Reindex rebuilds the whole index from the segments alone; no key is needed
@@ -159,7 +161,7 @@ func (a *Admin) Reindex(ctx context.Context) (RecoveryReport, error) {
 	if err := ctx.Err(); err != nil {
 		return RecoveryReport{}, err
 	}
-	return a.db.reindex()
+	return call(a.db, func() (RecoveryReport, error) { return a.db.reindex() })
 }
 
 // IndexHealth reports whether the index can take writes: nil, or an error
@@ -180,9 +182,27 @@ func (a *Admin) Attested() []AttestReport { return a.db.attestedReports() }
 // disabled, pending deletion...), bypassing the DEK cache. Errors are the
 // keys package's typed errors.
 func (a *Admin) DescribeKey(ctx context.Context, uri string) (keys.KeyState, error) {
-	return a.db.cache.Describe(ctx, uri)
+	return call(a.db, func() (keys.KeyState, error) { return a.db.cache.Describe(ctx, uri) })
 }
 
 // DEKCacheMaxAge is how long an unwrapped DEK is reused without asking the
 // key provider: the longest a revocation takes to bite.
 func (a *Admin) DEKCacheMaxAge() time.Duration { return a.db.cache.MaxAge() }
+
+// call runs an operator call registered with enter: ErrClosed after Close,
+// and Close waits for it.
+func call[T any](db *DB, f func() (T, error)) (T, error) {
+	done, err := db.enter()
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	defer done()
+	return f()
+}
+
+// callErr is call for a call that returns only an error.
+func callErr(db *DB, f func() error) error {
+	_, err := call(db, func() (struct{}, error) { return struct{}{}, f() })
+	return err
+}

@@ -67,6 +67,11 @@ func (db *DB) Stats(ctx context.Context) (Stats, error) {
 	if err := ctx.Err(); err != nil {
 		return Stats{}, err
 	}
+	done, err := db.enter()
+	if err != nil {
+		return Stats{}, err
+	}
+	defer done()
 	s := Stats{Tenants: map[string]TenantStats{}, DEKCache: db.cache.Stats(),
 		AppendedRecords: db.stats.appendedRecords.Load(), GroupCommits: db.stats.groupCommits.Load(),
 		BlocksWritten: db.stats.blocksWritten.Load(), SegmentsCreated: db.stats.segmentsCreated.Load(),

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"fmt"
 	"iter"
 )
 
@@ -40,6 +41,9 @@ func (t *Tenant) Name() string { return t.name }
 // in plaintext instead. If ctx ends while the group commit is in flight,
 // Append returns ctx.Err() and the records may or may not have been stored.
 func (t *Tenant) Append(ctx context.Context, recs []Record) ([]ID, error) {
+	if t == nil || t.db == nil {
+		return nil, errNoHandle
+	}
 	return t.db.appendRecords(ctx, t.name, recs)
 }
 
@@ -56,6 +60,11 @@ func (t *Tenant) Append(ctx context.Context, recs []Record) ([]ID, error) {
 // fields (`logstore segments verify` lists every such record, `logstore
 // segments reindex` rebuilds the index).
 func (t *Tenant) Get(ctx context.Context, id ID, parts Part) (*Record, error) {
+	done, err := t.enter()
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	return t.db.get(ctx, t.name, id, parts)
 }
 
@@ -67,6 +76,11 @@ func (t *Tenant) GetMeta(ctx context.Context, id ID) (*Meta, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	done, err := t.enter()
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	return t.db.getMeta(t.name, id)
 }
 
@@ -82,10 +96,17 @@ func (t *Tenant) GetMeta(ctx context.Context, id ID) (*Meta, error) {
 //	}
 //
 // Every yielded *Meta is the caller's to keep. A scan sees the records
-// acknowledged before it reached them; it does not block writers.
+// acknowledged before it reached them; it does not block writers. Close
+// waits for a scan in progress, so the loop body must not call Close.
 func (t *Tenant) Scan(ctx context.Context, o ScanOptions) iter.Seq2[*Meta, error] {
 	return func(yield func(*Meta, error) bool) {
-		err := t.db.scanIDs(ctx, t.name, o, func(id ID) (bool, error) {
+		done, err := t.enter()
+		if err != nil {
+			yield(nil, err)
+			return
+		}
+		defer done()
+		err = t.db.scanIDs(ctx, t.name, o, func(id ID) (bool, error) {
 			m, err := t.db.getMeta(t.name, id)
 			if err != nil {
 				return false, err
@@ -100,7 +121,23 @@ func (t *Tenant) Scan(ctx context.Context, o ScanOptions) iter.Seq2[*Meta, error
 
 // Count returns how many records o selects, reading only index keys.
 func (t *Tenant) Count(ctx context.Context, o ScanOptions) (int, error) {
+	done, err := t.enter()
+	if err != nil {
+		return 0, err
+	}
+	defer done()
 	n := 0
-	err := t.db.scanIDs(ctx, t.name, o, func(ID) (bool, error) { n++; return true, nil })
+	err = t.db.scanIDs(ctx, t.name, o, func(ID) (bool, error) { n++; return true, nil })
 	return n, err
+}
+
+// errNoHandle is what a Tenant that did not come from DB.Tenant returns.
+var errNoHandle = fmt.Errorf("%w: a Tenant comes from DB.Tenant", ErrInvalidTenant)
+
+// enter registers a read of t's DB (DB.enter).
+func (t *Tenant) enter() (func(), error) {
+	if t == nil || t.db == nil {
+		return nil, errNoHandle
+	}
+	return t.db.enter()
 }
