@@ -47,7 +47,7 @@
 //
 // A Record is its plaintext Meta (indexed, readable without a key) and
 // sealed fields (path, query, client ip, consumer, headers, attributes,
-// bodies) that are encrypted and never indexed. Fields is the one table of
+// bodies) that are encrypted and never indexed. Fields() is the one table of
 // the plaintext schema.
 //
 // # Durability and integrity

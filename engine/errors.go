@@ -5,10 +5,9 @@ import (
 	"fmt"
 )
 
-// Every sentinel error of the package but ErrStopScan (read.go, the Scan
-// callback's signal). Key errors come from package keys (errors.Is(err,
-// keys.ErrKeyUnusable) for a revoked key) and segment errors from package
-// segment.
+// Every sentinel error of the package. Key errors come from package keys
+// (errors.Is(err, keys.ErrKeyUnusable) for a revoked key) and segment errors
+// from package segment.
 
 // Store, options and record errors.
 var (
@@ -23,7 +22,14 @@ var (
 	ErrCorrupt        = errors.New("logstore/engine: corrupt index or record encoding")
 	ErrUnknownVersion = errors.New("logstore/engine: unknown encoding version")
 	ErrNoPayload      = errors.New("logstore/engine: record has no payload")
+	// ErrExists: Append was given a Record.ID the tenant already has (or
+	// twice in one call); nothing of the call was written.
+	ErrExists = errors.New("logstore/engine: record id already stored")
 )
+
+// errNilContext is what a call given a nil context returns (the context
+// package's rule is never to pass one; a panic here would leak locks).
+var errNilContext = fmt.Errorf("%w: nil context.Context", ErrInvalidOptions)
 
 // Index errors: the Pebble index disagrees with the segments, is out of
 // space, damaged or failed.
@@ -39,8 +45,9 @@ var (
 	// space has been freed. An append that fails with it wrote nothing,
 	// except when the index learned of the full disk after the append's
 	// blocks had reached their segment and could not take their entries:
-	// then the next Open indexes them (set Record.ID to make a retry
-	// idempotent).
+	// then the next Open indexes them. A retry that sets Record.ID is
+	// refused with ErrExists once the first attempt is indexed; before
+	// that Open, it stores a second copy.
 	ErrDiskFull = errors.New("logstore/engine: disk full")
 	// ErrIndexCorrupt: the Pebble index failed a checksum or cannot be
 	// opened. It is derived from the segments: rebuild it with `logstore

@@ -181,7 +181,7 @@ func DecodeIndexKey(k []byte) (IndexKey, error) {
 		field := rest[0]
 		rest = rest[1:]
 		if f := indexes[field]; f != nil {
-			ik.Field = f.Name
+			ik.Field = f.name
 		}
 		switch {
 		case field == idxStatus:

@@ -189,7 +189,7 @@ func (db *DB) rewrap(ctx context.Context, tenant, toURI string, progress func(Re
 			skipped, err = true, nil // removed by retention meanwhile
 		}
 		if err != nil {
-			return rep, fmt.Errorf("rewrap segment %s: %w", segHex(id), err)
+			return rep, fmt.Errorf("logstore/engine: rewrap segment %s: %w", segHex(id), err)
 		}
 		if skipped {
 			rep.Skipped++
@@ -229,7 +229,7 @@ func (db *DB) rewrapSegment(ctx context.Context, tenant string, id [16]byte, toU
 	// before writing it; the DEK also keys the new slot's MAC.
 	dek, err := db.cache.Provider().Unwrap(ctx, toURI, wrapped, ec)
 	if err != nil {
-		return false, fmt.Errorf("the rewrapped key does not unwrap: %w", err)
+		return false, fmt.Errorf("logstore/engine: the rewrapped key does not unwrap: %w", err)
 	}
 	defer keys.Zero(dek)
 	if h.Slot.KeyURI != toURI {

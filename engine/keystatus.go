@@ -46,12 +46,10 @@ const LinkedKeyUnknown = "(linked key)"
 // error returned is ErrNoKey when tenant has no key and no data, or the
 // error that kept the keys from being listed.
 func (a *Admin) KeyStatus(ctx context.Context, tenant string) ([]KeyStatus, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	if err := ValidateTenant(tenant); err != nil {
-		return nil, err
-	}
+	return tenantCall(a, ctx, tenant, false, func() ([]KeyStatus, error) { return a.keyStatuses(ctx, tenant) })
+}
+
+func (a *Admin) keyStatuses(ctx context.Context, tenant string) ([]KeyStatus, error) {
 	uris, linkErr, err := a.statusKeyURIs(ctx, tenant)
 	if err != nil {
 		return nil, err

@@ -22,18 +22,12 @@ func (db *DB) Admin() *Admin { return &Admin{db: db} }
 
 // Tenants lists the tenants that have data.
 func (a *Admin) Tenants(ctx context.Context) ([]string, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	return call(a.db, func() ([]string, error) { return a.db.listTenants() })
+	return call(a, ctx, func() ([]string, error) { return a.db.listTenants() })
 }
 
 // Segments lists a tenant's segments as the index knows them.
 func (a *Admin) Segments(ctx context.Context, tenant string) ([]SegmentInfo, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	return call(a.db, func() ([]SegmentInfo, error) { return a.db.segments(tenant) })
+	return tenantCall(a, ctx, tenant, false, func() ([]SegmentInfo, error) { return a.db.segments(tenant) })
 }
 
 // LinkKey validates uri for tenant and makes it the key of the tenant's new
@@ -48,15 +42,12 @@ func (a *Admin) Segments(ctx context.Context, tenant string) ([]SegmentInfo, err
 // no segment; the alias is kept as a display name (KeyAlias). On a tenant
 // whose manifest was lost, LinkKey re-attests its segment files (Attested).
 func (a *Admin) LinkKey(ctx context.Context, tenant, uri string) (keys.KeyState, error) {
-	return call(a.db, func() (keys.KeyState, error) { return a.db.linkKey(ctx, tenant, uri) })
+	return tenantCall(a, ctx, tenant, false, func() (keys.KeyState, error) { return a.db.linkKey(ctx, tenant, uri) })
 }
 
 // KeyURI returns the key linked to tenant ("" when none is linked).
 func (a *Admin) KeyURI(ctx context.Context, tenant string) (string, error) {
-	if err := ctx.Err(); err != nil {
-		return "", err
-	}
-	return call(a.db, func() (string, error) { return a.db.keyURI(tenant) })
+	return tenantCall(a, ctx, tenant, false, func() (string, error) { return a.db.keyURI(tenant) })
 }
 
 // CheckKey proves that tenant's data under uri can be read now, bypassing
@@ -66,7 +57,7 @@ func (a *Admin) KeyURI(ctx context.Context, tenant string) (string, error) {
 // GenerateDataKey + Decrypt round trip (KMS keys, whose policy may allow
 // DescribeKey but not Decrypt). Errors are the keys package's typed errors.
 func (a *Admin) CheckKey(ctx context.Context, tenant, uri string) error {
-	return callErr(a.db, func() error { return a.db.checkKey(ctx, tenant, uri) })
+	return tenantCallErr(a, ctx, tenant, func() error { return a.db.checkKey(ctx, tenant, uri) })
 }
 
 // Rewrap moves every segment DEK of tenant under toURI without rewriting any
@@ -77,7 +68,7 @@ func (a *Admin) CheckKey(ctx context.Context, tenant, uri string) error {
 // toURI are skipped. When it returns nil, the old key may be deleted.
 // progress, when not nil, is called after each segment.
 func (a *Admin) Rewrap(ctx context.Context, tenant, toURI string, progress func(RewrapProgress)) (RewrapReport, error) {
-	return call(a.db, func() (RewrapReport, error) { return a.db.rewrap(ctx, tenant, toURI, progress) })
+	return tenantCall(a, ctx, tenant, false, func() (RewrapReport, error) { return a.db.rewrap(ctx, tenant, toURI, progress) })
 }
 
 // SetLocalKeyEnabled disables or re-enables a key of the embedded local
@@ -86,25 +77,22 @@ func (a *Admin) Rewrap(ctx context.Context, tenant, toURI string, progress func(
 // max age has passed. ErrInvalidOptions when the DB was opened with its own
 // Options.Keys (there is no embedded provider).
 func (a *Admin) SetLocalKeyEnabled(ctx context.Context, uri string, enabled bool) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
 	if a.db.local == nil {
 		return fmt.Errorf("%w: Options.Keys replaced the embedded local key provider", ErrInvalidOptions)
 	}
-	return callErr(a.db, func() error { return a.db.local.SetEnabled(uri, enabled) })
+	return callErr(a, ctx, func() error { return a.db.local.SetEnabled(uri, enabled) })
 }
 
 // SetRetention keeps a tenant's records for d (0: forever). Expired data is
 // removed by whole segments, by the background job and by ApplyRetention.
 func (a *Admin) SetRetention(ctx context.Context, tenant string, d time.Duration) error {
-	return callErr(a.db, func() error { return a.db.setRetention(ctx, tenant, d) })
+	return tenantCallErr(a, ctx, tenant, func() error { return a.db.setRetention(ctx, tenant, d) })
 }
 
 // ApplyRetention removes every sealed segment whose newest record is older
 // than its tenant's retention, with its index entries.
 func (a *Admin) ApplyRetention(ctx context.Context) (RetentionReport, error) {
-	return call(a.db, func() (RetentionReport, error) { return a.db.applyRetention(ctx) })
+	return call(a, ctx, func() (RetentionReport, error) { return a.db.applyRetention(ctx) })
 }
 
 // DeleteTenant crypto-shreds a tenant: its segments, the wrapped DEKs in
@@ -116,7 +104,7 @@ func (a *Admin) ApplyRetention(ctx context.Context) (RetentionReport, error) {
 // reported in KeysKept. A customer-managed KMS key is the customer's to
 // delete; logstore only forgets it (KeysKept says so).
 func (a *Admin) DeleteTenant(ctx context.Context, tenant string) (DeleteReport, error) {
-	return call(a.db, func() (DeleteReport, error) { return a.db.deleteTenant(ctx, tenant) })
+	return tenantCall(a, ctx, tenant, false, func() (DeleteReport, error) { return a.db.deleteTenant(ctx, tenant) })
 }
 
 // Verify checks every segment of tenant (all tenants when empty): checksums
@@ -125,7 +113,7 @@ func (a *Admin) DeleteTenant(ctx context.Context, tenant string) (DeleteReport, 
 // index entry with identical metadata bytes and locator and its secondary
 // index entries, and no index entry points at nothing.
 func (a *Admin) Verify(ctx context.Context, tenant string) ([]SegmentCheck, error) {
-	return call(a.db, func() ([]SegmentCheck, error) { return a.db.verify(ctx, tenant) })
+	return tenantCall(a, ctx, tenant, true, func() ([]SegmentCheck, error) { return a.db.verify(ctx, tenant) })
 }
 
 // VerifyIndex reads every entry of the index, which makes Pebble check the
@@ -133,7 +121,7 @@ func (a *Admin) Verify(ctx context.Context, tenant string) ([]SegmentCheck, erro
 // repair is `logstore segments reindex`). It takes time proportional to the
 // index's size.
 func (a *Admin) VerifyIndex(ctx context.Context) error {
-	return callErr(a.db, func() error { return a.db.verifyIndex(ctx) })
+	return callErr(a, ctx, func() error { return a.db.verifyIndex(ctx) })
 }
 
 // VerifyAudit checks the key audit trail: every record's checksum, sequence
@@ -142,26 +130,20 @@ func (a *Admin) VerifyIndex(ctx context.Context) error {
 // (keys.ErrAuditTruncated) or a rewritten log (keys.ErrAuditCorrupt). It
 // reads only the records appended before it was called, so appends may go on.
 func (a *Admin) VerifyAudit(ctx context.Context) (keys.AuditVerifyReport, error) {
-	return call(a.db, func() (keys.AuditVerifyReport, error) { return a.db.verifyAudit(ctx) })
+	return call(a, ctx, func() (keys.AuditVerifyReport, error) { return a.db.verifyAudit(ctx) })
 }
 
 // Audit returns the key operations recorded for tenant (all tenants when
 // empty) since the given time (zero: all), oldest first.
 func (a *Admin) Audit(ctx context.Context, tenant string, since time.Time) ([]keys.AuditEvent, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	return call(a.db, func() ([]keys.AuditEvent, error) { return a.db.auditEvents(tenant, since) })
+	return tenantCall(a, ctx, tenant, true, func() ([]keys.AuditEvent, error) { return a.db.auditEvents(tenant, since) })
 }
 
 // Reindex rebuilds the whole index from the segments alone; no key is needed
 // because it reads only the blocks' plaintext metadata sections. Tenant
 // configuration (linked keys, retention) is kept.
 func (a *Admin) Reindex(ctx context.Context) (RecoveryReport, error) {
-	if err := ctx.Err(); err != nil {
-		return RecoveryReport{}, err
-	}
-	return call(a.db, func() (RecoveryReport, error) { return a.db.reindex() })
+	return call(a, ctx, func() (RecoveryReport, error) { return a.db.reindex() })
 }
 
 // IndexHealth reports whether the index can take writes: nil, or an error
@@ -169,32 +151,59 @@ func (a *Admin) Reindex(ctx context.Context) (RecoveryReport, error) {
 // (rebuild it: `logstore segments reindex`, Options.RebuildIndex) or
 // ErrIndexFailed. Reads of undamaged parts of the index keep working in
 // every case.
-func (a *Admin) IndexHealth() error { return a.db.index.writable() }
+func (a *Admin) IndexHealth() error {
+	return callErr(a, context.Background(), func() error { return a.db.index.writable() })
+}
 
 // IndexRebuild is what Open did with Options.RebuildIndex (nil without it).
-func (a *Admin) IndexRebuild() *IndexRebuild { return a.db.index.rebuild }
+func (a *Admin) IndexRebuild() *IndexRebuild {
+	if a == nil || a.db == nil {
+		return nil
+	}
+	return a.db.index.rebuild
+}
 
 // Attested lists the re-attestations LinkKey made since Open: the segment
 // files a tenant without a trustworthy manifest was vouched for with.
-func (a *Admin) Attested() []AttestReport { return a.db.attestedReports() }
+func (a *Admin) Attested() []AttestReport {
+	if a == nil || a.db == nil {
+		return nil
+	}
+	return a.db.attestedReports()
+}
 
 // DescribeKey reports a key's state as its provider sees it now (enabled,
 // disabled, pending deletion...), bypassing the DEK cache. Errors are the
 // keys package's typed errors.
 func (a *Admin) DescribeKey(ctx context.Context, uri string) (keys.KeyState, error) {
-	return call(a.db, func() (keys.KeyState, error) { return a.db.cache.Describe(ctx, uri) })
+	return call(a, ctx, func() (keys.KeyState, error) { return a.db.cache.Describe(ctx, uri) })
 }
 
 // DEKCacheMaxAge is how long an unwrapped DEK is reused without asking the
 // key provider: the longest a revocation takes to bite.
-func (a *Admin) DEKCacheMaxAge() time.Duration { return a.db.cache.MaxAge() }
+func (a *Admin) DEKCacheMaxAge() time.Duration {
+	if a == nil || a.db == nil {
+		return 0
+	}
+	return a.db.cache.MaxAge()
+}
 
 // call runs an operator call registered with enter: ErrClosed after Close,
-// and Close waits for it.
-func call[T any](db *DB, f func() (T, error)) (T, error) {
-	done, err := db.enter()
+// and Close waits for it. A nil context, an Admin that did not come from
+// DB.Admin or an ended context fail it before it starts.
+func call[T any](a *Admin, ctx context.Context, f func() (T, error)) (T, error) {
+	var zero T
+	switch {
+	case a == nil || a.db == nil:
+		return zero, fmt.Errorf("%w: an Admin comes from DB.Admin", ErrInvalidOptions)
+	case ctx == nil:
+		return zero, errNilContext
+	}
+	if err := ctx.Err(); err != nil {
+		return zero, err
+	}
+	done, err := a.db.enter()
 	if err != nil {
-		var zero T
 		return zero, err
 	}
 	defer done()
@@ -202,7 +211,25 @@ func call[T any](db *DB, f func() (T, error)) (T, error) {
 }
 
 // callErr is call for a call that returns only an error.
-func callErr(db *DB, f func() error) error {
-	_, err := call(db, func() (struct{}, error) { return struct{}{}, f() })
+func callErr(a *Admin, ctx context.Context, f func() error) error {
+	_, err := call(a, ctx, func() (struct{}, error) { return struct{}{}, f() })
+	return err
+}
+
+// tenantCall is call for a call about one tenant, whose name it validates
+// first ("" means every tenant where all is set).
+func tenantCall[T any](a *Admin, ctx context.Context, tenant string, all bool, f func() (T, error)) (T, error) {
+	if tenant != "" || !all {
+		if err := ValidateTenant(tenant); err != nil {
+			var zero T
+			return zero, err
+		}
+	}
+	return call(a, ctx, f)
+}
+
+// tenantCallErr is tenantCall for a call that returns only an error.
+func tenantCallErr(a *Admin, ctx context.Context, tenant string, f func() error) error {
+	_, err := tenantCall(a, ctx, tenant, false, func() (struct{}, error) { return struct{}{}, f() })
 	return err
 }

@@ -19,10 +19,11 @@ const (
 	PartAll     = PartLog | PartPayload
 )
 
-// getMeta returns a record's plaintext metadata from the index.
-func (db *DB) getMeta(tenant string, id ID) (*Meta, error) {
+// getMeta returns a record's plaintext metadata from the index (or from a
+// snapshot of it: a scan's).
+func (db *DB) getMeta(from indexView, tenant string, id ID) (*Meta, error) {
 	m := &Meta{}
-	found, err := db.index.view(recordKey(tenant, id), func(v []byte) error {
+	found, err := from.view(recordKey(tenant, id), func(v []byte) error {
 		_, err := decodeRecordValue(v, m)
 		return err
 	})
@@ -147,9 +148,9 @@ func indexMismatch(id ID, indexed, authenticated []byte) error {
 // authenticated copy b.
 func metaDiff(a, b *Meta) []string {
 	var out []string
-	for _, f := range Fields {
+	for _, f := range fields {
 		if va, vb := f.value(a), f.value(b); va != vb {
-			out = append(out, fmt.Sprintf("%s is %#v in the index, %#v in the block", f.Name, va, vb))
+			out = append(out, fmt.Sprintf("%s is %#v in the index, %#v in the block", f.name, va, vb))
 		}
 	}
 	if a.HasPayload != b.HasPayload {

@@ -32,8 +32,9 @@ func BySession(ids ...string) Index { return byString("session_id", ids) }
 // ByTrace selects the records of the given traces.
 func ByTrace(ids ...string) Index { return byString("trace_id", ids) }
 
-// ByMethod selects the records with one of the given HTTP methods (as
-// stored: upper case).
+// ByMethod selects the records with one of the given HTTP methods, matched
+// exactly as stored (methods are case-sensitive; ingest stores them as
+// captured).
 func ByMethod(methods ...string) Index { return byString("method", methods) }
 
 // ByHost selects the records for the given hosts.
@@ -53,8 +54,8 @@ func byString(name string, values []string) Index {
 // of the By functions for callers that pick the field at run time (the
 // query planner). Values of a numeric field are decimal integers.
 func ByField(f *Field, values ...string) (Index, error) {
-	if f == nil || !f.Indexed {
-		return Index{}, fmt.Errorf("%w: no secondary index on that field", ErrInvalidOptions)
+	if !f.inSchema() || !f.indexed {
+		return Index{}, fmt.Errorf("%w: no secondary index on that field (ByField takes an indexed row of Fields)", ErrInvalidOptions)
 	}
 	if f.str != nil {
 		return Index{field: f, values: values}, nil
@@ -63,7 +64,7 @@ func ByField(f *Field, values ...string) (Index, error) {
 	for _, v := range values {
 		n, err := strconv.Atoi(v)
 		if err != nil {
-			return Index{}, fmt.Errorf("%w: %s wants integers, got %q", ErrInvalidOptions, f.Name, v)
+			return Index{}, fmt.Errorf("%w: %s wants integers, got %q", ErrInvalidOptions, f.name, v)
 		}
 		ix.statuses = append(ix.statuses, n)
 	}
@@ -75,7 +76,7 @@ func (ix Index) Field() string {
 	if ix.field == nil {
 		return "time"
 	}
-	return ix.field.Name
+	return ix.field.name
 }
 
 // Values is how many values the index is walked for (1 for the time index).
@@ -92,10 +93,8 @@ func (ix Index) prefixes(tenant string) [][]byte {
 		return [][]byte{tenantPrefix(keyTime, tenant)}
 	}
 	var out [][]byte
-	for _, s := range ix.statuses {
-		if s >= 0 && s <= 999 { // Append refuses any other status
-			out = append(out, statusPrefix(tenant, s))
-		}
+	for _, s := range ix.statuses { // 0..999 (ScanOptions.check)
+		out = append(out, statusPrefix(tenant, s))
 	}
 	for _, v := range ix.values {
 		out = append(out, fieldPrefix(tenant, ix.field.index, v))
@@ -149,13 +148,54 @@ func (o *ScanOptions) bounds(p []byte) (lo, hi []byte, ok bool) {
 	return lo, hi, bytes.Compare(lo, hi) < 0
 }
 
+// check refuses options no scan can honour, rather than answering them
+// with nothing.
+func (o *ScanOptions) check() error {
+	switch {
+	case o.Limit < 0:
+		return fmt.Errorf("%w: negative Limit %d", ErrInvalidOptions, o.Limit)
+	case !o.From.IsZero() && !o.To.IsZero() && o.From.After(o.To):
+		return fmt.Errorf("%w: From %s is after To %s", ErrInvalidOptions, o.From.Format(time.RFC3339Nano), o.To.Format(time.RFC3339Nano))
+	case o.After != nil && !timeRepresentable(o.After.Time):
+		return fmt.Errorf("%w: cursor time %s outside the stored range (a Cursor is the Time and ID of a scanned record)", ErrInvalidOptions, o.After.Time.Format(time.RFC3339))
+	}
+	for _, s := range o.Index.statuses {
+		if s < 0 || s > 999 {
+			return fmt.Errorf("%w: status %d outside 0..999", ErrInvalidOptions, s)
+		}
+	}
+	return nil
+}
+
+// clampTimes makes bounds beyond the stored time range unbounded (or the
+// scan empty, for a range wholly outside it).
+func (o *ScanOptions) clampTimes() (empty bool) {
+	if (!o.From.IsZero() && o.From.After(maxTime)) || (!o.To.IsZero() && !o.To.After(minTime)) {
+		return true
+	}
+	if o.From.Before(minTime) {
+		o.From = time.Time{}
+	}
+	if o.To.After(maxTime) {
+		o.To = time.Time{}
+	}
+	return false
+}
+
 // scanIDs calls fn with the id of every record o selects, in scan order,
-// until fn returns false or an error. It reads only index keys.
-func (db *DB) scanIDs(ctx context.Context, tenant string, o ScanOptions, fn func(id ID) (bool, error)) error {
+// until fn returns false or an error. It reads only index keys, from view
+// (a snapshot, so that a scan over several index values is one moment's).
+func (db *DB) scanIDs(ctx context.Context, view indexView, tenant string, o ScanOptions, fn func(id ID) (bool, error)) error {
+	if err := o.check(); err != nil {
+		return err
+	}
+	if o.clampTimes() {
+		return nil
+	}
 	h := &mergeHeap{oldest: o.Oldest}
 	defer h.close()
 	for _, p := range o.Index.prefixes(tenant) {
-		if err := h.open(db, p, &o); err != nil {
+		if err := h.open(db, view, p, &o); err != nil {
 			return err
 		}
 	}
@@ -193,12 +233,12 @@ type mergeHeap struct {
 }
 
 // open adds an iterator over the part of prefix p that o selects.
-func (h *mergeHeap) open(db *DB, p []byte, o *ScanOptions) error {
+func (h *mergeHeap) open(db *DB, view indexView, p []byte, o *ScanOptions) error {
 	lo, hi, ok := o.bounds(p)
 	if !ok {
 		return nil
 	}
-	it, err := db.index.iter(lo, hi)
+	it, err := view.iter(lo, hi)
 	if err != nil {
 		return db.indexErr(err)
 	}

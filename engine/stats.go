@@ -64,6 +64,9 @@ type TenantStats struct {
 // in use) and the engine's counters. It reads the whole segment-state part
 // of the index, so it is not for a request path.
 func (db *DB) Stats(ctx context.Context) (Stats, error) {
+	if ctx == nil {
+		return Stats{}, errNilContext
+	}
 	if err := ctx.Err(); err != nil {
 		return Stats{}, err
 	}

@@ -26,7 +26,12 @@ func (db *DB) Tenant(name string) (*Tenant, error) {
 }
 
 // Name is the tenant's name.
-func (t *Tenant) Name() string { return t.name }
+func (t *Tenant) Name() string {
+	if t == nil {
+		return ""
+	}
+	return t.name
+}
 
 // Append stores recs and returns their ids, in order (assigned when a
 // record has none).
@@ -60,7 +65,7 @@ func (t *Tenant) Append(ctx context.Context, recs []Record) ([]ID, error) {
 // fields (`logstore segments verify` lists every such record, `logstore
 // segments reindex` rebuilds the index).
 func (t *Tenant) Get(ctx context.Context, id ID, parts Part) (*Record, error) {
-	done, err := t.enter()
+	done, err := t.enter(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -73,15 +78,12 @@ func (t *Tenant) Get(ctx context.Context, id ID, parts Part) (*Record, error) {
 // filter on, and someone who can write the index can change it. Get returns
 // the authenticated copy.
 func (t *Tenant) GetMeta(ctx context.Context, id ID) (*Meta, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	done, err := t.enter()
+	done, err := t.enter(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer done()
-	return t.db.getMeta(t.name, id)
+	return t.db.getMeta(t.db.index.indexView, t.name, id)
 }
 
 // Scan yields the metadata of every record o selects, in order, reading only
@@ -95,19 +97,24 @@ func (t *Tenant) GetMeta(ctx context.Context, id ID) (*Meta, error) {
 //		fmt.Println(m.Time, m.Method, m.Status)
 //	}
 //
-// Every yielded *Meta is the caller's to keep. A scan sees the records
-// acknowledged before it reached them; it does not block writers. Close
-// waits for a scan in progress, so the loop body must not call Close.
+// Every yielded *Meta is the caller's to keep. A scan reads one snapshot of
+// the index, taken when it starts: it sees exactly the records acknowledged
+// before that, whatever appends or deletions go on beside it, and it does
+// not block writers. Bad options fail it with ErrInvalidOptions. Close waits
+// for a scan in progress: the loop body must not call Close, and a scan
+// driven by iter.Pull2 must have its stop function called.
 func (t *Tenant) Scan(ctx context.Context, o ScanOptions) iter.Seq2[*Meta, error] {
 	return func(yield func(*Meta, error) bool) {
-		done, err := t.enter()
+		done, err := t.enter(ctx)
 		if err != nil {
 			yield(nil, err)
 			return
 		}
 		defer done()
-		err = t.db.scanIDs(ctx, t.name, o, func(id ID) (bool, error) {
-			m, err := t.db.getMeta(t.name, id)
+		snap := t.db.index.snapshot()
+		defer snap.close()
+		err = t.db.scanIDs(ctx, snap.indexView, t.name, o, func(id ID) (bool, error) {
+			m, err := t.db.getMeta(snap.indexView, t.name, id)
 			if err != nil {
 				return false, err
 			}
@@ -121,23 +128,32 @@ func (t *Tenant) Scan(ctx context.Context, o ScanOptions) iter.Seq2[*Meta, error
 
 // Count returns how many records o selects, reading only index keys.
 func (t *Tenant) Count(ctx context.Context, o ScanOptions) (int, error) {
-	done, err := t.enter()
+	done, err := t.enter(ctx)
 	if err != nil {
 		return 0, err
 	}
 	defer done()
 	n := 0
-	err = t.db.scanIDs(ctx, t.name, o, func(ID) (bool, error) { n++; return true, nil })
+	snap := t.db.index.snapshot()
+	defer snap.close()
+	err = t.db.scanIDs(ctx, snap.indexView, t.name, o, func(ID) (bool, error) { n++; return true, nil })
 	return n, err
 }
 
 // errNoHandle is what a Tenant that did not come from DB.Tenant returns.
 var errNoHandle = fmt.Errorf("%w: a Tenant comes from DB.Tenant", ErrInvalidTenant)
 
-// enter registers a read of t's DB (DB.enter).
-func (t *Tenant) enter() (func(), error) {
-	if t == nil || t.db == nil {
+// enter registers a read of t's DB (DB.enter) after checking the handle
+// and the context.
+func (t *Tenant) enter(ctx context.Context) (func(), error) {
+	switch {
+	case t == nil || t.db == nil:
 		return nil, errNoHandle
+	case ctx == nil:
+		return nil, errNilContext
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
 	return t.db.enter()
 }

@@ -10,7 +10,9 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 )
 
 // prepared is a record encoded by its caller's goroutine, so encoding runs in
@@ -37,26 +39,23 @@ func (db *DB) appendRecords(ctx context.Context, tenant string, recs []Record) (
 	if len(recs) == 0 {
 		return nil, nil
 	}
+	if ctx == nil {
+		return nil, errNilContext
+	}
 	req := &appendReq{tenant: tenant, recs: make([]prepared, len(recs)), done: make(chan error, 1)}
 	ids := make([]ID, len(recs))
 	for i := range recs {
 		if err := db.prepare(&recs[i], &req.recs[i]); err != nil {
-			return nil, fmt.Errorf("record %d of %d: %w", i, len(recs), err)
+			return nil, recordErr(i, len(recs), err)
 		}
 		ids[i] = req.recs[i].m.ID
 	}
-	db.closeMu.RLock()
-	if db.closed {
-		db.closeMu.RUnlock()
-		return nil, ErrClosed
+	if err := db.checkNewIDs(tenant, recs, ids); err != nil {
+		return nil, err
 	}
-	select {
-	case db.reqs <- req:
-	case <-ctx.Done():
-		db.closeMu.RUnlock()
-		return nil, ctx.Err()
+	if err := db.enqueue(ctx, req); err != nil {
+		return nil, err
 	}
-	db.closeMu.RUnlock()
 	select {
 	case err := <-req.done:
 		if err != nil {
@@ -66,6 +65,61 @@ func (db *DB) appendRecords(ctx context.Context, tenant string, recs []Record) (
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+}
+
+// enqueue hands req to the writer goroutine unless the store is closed or
+// ctx ends first.
+func (db *DB) enqueue(ctx context.Context, req *appendReq) error {
+	db.closeMu.RLock()
+	defer db.closeMu.RUnlock()
+	if db.closed {
+		return ErrClosed
+	}
+	select {
+	case db.reqs <- req:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// recordErr places a record's error in its batch, keeping the package
+// prefix first: "logstore/engine: invalid record: record 3 of 10: ...".
+func recordErr(i, n int, err error) error {
+	for _, s := range []error{ErrInvalidRecord, ErrRecordTooLarge} {
+		if errors.Is(err, s) {
+			detail := strings.TrimPrefix(strings.TrimPrefix(err.Error(), s.Error()), ": ")
+			return fmt.Errorf("%w: record %d of %d: %s", s, i, n, detail)
+		}
+	}
+	return fmt.Errorf("logstore/engine: record %d of %d: %w", i, n, err)
+}
+
+// checkNewIDs refuses ids given by the caller that the tenant already has,
+// or that repeat within the batch: one id names one record (ErrExists). An
+// id the engine assigned is new by construction.
+func (db *DB) checkNewIDs(tenant string, recs []Record, ids []ID) error {
+	var seen map[ID]bool
+	for i := range recs {
+		if recs[i].ID.IsZero() {
+			continue
+		}
+		if seen == nil {
+			seen = map[ID]bool{}
+		}
+		if seen[ids[i]] {
+			return fmt.Errorf("%w: record %d of %d repeats id %s", ErrExists, i, len(recs), ids[i])
+		}
+		seen[ids[i]] = true
+		found, err := db.index.view(recordKey(tenant, ids[i]), func([]byte) error { return nil })
+		if err != nil {
+			return db.indexErr(err)
+		}
+		if found {
+			return fmt.Errorf("%w: record %d of %d: tenant %s already has record %s", ErrExists, i, len(recs), tenant, ids[i])
+		}
+	}
+	return nil
 }
 
 func (db *DB) prepare(r *Record, p *prepared) error {

@@ -148,18 +148,28 @@ func (db *DB) withWriterPaused(f func() error) error {
 // and the manifests' writes, waits for it and returns its error. If ctx
 // ends (or the store closes) before the writer takes f, f never runs.
 func (db *DB) control(ctx context.Context, f func() error) error {
-	db.closeMu.RLock()
-	if db.closed {
-		db.closeMu.RUnlock()
-		return ErrClosed
+	if ctx == nil {
+		return errNilContext
 	}
 	done := make(chan error, 1)
+	if err := db.sendControl(ctx, func() { done <- f() }); err != nil {
+		return err
+	}
+	return <-done
+}
+
+// sendControl hands f to the writer goroutine unless the store is closed
+// or ctx ends first.
+func (db *DB) sendControl(ctx context.Context, f func()) error {
+	db.closeMu.RLock()
+	defer db.closeMu.RUnlock()
+	if db.closed {
+		return ErrClosed
+	}
 	select {
-	case db.ctl <- func() { done <- f() }:
+	case db.ctl <- f:
+		return nil
 	case <-ctx.Done():
-		db.closeMu.RUnlock()
 		return ctx.Err()
 	}
-	db.closeMu.RUnlock()
-	return <-done
 }

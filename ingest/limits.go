@@ -29,7 +29,7 @@ const (
 	// the exact size.
 	MaxRecordBytes = 8 << 20
 	// MaxMethodBytes bounds the method (the engine's limit).
-	MaxMethodBytes = 32
+	MaxMethodBytes = engine.MaxMethodBytes
 
 	// maxBatchBytes: a batch is appended once its records reach this size,
 	// whatever BatchSize says.
@@ -60,23 +60,8 @@ func checkRecord(r *engine.Record) error {
 	return nil
 }
 
-// isMethod: 1..32 characters of an HTTP token (RFC 9110 tchar).
-func isMethod(m string) bool {
-	if len(m) == 0 || len(m) > MaxMethodBytes {
-		return false
-	}
-	for i := 0; i < len(m); i++ {
-		c := m[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case c == '!' || c == '#' || c == '$' || c == '%' || c == '&' || c == '\'' || c == '*' || c == '+' ||
-			c == '-' || c == '.' || c == '^' || c == '_' || c == '`' || c == '|' || c == '~':
-		default:
-			return false
-		}
-	}
-	return true
-}
+// isMethod: 1..32 characters of an HTTP token, as the engine accepts.
+func isMethod(m string) bool { return engine.ValidMethod(m) }
 
 // encodedSizeBound is an upper bound of the record's encoded size as the
 // engine counts it (metadata, sealed log, payload metadata and sealed

@@ -20,7 +20,7 @@ const (
 )
 
 // Field is a queryable (plaintext) field: a row of the engine's schema
-// (engine.Fields) seen with the query language's value kinds.
+// (engine.Fields()) seen with the query language's value kinds.
 type Field struct {
 	Name string
 	Kind Kind
@@ -40,14 +40,14 @@ func (f *Field) get(m *engine.Meta) Value {
 }
 
 // Fields are the plaintext fields, in the README's order: one per row of
-// engine.Fields, so a field added to the engine's schema is queryable.
-var Fields = fromSchema(engine.Fields)
+// engine.Fields(), so a field added to the engine's schema is queryable.
+var Fields = fromSchema(engine.Fields())
 
 func fromSchema(schema []*engine.Field) []*Field {
 	out := make([]*Field, len(schema))
 	for i, sf := range schema {
-		f := &Field{Name: sf.Name, Kind: KindString, Schema: sf}
-		switch sf.Kind {
+		f := &Field{Name: sf.Name(), Kind: KindString, Schema: sf}
+		switch sf.Kind() {
 		case engine.KindInt, engine.KindFloat:
 			f.Kind = KindNumber
 		case engine.KindTime:

@@ -161,7 +161,7 @@ func narrowTime(e Expr, from, to time.Time) (time.Time, time.Time) {
 // indexOptions turns an indexable conjunct into scan options.
 func indexOptions(c *Cmp, base engine.ScanOptions) (engine.ScanOptions, bool) {
 	f := c.Field
-	if !f.Schema.Indexed || c.Negate || c.Op == OpNe {
+	if !f.Schema.Indexed() || c.Negate || c.Op == OpNe {
 		return base, false
 	}
 	o := base
