@@ -203,13 +203,22 @@ func (db *DB) Close() error {
 // Close has begun. Close waits for every registered call: a Scan's loop body
 // must not call Close.
 func (db *DB) enter() (func(), error) {
+	if err := db.whileOpen(func() error { db.inUse.Add(1); return nil }); err != nil {
+		return nil, err
+	}
+	return db.inUse.Done, nil
+}
+
+// whileOpen runs f under the shared close lock, so that Close cannot begin
+// during it, unless Close has begun (ErrClosed). f must not block on
+// anything Close waits for.
+func (db *DB) whileOpen(f func() error) error {
 	db.closeMu.RLock()
 	defer db.closeMu.RUnlock()
 	if db.closed {
-		return nil, ErrClosed
+		return ErrClosed
 	}
-	db.inUse.Add(1)
-	return db.inUse.Done, nil
+	return f()
 }
 
 func (db *DB) closeResources() error {

@@ -70,17 +70,14 @@ func (db *DB) appendRecords(ctx context.Context, tenant string, recs []Record) (
 // enqueue hands req to the writer goroutine unless the store is closed or
 // ctx ends first.
 func (db *DB) enqueue(ctx context.Context, req *appendReq) error {
-	db.closeMu.RLock()
-	defer db.closeMu.RUnlock()
-	if db.closed {
-		return ErrClosed
-	}
-	select {
-	case db.reqs <- req:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return db.whileOpen(func() error {
+		select {
+		case db.reqs <- req:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	})
 }
 
 // recordErr places a record's error in its batch, keeping the package

@@ -161,15 +161,12 @@ func (db *DB) control(ctx context.Context, f func() error) error {
 // sendControl hands f to the writer goroutine unless the store is closed
 // or ctx ends first.
 func (db *DB) sendControl(ctx context.Context, f func()) error {
-	db.closeMu.RLock()
-	defer db.closeMu.RUnlock()
-	if db.closed {
-		return ErrClosed
-	}
-	select {
-	case db.ctl <- f:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return db.whileOpen(func() error {
+		select {
+		case db.ctl <- f:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	})
 }
