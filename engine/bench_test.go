@@ -82,9 +82,10 @@ func benchAppend(b *testing.B, size, batch int, sm SyncMode, writers int, enc bo
 		wg.Add(1)
 		go func(w int) {
 			defer wg.Done()
+			acme := db.tn("acme")
 			for i := 0; i < per; i++ {
 				chunk := recs[(i%4)*batch : (i%4+1)*batch]
-				if _, err := db.tn("acme").Append(bg, chunk); err != nil {
+				if _, err := acme.Append(bg, chunk); err != nil {
 					b.Error(err)
 					return
 				}
@@ -123,9 +124,10 @@ func BenchmarkGet(b *testing.B) {
 				b.SetBytes(int64(size))
 				b.ReportAllocs()
 				b.ResetTimer()
+				acme := db.tn("acme")
 				start := time.Now()
 				for i := 0; i < b.N; i++ {
-					if _, err := db.tn("acme").Get(bg, ids[i%len(ids)], PartLog); err != nil {
+					if _, err := acme.Get(bg, ids[i%len(ids)], PartLog); err != nil {
 						b.Fatal(err)
 					}
 				}

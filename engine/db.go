@@ -198,16 +198,16 @@ func (db *DB) Close() error {
 	return db.closeResources()
 }
 
-// enter registers a read or an operator call, which must call the returned
-// func when it no longer touches the index or the files; ErrClosed once
-// Close has begun. Close waits for every registered call: a Scan's loop body
+// enter registers a read or an operator call, which must call db.leave
+// when it no longer touches the index or the files; ErrClosed once Close
+// has begun. Close waits for every registered call: a Scan's loop body
 // must not call Close.
-func (db *DB) enter() (func(), error) {
-	if err := db.whileOpen(func() error { db.inUse.Add(1); return nil }); err != nil {
-		return nil, err
-	}
-	return db.inUse.Done, nil
+func (db *DB) enter() error {
+	return db.whileOpen(func() error { db.inUse.Add(1); return nil })
 }
+
+// leave ends what enter began.
+func (db *DB) leave() { db.inUse.Done() }
 
 // whileOpen runs f under the shared close lock, so that Close cannot begin
 // during it, unless Close has begun (ErrClosed). f must not block on

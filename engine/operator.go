@@ -202,11 +202,10 @@ func call[T any](a *Admin, ctx context.Context, f func() (T, error)) (T, error) 
 	if err := ctx.Err(); err != nil {
 		return zero, err
 	}
-	done, err := a.db.enter()
-	if err != nil {
+	if err := a.db.enter(); err != nil {
 		return zero, err
 	}
-	defer done()
+	defer a.db.leave()
 	return f()
 }
 

@@ -70,11 +70,10 @@ func (db *DB) Stats(ctx context.Context) (Stats, error) {
 	if err := ctx.Err(); err != nil {
 		return Stats{}, err
 	}
-	done, err := db.enter()
-	if err != nil {
+	if err := db.enter(); err != nil {
 		return Stats{}, err
 	}
-	defer done()
+	defer db.leave()
 	s := Stats{Tenants: map[string]TenantStats{}, DEKCache: db.cache.Stats(),
 		AppendedRecords: db.stats.appendedRecords.Load(), GroupCommits: db.stats.groupCommits.Load(),
 		BlocksWritten: db.stats.blocksWritten.Load(), SegmentsCreated: db.stats.segmentsCreated.Load(),

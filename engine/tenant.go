@@ -65,11 +65,10 @@ func (t *Tenant) Append(ctx context.Context, recs []Record) ([]ID, error) {
 // fields (`logstore segments verify` lists every such record, `logstore
 // segments reindex` rebuilds the index).
 func (t *Tenant) Get(ctx context.Context, id ID, parts Part) (*Record, error) {
-	done, err := t.enter(ctx)
-	if err != nil {
+	if err := t.enter(ctx); err != nil {
 		return nil, err
 	}
-	defer done()
+	defer t.db.leave()
 	return t.db.get(ctx, t.name, id, parts)
 }
 
@@ -78,11 +77,10 @@ func (t *Tenant) Get(ctx context.Context, id ID, parts Part) (*Record, error) {
 // filter on, and someone who can write the index can change it. Get returns
 // the authenticated copy.
 func (t *Tenant) GetMeta(ctx context.Context, id ID) (*Meta, error) {
-	done, err := t.enter(ctx)
-	if err != nil {
+	if err := t.enter(ctx); err != nil {
 		return nil, err
 	}
-	defer done()
+	defer t.db.leave()
 	return t.db.getMeta(t.db.index.indexView, t.name, id)
 }
 
@@ -105,15 +103,14 @@ func (t *Tenant) GetMeta(ctx context.Context, id ID) (*Meta, error) {
 // driven by iter.Pull2 must have its stop function called.
 func (t *Tenant) Scan(ctx context.Context, o ScanOptions) iter.Seq2[*Meta, error] {
 	return func(yield func(*Meta, error) bool) {
-		done, err := t.enter(ctx)
-		if err != nil {
+		if err := t.enter(ctx); err != nil {
 			yield(nil, err)
 			return
 		}
-		defer done()
+		defer t.db.leave()
 		snap := t.db.index.snapshot()
 		defer snap.close()
-		err = t.db.scanIDs(ctx, snap.indexView, t.name, o, func(id ID) (bool, error) {
+		err := t.db.scanIDs(ctx, snap.indexView, t.name, o, func(id ID) (bool, error) {
 			m, err := t.db.getMeta(snap.indexView, t.name, id)
 			if err != nil {
 				return false, err
@@ -128,32 +125,31 @@ func (t *Tenant) Scan(ctx context.Context, o ScanOptions) iter.Seq2[*Meta, error
 
 // Count returns how many records o selects, reading only index keys.
 func (t *Tenant) Count(ctx context.Context, o ScanOptions) (int, error) {
-	done, err := t.enter(ctx)
-	if err != nil {
+	if err := t.enter(ctx); err != nil {
 		return 0, err
 	}
-	defer done()
+	defer t.db.leave()
 	n := 0
 	snap := t.db.index.snapshot()
 	defer snap.close()
-	err = t.db.scanIDs(ctx, snap.indexView, t.name, o, func(ID) (bool, error) { n++; return true, nil })
+	err := t.db.scanIDs(ctx, snap.indexView, t.name, o, func(ID) (bool, error) { n++; return true, nil })
 	return n, err
 }
 
 // errNoHandle is what a Tenant that did not come from DB.Tenant returns.
 var errNoHandle = fmt.Errorf("%w: a Tenant comes from DB.Tenant", ErrInvalidTenant)
 
-// enter registers a read of t's DB (DB.enter) after checking the handle
-// and the context.
-func (t *Tenant) enter(ctx context.Context) (func(), error) {
+// enter registers a read of t's DB (DB.enter; the caller defers
+// t.db.leave) after checking the handle and the context.
+func (t *Tenant) enter(ctx context.Context) error {
 	switch {
 	case t == nil || t.db == nil:
-		return nil, errNoHandle
+		return errNoHandle
 	case ctx == nil:
-		return nil, errNilContext
+		return errNilContext
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return err
 	}
 	return t.db.enter()
 }
