@@ -25,7 +25,7 @@ func tamperRecord(t *testing.T, db *testDB, tenant string, id ID, edit func(*Met
 }
 
 // indexEntry reads a record's index entry: its metadata and locator.
-func indexEntry(t *testing.T, db *testDB, tenant string, id ID) (*Meta, Locator) {
+func indexEntry(t *testing.T, db *testDB, tenant string, id ID) (*Meta, locator) {
 	t.Helper()
 	v, closer, err := db.index.db.Get(recordKey(tenant, id))
 	require.NoError(t, err)

@@ -282,15 +282,15 @@ func decodeSealedPayload(b []byte) (*Payload, error) {
 	return p, nil
 }
 
-func appendLocator(b []byte, l Locator) []byte {
+func appendLocator(b []byte, l locator) []byte {
 	b = append(b, l.Segment[:]...)
 	b = binary.LittleEndian.AppendUint64(b, uint64(l.Offset))
 	b = binary.LittleEndian.AppendUint64(b, l.Seq)
 	return binary.LittleEndian.AppendUint32(b, uint32(l.Index))
 }
 
-func decodeLocator(b []byte) (Locator, []byte, error) {
-	var l Locator
+func decodeLocator(b []byte) (locator, []byte, error) {
+	var l locator
 	if len(b) < locatorLen {
 		return l, nil, fmt.Errorf("%w: locator of %d bytes", ErrCorrupt, len(b))
 	}
@@ -305,7 +305,7 @@ func decodeLocator(b []byte) (Locator, []byte, error) {
 }
 
 // decodeRecordValue parses an 'r' value into m and returns its locator.
-func decodeRecordValue(b []byte, m *Meta) (Locator, error) {
+func decodeRecordValue(b []byte, m *Meta) (locator, error) {
 	loc, rest, err := decodeLocator(b)
 	if err != nil {
 		return loc, err

@@ -14,7 +14,7 @@ func FuzzDecodeIndexKey(f *testing.F) {
 	indexEntries("acme", &m, func(k []byte) { f.Add(k) })
 	f.Add([]byte{keyIndex, 'x', 0, 1, idxStatus, 1})
 	f.Fuzz(func(t *testing.T, k []byte) {
-		ik, err := DecodeIndexKey(k)
+		ik, err := decodeIndexKey(k)
 		if err != nil {
 			return
 		}
@@ -49,7 +49,7 @@ func FuzzDecodeRecordEncodings(f *testing.F) {
 		if recs[i].Payload != nil {
 			f.Add(appendSealedPayload(nil, recs[i].Payload))
 		}
-		f.Add(appendLocator(nil, Locator{Offset: 3072, Seq: 2, Index: 1}))
+		f.Add(appendLocator(nil, locator{Offset: 3072, Seq: 2, Index: 1}))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var m Meta

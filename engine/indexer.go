@@ -112,7 +112,7 @@ func (db *DB) indexBarrier() {
 }
 
 // stageIndex appends one record's index entries to kvs.
-func stageIndex(kvs []kv, tenant string, m *Meta, raw []byte, loc Locator, payload bool, st *SegmentInfo) []kv {
+func stageIndex(kvs []kv, tenant string, m *Meta, raw []byte, loc locator, payload bool, st *SegmentInfo) []kv {
 	if payload {
 		st.Payloads++
 		return append(kvs, kv{payloadKey(tenant, m.ID), appendLocator(nil, loc)})
@@ -147,7 +147,7 @@ func (db *DB) indexBlocks(r *segment.Reader, st *SegmentInfo, from int) (int, er
 			return replayed, err
 		}
 		for j, raw := range blk.Meta {
-			loc := Locator{Segment: h.ID, Offset: blk.Info.Offset, Seq: blk.Info.Seq, Index: j}
+			loc := locator{Segment: h.ID, Offset: blk.Info.Offset, Seq: blk.Info.Seq, Index: j}
 			if err := indexOne(b, h.Tenant, raw, loc, st); err != nil {
 				return replayed, fmt.Errorf("%s block %d record %d: %w", r.Path(), i, j, err)
 			}
@@ -178,7 +178,7 @@ func (db *DB) commitState(b *indexBatch, st *SegmentInfo) error {
 
 // indexOne adds the index entries of one record's metadata to b, built as
 // the writer builds them (stageIndex), so replay and live writes agree.
-func indexOne(b *indexBatch, tenant string, raw []byte, loc Locator, st *SegmentInfo) error {
+func indexOne(b *indexBatch, tenant string, raw []byte, loc locator, st *SegmentInfo) error {
 	var m Meta
 	kind, err := decodeMeta(raw, &m)
 	if err != nil {

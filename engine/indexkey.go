@@ -125,8 +125,8 @@ func indexEntries(tenant string, m *Meta, fn func(key []byte)) {
 	appendIndexKeys(nil, tenant, m, fn)
 }
 
-// IndexKey is a decoded index key (for tools and fuzzing).
-type IndexKey struct {
+// indexKeyParts is a decoded index key (Verify's reports, fuzzing).
+type indexKeyParts struct {
 	Kind    byte
 	Tenant  string
 	Field   string // the indexed field's name ('i' keys)
@@ -137,9 +137,9 @@ type IndexKey struct {
 	Segment [16]byte
 }
 
-// DecodeIndexKey parses any key the engine writes.
-func DecodeIndexKey(k []byte) (IndexKey, error) {
-	var ik IndexKey
+// decodeIndexKey parses any key the engine writes.
+func decodeIndexKey(k []byte) (indexKeyParts, error) {
+	var ik indexKeyParts
 	if len(k) < 1 {
 		return ik, fmt.Errorf("%w: empty index key", ErrCorrupt)
 	}

@@ -151,7 +151,7 @@ func (iv *indexVerifier) segment(id [16]byte, r *segment.Reader, c *SegmentCheck
 			continue
 		}
 		for j, raw := range blk.Meta {
-			if err := iv.entry(c, Locator{Segment: id, Offset: b.Offset, Seq: uint64(i), Index: j}, raw); err != nil {
+			if err := iv.entry(c, locator{Segment: id, Offset: b.Offset, Seq: uint64(i), Index: j}, raw); err != nil {
 				blk.Release()
 				return err
 			}
@@ -162,7 +162,7 @@ func (iv *indexVerifier) segment(id [16]byte, r *segment.Reader, c *SegmentCheck
 }
 
 // entry checks one record (or payload) of a block against the index.
-func (iv *indexVerifier) entry(c *SegmentCheck, loc Locator, raw []byte) error {
+func (iv *indexVerifier) entry(c *SegmentCheck, loc locator, raw []byte) error {
 	c.IndexChecked++
 	var m Meta
 	kind, err := decodeMeta(raw, &m)
@@ -189,7 +189,7 @@ func (iv *indexVerifier) entry(c *SegmentCheck, loc Locator, raw []byte) error {
 
 // lookup reads the index entry key of record id, reporting it missing as
 // "what in block N has no index entry".
-func (iv *indexVerifier) lookup(c *SegmentCheck, id ID, loc Locator, key []byte, what string) ([]byte, bool, error) {
+func (iv *indexVerifier) lookup(c *SegmentCheck, id ID, loc locator, key []byte, what string) ([]byte, bool, error) {
 	v, ok, err := iv.get(key)
 	if err == nil && !ok {
 		iv.problem(c, id, int(loc.Seq), "%s in block %d has no index entry", what, loc.Seq)
@@ -198,7 +198,7 @@ func (iv *indexVerifier) lookup(c *SegmentCheck, id ID, loc Locator, key []byte,
 }
 
 // payloadEntry compares payload id's index entry with where it is (loc).
-func (iv *indexVerifier) payloadEntry(c *SegmentCheck, id ID, loc Locator) (matched bool, err error) {
+func (iv *indexVerifier) payloadEntry(c *SegmentCheck, id ID, loc locator) (matched bool, err error) {
 	v, ok, err := iv.lookup(c, id, loc, payloadKey(iv.tenant, id), "payload")
 	if err != nil || !ok {
 		return false, err
@@ -213,7 +213,7 @@ func (iv *indexVerifier) payloadEntry(c *SegmentCheck, id ID, loc Locator) (matc
 
 // logEntry compares request log id's index entry with where it is (loc)
 // and with its authenticated metadata (raw).
-func (iv *indexVerifier) logEntry(c *SegmentCheck, id ID, loc Locator, raw []byte) (matched bool, err error) {
+func (iv *indexVerifier) logEntry(c *SegmentCheck, id ID, loc locator, raw []byte) (matched bool, err error) {
 	v, ok, err := iv.lookup(c, id, loc, recordKey(iv.tenant, id), "request log")
 	if err != nil || !ok {
 		return false, err
@@ -239,7 +239,7 @@ func metaDiffRaw(indexed, authenticated []byte) []string {
 	return metaDiff(&im, &am)
 }
 
-func describeLoc(l Locator, err error) string {
+func describeLoc(l locator, err error) string {
 	if err != nil {
 		return fmt.Sprintf("nothing decodable (%v)", err)
 	}
@@ -265,7 +265,7 @@ func (iv *indexVerifier) checkFor(id [16]byte) *SegmentCheck {
 
 // unverifiable reports whether loc is in a segment or block that could not
 // be read (its problem is reported already).
-func (iv *indexVerifier) unverifiable(loc Locator) bool {
+func (iv *indexVerifier) unverifiable(loc locator) bool {
 	bad, ok := iv.damaged[loc.Segment]
 	if !ok {
 		return false
@@ -387,7 +387,7 @@ func (iv *indexVerifier) staleSecondary(k, _ []byte) error {
 	if !seen && found {
 		return nil // an orphan (reported) or a record in a damaged block
 	}
-	var loc Locator // none: the entry names a record the index does not have
+	var loc locator // none: the entry names a record the index does not have
 	stale := true
 	var m Meta
 	if seen {
@@ -403,7 +403,7 @@ func (iv *indexVerifier) staleSecondary(k, _ []byte) error {
 }
 
 func describeIndexKey(k []byte) string {
-	ik, err := DecodeIndexKey(k)
+	ik, err := decodeIndexKey(k)
 	if err != nil {
 		return fmt.Sprintf("%x", k)
 	}

@@ -26,7 +26,7 @@ func (db *DB) packBlocks(ts *tenantState, reqs []*appendReq, kvs []kv) ([]kv, er
 		}
 		db.stats.blocksWritten.Add(1)
 		for j := range entries {
-			loc := Locator{Segment: ts.w.Header().ID, Offset: info.Offset, Seq: info.Seq, Index: j}
+			loc := locator{Segment: ts.w.Header().ID, Offset: info.Offset, Seq: info.Seq, Index: j}
 			kvs = stageIndex(kvs, ts.name, metas[j], entries[j].Meta, loc, payload, st)
 		}
 		st.RawBytes += int64(info.RawLen)

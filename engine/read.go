@@ -88,7 +88,7 @@ func (db *DB) get(ctx context.Context, tenant string, id ID, parts Part) (*Recor
 // getPayload decrypts the payload of the record whose authenticated
 // metadata is m.
 func (db *DB) getPayload(ctx context.Context, tenant string, id ID, m *Meta) (*Payload, error) {
-	var loc Locator
+	var loc locator
 	found, err := db.index.view(payloadKey(tenant, id), func(v []byte) (err error) {
 		loc, _, err = decodeLocator(v)
 		return err
@@ -117,7 +117,7 @@ func (db *DB) getPayload(ctx context.Context, tenant string, id ID, m *Meta) (*P
 
 // recordValue returns the locator and a copy of the encoded metadata of a
 // record's index entry.
-func (db *DB) recordValue(tenant string, id ID) (loc Locator, meta []byte, err error) {
+func (db *DB) recordValue(tenant string, id ID) (loc locator, meta []byte, err error) {
 	found, err := db.index.view(recordKey(tenant, id), func(v []byte) error {
 		var rest []byte
 		loc, rest, err = decodeLocator(v)
@@ -125,7 +125,7 @@ func (db *DB) recordValue(tenant string, id ID) (loc Locator, meta []byte, err e
 		return err
 	})
 	if err := db.indexRead(found, err, tenant, id); err != nil {
-		return Locator{}, nil, err
+		return locator{}, nil, err
 	}
 	return loc, meta, nil
 }
@@ -167,7 +167,7 @@ func metaDiff(a, b *Meta) []string {
 // asked for. The metadata is authenticated with the block (it is in the
 // AAD). decode must copy what it keeps: the block's plaintext is zeroed and
 // recycled.
-func (db *DB) readSealed(ctx context.Context, tenant string, loc Locator, id ID, decode func(meta, data []byte) error) error {
+func (db *DB) readSealed(ctx context.Context, tenant string, loc locator, id ID, decode func(meta, data []byte) error) error {
 	path := db.segPath(tenant, loc.Segment)
 	r, err := db.readers.acquire(path, tenant)
 	if err != nil {

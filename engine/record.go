@@ -62,10 +62,10 @@ type Record struct {
 	Payload         *Payload          `json:"payload,omitempty"`
 }
 
-// Locator is where a record lives: segment, block frame offset and sequence,
+// locator is where a record lives: segment, block frame offset and sequence,
 // and the record's index in the block. It is the index's business, never
 // part of the row an embedder sees.
-type Locator struct {
+type locator struct {
 	Segment [16]byte
 	Offset  int64
 	Seq     uint64
