@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"iter"
+	"math/rand"
 	"reflect"
 	"strings"
 	"sync"
@@ -387,4 +388,49 @@ func TestScanBesideDelete(t *testing.T) {
 	}
 	require.NoError(t, serr)
 	require.Equal(t, 10, n)
+}
+
+// TestIndexConstructors: every typed index selects exactly the records a
+// filter over all of them selects, newest first, over several values.
+func TestIndexConstructors(t *testing.T) {
+	db := memDB(t)
+	defer db.Close()
+	acme := db.tn("acme")
+	recs := genRecords(rand.New(rand.NewSource(5)), 300, t0)
+	for i := range recs {
+		recs[i].Host = []string{"a.example", "b.example", ""}[i%3]
+		recs[i].ServiceID = []string{"svc-1", "svc-2"}[i%2]
+	}
+	_, err := acme.Append(bg, recs)
+	require.NoError(t, err)
+	for _, c := range []struct {
+		ix   Index
+		want func(r *Record) bool
+	}{
+		{ByTime(), func(*Record) bool { return true }},
+		{BySession("sess-1", "sess-3"), func(r *Record) bool { return r.SessionID == "sess-1" || r.SessionID == "sess-3" }},
+		{ByTrace(recs[7].TraceID), func(r *Record) bool { return r.TraceID == recs[7].TraceID }},
+		{ByMethod("PUT", "DELETE"), func(r *Record) bool { return r.Method == "PUT" || r.Method == "DELETE" }},
+		{ByHost("b.example"), func(r *Record) bool { return r.Host == "b.example" }},
+		{ByRoute("route-0", "route-2"), func(r *Record) bool { return r.RouteID == "route-0" || r.RouteID == "route-2" }},
+		{ByService("svc-2"), func(r *Record) bool { return r.ServiceID == "svc-2" }},
+		{ByStatus(404, 503), func(r *Record) bool { return r.Status == 404 || r.Status == 503 }},
+	} {
+		var want []time.Time
+		for i := len(recs) - 1; i >= 0; i-- {
+			if c.want(&recs[i]) {
+				want = append(want, recs[i].Time)
+			}
+		}
+		got, err := collect(acme.Scan(bg, ScanOptions{Index: c.ix}))
+		require.NoError(t, err, c.ix.Field())
+		times := make([]time.Time, len(got))
+		for i, m := range got {
+			times[i] = m.Time
+		}
+		require.Equal(t, want, times, c.ix.Field())
+		n, err := acme.Count(bg, ScanOptions{Index: c.ix})
+		require.NoError(t, err)
+		require.Equal(t, len(want), n, c.ix.Field())
+	}
 }
