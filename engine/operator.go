@@ -13,8 +13,11 @@ import (
 // of it is needed on a request path, and much of it is slow (it reads whole
 // segments or calls the KMS once per segment). Every method is safe for
 // concurrent use with the data plane; those that change a tenant's segments
-// pause the writer only while they swap files. An Admin stays valid until
-// the DB is closed.
+// pause the writer only while they swap files. Close waits for the calls in
+// progress (cancel their context to cut a long Verify or Rewrap short);
+// afterwards every call returns ErrClosed. A nil context or an Admin that
+// did not come from DB.Admin fails with ErrInvalidOptions; a tenant name is
+// validated (ErrInvalidTenant) by every call that takes one.
 type Admin struct{ db *DB }
 
 // Admin returns the operator plane of db.
