@@ -230,15 +230,6 @@ func (iv *indexVerifier) logEntry(c *SegmentCheck, id ID, loc locator, raw []byt
 	return false, nil
 }
 
-func metaDiffRaw(indexed, authenticated []byte) []string {
-	var im, am Meta
-	if _, err := decodeMeta(indexed, &im); err != nil {
-		return []string{fmt.Sprintf("the index copy of its metadata does not decode (%v)", err)}
-	}
-	_, _ = decodeMeta(authenticated, &am)
-	return metaDiff(&im, &am)
-}
-
 func describeLoc(l locator, err error) string {
 	if err != nil {
 		return fmt.Sprintf("nothing decodable (%v)", err)

@@ -134,14 +134,23 @@ func (db *DB) recordValue(tenant string, id ID) (loc locator, meta []byte, err e
 // differs from the authenticated copy in its block.
 func indexMismatch(id ID, indexed, authenticated []byte) error {
 	const fix = "the block's copy is authenticated, the index's is not: `logstore segments verify` lists every mismatch, `logstore segments reindex` rebuilds the index from the segments"
-	var im, am Meta
-	if _, err := decodeMeta(indexed, &im); err != nil {
-		return fmt.Errorf("%w: record %s: the index copy of its metadata does not decode (%v); %s", ErrIndexMismatch, id, err, fix)
-	}
+	var am Meta
 	if _, err := decodeMeta(authenticated, &am); err != nil {
 		return fmt.Errorf("%w: %w: record %s: the block's metadata does not decode: %v", ErrIndexMismatch, ErrCorrupt, id, err)
 	}
-	return fmt.Errorf("%w: record %s: %s; %s", ErrIndexMismatch, id, strings.Join(metaDiff(&im, &am), ", "), fix)
+	return fmt.Errorf("%w: record %s: %s; %s", ErrIndexMismatch, id, strings.Join(metaDiffRaw(indexed, authenticated), ", "), fix)
+}
+
+// metaDiffRaw lists how the encoded index copy differs from the encoded
+// authenticated copy, which the caller has decoded once already (a block's
+// metadata that does not decode is a corrupt block, reported as such).
+func metaDiffRaw(indexed, authenticated []byte) []string {
+	var im, am Meta
+	if _, err := decodeMeta(indexed, &im); err != nil {
+		return []string{fmt.Sprintf("the index copy of its metadata does not decode (%v)", err)}
+	}
+	_, _ = decodeMeta(authenticated, &am) // decodable: checked by the caller
+	return metaDiff(&im, &am)
 }
 
 // metaDiff lists the fields in which the index copy a differs from the
