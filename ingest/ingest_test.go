@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"github.com/logstore/logstore/internal/testenv"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,18 +16,15 @@ import (
 	"github.com/logstore/logstore/engine"
 )
 
-const shared = "../../../shared/testdata"
+// shared is where the team's real-world captures live (../shared/testdata
+// beside the module root); needShared says whether a test may use them.
+var shared = testenv.Path()
 
 // needShared skips without ../shared/testdata, except in CI (CI=true),
 // which always has it: there its absence fails the test.
 func needShared(t testing.TB) {
 	t.Helper()
-	if _, err := os.Stat(shared); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("shared test data not found at %s, and CI=true: CI must have it", shared)
-		}
-		t.Skipf("shared test data not found at %s (a fresh clone has none; CI does)", shared)
-	}
+	testenv.SharedTestdata(t)
 }
 
 type sink struct{ recs []engine.Record }

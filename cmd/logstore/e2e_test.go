@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"github.com/logstore/logstore/internal/testenv"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,7 +20,9 @@ import (
 	"github.com/logstore/logstore/ingest"
 )
 
-const shared = "../../../shared/testdata"
+// shared is where the team's real-world captures live (../shared/testdata
+// beside the module root); needShared says whether a test may use them.
+var shared = testenv.Path()
 
 var binary string
 
@@ -63,13 +66,9 @@ func cli(t *testing.T, dir string, args ...string) result {
 
 // needShared skips a test that needs ../shared/testdata when it is absent
 // (a user's fresh clone), but fails it in CI, which always has it.
-func needShared(t *testing.T) {
-	if _, err := os.Stat(shared); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("shared test data not found at %s: CI must have it", shared)
-		}
-		t.Skipf("shared test data not found at %s (a fresh clone has none; CI does)", shared)
-	}
+func needShared(t testing.TB) {
+	t.Helper()
+	testenv.SharedTestdata(t)
 }
 
 func TestDemoInEmptyDirectory(t *testing.T) {

@@ -252,7 +252,7 @@ func TestIngestErrorsNeverEchoSealedValues(t *testing.T) {
 		require.NoError(t, os.WriteFile(p, []byte(c.body), 0o600))
 		inputs = append(inputs, input{c.name, p, c.format, c.want})
 	}
-	if _, err := os.Stat(shared); err == nil || os.Getenv("CI") == "true" {
+	if _, err := os.Stat(shared); err == nil || os.Getenv("CI") != "" {
 		requireSharedData(t)
 		files, _ := filepath.Glob(filepath.Join(shared, "har-bad", "*"))
 		require.NotEmpty(t, files)

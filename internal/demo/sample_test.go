@@ -5,6 +5,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"github.com/logstore/logstore/internal/testenv"
 	"math/rand"
 	"os"
 	"path/filepath"
@@ -34,7 +35,7 @@ func TestGenerateSample(t *testing.T) {
 	if !*updateSample {
 		t.Skip("run with -update-sample to regenerate testdata/demo-sample.jsonl")
 	}
-	files, err := filepath.Glob("../../../shared/testdata/har/*.har")
+	files, err := filepath.Glob(filepath.Join(testenv.SharedTestdata(t), "har", "*.har"))
 	require.NoError(t, err)
 	require.NotEmpty(t, files)
 	sort.Strings(files)
