@@ -174,7 +174,7 @@ func (db *DB) sealActive(ts *tenantState) error {
 	if err != nil {
 		return err
 	}
-	db.indexQ <- &indexJob{kvs: []kv{{k, v}}}
+	db.indexQ <- &indexJob{kvs: []kv{{k: k, v: v}}}
 	// A failure here leaves the entry "active" with the file sealed: the
 	// next Open accepts it as a finished crash recovery.
 	return db.recordSealed(ts.name, path)

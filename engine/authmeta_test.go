@@ -1,39 +1,85 @@
 package engine
 
 import (
+	"encoding/binary"
 	"math/rand"
+	"os"
+	"strings"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/stretchr/testify/require"
 
+	"github.com/logstore/logstore/segment"
 	"github.com/logstore/logstore/vfs"
 )
 
-// Regression tests for finding 7 of the security review (issue 10): the
-// metadata Get returns, and what Verify checks, come from the authenticated
-// block, not from the plaintext index.
+// Regression tests for finding 7 of the security review (issue 10), in the
+// block-summary index (issue 12): the index holds no copy of any record's
+// metadata, so the metadata Get returns is the block's, which AES-GCM
+// authenticates; the unauthenticated copy GetMeta and scans read is the
+// block's plaintext metadata section, and Get refuses a block whose section
+// was edited. Verify compares every block with its index entry.
 
-// tamperRecord rewrites the index copy of a record's metadata, as someone
-// with write access to the index (but not the key) could.
-func tamperRecord(t *testing.T, db *testDB, tenant string, id ID, edit func(*Meta)) {
+// editSegmentStatus rewrites, in the segment file at path, the status of
+// record id in its block's plaintext metadata, fixing the frame CRC: what
+// someone with write access to the data directory (but not the key) can do.
+func editSegmentStatus(t *testing.T, path string, id ID, status int) {
 	t.Helper()
-	m, loc := indexEntry(t, db, tenant, id)
-	edit(m)
-	v := appendMeta(appendLocator(nil, loc), m, kindLog)
-	require.NoError(t, db.index.db.Set(recordKey(tenant, id), v, pebble.NoSync))
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	at := strings.LastIndex(string(b), string(id[:]))
+	require.Greater(t, at, 3072+68, "record %s not found in %s", id, path)
+	require.Equal(t, byte(kindLog), b[at-1], "the last copy of the id is the request log's metadata (payload blocks, written first, hold the id too)")
+	// Find the frame: the last block magic before the metadata entry.
+	start := strings.LastIndex(string(b[:at]), "LBLK")
+	require.GreaterOrEqual(t, start, 3072)
+	metaLen := int(binary.LittleEndian.Uint32(b[start+36:]))
+	bodyLen := int(binary.LittleEndian.Uint32(b[start+44:]))
+	end := start + 68 + metaLen + bodyLen
+	binary.LittleEndian.PutUint16(b[at-2+27:], uint16(status))
+	binary.LittleEndian.PutUint32(b[end:], atkCRC(b[start:end]))
+	require.NoError(t, os.WriteFile(path, b, 0o600))
 }
 
-// indexEntry reads a record's index entry: its metadata and locator.
-func indexEntry(t *testing.T, db *testDB, tenant string, id ID) (*Meta, locator) {
-	t.Helper()
-	v, closer, err := db.index.db.Get(recordKey(tenant, id))
+// firstLogWithPayload returns the index of the first record with a payload.
+func firstLogWithPayload(t *testing.T, recs []Record) int {
+	for i := range recs {
+		if recs[i].Payload != nil {
+			return i
+		}
+	}
+	t.Fatal("no record with a payload")
+	return -1
+}
+
+func TestGetRefusesMetadataTheBlockDoesNotAuthenticate(t *testing.T) {
+	db := openTest(t, vfs.Default, t.TempDir(), nil)
+	defer db.Close()
+	recs := genRecords(rand.New(rand.NewSource(71)), 30, t0)
+	ids, err := db.tn("acme").Append(bg, recs)
 	require.NoError(t, err)
-	defer closer.Close()
-	m := &Meta{}
-	loc, err := decodeRecordValue(v, m)
+	i := firstLogWithPayload(t, recs)
+	seg := db.segFilesOf(t, "acme")[0]
+
+	forged := otherStatus(recs[i].Status)
+	editSegmentStatus(t, seg, ids[i], forged)
+	// The plaintext section is what GetMeta and Scan serve (documented as
+	// authenticated only by Get) ...
+	m, err := db.tn("acme").GetMeta(bg, ids[i])
 	require.NoError(t, err)
-	return m, loc
+	require.Equal(t, forged, m.Status)
+	// ... but Get never shows it beside decrypted fields: every part, the
+	// payload alone included, authenticates the request log's block.
+	for _, parts := range []Part{PartLog, PartPayload, PartAll} {
+		rec, err := db.tn("acme").Get(bg, ids[i], parts)
+		require.ErrorIs(t, err, segment.ErrAuth, "parts %d", parts)
+		require.Nil(t, rec)
+	}
+	// Verify reports the block (its authentication fails).
+	checks, err := db.Admin().Verify(bg, "acme")
+	require.NoError(t, err)
+	require.NotEmpty(t, checks[0].Result.Problems)
 }
 
 func otherStatus(s int) int {
@@ -43,85 +89,56 @@ func otherStatus(s int) int {
 	return 503
 }
 
-func TestGetRefusesIndexMetadataTheBlockDoesNotAuthenticate(t *testing.T) {
-	db := openTest(t, vfs.Default, t.TempDir(), nil)
-	defer db.Close()
-	recs := genRecords(rand.New(rand.NewSource(71)), 30, t0)
-	ids, err := db.tn("acme").Append(bg, recs)
+// segFilesOf lists tenant's segment files.
+func (db *testDB) segFilesOf(t *testing.T, tenant string) []string {
+	t.Helper()
+	ids, err := db.listSegmentFiles(tenant)
 	require.NoError(t, err)
-	require.NotNil(t, recs[0].Payload)
-
-	forged := otherStatus(recs[0].Status)
-	tamperRecord(t, db, "acme", ids[0], func(m *Meta) { m.Status = forged })
-	// The index copy is what GetMeta and Scan serve (documented as
-	// unauthenticated) ...
-	m, err := db.tn("acme").GetMeta(bg, ids[0])
-	require.NoError(t, err)
-	require.Equal(t, forged, m.Status)
-	// ... but Get never shows it beside decrypted fields: every part,
-	// the payload alone included, authenticates the request-log metadata.
-	for _, parts := range []Part{PartLog, PartPayload, PartAll} {
-		rec, err := db.tn("acme").Get(bg, ids[0], parts)
-		require.ErrorIs(t, err, ErrIndexMismatch, "parts %d", parts)
-		require.ErrorContains(t, err, "status")
-		require.Nil(t, rec)
+	var out []string
+	for _, id := range ids {
+		out = append(out, db.segPath(tenant, id))
 	}
-
-	// A forged latency or route is caught the same way.
-	tamperRecord(t, db, "acme", ids[1], func(m *Meta) { m.LatencyMs += 1000; m.RouteID = "forged" })
-	_, err = db.tn("acme").Get(bg, ids[1], PartLog)
-	require.ErrorIs(t, err, ErrIndexMismatch)
-	require.ErrorContains(t, err, "latency_ms")
-	require.ErrorContains(t, err, "route_id")
-
-	// Untouched records read back as stored.
-	for i := 2; i < len(ids); i++ {
-		got, err := db.tn("acme").Get(bg, ids[i], PartAll)
-		require.NoError(t, err)
-		requireSameRecord(t, recs[i], ids[i], got)
-	}
+	return out
 }
 
-// TestGetPayloadOnlyAuthenticatesTheLogMetadata: a payload-only Get returns
-// the request log's metadata too, so it must be the authenticated copy even
-// when the payload block holds nothing but the id and time.
-func TestGetPayloadOnlyAuthenticatesTheLogMetadata(t *testing.T) {
-	db := openTest(t, vfs.Default, t.TempDir(), nil)
-	defer db.Close()
-	recs := genRecords(rand.New(rand.NewSource(72)), 6, t0)
-	ids, err := db.tn("acme").Append(bg, recs)
+// summaryOf returns the index key and summary of the request-log block
+// holding record id.
+func summaryOf(t *testing.T, db *testDB, tenant string, id ID, kind byte) ([]byte, *blockSummary) {
+	t.Helper()
+	cands, err := db.catalog.find(tenant, id, kind)
 	require.NoError(t, err)
-	got, err := db.tn("acme").Get(bg, ids[3], PartPayload)
-	require.NoError(t, err)
-	require.Equal(t, recs[3].Status, got.Status)
-	require.Equal(t, recs[3].Payload, got.Payload)
-	require.Empty(t, got.Path, "the sealed log fields are not decoded for a payload-only Get")
-
-	tamperRecord(t, db, "acme", ids[3], func(m *Meta) { m.Host = "evil.example.com" })
-	_, err = db.tn("acme").Get(bg, ids[3], PartPayload)
-	require.ErrorIs(t, err, ErrIndexMismatch)
-	require.ErrorContains(t, err, "host")
+	require.NotEmpty(t, cands)
+	s := cands[0].sum
+	return blockKey(tenant, s.seg, s.seq), s
 }
 
-func indexProblemIDs(checks []SegmentCheck) map[ID]int {
-	out := map[ID]int{}
+// setSummary writes s as the index entry k, as someone who can write the
+// index could, and drops the catalog (as a reopen would).
+func setSummary(t *testing.T, db *testDB, k []byte, s *blockSummary) {
+	t.Helper()
+	require.NoError(t, db.index.db.Set(k, appendSummary(nil, s), pebble.NoSync))
+	db.catalog.reset()
+}
+
+func problemBlocks(checks []SegmentCheck) map[int]int {
+	out := map[int]int{}
 	for _, c := range checks {
 		for _, p := range c.IndexProblems {
-			out[p.ID]++
+			out[p.Block]++
 		}
 	}
 	return out
 }
 
 func TestVerifyComparesTheIndexWithTheSegments(t *testing.T) {
-	db := openTest(t, vfs.Default, t.TempDir(), nil)
+	db := openTest(t, vfs.Default, t.TempDir(), func(o *Options) { o.BlockSize = 4 << 10 })
 	defer db.Close()
-	recs := genRecords(rand.New(rand.NewSource(73)), 60, t0)
+	recs := genRecords(rand.New(rand.NewSource(73)), 120, t0)
 	ids, err := db.tn("acme").Append(bg, recs)
 	require.NoError(t, err)
 
 	// While appends run, the blocks written after Verify's snapshot of the
-	// index are not mistaken for unindexed records.
+	// index are not mistaken for unindexed ones.
 	done := make(chan error)
 	go func() {
 		rng := rand.New(rand.NewSource(74))
@@ -155,67 +172,79 @@ func TestVerifyComparesTheIndexWithTheSegments(t *testing.T) {
 	}
 	require.Equal(t, len(recs)+payloads, checks[0].IndexChecked, "every log and payload entry compared")
 
-	// 1. metadata edited in the index; 2. an index entry removed; 3. an
-	// index entry for a record that does not exist, pointing at another
-	// record; 4. a payload entry removed; 5. a payload entry pointing at
-	// the log; 6. an index entry pointing into a segment that does not
-	// exist; 7. a secondary (status) entry removed; 8. a stale status entry.
-	tamperRecord(t, db, "acme", ids[1], func(m *Meta) { m.Status = otherStatus(m.Status) })
-	require.NoError(t, db.index.db.Delete(recordKey("acme", ids[2]), pebble.NoSync))
-	m4, loc4 := indexEntry(t, db, "acme", ids[4])
-	ghost := ids[4]
-	ghost[15] ^= 0xff
-	forged := *m4
-	forged.ID = ghost
-	require.NoError(t, db.index.db.Set(recordKey("acme", ghost), appendMeta(appendLocator(nil, loc4), &forged, kindLog), pebble.NoSync))
-	require.NotNil(t, recs[6].Payload)
-	require.NoError(t, db.index.db.Delete(payloadKey("acme", ids[6]), pebble.NoSync))
-	require.NotNil(t, recs[9].Payload)
-	_, loc9 := indexEntry(t, db, "acme", ids[9])
-	require.NoError(t, db.index.db.Set(payloadKey("acme", ids[9]), appendLocator(nil, loc9), pebble.NoSync))
-	nowhere := ids[4]
-	nowhere[14] ^= 0xff
-	lost := *m4
-	lost.ID = nowhere
-	lostLoc := loc4
-	lostLoc.Segment[0] ^= 0xff
-	require.NoError(t, db.index.db.Set(recordKey("acme", nowhere), appendMeta(appendLocator(nil, lostLoc), &lost, kindLog), pebble.NoSync))
-	m11, err := db.tn("acme").GetMeta(bg, ids[11])
-	require.NoError(t, err)
-	require.NoError(t, db.index.db.Delete(append(statusPrefix("acme", m11.Status), timeKey("acme", m11.Time, m11.ID)[len(tenantPrefix(keyTime, "acme")):]...), pebble.NoSync))
-	m12, err := db.tn("acme").GetMeta(bg, ids[12])
-	require.NoError(t, err)
-	require.NoError(t, db.index.db.Set(append(statusPrefix("acme", 999), timeKey("acme", m12.Time, m12.ID)[len(tenantPrefix(keyTime, "acme")):]...), nil, pebble.NoSync))
+	// Five blocks, five edits of their index entries: 1. a filter emptied
+	// (a query would skip the block); 2. a status range narrowed; 3. an
+	// entry removed; 4. an entry for a block the segment does not hold;
+	// 5. an entry for a segment that does not exist.
+	k1, s1 := summaryOf(t, db, "acme", ids[0], kindLog)
+	e1 := *s1
+	e1.bloom = bloom{k: s1.bloom.k, words: make([]uint64, len(s1.bloom.words))}
+	setSummary(t, db, k1, &e1)
+	last := ids[len(ids)-1]
+	k2, s2 := summaryOf(t, db, "acme", last, kindLog)
+	require.NotEqual(t, s1.seq, s2.seq)
+	e2 := *s2
+	e2.maxStatus = e2.minStatus
+	setSummary(t, db, k2, &e2)
+	k3, s3 := summaryOf(t, db, "acme", ids[len(ids)/2], kindLog)
+	require.NotContains(t, []uint64{s1.seq, s2.seq}, s3.seq)
+	require.NoError(t, db.index.db.Delete(k3, pebble.NoSync))
+	ghost := *s2
+	ghost.seq = 1000
+	setSummary(t, db, blockKey("acme", ghost.seg, ghost.seq), &ghost)
+	nowhere := *s2
+	nowhere.seg[0] ^= 0xff
+	setSummary(t, db, blockKey("acme", nowhere.seg, nowhere.seq), &nowhere)
 
 	checks, err = db.Admin().Verify(bg, "acme")
 	require.NoError(t, err)
-	got := indexProblemIDs(checks)
-	for _, id := range []ID{ids[1], ids[2], ghost, ids[6], ids[9], nowhere, ids[11], ids[12]} {
-		require.NotZero(t, got[id], "no index problem reported for %s: %v", id, checks)
+	got := problemBlocks(checks)
+	for _, seq := range []uint64{s1.seq, s2.seq, s3.seq, 1000} {
+		require.NotZero(t, got[int(seq)], "no index problem reported for block %d: %v", seq, checks)
 	}
-	require.Len(t, got, 8, "only the tampered records are reported: %v", checks)
 	for _, c := range checks {
 		for _, p := range c.IndexProblems {
 			require.ErrorIs(t, p.Err, ErrIndexMismatch)
 		}
 	}
-	// The entry pointing into a missing segment is reported on a check of
-	// that (missing) segment.
+	require.Contains(t, checks[0].IndexProblems[0].Err.Error(), "filter differs")
 	var missing *SegmentCheck
 	for i := range checks {
 		if checks[i].OpenErr != nil {
 			missing = &checks[i]
 		}
 	}
-	require.NotNil(t, missing)
-	require.Equal(t, 1, indexProblemIDs([]SegmentCheck{*missing})[nowhere])
+	require.NotNil(t, missing, "the entry for a missing segment is reported on a check of that segment")
+	require.ErrorIs(t, missing.OpenErr, ErrIndexMismatch)
 
-	// Reindex rebuilds the index from the segments: clean again (the
-	// ghost entries, which no segment holds, are gone with it).
+	// Reindex rebuilds the index from the segments: clean again.
 	_, err = db.Admin().Reindex(bg)
 	require.NoError(t, err)
 	checks, err = db.Admin().Verify(bg, "acme")
 	require.NoError(t, err)
 	require.Len(t, checks, 1)
 	require.Empty(t, checks[0].IndexProblems)
+	n, err := db.tn("acme").Count(bg, ScanOptions{})
+	require.NoError(t, err)
+	require.Equal(t, len(recs), n)
+}
+
+// TestEditedSummaryNeverServesAnotherRecord: an index entry pointed at
+// another block of the segment makes the record unreachable (ErrNotFound),
+// never served from the wrong block.
+func TestEditedSummaryNeverServesAnotherRecord(t *testing.T) {
+	db := openTest(t, vfs.Default, t.TempDir(), func(o *Options) { o.BlockSize = 4 << 10 })
+	defer db.Close()
+	recs := genRecords(rand.New(rand.NewSource(75)), 120, t0)
+	ids, err := db.tn("acme").Append(bg, recs)
+	require.NoError(t, err)
+	k1, s1 := summaryOf(t, db, "acme", ids[0], kindLog)
+	_, s2 := summaryOf(t, db, "acme", ids[len(ids)-1], kindLog)
+	e := *s1
+	e.offset, e.count = s2.offset, s2.count
+	setSummary(t, db, blockKey("acme", s1.seg, s2.seq), &e) // s2's key, s1's filter
+	require.NoError(t, db.index.db.Delete(k1, pebble.NoSync))
+	db.catalog.reset()
+	_, err = db.tn("acme").Get(bg, ids[0], PartAll)
+	require.ErrorIs(t, err, ErrNotFound)
 }

@@ -33,9 +33,11 @@ type DB struct {
 	codec segment.Codec
 	lock  io.Closer
 	index *index // the Pebble index's owner (indexstore.go)
-	cache *keys.Cache
-	local *keys.Local // nil when Options.Keys was supplied
-	audit *keys.AuditLog
+	// catalog holds the index's block summaries in memory (catalog.go).
+	catalog *catalog
+	cache   *keys.Cache
+	local   *keys.Local // nil when Options.Keys was supplied
+	audit   *keys.AuditLog
 
 	ids       idSource
 	readers   *readerCache
@@ -115,6 +117,7 @@ func Open(dir string, o *Options) (*DB, error) {
 	if db.index, err = openIndex(dir, opts); err != nil {
 		return fail(err)
 	}
+	db.catalog = newCatalog(db.index)
 	provider := opts.Keys
 	if provider == nil {
 		local, err := keys.NewLocal(keys.LocalOptions{Dir: keysDirOf(dir), FS: db.fs, AutoCreate: !opts.RequireLinkedKey})

@@ -85,7 +85,7 @@ func (db *DB) deleteTenantEntries(tenant string) error {
 	if err := db.deleteTenantIndex(tenant, true); err != nil {
 		return err
 	}
-	for _, k := range []byte{keyConfig, keySegment, keyRecord, keyTime, keyIndex, keyPayload} {
+	for _, k := range append([]byte{keyConfig, keySegment, keyBlock}, legacyKinds...) {
 		p := tenantPrefix(k, tenant)
 		if err := db.index.compact(p, prefixEnd(p)); err != nil {
 			return err

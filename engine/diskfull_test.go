@@ -104,8 +104,12 @@ func TestDiskFullOnTmpfs(t *testing.T) {
 			opts := &Options{RetentionInterval: -1}
 			gen := incompressible
 			if c.ownIndexFS {
+				// The index holds one small entry per block: tiny blocks
+				// and a roomy segment disk make the index's disk fill first.
+				mnt = tmpfs.Mount(t, 128)
 				full = tmpfs.Mount(t, 2)
 				opts.IndexDir = filepath.Join(full, "index")
+				opts.BlockSize = 1 << 10
 				gen = func(rng *rand.Rand, n int, start time.Time) []Record { return genRecords(rng, 4*n, start) }
 			}
 			dir := filepath.Join(mnt, "db")

@@ -68,10 +68,14 @@ const (
 	keyConfig      = 'c'
 	keyManifestSeq = 'm'
 	keySegment     = 's'
-	keyRecord      = 'r'
-	keyTime        = 't'
-	keyIndex       = 'i'
-	keyPayload     = 'p'
+	keyBlock       = 'b'
+
+	// Per-record kinds of index format 1, removed when such an index is
+	// opened (indexmigrate.go).
+	keyRecord  = 'r'
+	keyTime    = 't'
+	keyIndex   = 'i'
+	keyPayload = 'p'
 
 	stateVersion = 1
 )

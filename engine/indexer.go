@@ -12,11 +12,15 @@ import (
 	"slices"
 
 	"github.com/logstore/logstore/segment"
-	"github.com/logstore/logstore/vfs"
 )
 
-// kv is one staged index entry.
-type kv struct{ k, v []byte }
+// kv is one staged index entry; a block summary's entry also carries the
+// decoded summary, which the catalog gets once the entry is committed.
+type kv struct {
+	k, v   []byte
+	tenant string
+	sum    *blockSummary
+}
 
 // indexJob is a batch for the indexer goroutine, which commits batches in
 // order and then acknowledges their appends; a job with only done set is a
@@ -41,6 +45,9 @@ func (db *DB) indexLoop() {
 		}
 		if len(job.kvs) > 0 {
 			err := db.commitStaged(job.kvs)
+			if err == nil {
+				db.catalogAdd(job.kvs)
+			}
 			if err != nil {
 				for _, e := range job.kvs {
 					if e.k[0] == keySegment {
@@ -111,24 +118,27 @@ func (db *DB) indexBarrier() {
 	<-done
 }
 
-// stageIndex appends one record's index entries to kvs.
-func stageIndex(kvs []kv, tenant string, m *Meta, raw []byte, loc locator, payload bool, st *SegmentInfo) []kv {
-	if payload {
-		st.Payloads++
-		return append(kvs, kv{payloadKey(tenant, m.ID), appendLocator(nil, loc)})
+// catalogAdd hands the catalog the summaries of committed entries.
+func (db *DB) catalogAdd(kvs []kv) {
+	for _, e := range kvs {
+		if e.sum != nil {
+			db.catalog.added(e.tenant, []*blockSummary{e.sum})
+		}
 	}
-	st.Records++
-	st.observe(m.Time)
-	// One allocation holds the value and every key of this record.
-	arena := make([]byte, 0, locatorLen+len(raw)+10*(len(tenant)+64)+len(m.SessionID)+len(m.TraceID)+len(m.RouteID)+len(m.ServiceID)+len(m.Host)+len(m.Method))
-	arena = appendLocator(arena, loc)
-	arena = append(arena, raw...)
-	val := arena[:len(arena):len(arena)]
-	start := len(arena)
-	arena = append(appendEscaped(append(arena, keyRecord), tenant), m.ID[:]...)
-	kvs = append(kvs, kv{arena[start:len(arena):len(arena)], val})
-	appendIndexKeys(arena[len(arena):], tenant, m, func(k []byte) { kvs = append(kvs, kv{k, nil}) })
-	return kvs
+}
+
+// stageBlock appends the index entry of one block (its summary) to kvs and
+// counts its records in st. metas are the block's records in order.
+func stageBlock(kvs []kv, tenant string, sum *blockSummary, metas []*Meta, st *SegmentInfo) []kv {
+	if sum.kind == kindPayload {
+		st.Payloads += len(metas)
+	} else {
+		st.Records += len(metas)
+		for _, m := range metas {
+			st.observe(m.Time)
+		}
+	}
+	return append(kvs, kv{k: blockKey(tenant, sum.seg, sum.seq), v: appendSummary(nil, sum), tenant: tenant, sum: sum})
 }
 
 // indexBlocks indexes blocks [from, n) of r into the index, updating st and
@@ -146,11 +156,8 @@ func (db *DB) indexBlocks(r *segment.Reader, st *SegmentInfo, from int) (int, er
 		if err != nil {
 			return replayed, err
 		}
-		for j, raw := range blk.Meta {
-			loc := locator{Segment: h.ID, Offset: blk.Info.Offset, Seq: blk.Info.Seq, Index: j}
-			if err := indexOne(b, h.Tenant, raw, loc, st); err != nil {
-				return replayed, fmt.Errorf("%s block %d record %d: %w", r.Path(), i, j, err)
-			}
+		if err := indexBlock(b, h.Tenant, h.ID, blk, st); err != nil {
+			return replayed, fmt.Errorf("%s block %d: %w", r.Path(), i, err)
 		}
 		st.RawBytes += int64(blk.Info.RawLen)
 		st.Blocks = i + 1
@@ -173,18 +180,19 @@ func (db *DB) commitState(b *indexBatch, st *SegmentInfo) error {
 	if err := putState(b, st); err != nil {
 		return err
 	}
+	defer db.catalog.reset()
 	return db.index.commitDerived(b)
 }
 
-// indexOne adds the index entries of one record's metadata to b, built as
-// the writer builds them (stageIndex), so replay and live writes agree.
-func indexOne(b *indexBatch, tenant string, raw []byte, loc locator, st *SegmentInfo) error {
-	var m Meta
-	kind, err := decodeMeta(raw, &m)
+// indexBlock adds the summary of one block read from disk to b, built as
+// the writer builds it (stageBlock), so replay and live writes agree.
+func indexBlock(b *indexBatch, tenant string, seg [16]byte, blk *segment.Block, st *SegmentInfo) error {
+	metas, kind, err := decodeBlockMetas(blk.Meta)
 	if err != nil {
 		return err
 	}
-	for _, e := range stageIndex(nil, tenant, &m, raw, loc, kind == kindPayload, st) {
+	sum := summarize(seg, blk.Info.Seq, blk.Info.Offset, kind, metas)
+	for _, e := range stageBlock(nil, tenant, sum, metas, st) {
 		if err := b.set(e.k, e.v); err != nil {
 			return err
 		}
@@ -192,43 +200,31 @@ func indexOne(b *indexBatch, tenant string, raw []byte, loc locator, st *Segment
 	return nil
 }
 
-// unindexSegment adds to b the deletion of the index entries of every
-// record in the segment at path (none when the file is gone).
-func (db *DB) unindexSegment(b *indexBatch, tenant, path string) error {
-	r, err := segment.Open(path, db.readOpts(tenant))
-	if errors.Is(err, vfs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	for i := range r.Blocks() {
-		blk, err := r.ReadMeta(i)
+// decodeBlockMetas decodes a block's metadata section: every entry of one
+// kind.
+func decodeBlockMetas(raw [][]byte) ([]*Meta, byte, error) {
+	metas := make([]*Meta, len(raw))
+	var kind byte
+	for j, r := range raw {
+		m := &Meta{}
+		k, err := decodeMeta(r, m)
 		if err != nil {
-			return err
+			return nil, 0, fmt.Errorf("record %d: %w", j, err)
 		}
-		for _, raw := range blk.Meta {
-			if err := unindexOne(b, tenant, raw); err != nil {
-				return err
-			}
+		if j > 0 && k != kind {
+			return nil, 0, fmt.Errorf("%w: record %d is of kind %d in a block of kind %d", ErrCorrupt, j, k, kind)
 		}
+		kind, metas[j] = k, m
 	}
-	return nil
+	if len(raw) == 0 {
+		return nil, 0, fmt.Errorf("%w: empty block", ErrCorrupt)
+	}
+	return metas, kind, nil
 }
 
-// unindexOne adds to b the deletion of the entries stageIndex made for one
-// record's metadata.
-func unindexOne(b *indexBatch, tenant string, raw []byte) error {
-	var m Meta
-	kind, err := decodeMeta(raw, &m)
-	if err != nil {
-		return err
-	}
-	if kind == kindPayload {
-		return b.delete(payloadKey(tenant, m.ID))
-	}
-	err = b.delete(recordKey(tenant, m.ID))
-	indexEntries(tenant, &m, func(k []byte) { err = errors.Join(err, b.delete(k)) })
-	return err
+// unindexSegment adds to b the deletion of the summaries of every block of
+// segment seg.
+func (db *DB) unindexSegment(b *indexBatch, tenant string, seg [16]byte) error {
+	p := segmentBlocksPrefix(tenant, seg)
+	return b.deleteRange(p, prefixEnd(p))
 }

@@ -190,7 +190,7 @@ func (db *DB) openForIndex(tenant string, id [16]byte) (*segment.Reader, error) 
 func (db *DB) deleteTenantIndex(tenant string, all bool) error {
 	b := db.index.newBatch()
 	defer b.close()
-	kinds := []byte{keySegment, keyRecord, keyTime, keyIndex, keyPayload}
+	kinds := append([]byte{keySegment, keyBlock}, legacyKinds...)
 	if all {
 		kinds = append(kinds, keyConfig, keyManifestSeq)
 	}
@@ -200,7 +200,9 @@ func (db *DB) deleteTenantIndex(tenant string, all bool) error {
 			return err
 		}
 	}
-	if err := db.index.commit(b); err != nil {
+	err := db.index.commit(b)
+	db.catalog.reset()
+	if err != nil {
 		return err
 	}
 	return db.index.flush() // the configuration is not derived from segments

@@ -112,6 +112,9 @@ type index struct {
 	indexView // reads of the live index
 	db        *pebble.DB
 	health    *indexHealth // the index's ability to write (indexhealth.go)
+	// migrated is set when Open found index format 1 and removed it
+	// (indexmigrate.go), so recovery indexed every segment again.
+	migrated bool
 	// rebuild is what Options.RebuildIndex did (nil without it).
 	rebuild *IndexRebuild
 }
@@ -335,6 +338,10 @@ func openIndex(dir string, opts Options) (*index, error) {
 			return nil, err
 		}
 		x.rebuild = rebuild
+	}
+	if x.migrated, err = x.migrateIndex(); err != nil {
+		_ = x.close()
+		return nil, err
 	}
 	return x, nil
 }

@@ -8,9 +8,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"hash/maphash"
 	"strings"
-	"time"
 
 	"github.com/logstore/logstore/segment"
 )
@@ -32,18 +30,20 @@ func (db *DB) verifyIndex(ctx context.Context) error {
 	return err
 }
 
-// indexVerifier compares one tenant's index with its segments.
+// indexVerifier compares one tenant's block summaries in the index with
+// the blocks its segments hold.
 type indexVerifier struct {
 	db           *DB
 	tenant       string
-	snap         indexSnapshot
 	active       [16]byte // the active segment, whose first activeBlocks blocks were indexed
 	activeBlocks int
 	checks       []SegmentCheck
 	segs         map[[16]byte]int // segment -> its check
-	// log and payload hold the ids found in readable blocks, true when
-	// the index entry matched.
-	log, payload map[ID]bool
+	// entries are the tenant's block summaries as the index held them at
+	// the start (encoded), by block; seen marks the ones a block matched
+	// or was compared with.
+	entries map[blockRef][]byte
+	seen    map[blockRef]bool
 	// damaged holds the unreadable blocks (by offset) of each segment, nil
 	// for a segment that could not be opened at all.
 	damaged map[[16]byte]map[int64]bool
@@ -51,31 +51,37 @@ type indexVerifier struct {
 	// block: what lies beyond (a torn or truncated tail) is its problem.
 	tails map[[16]byte]int64
 	ends  map[[16]byte]int64 // the end of each segment's last readable block
-	// Secondary index entries: a keyed hash sum of the ones the
-	// authenticated records need (want) is compared with that of the ones
-	// present; only when they differ is each entry looked up.
-	seed   maphash.Seed
-	want   uint64
-	keyBuf []byte // scratch for the keys of one record
 }
 
-// newIndexVerifier starts the comparison of tenant's index with its
-// segments from a snapshot taken on the writer goroutine: the index as of a
-// moment when every block written so far is indexed; blocks the active
-// segment gets later are not compared. Close iv.snap.
+// blockRef names a block: its segment and sequence number.
+type blockRef struct {
+	seg [16]byte
+	seq uint64
+}
+
+// newIndexVerifier reads tenant's block summaries from the index on the
+// writer goroutine: the index as of a moment when every block written so
+// far is indexed; blocks the active segment gets later are not compared.
 func (db *DB) newIndexVerifier(ctx context.Context, tenant string) (*indexVerifier, error) {
-	iv := &indexVerifier{db: db, tenant: tenant, seed: maphash.MakeSeed(), log: map[ID]bool{}, payload: map[ID]bool{},
-		damaged: map[[16]byte]map[int64]bool{}, tails: map[[16]byte]int64{}, ends: map[[16]byte]int64{}, segs: map[[16]byte]int{}, activeBlocks: -1, keyBuf: make([]byte, 0, 1024)}
+	iv := &indexVerifier{db: db, tenant: tenant, entries: map[blockRef][]byte{}, seen: map[blockRef]bool{},
+		damaged: map[[16]byte]map[int64]bool{}, tails: map[[16]byte]int64{}, ends: map[[16]byte]int64{}, segs: map[[16]byte]int{}, activeBlocks: -1}
 	err := db.control(ctx, func() error {
-		iv.snap = db.index.snapshot()
 		if ts := db.tenants[tenant]; ts != nil && ts.info != nil {
 			if id, err := ts.info.segID(); err == nil {
 				iv.active, iv.activeBlocks = id, ts.info.Blocks
 			}
 		}
-		return nil
+		p := tenantPrefix(keyBlock, tenant)
+		return db.index.scanPrefix(p, func(k, v []byte) error {
+			seg, seq, err := parseBlockKey(k, len(p))
+			if err != nil {
+				return err
+			}
+			iv.entries[blockRef{seg, seq}] = append([]byte(nil), v...)
+			return nil
+		})
 	})
-	return iv, err
+	return iv, db.indexErr(err)
 }
 
 // addCheck adds the check of segment id and returns it.
@@ -108,14 +114,12 @@ func (iv *indexVerifier) manifestGaps(gaps []SegmentCheck) {
 	}
 }
 
-func (iv *indexVerifier) problem(c *SegmentCheck, id ID, block int, format string, args ...any) {
-	c.IndexProblems = append(c.IndexProblems, IndexProblem{ID: id, Block: block,
-		Err: fmt.Errorf("%w: record %s: %s", ErrIndexMismatch, id, fmt.Sprintf(format, args...))})
+func (iv *indexVerifier) problem(c *SegmentCheck, block int, format string, args ...any) {
+	c.IndexProblems = append(c.IndexProblems, IndexProblem{Block: block,
+		Err: fmt.Errorf("%w: %s", ErrIndexMismatch, fmt.Sprintf(format, args...))})
 }
 
-func (iv *indexVerifier) get(key []byte) ([]byte, bool, error) { return iv.snap.get(key) }
-
-// segment compares the entries of every readable block of r with the index.
+// segment compares every readable block of r with its index entry.
 func (iv *indexVerifier) segment(id [16]byte, r *segment.Reader, c *SegmentCheck) error {
 	bad := map[int64]bool{}
 	iv.damaged[id] = bad
@@ -150,260 +154,102 @@ func (iv *indexVerifier) segment(id [16]byte, r *segment.Reader, c *SegmentCheck
 			bad[b.Offset] = true
 			continue
 		}
-		for j, raw := range blk.Meta {
-			if err := iv.entry(c, locator{Segment: id, Offset: b.Offset, Seq: uint64(i), Index: j}, raw); err != nil {
-				blk.Release()
-				return err
-			}
-		}
+		iv.block(c, id, blk)
 		blk.Release()
 	}
 	return nil
 }
 
-// entry checks one record (or payload) of a block against the index.
-func (iv *indexVerifier) entry(c *SegmentCheck, loc locator, raw []byte) error {
-	c.IndexChecked++
-	var m Meta
-	kind, err := decodeMeta(raw, &m)
+// block compares one block with its index entry.
+func (iv *indexVerifier) block(c *SegmentCheck, seg [16]byte, blk *segment.Block) {
+	ref := blockRef{seg, blk.Info.Seq}
+	iv.seen[ref] = true
+	c.IndexChecked += len(blk.Meta)
+	metas, kind, err := decodeBlockMetas(blk.Meta)
 	if err != nil {
-		iv.problem(c, m.ID, int(loc.Seq), "block %d entry %d: its metadata does not decode: %v", loc.Seq, loc.Index, err)
-		return nil
+		iv.problem(c, int(ref.seq), "block %d: its metadata does not decode: %v", ref.seq, err)
+		return
 	}
-	found, matched := iv.log, false
-	if kind == kindPayload {
-		found = iv.payload
-		matched, err = iv.payloadEntry(c, m.ID, loc)
-	} else {
-		appendIndexKeys(iv.keyBuf[:0], iv.tenant, &m, func(k []byte) { iv.want += maphash.Bytes(iv.seed, k) })
-		matched, err = iv.logEntry(c, m.ID, loc, raw)
-	}
-	if err != nil {
-		return err
-	}
-	if _, seen := found[m.ID]; matched || !seen {
-		found[m.ID] = matched
-	}
-	return nil
-}
-
-// lookup reads the index entry key of record id, reporting it missing as
-// "what in block N has no index entry".
-func (iv *indexVerifier) lookup(c *SegmentCheck, id ID, loc locator, key []byte, what string) ([]byte, bool, error) {
-	v, ok, err := iv.get(key)
-	if err == nil && !ok {
-		iv.problem(c, id, int(loc.Seq), "%s in block %d has no index entry", what, loc.Seq)
-	}
-	return v, ok, err
-}
-
-// payloadEntry compares payload id's index entry with where it is (loc).
-func (iv *indexVerifier) payloadEntry(c *SegmentCheck, id ID, loc locator) (matched bool, err error) {
-	v, ok, err := iv.lookup(c, id, loc, payloadKey(iv.tenant, id), "payload")
-	if err != nil || !ok {
-		return false, err
-	}
-	got, rest, derr := decodeLocator(v)
-	if derr != nil || len(rest) != 0 || got != loc {
-		iv.problem(c, id, int(loc.Seq), "payload entry points at %s, the payload is at %s", describeLoc(got, derr), describeLoc(loc, nil))
-		return false, nil
-	}
-	return true, nil
-}
-
-// logEntry compares request log id's index entry with where it is (loc)
-// and with its authenticated metadata (raw).
-func (iv *indexVerifier) logEntry(c *SegmentCheck, id ID, loc locator, raw []byte) (matched bool, err error) {
-	v, ok, err := iv.lookup(c, id, loc, recordKey(iv.tenant, id), "request log")
-	if err != nil || !ok {
-		return false, err
-	}
-	got, rest, derr := decodeLocator(v)
+	want := appendSummary(nil, summarize(seg, ref.seq, blk.Info.Offset, kind, metas))
+	have, ok := iv.entries[ref]
 	switch {
-	case derr != nil || got != loc:
-		iv.problem(c, id, int(loc.Seq), "index entry points at %s, the request log is at %s", describeLoc(got, derr), describeLoc(loc, nil))
-	case !bytes.Equal(rest, raw):
-		iv.problem(c, id, int(loc.Seq), "%v", strings.Join(metaDiffRaw(rest, raw), ", "))
-	default:
-		return true, nil
+	case !ok:
+		iv.problem(c, int(ref.seq), "block %d (%d records) has no index entry: queries do not see its records", ref.seq, len(metas))
+	case !bytes.Equal(have, want):
+		iv.problem(c, int(ref.seq), "block %d: %s", ref.seq, summaryDiff(seg, ref.seq, have, want))
 	}
-	return false, nil
 }
 
-func describeLoc(l locator, err error) string {
+// summaryDiff says how an index entry differs from the summary its block
+// yields.
+func summaryDiff(seg [16]byte, seq uint64, have, want []byte) string {
+	h, err := decodeSummary(seg, seq, have)
 	if err != nil {
-		return fmt.Sprintf("nothing decodable (%v)", err)
+		return fmt.Sprintf("its index entry does not decode (%v)", err)
 	}
-	return fmt.Sprintf("segment %s block %d entry %d", segHex(l.Segment), l.Seq, l.Index)
+	w, _ := decodeSummary(seg, seq, want) // just encoded
+	var out []string
+	add := func(name string, a, b any) {
+		if a != b {
+			out = append(out, fmt.Sprintf("%s is %v in the index, %v in the block", name, a, b))
+		}
+	}
+	add("offset", h.offset, w.offset)
+	add("kind", h.kind, w.kind)
+	add("record count", h.count, w.count)
+	add("min time", h.minTime, w.minTime)
+	add("max time", h.maxTime, w.maxTime)
+	add("min id", h.minID, w.minID)
+	add("max id", h.maxID, w.maxID)
+	add("min status", h.minStatus, w.minStatus)
+	add("max status", h.maxStatus, w.maxStatus)
+	add("min latency", h.minLatency, w.minLatency)
+	add("max latency", h.maxLatency, w.maxLatency)
+	if len(out) == 0 {
+		out = append(out, "its filter differs (a query may miss or wrongly consider its records)")
+	}
+	return "the index entry differs from the block: " + strings.Join(out, ", ")
 }
 
 // checkFor returns the check of segment id, adding one for a segment file
-// that does not exist, or, for the zero id (an index entry naming no
-// segment), one for the tenant's segment directory.
+// that does not exist.
 func (iv *indexVerifier) checkFor(id [16]byte) *SegmentCheck {
 	if i, ok := iv.segs[id]; ok {
 		return &iv.checks[i]
 	}
-	c := SegmentCheck{Tenant: iv.tenant, Path: iv.db.segPath(iv.tenant, id)}
-	if id == ([16]byte{}) {
-		c.Path = iv.db.segDir(iv.tenant)
-	} else {
-		c.OpenErr = fmt.Errorf("%w: the index points into segment %s, which does not exist", ErrIndexMismatch, c.Path)
-	}
-	iv.damaged[id] = map[int64]bool{}
+	c := SegmentCheck{Tenant: iv.tenant, Path: iv.db.segPath(iv.tenant, id),
+		OpenErr: fmt.Errorf("%w: the index lists blocks of segment %s, which does not exist", ErrIndexMismatch, iv.db.segPath(iv.tenant, id))}
+	iv.damaged[id] = nil
 	return iv.addCheck(id, c)
 }
 
-// unverifiable reports whether loc is in a segment or block that could not
-// be read (its problem is reported already).
-func (iv *indexVerifier) unverifiable(loc locator) bool {
-	bad, ok := iv.damaged[loc.Segment]
+// unverifiable reports whether a block is in a segment or at an offset that
+// could not be read (its problem is reported already).
+func (iv *indexVerifier) unverifiable(seg [16]byte, offset int64) bool {
+	bad, ok := iv.damaged[seg]
 	if !ok {
 		return false
 	}
-	if tail, ok := iv.tails[loc.Segment]; ok && loc.Offset >= tail {
+	if tail, ok := iv.tails[seg]; ok && offset >= tail {
 		return true
 	}
-	return bad == nil || bad[loc.Offset]
+	return bad == nil || bad[offset]
 }
 
-// orphans reports the index entries that no readable block holds.
-func (iv *indexVerifier) orphans() error {
-	for _, k := range []struct {
-		kind byte
-		seen map[ID]bool
-		what string
-	}{{keyRecord, iv.log, "request log"}, {keyPayload, iv.payload, "payload"}} {
-		p := tenantPrefix(k.kind, iv.tenant)
-		err := iv.snap.scanPrefix(p, func(key, v []byte) error {
-			var id ID
-			copy(id[:], key[len(p):])
-			if _, seen := k.seen[id]; seen {
-				return nil // compared (and reported) from the block's side
-			}
-			loc, _, err := decodeLocator(v)
-			if err == nil && iv.unverifiable(loc) {
-				return nil
-			}
-			block := -1
-			if err == nil {
-				block = int(loc.Seq)
-			}
-			iv.problem(iv.checkFor(loc.Segment), id, block, "the %s index entry points at %s, which holds no such record", k.what, describeLoc(loc, err))
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// secondary compares the time and field index entries with the ones the
-// records need: a keyed hash sum first, entry by entry only when it differs.
-func (iv *indexVerifier) secondary() error {
-	prefixes := [][]byte{tenantPrefix(keyTime, iv.tenant), tenantPrefix(keyIndex, iv.tenant)}
-	var have uint64
-	for _, p := range prefixes {
-		if err := iv.snap.scanPrefix(p, func(k, _ []byte) error { have += maphash.Bytes(iv.seed, k); return nil }); err != nil {
-			return err
-		}
-	}
-	if have == iv.want {
-		return nil
-	}
-	for id, ok := range iv.log {
-		if !ok {
+// orphans reports the index entries that no readable block matched.
+func (iv *indexVerifier) orphans() {
+	for ref, v := range iv.entries {
+		if iv.seen[ref] {
 			continue
 		}
-		if err := iv.missingSecondary(id); err != nil {
-			return err
+		s, err := decodeSummary(ref.seg, ref.seq, v)
+		if err == nil && iv.unverifiable(ref.seg, s.offset) {
+			continue
 		}
-	}
-	for _, p := range prefixes {
-		if err := iv.snap.scanPrefix(p, iv.staleSecondary); err != nil {
-			return err
+		if _, ok := iv.segs[ref.seg]; !ok {
+			iv.checkFor(ref.seg)
+			continue // the missing segment is the report
 		}
-	}
-	return nil
-}
-
-// missingSecondary reports the secondary entries missing for record id,
-// whose index entry matched its block (so the entry's metadata is the
-// authenticated one).
-func (iv *indexVerifier) missingSecondary(id ID) error {
-	v, found, err := iv.get(recordKey(iv.tenant, id))
-	if err != nil || !found {
-		return err
-	}
-	var m Meta
-	loc, err := decodeRecordValue(v, &m)
-	if err != nil {
-		return err
-	}
-	var missing []string
-	var gerr error
-	indexEntries(iv.tenant, &m, func(k []byte) {
-		if _, found, err := iv.get(k); err != nil {
-			gerr = err
-		} else if !found {
-			missing = append(missing, describeIndexKey(k))
-		}
-	})
-	if gerr != nil {
-		return gerr
-	}
-	if len(missing) > 0 {
-		iv.problem(iv.checkFor(loc.Segment), id, int(loc.Seq), "missing secondary index entries: %s", strings.Join(missing, ", "))
-	}
-	return nil
-}
-
-// staleSecondary reports the secondary entry k if no record's
-// authenticated metadata produces it.
-func (iv *indexVerifier) staleSecondary(k, _ []byte) error {
-	if len(k) < 16 {
-		return nil
-	}
-	var id ID
-	copy(id[:], k[len(k)-16:])
-	ok, seen := iv.log[id]
-	if seen && !ok {
-		return nil // the record's own problem is reported
-	}
-	v, found, err := iv.get(recordKey(iv.tenant, id))
-	if err != nil {
-		return err
-	}
-	if !seen && found {
-		return nil // an orphan (reported) or a record in a damaged block
-	}
-	var loc locator // none: the entry names a record the index does not have
-	stale := true
-	var m Meta
-	if seen {
-		if l, err := decodeRecordValue(v, &m); err == nil {
-			loc = l
-			indexEntries(iv.tenant, &m, func(wk []byte) { stale = stale && !bytes.Equal(wk, k) })
-		}
-	}
-	if stale {
-		iv.problem(iv.checkFor(loc.Segment), id, -1, "stale secondary index entry %s", describeIndexKey(k))
-	}
-	return nil
-}
-
-func describeIndexKey(k []byte) string {
-	ik, err := decodeIndexKey(k)
-	if err != nil {
-		return fmt.Sprintf("%x", k)
-	}
-	switch {
-	case ik.Kind == keyTime:
-		return "time " + ik.Time.Format(time.RFC3339Nano)
-	case ik.Field == "status":
-		return fmt.Sprintf("status %d", ik.Status)
-	default:
-		return fmt.Sprintf("%s %q", ik.Field, ik.Value)
+		iv.problem(iv.checkFor(ref.seg), int(ref.seq), "the index lists block %d, which the segment does not hold", ref.seq)
 	}
 }

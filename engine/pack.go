@@ -25,10 +25,12 @@ func (db *DB) packBlocks(ts *tenantState, reqs []*appendReq, kvs []kv) ([]kv, er
 			return err
 		}
 		db.stats.blocksWritten.Add(1)
-		for j := range entries {
-			loc := locator{Segment: ts.w.Header().ID, Offset: info.Offset, Seq: info.Seq, Index: j}
-			kvs = stageIndex(kvs, ts.name, metas[j], entries[j].Meta, loc, payload, st)
+		kind := byte(kindLog)
+		if payload {
+			kind = kindPayload
 		}
+		sum := summarize(ts.w.Header().ID, info.Seq, info.Offset, kind, metas)
+		kvs = stageBlock(kvs, ts.name, sum, metas, st)
 		st.RawBytes += int64(info.RawLen)
 		st.Blocks++
 		entries, metas, size = entries[:0], metas[:0], 0
@@ -66,5 +68,5 @@ func (db *DB) packBlocks(ts *tenantState, reqs []*appendReq, kvs []kv) ([]kv, er
 	if err != nil {
 		return kvs, err
 	}
-	return append(kvs, kv{k, v}), nil
+	return append(kvs, kv{k: k, v: v}), nil
 }

@@ -19,56 +19,66 @@ const (
 	PartAll     = PartLog | PartPayload
 )
 
-// getMeta returns a record's plaintext metadata from the index (or from a
-// snapshot of it: a scan's).
-func (db *DB) getMeta(from indexView, tenant string, id ID) (*Meta, error) {
-	m := &Meta{}
-	found, err := from.view(recordKey(tenant, id), func(v []byte) error {
-		_, err := decodeRecordValue(v, m)
-		return err
-	})
-	if err := db.indexRead(found, err, tenant, id); err != nil {
+// getMeta returns a record's plaintext metadata from its block's metadata
+// section (checksummed; authenticated only by Get).
+func (db *DB) getMeta(tenant string, id ID) (*Meta, error) {
+	cands, err := db.findBlocks(tenant, id, kindLog)
+	if err != nil {
 		return nil, err
 	}
-	return m, nil
+	var out *Meta
+	found, err := inBlocks(cands, func(c candidate) (bool, error) {
+		metas, err := db.readBlockMetas(tenant, c.seg, c.sum)
+		if err != nil {
+			return false, err
+		}
+		for _, m := range metas {
+			if m.ID == id {
+				out = m
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	return out, notFound(found, err, tenant, id)
 }
 
-// indexRead turns the outcome of reading a record's index entry into the
-// error a caller sees.
-func (db *DB) indexRead(found bool, err error, tenant string, id ID) error {
+// notFound turns the outcome of a search for a record into the error a
+// caller sees.
+func notFound(found bool, err error, tenant string, id ID) error {
 	switch {
+	case found:
+		return nil
 	case err != nil:
-		return db.indexErr(err)
-	case !found:
-		return fmt.Errorf("%w: tenant %s has no record %s", ErrNotFound, tenant, id)
+		return err
 	}
-	return nil
+	return fmt.Errorf("%w: tenant %s has no record %s", ErrNotFound, tenant, id)
 }
 
 // get returns a record with the parts asked for decrypted (Tenant.Get).
 func (db *DB) get(ctx context.Context, tenant string, id ID, parts Part) (*Record, error) {
-	loc, indexed, err := db.recordValue(tenant, id)
+	cands, err := db.findBlocks(tenant, id, kindLog)
 	if err != nil {
 		return nil, err
 	}
 	rec := &Record{}
 	m := &rec.Meta
-	if err := db.readSealed(ctx, tenant, loc, id, func(meta, data []byte) error {
-		if !bytes.Equal(meta, indexed) {
-			return indexMismatch(id, indexed, meta)
-		}
-		kind, err := decodeMeta(meta, m)
-		if err != nil {
-			return err
-		}
-		if kind != kindLog {
-			return fmt.Errorf("%w: %w: the index entry of %s points at its payload, not its request log", ErrIndexMismatch, ErrCorrupt, id)
-		}
-		if parts&PartLog != 0 {
-			return decodeSealedLog(data, rec)
-		}
-		return nil
-	}); err != nil {
+	found, err := inBlocks(cands, func(c candidate) (bool, error) {
+		return db.readSealed(ctx, tenant, c, id, func(meta, data []byte) error {
+			kind, err := decodeMeta(meta, m)
+			if err != nil {
+				return err
+			}
+			if kind != kindLog {
+				return fmt.Errorf("%w: %w: the index entry of %s points at a payload block", ErrIndexMismatch, ErrCorrupt, id)
+			}
+			if parts&PartLog != 0 {
+				return decodeSealedLog(data, rec)
+			}
+			return nil
+		})
+	})
+	if err := notFound(found, err, tenant, id); err != nil {
 		return nil, err
 	}
 	if parts&PartPayload != 0 {
@@ -88,46 +98,32 @@ func (db *DB) get(ctx context.Context, tenant string, id ID, parts Part) (*Recor
 // getPayload decrypts the payload of the record whose authenticated
 // metadata is m.
 func (db *DB) getPayload(ctx context.Context, tenant string, id ID, m *Meta) (*Payload, error) {
-	var loc locator
-	found, err := db.index.view(payloadKey(tenant, id), func(v []byte) (err error) {
-		loc, _, err = decodeLocator(v)
-		return err
-	})
+	cands, err := db.findBlocks(tenant, id, kindPayload)
 	if err != nil {
-		return nil, db.indexErr(err)
-	}
-	if !found {
-		return nil, fmt.Errorf("%w: %w: payload of %s is missing from the index", ErrIndexMismatch, ErrCorrupt, id)
+		return nil, err
 	}
 	var p *Payload
-	err = db.readSealed(ctx, tenant, loc, id, func(meta, data []byte) (err error) {
-		var pm Meta
-		kind, err := decodeMeta(meta, &pm)
-		if err != nil {
+	found, err := inBlocks(cands, func(c candidate) (bool, error) {
+		return db.readSealed(ctx, tenant, c, id, func(meta, data []byte) (err error) {
+			var pm Meta
+			kind, err := decodeMeta(meta, &pm)
+			if err != nil {
+				return err
+			}
+			if kind != kindPayload || !pm.Time.Equal(m.Time) {
+				return fmt.Errorf("%w: %w: the payload entry of %s is not its record's", ErrIndexMismatch, ErrCorrupt, id)
+			}
+			p, err = decodeSealedPayload(data)
 			return err
-		}
-		if kind != kindPayload || !pm.Time.Equal(m.Time) {
-			return fmt.Errorf("%w: %w: the payload entry of %s points at another record", ErrIndexMismatch, ErrCorrupt, id)
-		}
-		p, err = decodeSealedPayload(data)
-		return err
+		})
 	})
-	return p, err
-}
-
-// recordValue returns the locator and a copy of the encoded metadata of a
-// record's index entry.
-func (db *DB) recordValue(tenant string, id ID) (loc locator, meta []byte, err error) {
-	found, err := db.index.view(recordKey(tenant, id), func(v []byte) error {
-		var rest []byte
-		loc, rest, err = decodeLocator(v)
-		meta = append([]byte(nil), rest...)
-		return err
-	})
-	if err := db.indexRead(found, err, tenant, id); err != nil {
-		return locator{}, nil, err
+	if err != nil {
+		return nil, err
 	}
-	return loc, meta, nil
+	if !found {
+		return nil, fmt.Errorf("%w: %w: the payload of %s is in no indexed block", ErrIndexMismatch, ErrCorrupt, id)
+	}
+	return p, nil
 }
 
 // indexMismatch describes how the index copy of a record's metadata
@@ -171,16 +167,15 @@ func metaDiff(a, b *Meta) []string {
 	return out
 }
 
-// readSealed decrypts the block at loc and passes decode the metadata and
-// sealed bytes of the record at loc.Index, checking that it is the record
-// asked for. The metadata is authenticated with the block (it is in the
-// AAD). decode must copy what it keeps: the block's plaintext is zeroed and
-// recycled.
-func (db *DB) readSealed(ctx context.Context, tenant string, loc locator, id ID, decode func(meta, data []byte) error) error {
-	path := db.segPath(tenant, loc.Segment)
-	r, err := db.readers.acquire(path, tenant)
+// readSealed decrypts block c and, if it holds record id, passes decode
+// the record's metadata and sealed bytes and reports found. The metadata is
+// authenticated with the block (it is in the AAD). decode must copy what it
+// keeps: the block's plaintext is zeroed and recycled.
+func (db *DB) readSealed(ctx context.Context, tenant string, c candidate, id ID, decode func(meta, data []byte) error) (bool, error) {
+	path := db.segPath(tenant, c.seg)
+	r, err := db.readers.acquire(path, tenant, false)
 	if err != nil {
-		return err
+		return false, blockReadErr(path, c.sum, err)
 	}
 	defer db.readers.release(path, r)
 	h := r.Header()
@@ -188,20 +183,19 @@ func (db *DB) readSealed(ctx context.Context, tenant string, loc locator, id ID,
 	if h.Cipher != segment.CipherNone {
 		ec := keys.SegmentContext(tenant, segHex(h.ID))
 		if dek, err = db.cache.Unwrap(ctx, h.Slot.KeyURI, h.Slot.Wrapped, ec); err != nil {
-			return err
+			return false, err
 		}
 		defer keys.Zero(dek)
 	}
-	blk, err := r.ReadBlockWith(dek, loc.Offset, loc.Seq)
+	blk, err := r.ReadBlockWith(dek, c.sum.offset, c.sum.seq)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer blk.Release()
-	if loc.Index >= len(blk.Data) {
-		return fmt.Errorf("%w: %w: locator index %d beyond block of %d records", ErrIndexMismatch, ErrCorrupt, loc.Index, len(blk.Data))
+	for i, meta := range blk.Meta {
+		if len(meta) >= 18 && bytes.Equal(meta[2:18], id[:]) && i < len(blk.Data) {
+			return true, decode(meta, blk.Data[i])
+		}
 	}
-	if len(blk.Meta[loc.Index]) < 18 || !bytes.Equal(blk.Meta[loc.Index][2:18], id[:]) {
-		return fmt.Errorf("%w: %w: locator of %s points at another record", ErrIndexMismatch, ErrCorrupt, id)
-	}
-	return decode(blk.Meta[loc.Index], blk.Data[loc.Index])
+	return false, nil
 }

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"fmt"
 	"sync"
 
 	"github.com/logstore/logstore/segment"
@@ -22,20 +23,36 @@ type readerEntry struct {
 	refs int
 	used uint64
 	dead bool // invalidated while in use: close on release
+	// admitted is set once the segment passed the checks sealed reads
+	// need; a reader opened for metadata while the tenant's manifest
+	// could not be authenticated (its key unavailable) has it unset.
+	admitted bool
 }
 
 func newReaderCache(db *DB, max int) *readerCache {
 	return &readerCache{db: db, max: max, entries: map[string]*readerEntry{}}
 }
 
-// acquire returns an open reader for path; release it with release.
-func (c *readerCache) acquire(path, tenant string) (*segment.Reader, error) {
+// acquire returns an open reader for path, admitted for sealed reads, or
+// only for metadata reads when forMeta is set (see DB.admitMeta); release
+// it with release.
+func (c *readerCache) acquire(path, tenant string, forMeta bool) (*segment.Reader, error) {
 	c.mu.Lock()
 	c.tick++
 	if e, ok := c.entries[path]; ok {
 		e.refs++
 		e.used = c.tick
+		admitted := e.admitted
 		c.mu.Unlock()
+		if !admitted && !forMeta {
+			if err := c.db.admit(tenant, path, e.r, false); err != nil {
+				c.release(path, e.r)
+				return nil, err
+			}
+			c.mu.Lock()
+			e.admitted = true
+			c.mu.Unlock()
+		}
 		return e.r, nil
 	}
 	c.mu.Unlock()
@@ -43,24 +60,52 @@ func (c *readerCache) acquire(path, tenant string) (*segment.Reader, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := c.db.segmentAllowed(tenant, path, r.Header()); err != nil {
-		_ = r.Close()
-		return nil, err
-	}
-	if err := c.db.checkSlotGeneration(tenant, r); err != nil {
-		_ = r.Close()
-		return nil, err
+	admitted := true
+	if err := c.db.admit(tenant, path, r, false); err != nil {
+		if !forMeta || c.db.admit(tenant, path, r, true) != nil {
+			_ = r.Close()
+			return nil, err
+		}
+		admitted = false
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if e, ok := c.entries[path]; ok { // lost a race: use the winner's
+	if e, ok := c.entries[path]; ok && (e.admitted || !admitted) { // lost a race: use the winner's
 		_ = r.Close()
 		e.refs++
 		return e.r, nil
 	}
 	c.evictLocked()
-	c.entries[path] = &readerEntry{r: r, refs: 1, used: c.tick}
+	if e, ok := c.entries[path]; ok { // a less admitted winner: replace it
+		delete(c.entries, path)
+		if e.refs == 0 {
+			_ = e.r.Close()
+		} // else release closes it
+
+	}
+	c.entries[path] = &readerEntry{r: r, refs: 1, used: c.tick, admitted: admitted}
 	return r, nil
+}
+
+// admit checks that reads may use segment r at path: the checks of
+// segmentAllowed and checkSlotGeneration. With metaOnly, a tenant whose
+// manifest could not be authenticated because its key is unavailable is
+// let through: its plaintext metadata answers queries (as it did from the
+// per-record index before), its sealed data needs the key anyway, and the
+// reader is re-admitted before any sealed read.
+func (db *DB) admit(tenant, path string, r *segment.Reader, metaOnly bool) error {
+	if metaOnly {
+		if tm := db.manifests.get(tenant); tm != nil && tm.body == nil && tm.unverified != nil {
+			if id, ok := segmentIDOfPath(path); !ok || id != r.Header().ID {
+				return fmt.Errorf("%w: %s holds segment %s", ErrSegmentTampered, path, segHex(r.Header().ID))
+			}
+			return db.checkSlotGeneration(tenant, r)
+		}
+	}
+	if err := db.segmentAllowed(tenant, path, r.Header()); err != nil {
+		return err
+	}
+	return db.checkSlotGeneration(tenant, r)
 }
 
 func (c *readerCache) release(path string, r *segment.Reader) {

@@ -103,13 +103,15 @@ func (db *DB) deleteSegment(tenant string, id [16]byte, st *SegmentInfo) error {
 	}
 	b := db.index.newBatch()
 	defer b.close()
-	if err := db.unindexSegment(b, tenant, path); err != nil {
+	if err := db.unindexSegment(b, tenant, id); err != nil {
 		return err
 	}
 	if err := b.delete(segmentKey(tenant, id)); err != nil {
 		return err
 	}
-	if err := db.index.commit(b); err != nil {
+	err := db.index.commit(b)
+	db.catalog.reset()
+	if err != nil {
 		return err
 	}
 	if err := db.index.flush(); err != nil {

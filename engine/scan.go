@@ -1,14 +1,9 @@
 package engine
 
 import (
-	"bytes"
-	"container/heap"
-	"context"
 	"fmt"
 	"strconv"
 	"time"
-
-	"github.com/cockroachdb/pebble/v2"
 )
 
 // Index selects the index a scan walks. The zero Index (ByTime) walks the
@@ -87,19 +82,29 @@ func (ix Index) Values() int {
 	return len(ix.values) + len(ix.statuses)
 }
 
-// prefixes are the key prefixes the index is walked under, one per value.
-func (ix Index) prefixes(tenant string) [][]byte {
-	if ix.field == nil {
-		return [][]byte{tenantPrefix(keyTime, tenant)}
+// match reports whether m is a request log the index selects.
+func (ix *Index) match(m *Meta) bool {
+	switch {
+	case ix.field == nil:
+		return true
+	case ix.statuses != nil:
+		for _, s := range ix.statuses {
+			if m.Status == s {
+				return true
+			}
+		}
+		return false
 	}
-	var out [][]byte
-	for _, s := range ix.statuses { // 0..999 (ScanOptions.check)
-		out = append(out, statusPrefix(tenant, s))
+	v := *ix.field.str(m)
+	if v == "" { // empty values are not indexed (docs/format/index.md)
+		return false
 	}
-	for _, v := range ix.values {
-		out = append(out, fieldPrefix(tenant, ix.field.index, v))
+	for _, want := range ix.values {
+		if v == want {
+			return true
+		}
 	}
-	return out
+	return false
 }
 
 // Cursor is a position in a scan: the (time, id) of the last record seen.
@@ -122,30 +127,6 @@ type ScanOptions struct {
 	After *Cursor
 	// Limit stops after this many records (default 0: no limit).
 	Limit int
-}
-
-// bounds returns the key range [lo, hi) of prefix p that o selects; ok is
-// false when it is empty.
-func (o *ScanOptions) bounds(p []byte) (lo, hi []byte, ok bool) {
-	lo, hi = append([]byte(nil), p...), prefixEnd(p)
-	if !o.From.IsZero() {
-		lo = appendTime(append([]byte(nil), p...), o.From)
-	}
-	if !o.To.IsZero() {
-		hi = appendTime(append([]byte(nil), p...), o.To)
-	}
-	if c := o.After; c != nil {
-		pos := append(appendTime(append([]byte(nil), p...), c.Time), c.ID[:]...)
-		if o.Oldest {
-			pos = append(pos, 0) // strictly after
-			if bytes.Compare(pos, lo) > 0 {
-				lo = pos
-			}
-		} else if bytes.Compare(pos, hi) < 0 {
-			hi = pos
-		}
-	}
-	return lo, hi, bytes.Compare(lo, hi) < 0
 }
 
 // check refuses options no scan can honour, rather than answering them
@@ -180,134 +161,4 @@ func (o *ScanOptions) clampTimes() (empty bool) {
 		o.To = time.Time{}
 	}
 	return false
-}
-
-// scanIDs calls fn with the id of every record o selects, in scan order,
-// until fn returns false or an error. It reads only index keys, from view
-// (a snapshot, so that a scan over several index values is one moment's).
-func (db *DB) scanIDs(ctx context.Context, view indexView, tenant string, o ScanOptions, fn func(id ID) (bool, error)) error {
-	if err := o.check(); err != nil {
-		return err
-	}
-	if o.clampTimes() {
-		return nil
-	}
-	h := &mergeHeap{oldest: o.Oldest}
-	defer h.close()
-	for _, p := range o.Index.prefixes(tenant) {
-		if err := h.open(db, view, p, &o); err != nil {
-			return err
-		}
-	}
-	heap.Init(h)
-	for n := 0; h.Len() > 0; n++ {
-		if o.Limit > 0 && n >= o.Limit {
-			return nil
-		}
-		if n%1024 == 0 {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-		}
-		key := h.its[0].Key()
-		if len(key) < 24 {
-			return fmt.Errorf("%w: index key of %d bytes", ErrCorrupt, len(key))
-		}
-		var id ID
-		copy(id[:], key[len(key)-16:])
-		if more, err := fn(id); err != nil || !more {
-			return err
-		}
-		if err := h.advance(); err != nil {
-			return db.indexErr(err)
-		}
-	}
-	return nil
-}
-
-// mergeHeap merges per-value iterators by the (time, id) suffix of their
-// keys: the head is the next record in scan order.
-type mergeHeap struct {
-	its    []*pebble.Iterator
-	oldest bool
-}
-
-// open adds an iterator over the part of prefix p that o selects.
-func (h *mergeHeap) open(db *DB, view indexView, p []byte, o *ScanOptions) error {
-	lo, hi, ok := o.bounds(p)
-	if !ok {
-		return nil
-	}
-	it, err := view.iter(lo, hi)
-	if err != nil {
-		return db.indexErr(err)
-	}
-	if h.step(it, true) {
-		h.its = append(h.its, it)
-		return nil
-	}
-	err = it.Error()
-	_ = it.Close() // read-only iterator: nothing to lose
-	if err != nil {
-		return db.indexErr(err)
-	}
-	return nil
-}
-
-// advance moves the head iterator on, dropping it when exhausted.
-func (h *mergeHeap) advance() error {
-	it := h.its[0]
-	if h.step(it, false) {
-		heap.Fix(h, 0)
-		return nil
-	}
-	heap.Pop(h)
-	err := it.Error()
-	_ = it.Close() // read-only iterator: nothing to lose
-	return err
-}
-
-// step moves it to the first key in scan order (first) or on to the next.
-func (h *mergeHeap) step(it *pebble.Iterator, first bool) bool {
-	switch {
-	case first && h.oldest:
-		return it.First()
-	case first:
-		return it.Last()
-	case h.oldest:
-		return it.Next()
-	}
-	return it.Prev()
-}
-
-func (h *mergeHeap) close() {
-	for _, it := range h.its {
-		_ = it.Close() // read-only iterators: nothing to lose
-	}
-}
-
-func (h *mergeHeap) Len() int { return len(h.its) }
-func (h *mergeHeap) Less(i, j int) bool {
-	c := bytes.Compare(timeIDSuffix(h.its[i].Key()), timeIDSuffix(h.its[j].Key()))
-	if h.oldest {
-		return c < 0
-	}
-	return c > 0
-}
-func (h *mergeHeap) Swap(i, j int) { h.its[i], h.its[j] = h.its[j], h.its[i] }
-func (h *mergeHeap) Push(x any)    { h.its = append(h.its, x.(*pebble.Iterator)) }
-func (h *mergeHeap) Pop() any {
-	x := h.its[len(h.its)-1]
-	h.its = h.its[:len(h.its)-1]
-	return x
-}
-
-// timeIDSuffix is the (time, id) part of a time or secondary index key; a
-// key too short to hold one (a damaged index) sorts by its whole bytes and
-// is refused when it reaches the head.
-func timeIDSuffix(k []byte) []byte {
-	if len(k) < 24 {
-		return k
-	}
-	return k[len(k)-24:]
 }

@@ -72,20 +72,22 @@ func (t *Tenant) Get(ctx context.Context, id ID, parts Part) (*Record, error) {
 	return t.db.get(ctx, t.name, id, parts)
 }
 
-// GetMeta returns a record's plaintext metadata from the index; it never
-// needs a key. The index is not authenticated: this is the copy queries
-// filter on, and someone who can write the index can change it. Get returns
-// the authenticated copy.
+// GetMeta returns a record's plaintext metadata from its block's metadata
+// section; it never needs a key. That copy is checksummed but authenticated
+// only when the block is decrypted: it is the copy queries filter on, and
+// someone who can write the segment files can change it unnoticed until a
+// Get (which returns the authenticated copy) or a verify reads the block.
 func (t *Tenant) GetMeta(ctx context.Context, id ID) (*Meta, error) {
 	if err := t.enter(ctx); err != nil {
 		return nil, err
 	}
 	defer t.db.leave()
-	return t.db.getMeta(t.db.index.indexView, t.name, id)
+	return t.db.getMeta(t.name, id)
 }
 
-// Scan yields the metadata of every record o selects, in order, reading only
-// the index (no key is needed). Breaking out of the loop ends the scan; an
+// Scan yields the metadata of every record o selects, in order, reading the
+// index's block summaries and the metadata sections of the blocks that may
+// match (no key is needed). Breaking out of the loop ends the scan; an
 // error is yielded once, last:
 //
 //	for m, err := range t.Scan(ctx, engine.ScanOptions{Index: engine.BySession("s-1")}) {
@@ -95,10 +97,11 @@ func (t *Tenant) GetMeta(ctx context.Context, id ID) (*Meta, error) {
 //		fmt.Println(m.Time, m.Method, m.Status)
 //	}
 //
-// Every yielded *Meta is the caller's to keep. A scan reads one snapshot of
-// the index, taken when it starts: it sees exactly the records acknowledged
-// before that, whatever appends or deletions go on beside it, and it does
-// not block writers. Bad options fail it with ErrInvalidOptions. Close waits
+// Every yielded *Meta is the caller's to keep. A scan reads the list of
+// blocks as of its start: it sees exactly the records acknowledged before
+// that, whatever appends go on beside it, and it does not block writers. A
+// segment that retention or DeleteTenant removes under a running scan ends
+// it with an error rather than silently shortening it. Bad options fail it with ErrInvalidOptions. Close waits
 // for a scan in progress: the loop body must not call Close, and a scan
 // driven by iter.Pull2 must have its stop function called.
 func (t *Tenant) Scan(ctx context.Context, o ScanOptions) iter.Seq2[*Meta, error] {
@@ -108,13 +111,7 @@ func (t *Tenant) Scan(ctx context.Context, o ScanOptions) iter.Seq2[*Meta, error
 			return
 		}
 		defer t.db.leave()
-		snap := t.db.index.snapshot()
-		defer snap.close()
-		err := t.db.scanIDs(ctx, snap.indexView, t.name, o, func(id ID) (bool, error) {
-			m, err := t.db.getMeta(snap.indexView, t.name, id)
-			if err != nil {
-				return false, err
-			}
+		err := t.db.scanMetas(ctx, t.name, o, func(m *Meta) (bool, error) {
 			return yield(m, nil), nil
 		})
 		if err != nil {
@@ -123,17 +120,14 @@ func (t *Tenant) Scan(ctx context.Context, o ScanOptions) iter.Seq2[*Meta, error
 	}
 }
 
-// Count returns how many records o selects, reading only index keys.
+// Count returns how many records o selects: blocks wholly inside the
+// selection count from their summaries, the others are read.
 func (t *Tenant) Count(ctx context.Context, o ScanOptions) (int, error) {
 	if err := t.enter(ctx); err != nil {
 		return 0, err
 	}
 	defer t.db.leave()
-	n := 0
-	snap := t.db.index.snapshot()
-	defer snap.close()
-	err := t.db.scanIDs(ctx, snap.indexView, t.name, o, func(ID) (bool, error) { n++; return true, nil })
-	return n, err
+	return t.db.countRecords(ctx, t.name, o)
 }
 
 // errNoHandle is what a Tenant that did not come from DB.Tenant returns.

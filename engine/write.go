@@ -108,11 +108,11 @@ func (db *DB) checkNewIDs(tenant string, recs []Record, ids []ID) error {
 			return fmt.Errorf("%w: record %d of %d repeats id %s", ErrExists, i, len(recs), ids[i])
 		}
 		seen[ids[i]] = true
-		found, err := db.index.view(recordKey(tenant, ids[i]), func([]byte) error { return nil })
-		if err != nil {
-			return db.indexErr(err)
+		_, err := db.getMeta(tenant, ids[i])
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return err
 		}
-		if found {
+		if err == nil {
 			return fmt.Errorf("%w: record %d of %d: tenant %s already has record %s", ErrExists, i, len(recs), tenant, ids[i])
 		}
 	}

@@ -399,6 +399,13 @@ func (r *Reader) ReadMeta(i int) (*Block, error) {
 	return r.readAt(r.blocks[i].Offset, uint64(i), false)
 }
 
+// ReadMetaAt returns the plaintext metadata of the block with sequence seq
+// at file offset off (a locator from an index), checksum-verified, without
+// consulting the block list; it needs no key.
+func (r *Reader) ReadMetaAt(off int64, seq uint64) (*Block, error) {
+	return r.readAt(off, seq, false)
+}
+
 // ReadBlock decrypts and returns block i.
 func (r *Reader) ReadBlock(i int) (*Block, error) {
 	if i < 0 || i >= len(r.blocks) {

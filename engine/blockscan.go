@@ -1,0 +1,288 @@
+package engine
+
+// Scans over block summaries: pick the blocks a scan may need from the
+// catalog, read their metadata sections from the segments (no key needed),
+// and merge their records into one (time, id)-ordered stream. A block is read
+// only once the merge needs records from its time range, so a first page
+// reads the few newest candidate blocks.
+
+import (
+	"cmp"
+	"container/heap"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/logstore/logstore/vfs"
+)
+
+// scanBounds are a scan's options in the units blocks are summarized in.
+type scanBounds struct {
+	ix       *Index
+	from, to int64 // [from, to) in unix ns; to exclusive
+	hasTo    bool
+	after    *Cursor
+	afterNs  int64
+	oldest   bool
+}
+
+func newScanBounds(o *ScanOptions) scanBounds {
+	b := scanBounds{ix: &o.Index, from: minTime.UnixNano(), oldest: o.Oldest, after: o.After}
+	if !o.From.IsZero() {
+		b.from = o.From.UnixNano()
+	}
+	if !o.To.IsZero() {
+		b.to, b.hasTo = o.To.UnixNano(), true
+	}
+	if o.After != nil {
+		b.afterNs = o.After.Time.UnixNano()
+	}
+	return b
+}
+
+// block reports whether a block may hold a record the scan selects.
+func (b *scanBounds) block(s *blockSummary) bool {
+	if s.maxTime < b.from || (b.hasTo && s.minTime >= b.to) {
+		return false
+	}
+	if b.after != nil && ((b.oldest && s.maxTime < b.afterNs) || (!b.oldest && s.minTime > b.afterNs)) {
+		return false
+	}
+	return s.mayMatch(b.ix)
+}
+
+// whole reports whether every record of a block is selected (a count can
+// then take the block's count without reading it).
+func (b *scanBounds) whole(s *blockSummary) bool {
+	return b.ix.field == nil && b.after == nil && s.kind == kindLog &&
+		s.minTime >= b.from && (!b.hasTo || s.maxTime < b.to)
+}
+
+// record reports whether the scan selects m.
+func (b *scanBounds) record(m *Meta) bool {
+	t := m.Time.UnixNano()
+	if t < b.from || (b.hasTo && t >= b.to) || !b.ix.match(m) {
+		return false
+	}
+	if b.after != nil {
+		c := cmpPos(t, m.ID, b.afterNs, b.after.ID)
+		if (b.oldest && c <= 0) || (!b.oldest && c >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// cmpPos orders records by time, then id.
+func cmpPos(t1 int64, id1 ID, t2 int64, id2 ID) int {
+	if c := cmp.Compare(t1, t2); c != 0 {
+		return c
+	}
+	return cmp.Compare(string(id1[:]), string(id2[:]))
+}
+
+// candidate is a block a scan may read.
+type candidate struct {
+	seg [16]byte
+	sum *blockSummary
+}
+
+// candidates lists the blocks of segs that b may need, in the order the
+// merge wants them: by max time descending (newest first) or min time
+// ascending (oldest first).
+func (b *scanBounds) candidates(segs []segView) []candidate {
+	var out []candidate
+	for _, sv := range segs {
+		for _, s := range sv.blocks {
+			if b.block(s) {
+				out = append(out, candidate{sv.id, s})
+			}
+		}
+	}
+	if b.oldest {
+		slices.SortFunc(out, func(x, y candidate) int { return cmp.Compare(x.sum.minTime, y.sum.minTime) })
+	} else {
+		slices.SortFunc(out, func(x, y candidate) int { return cmp.Compare(y.sum.maxTime, x.sum.maxTime) })
+	}
+	return out
+}
+
+// scanMetas calls fn with the metadata of every record o selects, in scan
+// order, until fn returns false or an error. It reads the catalog as of its
+// start and the blocks' metadata sections; it needs no key.
+func (db *DB) scanMetas(ctx context.Context, tenant string, o ScanOptions, fn func(m *Meta) (bool, error)) error {
+	if err := o.check(); err != nil {
+		return err
+	}
+	if o.clampTimes() {
+		return nil
+	}
+	segs, err := db.catalog.snapshot(tenant)
+	if err != nil {
+		return err
+	}
+	b := newScanBounds(&o)
+	cands := b.candidates(segs)
+	h := &metaHeap{oldest: o.Oldest}
+	next := 0
+	for n := 0; ; n++ {
+		if o.Limit > 0 && n >= o.Limit {
+			return nil
+		}
+		// Read every block that may hold a record ahead of the heap's
+		// head: blocks come in order of their newest (oldest) time.
+		for next < len(cands) && (h.Len() == 0 || b.reaches(cands[next].sum, h.ms[0])) {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			metas, err := db.readBlockMetas(tenant, cands[next].seg, cands[next].sum)
+			if err != nil {
+				return err
+			}
+			for _, m := range metas {
+				if b.record(m) {
+					heap.Push(h, m)
+				}
+			}
+			next++
+		}
+		if h.Len() == 0 {
+			return nil
+		}
+		if more, err := fn(heap.Pop(h).(*Meta)); err != nil || !more {
+			return err
+		}
+	}
+}
+
+// reaches reports whether block s may hold a record that comes before m in
+// scan order.
+func (b *scanBounds) reaches(s *blockSummary, m *Meta) bool {
+	if b.oldest {
+		return s.minTime <= m.Time.UnixNano()
+	}
+	return s.maxTime >= m.Time.UnixNano()
+}
+
+// countRecords counts the records o selects, taking whole blocks' counts
+// from their summaries.
+func (db *DB) countRecords(ctx context.Context, tenant string, o ScanOptions) (int, error) {
+	if err := o.check(); err != nil {
+		return 0, err
+	}
+	if o.clampTimes() {
+		return 0, nil
+	}
+	segs, err := db.catalog.snapshot(tenant)
+	if err != nil {
+		return 0, err
+	}
+	b := newScanBounds(&o)
+	n := 0
+	for i, c := range b.candidates(segs) {
+		if o.Limit > 0 && n >= o.Limit {
+			return o.Limit, nil
+		}
+		if b.whole(c.sum) {
+			n += c.sum.count
+			continue
+		}
+		if i%64 == 0 {
+			if err := ctx.Err(); err != nil {
+				return 0, err
+			}
+		}
+		metas, err := db.readBlockMetas(tenant, c.seg, c.sum)
+		if err != nil {
+			return 0, err
+		}
+		for _, m := range metas {
+			if b.record(m) {
+				n++
+			}
+		}
+	}
+	if o.Limit > 0 && n > o.Limit {
+		n = o.Limit
+	}
+	return n, nil
+}
+
+// readBlockMetas reads and decodes the metadata section of a block the
+// catalog lists, checking that it is the block the summary describes.
+func (db *DB) readBlockMetas(tenant string, seg [16]byte, s *blockSummary) ([]*Meta, error) {
+	path := db.segPath(tenant, seg)
+	r, err := db.readers.acquire(path, tenant, true)
+	if err != nil {
+		return nil, blockReadErr(path, s, err)
+	}
+	defer db.readers.release(path, r)
+	blk, err := r.ReadMetaAt(s.offset, s.seq)
+	if err != nil {
+		return nil, blockReadErr(path, s, err)
+	}
+	defer blk.Release()
+	metas, kind, err := decodeBlockMetas(blk.Meta)
+	if err != nil {
+		return nil, blockReadErr(path, s, err)
+	}
+	if kind != s.kind || len(metas) != s.count {
+		return nil, fmt.Errorf("%w: %s block %d holds %d records of kind %d, its index entry says %d of kind %d; `logstore segments reindex` rebuilds the index",
+			ErrIndexMismatch, path, s.seq, len(metas), kind, s.count, s.kind)
+	}
+	return metas, nil
+}
+
+func blockReadErr(path string, s *blockSummary, err error) error {
+	if errors.Is(err, vfs.ErrNotExist) {
+		return fmt.Errorf("%w: %s (block %d is in the index): %w", ErrSegmentLoss, path, s.seq, err)
+	}
+	return fmt.Errorf("logstore/engine: %s block %d at offset %d: %w", path, s.seq, s.offset, err)
+}
+
+// metaHeap orders records for a merge: the head is the next in scan order.
+type metaHeap struct {
+	ms     []*Meta
+	oldest bool
+}
+
+func (h *metaHeap) Len() int { return len(h.ms) }
+func (h *metaHeap) Less(i, j int) bool {
+	c := cmpPos(h.ms[i].Time.UnixNano(), h.ms[i].ID, h.ms[j].Time.UnixNano(), h.ms[j].ID)
+	if h.oldest {
+		return c < 0
+	}
+	return c > 0
+}
+func (h *metaHeap) Swap(i, j int) { h.ms[i], h.ms[j] = h.ms[j], h.ms[i] }
+func (h *metaHeap) Push(x any)    { h.ms = append(h.ms, x.(*Meta)) }
+func (h *metaHeap) Pop() any {
+	x := h.ms[len(h.ms)-1]
+	h.ms = h.ms[:len(h.ms)-1]
+	return x
+}
+
+// findBlocks lists the blocks of the given kind that may hold tenant's
+// record id, by their id ranges and bloom filters.
+func (db *DB) findBlocks(tenant string, id ID, kind byte) ([]candidate, error) {
+	return db.catalog.find(tenant, id, kind)
+}
+
+// inBlocks calls read on each candidate until one holds the record (read
+// reports found). A block that fails to read does not hide the record in
+// another; its error is returned only when no block had the record.
+func inBlocks(cands []candidate, read func(c candidate) (bool, error)) (found bool, err error) {
+	var errs []error
+	for _, c := range cands {
+		ok, err := read(c)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if ok {
+			return true, nil
+		}
+	}
+	return false, errors.Join(errs...)
+}

@@ -1,0 +1,265 @@
+package engine
+
+// Block summaries: the index holds one entry per block, not nine per record.
+// A summary says where the block is and what it could hold (time range, id
+// range, status and latency range, and a bloom filter over its ids and
+// indexed values), so a scan or a Get reads only the blocks that may match
+// and takes the records' metadata from the block itself. Layout:
+// docs/format/index.md.
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+
+	"github.com/cespare/xxhash/v2"
+)
+
+// blockSummary is one block's index entry.
+type blockSummary struct {
+	seg    [16]byte
+	seq    uint64
+	offset int64
+	kind   byte // kindLog or kindPayload
+	count  int
+	// minTime and maxTime bound the records' times (unix ns); minID and
+	// maxID bound their ids (byte order), which is what a Get by id narrows
+	// by: an engine-assigned id starts with its record's time.
+	minTime, maxTime int64
+	minID, maxID     ID
+	// Request-log blocks only: ranges of status and latency.
+	minStatus, maxStatus   uint16
+	minLatency, maxLatency float64
+	bloom                  bloom
+}
+
+// Bloom entries are hashed with a one-byte domain: an id, or a field's
+// index byte (format.go) followed by its value.
+const bloomDomainID = 0
+
+// bloomBitsPerEntry and bloomHashes give a false-positive rate near 1%.
+const (
+	bloomBitsPerEntry = 10
+	bloomHashes       = 7
+	summaryVersion    = 1
+	// maxBloomWords bounds a decoded filter: a block holds at most 2^20
+	// records (segment.MaxBlockRecords) with 8 entries each.
+	maxBloomWords = (1 << 20) * 8 * bloomBitsPerEntry / 64
+)
+
+// bloom is a bloom filter of 64-bit words; k probes by double hashing.
+type bloom struct {
+	k     uint8
+	words []uint64
+}
+
+func newBloom(entries int) bloom {
+	bits := max(entries*bloomBitsPerEntry, 64)
+	return bloom{k: bloomHashes, words: make([]uint64, (bits+63)/64)}
+}
+
+func (b *bloom) addHash(h uint64) {
+	m := uint64(len(b.words) * 64)
+	h1, h2 := h, h>>32|1
+	for i := uint64(0); i < uint64(b.k); i++ {
+		p := (h1 + i*h2) % m
+		b.words[p/64] |= 1 << (p % 64)
+	}
+}
+
+func (b *bloom) hasHash(h uint64) bool {
+	if len(b.words) == 0 {
+		return false
+	}
+	m := uint64(len(b.words) * 64)
+	h1, h2 := h, h>>32|1
+	for i := uint64(0); i < uint64(b.k); i++ {
+		p := (h1 + i*h2) % m
+		if b.words[p/64]&(1<<(p%64)) == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// bloomKey hashes one entry: a domain byte and its bytes.
+func bloomKey(domain byte, v string) uint64 {
+	var d xxhash.Digest
+	d.Reset()
+	_, _ = d.Write([]byte{domain})
+	_, _ = d.WriteString(v)
+	return d.Sum64()
+}
+
+func idHash(id ID) uint64 { return bloomKey(bloomDomainID, string(id[:])) }
+
+func statusHash(s int) uint64 {
+	var b [2]byte
+	binary.BigEndian.PutUint16(b[:], uint16(s))
+	return bloomKey(idxStatus, string(b[:]))
+}
+
+// summarize builds the summary of a block from its records' metadata.
+func summarize(seg [16]byte, seq uint64, offset int64, kind byte, metas []*Meta) *blockSummary {
+	s := &blockSummary{seg: seg, seq: seq, offset: offset, kind: kind, count: len(metas)}
+	hashes := make(map[uint64]struct{}, len(metas)*3)
+	for i, m := range metas {
+		t := m.Time.UnixNano()
+		if i == 0 {
+			s.minTime, s.maxTime, s.minID, s.maxID = t, t, m.ID, m.ID
+			if kind == kindLog {
+				s.minStatus, s.maxStatus = uint16(m.Status), uint16(m.Status)
+				s.minLatency, s.maxLatency = m.LatencyMs, m.LatencyMs
+			}
+		}
+		s.minTime, s.maxTime = min(s.minTime, t), max(s.maxTime, t)
+		if string(m.ID[:]) < string(s.minID[:]) {
+			s.minID = m.ID
+		}
+		if string(m.ID[:]) > string(s.maxID[:]) {
+			s.maxID = m.ID
+		}
+		hashes[idHash(m.ID)] = struct{}{}
+		if kind != kindLog {
+			continue
+		}
+		s.minStatus, s.maxStatus = min(s.minStatus, uint16(m.Status)), max(s.maxStatus, uint16(m.Status))
+		s.minLatency, s.maxLatency = minFloat(s.minLatency, m.LatencyMs), maxFloat(s.maxLatency, m.LatencyMs)
+		hashes[statusHash(m.Status)] = struct{}{}
+		for _, f := range indexedStrings {
+			if v := *f.str(m); v != "" {
+				hashes[bloomKey(f.index, v)] = struct{}{}
+			}
+		}
+	}
+	s.bloom = newBloom(len(hashes))
+	for h := range hashes {
+		s.bloom.addHash(h)
+	}
+	return s
+}
+
+// minFloat and maxFloat order NaN below every number, so a NaN latency
+// (refused by validation, but possible in a damaged block) never hides one.
+func minFloat(a, b float64) float64 {
+	if math.IsNaN(a) || math.IsNaN(b) {
+		return math.NaN()
+	}
+	return math.Min(a, b)
+}
+
+func maxFloat(a, b float64) float64 {
+	if math.IsNaN(a) {
+		return b
+	}
+	if math.IsNaN(b) {
+		return a
+	}
+	return math.Max(a, b)
+}
+
+// mayHoldID reports whether the block may hold the record id.
+func (s *blockSummary) mayHoldID(id ID) bool {
+	if string(id[:]) < string(s.minID[:]) || string(id[:]) > string(s.maxID[:]) {
+		return false
+	}
+	return s.bloom.hasHash(idHash(id))
+}
+
+// mayMatch reports whether the block may hold a request log that ix
+// selects (any of its values).
+func (s *blockSummary) mayMatch(ix *Index) bool {
+	if s.kind != kindLog {
+		return false
+	}
+	if ix.field == nil {
+		return true
+	}
+	for _, st := range ix.statuses {
+		if uint16(st) >= s.minStatus && uint16(st) <= s.maxStatus && s.bloom.hasHash(statusHash(st)) {
+			return true
+		}
+	}
+	for _, v := range ix.values {
+		if v != "" && s.bloom.hasHash(bloomKey(ix.field.index, v)) {
+			return true
+		}
+	}
+	return false
+}
+
+// appendSummary encodes s as an index value (docs/format/index.md).
+func appendSummary(b []byte, s *blockSummary) []byte {
+	b = append(b, summaryVersion, s.kind)
+	b = binary.AppendUvarint(b, uint64(s.offset))
+	b = binary.AppendUvarint(b, uint64(s.count))
+	b = binary.LittleEndian.AppendUint64(b, uint64(s.minTime))
+	b = binary.LittleEndian.AppendUint64(b, uint64(s.maxTime))
+	b = append(b, s.minID[:]...)
+	b = append(b, s.maxID[:]...)
+	b = binary.LittleEndian.AppendUint16(b, s.minStatus)
+	b = binary.LittleEndian.AppendUint16(b, s.maxStatus)
+	b = binary.LittleEndian.AppendUint64(b, math.Float64bits(s.minLatency))
+	b = binary.LittleEndian.AppendUint64(b, math.Float64bits(s.maxLatency))
+	b = append(b, s.bloom.k)
+	b = binary.AppendUvarint(b, uint64(len(s.bloom.words)))
+	for _, w := range s.bloom.words {
+		b = binary.LittleEndian.AppendUint64(b, w)
+	}
+	return b
+}
+
+// decodeSummary decodes an index value written by appendSummary; seg and
+// seq come from its key.
+func decodeSummary(seg [16]byte, seq uint64, v []byte) (*blockSummary, error) {
+	d := decoder{b: v}
+	if ver := d.u8(); d.err == nil && ver != summaryVersion {
+		return nil, fmt.Errorf("%w: block summary version %d", ErrUnknownVersion, ver)
+	}
+	s := &blockSummary{seg: seg, seq: seq, kind: d.u8()}
+	off, count := d.uvarint(), d.uvarint()
+	s.minTime, s.maxTime = int64(d.u64()), int64(d.u64())
+	copy(s.minID[:], d.fixed(16))
+	copy(s.maxID[:], d.fixed(16))
+	s.minStatus, s.maxStatus = d.u16(), d.u16()
+	s.minLatency, s.maxLatency = math.Float64frombits(d.u64()), math.Float64frombits(d.u64())
+	s.bloom.k = d.u8()
+	n := d.uvarint()
+	if d.err == nil && (n > maxBloomWords || n*8 > uint64(len(d.b))) {
+		return nil, fmt.Errorf("%w: block summary bloom of %d words in %d bytes", ErrCorrupt, n, len(d.b))
+	}
+	if d.err == nil {
+		s.bloom.words = make([]uint64, n)
+		for i := range s.bloom.words {
+			s.bloom.words[i] = d.u64()
+		}
+	}
+	switch {
+	case d.err != nil:
+		return nil, d.err
+	case len(d.b) != 0:
+		return nil, fmt.Errorf("%w: %d bytes after a block summary", ErrCorrupt, len(d.b))
+	case s.kind != kindLog && s.kind != kindPayload:
+		return nil, fmt.Errorf("%w: block summary kind %d", ErrCorrupt, s.kind)
+	case off > math.MaxInt64 || count == 0 || count > 1<<20:
+		return nil, fmt.Errorf("%w: block summary offset %d, count %d", ErrCorrupt, off, count)
+	case s.bloom.k == 0 || s.bloom.k > 32 || n == 0:
+		return nil, fmt.Errorf("%w: block summary bloom k=%d words=%d", ErrCorrupt, s.bloom.k, n)
+	case s.minTime > s.maxTime || string(s.minID[:]) > string(s.maxID[:]):
+		return nil, fmt.Errorf("%w: block summary ranges inverted", ErrCorrupt)
+	}
+	s.offset, s.count = int64(off), int(count)
+	return s, nil
+}
+
+// blockKey is the index key of a block's summary: 'b' tenant segment seq,
+// so a tenant's blocks sort by segment, then in file order.
+func blockKey(tenant string, seg [16]byte, seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(append(tenantPrefix(keyBlock, tenant), seg[:]...), seq)
+}
+
+// segmentBlocksPrefix is the key prefix of every block summary of one
+// segment.
+func segmentBlocksPrefix(tenant string, seg [16]byte) []byte {
+	return append(tenantPrefix(keyBlock, tenant), seg[:]...)
+}

@@ -1,0 +1,220 @@
+package engine
+
+// The catalog: the index's block summaries held in memory, by tenant and
+// segment, so a scan or a Get picks its blocks without walking Pebble. The
+// index is the durable copy; the catalog is loaded from it per tenant on
+// first use. The indexer goroutine adds the summaries it commits (before it
+// acknowledges their appends, so a scan started after an acknowledgement
+// sees the record); every other change of summaries in the index (replay,
+// retention, deletion, rebuild) drops the catalog, which reloads lazily.
+
+import (
+	"bytes"
+	"fmt"
+	"slices"
+	"sort"
+	"sync"
+)
+
+// catalog holds the loaded tenants' block summaries.
+type catalog struct {
+	idx *index
+	mu  sync.Mutex // guards tenants and every segBlocks.blocks append
+	// tenants holds the loaded tenants; a tenant absent is loaded from
+	// the index by the next snapshot.
+	tenants map[string]*tenantBlocks
+}
+
+// tenantBlocks are one tenant's summaries, by segment in key order.
+type tenantBlocks struct {
+	segs  []*segBlocks
+	bySeg map[[16]byte]*segBlocks
+}
+
+// segBlocks are one segment's summaries in file order. blocks is only ever
+// appended to, so a snapshot holding a shorter slice of it stays valid.
+type segBlocks struct {
+	id           [16]byte
+	blocks       []*blockSummary
+	minID, maxID ID // over every block of the segment
+	// byID finds blocks by id, per kind (byID[kindLog], byID[kindPayload]).
+	byID [3]idLookup
+}
+
+// idLookup finds the blocks whose id range holds an id: blocks sorted by
+// min id, with the running maximum of their max ids, so a lookup is a
+// binary search and a short walk back. Appends in id order (live traffic:
+// engine-assigned ids start with the record time) keep it sorted in O(1);
+// an append out of order marks it for a sort on the next lookup.
+type idLookup struct {
+	blocks []*blockSummary
+	runMax []ID // runMax[i] = max(blocks[0..i].maxID)
+	dirty  bool
+}
+
+func (l *idLookup) add(s *blockSummary) {
+	n := len(l.blocks)
+	if l.dirty || (n > 0 && string(s.minID[:]) < string(l.blocks[n-1].minID[:])) {
+		l.dirty = true
+		l.blocks = append(l.blocks, s)
+		return
+	}
+	m := s.maxID
+	if n > 0 && string(l.runMax[n-1][:]) > string(m[:]) {
+		m = l.runMax[n-1]
+	}
+	l.blocks, l.runMax = append(l.blocks, s), append(l.runMax, m)
+}
+
+// find appends to out the blocks that may hold id.
+func (l *idLookup) find(id ID, out []*blockSummary) []*blockSummary {
+	if l.dirty {
+		slices.SortStableFunc(l.blocks, func(a, b *blockSummary) int { return bytes.Compare(a.minID[:], b.minID[:]) })
+		l.runMax = l.runMax[:0]
+		for i, s := range l.blocks {
+			m := s.maxID
+			if i > 0 && string(l.runMax[i-1][:]) > string(m[:]) {
+				m = l.runMax[i-1]
+			}
+			l.runMax = append(l.runMax, m)
+		}
+		l.dirty = false
+	}
+	// The last block whose min id is <= id, then back while some block
+	// at or before it may still reach id.
+	i := sort.Search(len(l.blocks), func(i int) bool { return string(l.blocks[i].minID[:]) > string(id[:]) }) - 1
+	for ; i >= 0 && string(l.runMax[i][:]) >= string(id[:]); i-- {
+		if s := l.blocks[i]; s.mayHoldID(id) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// segView is a snapshot of one segment's summaries.
+type segView struct {
+	id           [16]byte
+	blocks       []*blockSummary
+	minID, maxID ID
+}
+
+func newCatalog(idx *index) *catalog {
+	return &catalog{idx: idx, tenants: map[string]*tenantBlocks{}}
+}
+
+// snapshot returns tenant's summaries as of now, loading them from the index
+// if needed.
+func (c *catalog) snapshot(tenant string) ([]segView, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	tb, err := c.loadLocked(tenant)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]segView, len(tb.segs))
+	for i, s := range tb.segs {
+		out[i] = segView{id: s.id, blocks: s.blocks[:len(s.blocks):len(s.blocks)], minID: s.minID, maxID: s.maxID}
+	}
+	return out, nil
+}
+
+// loadLocked returns tenant's entry, reading it from the index when absent.
+func (c *catalog) loadLocked(tenant string) (*tenantBlocks, error) {
+	if tb := c.tenants[tenant]; tb != nil {
+		return tb, nil
+	}
+	tb := &tenantBlocks{bySeg: map[[16]byte]*segBlocks{}}
+	p := tenantPrefix(keyBlock, tenant)
+	err := c.idx.scanPrefix(p, func(k, v []byte) error {
+		seg, seq, err := parseBlockKey(k, len(p))
+		if err != nil {
+			return err
+		}
+		s, err := decodeSummary(seg, seq, v)
+		if err != nil {
+			return fmt.Errorf("block summary %x/%d: %w", seg, seq, err)
+		}
+		tb.add(s)
+		return nil
+	})
+	if err != nil {
+		return nil, c.idx.typed(err)
+	}
+	c.tenants[tenant] = tb
+	return tb, nil
+}
+
+// parseBlockKey splits a 'b' key whose tenant prefix is n bytes long.
+func parseBlockKey(k []byte, n int) (seg [16]byte, seq uint64, err error) {
+	if len(k) != n+24 {
+		return seg, 0, fmt.Errorf("%w: block key of %d bytes", ErrCorrupt, len(k))
+	}
+	copy(seg[:], k[n:])
+	for _, b := range k[n+16:] {
+		seq = seq<<8 | uint64(b)
+	}
+	return seg, seq, nil
+}
+
+func (tb *tenantBlocks) add(s *blockSummary) {
+	sb := tb.bySeg[s.seg]
+	if sb == nil {
+		sb = &segBlocks{id: s.seg, minID: s.minID, maxID: s.maxID}
+		tb.bySeg[s.seg] = sb
+		tb.segs = append(tb.segs, sb)
+	}
+	if n := len(sb.blocks); n > 0 && sb.blocks[n-1].seq >= s.seq {
+		return // loaded from the index already
+	}
+	sb.blocks = append(sb.blocks, s)
+	sb.byID[s.kind].add(s)
+	if string(s.minID[:]) < string(sb.minID[:]) {
+		sb.minID = s.minID
+	}
+	if string(s.maxID[:]) > string(sb.maxID[:]) {
+		sb.maxID = s.maxID
+	}
+}
+
+// find returns the blocks of the given kind that may hold tenant's record
+// id, by id range and bloom filter.
+func (c *catalog) find(tenant string, id ID, kind byte) ([]candidate, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	tb, err := c.loadLocked(tenant)
+	if err != nil {
+		return nil, err
+	}
+	var out []candidate
+	var found []*blockSummary
+	for _, sb := range tb.segs {
+		if string(id[:]) < string(sb.minID[:]) || string(id[:]) > string(sb.maxID[:]) {
+			continue
+		}
+		found = sb.byID[kind].find(id, found[:0])
+		for _, s := range found {
+			out = append(out, candidate{sb.id, s})
+		}
+	}
+	return out, nil
+}
+
+// added records summaries the indexer committed. A tenant not loaded is
+// left alone: its next load reads them from the index.
+func (c *catalog) added(tenant string, sums []*blockSummary) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if tb := c.tenants[tenant]; tb != nil {
+		for _, s := range sums {
+			tb.add(s)
+		}
+	}
+}
+
+// reset drops every loaded tenant, after a change of the index's summaries
+// other than the indexer's additions.
+func (c *catalog) reset() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.tenants = map[string]*tenantBlocks{}
+}
