@@ -236,7 +236,7 @@ func decodeSummary(seg [16]byte, seq uint64, v []byte) (*blockSummary, error) {
 	}
 	switch {
 	case d.err != nil:
-		return nil, d.err
+		return nil, fmt.Errorf("%w: block summary: %w", ErrCorrupt, d.err)
 	case len(d.b) != 0:
 		return nil, fmt.Errorf("%w: %d bytes after a block summary", ErrCorrupt, len(d.b))
 	case s.kind != kindLog && s.kind != kindPayload:

@@ -282,44 +282,6 @@ func decodeSealedPayload(b []byte) (*Payload, error) {
 	return p, nil
 }
 
-func appendLocator(b []byte, l locator) []byte {
-	b = append(b, l.Segment[:]...)
-	b = binary.LittleEndian.AppendUint64(b, uint64(l.Offset))
-	b = binary.LittleEndian.AppendUint64(b, l.Seq)
-	return binary.LittleEndian.AppendUint32(b, uint32(l.Index))
-}
-
-func decodeLocator(b []byte) (locator, []byte, error) {
-	var l locator
-	if len(b) < locatorLen {
-		return l, nil, fmt.Errorf("%w: locator of %d bytes", ErrCorrupt, len(b))
-	}
-	copy(l.Segment[:], b)
-	l.Offset = int64(binary.LittleEndian.Uint64(b[16:]))
-	l.Seq = binary.LittleEndian.Uint64(b[24:])
-	l.Index = int(binary.LittleEndian.Uint32(b[32:]))
-	if l.Offset < 0 || l.Seq > math.MaxUint32 {
-		return l, nil, fmt.Errorf("%w: locator out of range", ErrCorrupt)
-	}
-	return l, b[locatorLen:], nil
-}
-
-// decodeRecordValue parses an 'r' value into m and returns its locator.
-func decodeRecordValue(b []byte, m *Meta) (locator, error) {
-	loc, rest, err := decodeLocator(b)
-	if err != nil {
-		return loc, err
-	}
-	kind, err := decodeMeta(rest, m)
-	if err != nil {
-		return loc, err
-	}
-	if kind != kindLog {
-		return loc, fmt.Errorf("%w: record value holds payload metadata", ErrCorrupt)
-	}
-	return loc, nil
-}
-
 // estimateSealed sizes the sealed encoding of r, to allocate once.
 func estimateSealed(r *Record) int {
 	n := 16 + len(r.Path) + len(r.Query) + len(r.ClientIP) + len(r.ConsumerID)

@@ -63,7 +63,6 @@ const (
 	flagHasPayload = 1 << 0
 
 	metaFixedLen = 26
-	locatorLen   = 16 + 8 + 8 + 4
 
 	keyConfig      = 'c'
 	keyManifestSeq = 'm'

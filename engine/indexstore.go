@@ -139,26 +139,6 @@ func (v indexView) get(key []byte) (val []byte, found bool, err error) {
 	return val, true, closer.Close()
 }
 
-// view calls f with key's value, valid only during the call, without
-// copying it (the read path); found is false when there is none.
-func (v indexView) view(key []byte, f func(val []byte) error) (found bool, err error) {
-	b, closer, err := v.r.Get(key)
-	if errors.Is(err, pebble.ErrNotFound) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	err = f(b)
-	return true, errors.Join(err, closer.Close())
-}
-
-// iter is an iterator over lo <= key < hi for callers that walk in both
-// directions or merge several (scan.go); the caller closes it.
-func (v indexView) iter(lo, hi []byte) (*pebble.Iterator, error) {
-	return v.r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
-}
-
 // scan calls f for each entry with lo <= key < hi (nil: unbounded), in key
 // order, until f returns an error; k and v are valid only during the call.
 func (v indexView) scan(lo, hi []byte, f func(k, v []byte) error) error {
@@ -179,20 +159,6 @@ func (v indexView) scan(lo, hi []byte, f func(k, v []byte) error) error {
 func (v indexView) scanPrefix(p []byte, f func(k, v []byte) error) error {
 	return v.scan(p, prefixEnd(p), f)
 }
-
-// indexSnapshot is the index as of one moment (Verify compares it with the
-// segments while appends go on).
-type indexSnapshot struct {
-	indexView
-	snap *pebble.Snapshot
-}
-
-func (x *index) snapshot() indexSnapshot {
-	s := x.db.NewSnapshot()
-	return indexSnapshot{indexView{s}, s}
-}
-
-func (s indexSnapshot) close() error { return s.snap.Close() }
 
 // indexBatch is a set of changes committed atomically by index.commit.
 type indexBatch struct{ b *pebble.Batch }

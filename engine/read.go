@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"strings"
 
 	"github.com/logstore/logstore/keys"
 	"github.com/logstore/logstore/segment"
@@ -124,47 +123,6 @@ func (db *DB) getPayload(ctx context.Context, tenant string, id ID, m *Meta) (*P
 		return nil, fmt.Errorf("%w: %w: the payload of %s is in no indexed block", ErrIndexMismatch, ErrCorrupt, id)
 	}
 	return p, nil
-}
-
-// indexMismatch describes how the index copy of a record's metadata
-// differs from the authenticated copy in its block.
-func indexMismatch(id ID, indexed, authenticated []byte) error {
-	const fix = "the block's copy is authenticated, the index's is not: `logstore segments verify` lists every mismatch, `logstore segments reindex` rebuilds the index from the segments"
-	var am Meta
-	if _, err := decodeMeta(authenticated, &am); err != nil {
-		return fmt.Errorf("%w: %w: record %s: the block's metadata does not decode: %v", ErrIndexMismatch, ErrCorrupt, id, err)
-	}
-	return fmt.Errorf("%w: record %s: %s; %s", ErrIndexMismatch, id, strings.Join(metaDiffRaw(indexed, authenticated), ", "), fix)
-}
-
-// metaDiffRaw lists how the encoded index copy differs from the encoded
-// authenticated copy, which the caller has decoded once already (a block's
-// metadata that does not decode is a corrupt block, reported as such).
-func metaDiffRaw(indexed, authenticated []byte) []string {
-	var im, am Meta
-	if _, err := decodeMeta(indexed, &im); err != nil {
-		return []string{fmt.Sprintf("the index copy of its metadata does not decode (%v)", err)}
-	}
-	_, _ = decodeMeta(authenticated, &am) // decodable: checked by the caller
-	return metaDiff(&im, &am)
-}
-
-// metaDiff lists the fields in which the index copy a differs from the
-// authenticated copy b.
-func metaDiff(a, b *Meta) []string {
-	var out []string
-	for _, f := range fields {
-		if va, vb := f.value(a), f.value(b); va != vb {
-			out = append(out, fmt.Sprintf("%s is %#v in the index, %#v in the block", f.name, va, vb))
-		}
-	}
-	if a.HasPayload != b.HasPayload {
-		out = append(out, fmt.Sprintf("has_payload is %#v in the index, %#v in the block", a.HasPayload, b.HasPayload))
-	}
-	if len(out) == 0 {
-		out = append(out, "the encodings differ")
-	}
-	return out
 }
 
 // readSealed decrypts block c and, if it holds record id, passes decode

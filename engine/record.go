@@ -62,16 +62,6 @@ type Record struct {
 	Payload         *Payload          `json:"payload,omitempty"`
 }
 
-// locator is where a record lives: segment, block frame offset and sequence,
-// and the record's index in the block. It is the index's business, never
-// part of the row an embedder sees.
-type locator struct {
-	Segment [16]byte
-	Offset  int64
-	Seq     uint64
-	Index   int
-}
-
 // Limits bound what one record may hold.
 type Limits struct {
 	// MaxRecordBytes bounds a record's encoded size, payload included
