@@ -34,10 +34,10 @@ var errNilContext = fmt.Errorf("%w: nil context.Context", ErrInvalidOptions)
 // Index errors: the Pebble index disagrees with the segments, is out of
 // space, damaged or failed.
 var (
-	// ErrIndexMismatch: the index's plaintext copy of a record's metadata
-	// (or its locator) disagrees with the copy in the record's block, which
-	// AES-GCM authenticates. The index was edited or is stale; `logstore
-	// segments reindex` rebuilds it from the segments.
+	// ErrIndexMismatch: a block's index entry (its summary: place, record
+	// count, ranges, filter) disagrees with the block, or points at
+	// nothing. The index was edited or is stale; `logstore segments
+	// reindex` rebuilds it from the segments.
 	ErrIndexMismatch = errors.New("logstore/engine: index disagrees with the authenticated segment")
 
 	// ErrDiskFull: a segment or index write met ENOSPC (or a quota), or the

@@ -33,27 +33,34 @@ package engine
 //	version u8 (1) | request content type | request body
 //	| response content type | response body          (uvarint length + bytes)
 //
-// Index keys (Pebble), every key starts with a one-byte kind and the escaped
-// tenant (0x00 -> 0x00 0xFF, terminated by 0x00 0x01, so no tenant is a
-// prefix of another):
+// Index keys (Pebble), format 2 (docs/format/index.md). Every key starts
+// with a one-byte kind and the escaped tenant (0x00 -> 0x00 0xFF, terminated
+// by 0x00 0x01, so no tenant is a prefix of another):
 //
-//	'c' tenant                                  -> tenant config (JSON, versioned;
-//	                                               before manifests: read only to
-//	                                               adopt such a store)
-//	'm' tenant                                  -> newest manifest sequence seen, u64
-//	's' tenant segment-id[16]                   -> segment state (JSON, versioned)
-//	'r' tenant record-id[16]                    -> record value (below)
-//	't' tenant time[8] record-id[16]            -> empty: time index
-//	'i' tenant field[1] value time[8] id[16]    -> empty: secondary index
-//	'p' tenant record-id[16]                    -> payload locator (below)
+//	'c' tenant                      -> tenant config (JSON, versioned; before
+//	                                   manifests: read only to adopt such a store)
+//	'm' tenant                      -> newest manifest sequence seen, u64
+//	's' tenant segment-id[16]       -> segment state (JSON, versioned)
+//	'b' tenant segment-id[16] seq[8] -> block summary (blocksum.go), seq big-endian
 //
-// time[8] is unix nanoseconds, big-endian with the sign bit flipped. A string
-// value is escaped and terminated like the tenant; a numeric value (status) is
-// u16 big-endian.
+// Block summary, version 1 (little-endian):
 //
-// Record value: locator (segment id [16], frame offset u64, block sequence
-// u64, record index u32) followed by the record metadata bytes above.
-// Payload locator: the same 36-byte locator.
+//	+-----------------------------------------------------------+
+//	|  0  version (1)                                     u8    |
+//	|  1  kind: 1 request log, 2 payload                  u8    |
+//	|  2  frame offset, record count               2 x uvarint  |
+//	|  .. min time, max time (unix ns)                2 x i64   |
+//	|  .. min id, max id                             2 x [16]   |
+//	|  .. min status, max status (0 in payload blocks) 2 x u16  |
+//	|  .. min latency, max latency (ms)               2 x f64   |
+//	|  .. bloom: k u8, uvarint n, n x u64 words                 |
+//	+-----------------------------------------------------------+
+//
+// Bloom entries are xxhash64 of a domain byte then the value: 0 and the id
+// (16 bytes); an index field byte (below) and a string value; idxStatus and
+// the status as u16 big-endian. Probe i of k tests bit (h + i*(h>>32|1)) mod
+// 64n. Format 1 held per-record kinds 'r', 't', 'i', 'p', which an Open
+// deletes (indexmigrate.go).
 const (
 	encodingV1 = 1
 

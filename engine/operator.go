@@ -112,9 +112,9 @@ func (a *Admin) DeleteTenant(ctx context.Context, tenant string) (DeleteReport, 
 
 // Verify checks every segment of tenant (all tenants when empty): checksums
 // always, authentication of every block when the key is available, and the
-// index against the segments: every record of every readable block has an
-// index entry with identical metadata bytes and locator and its secondary
-// index entries, and no index entry points at nothing.
+// index against the segments: every readable block has an index entry equal
+// to the summary its (authenticated, when the key is available) metadata
+// yields, and no index entry points at nothing.
 func (a *Admin) Verify(ctx context.Context, tenant string) ([]SegmentCheck, error) {
 	return tenantCall(a, ctx, tenant, true, func() ([]SegmentCheck, error) { return a.db.verify(ctx, tenant) })
 }

@@ -24,13 +24,12 @@ type SegmentCheck struct {
 	KeyErr  error // why bodies could not be authenticated (checksums still checked)
 	OpenErr error // also set, for a segment file that is missing, when index entries point into it
 	// IndexChecked counts the segment's entries (request logs and
-	// payloads) compared with the index.
+	// payloads) in the blocks compared with the index.
 	IndexChecked int
 	// IndexProblems lists where the index disagrees with the segment's
-	// metadata, authenticated unless KeyErr is set: a record without an
-	// index entry, or whose entry has other metadata bytes or another
-	// locator; a secondary index entry missing or stale; an index entry
-	// that points into this segment at nothing.
+	// blocks, authenticated unless KeyErr is set: a block without an index
+	// entry, or whose entry differs from the summary the block yields; an
+	// index entry for a block the segment does not hold.
 	IndexProblems []IndexProblem
 }
 
