@@ -21,6 +21,7 @@ func TestOpenVersion1Store(t *testing.T) {
 	db, err := Open(dir, &Options{RetentionInterval: -1})
 	require.NoError(t, err)
 	rep := db.Recovery()
+	require.True(t, db.index.migrated, "the index, in format 1, was migrated")
 	require.Equal(t, 2, rep.TenantsAdopted, "%+v", rep)
 	require.Empty(t, rep.Damaged)
 	uri, err := db.Admin().KeyURI(bg, "acme")
@@ -61,4 +62,49 @@ func TestOpenVersion1Store(t *testing.T) {
 	n, err := db.tn("acme").Count(bg, ScanOptions{})
 	require.NoError(t, err)
 	require.Equal(t, 43, n)
+}
+
+// legacyEntries counts the index entries of format 1's per-record kinds.
+func legacyEntries(t *testing.T, x *index) int {
+	t.Helper()
+	n := 0
+	for _, k := range legacyKinds {
+		require.NoError(t, x.scan([]byte{k}, []byte{k + 1}, func(_, _ []byte) error { n++; return nil }))
+	}
+	return n
+}
+
+// TestIndexFormat1Migrated: the v1 store's index is in format 1 (per-record
+// entries). Open removes them and indexes every segment as block
+// summaries; a crash right after the migration's batch (before recovery
+// indexed anything) leaves an index the next Open completes.
+func TestIndexFormat1Migrated(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.CopyFS(dir, os.DirFS("testdata/v1-store")))
+	// Only the migration: open the index as Open does, then stop, as a
+	// crash right after it would.
+	x, err := openIndex(dir, Options{})
+	require.NoError(t, err)
+	require.True(t, x.migrated)
+	require.Zero(t, legacyEntries(t, x))
+	require.NoError(t, x.close())
+
+	db, err := Open(dir, &Options{RetentionInterval: -1})
+	require.NoError(t, err)
+	require.False(t, db.index.migrated, "migrated once")
+	require.Zero(t, legacyEntries(t, db.index))
+	for _, tenant := range []string{"acme", "globex"} {
+		n, err := db.tn(tenant).Count(bg, ScanOptions{})
+		require.NoError(t, err)
+		require.Equal(t, 40, n)
+		checks, err := db.Admin().Verify(bg, tenant)
+		require.NoError(t, err)
+		for _, c := range checks {
+			require.Empty(t, c.IndexProblems)
+		}
+	}
+	uri, err := db.Admin().KeyURI(bg, "acme")
+	require.NoError(t, err)
+	require.Equal(t, "local://acme-cmek", uri, "the migration kept the non-derived configuration")
+	require.NoError(t, db.Close())
 }
