@@ -18,8 +18,11 @@ import (
 
 // catalog holds the loaded tenants' block summaries.
 type catalog struct {
-	idx *index
-	mu  sync.Mutex // guards tenants and every segBlocks.blocks append
+	// load passes add every block summary of a tenant: from the index
+	// (loadFromIndex), or from the segments in a read-only DB
+	// (loadFromSegments).
+	load func(tenant string, add func(*blockSummary)) error
+	mu   sync.Mutex // guards tenants and every segBlocks.blocks append
 	// tenants holds the loaded tenants; a tenant absent is loaded from
 	// the index by the next snapshot.
 	tenants map[string]*tenantBlocks
@@ -98,8 +101,8 @@ type segView struct {
 	minID, maxID ID
 }
 
-func newCatalog(idx *index) *catalog {
-	return &catalog{idx: idx, tenants: map[string]*tenantBlocks{}}
+func newCatalog(load func(tenant string, add func(*blockSummary)) error) *catalog {
+	return &catalog{load: load, tenants: map[string]*tenantBlocks{}}
 }
 
 // snapshot returns tenant's summaries as of now, loading them from the index
@@ -124,8 +127,18 @@ func (c *catalog) loadLocked(tenant string) (*tenantBlocks, error) {
 		return tb, nil
 	}
 	tb := &tenantBlocks{bySeg: map[[16]byte]*segBlocks{}}
+	if err := c.load(tenant, tb.add); err != nil {
+		return nil, err
+	}
+	c.tenants[tenant] = tb
+	return tb, nil
+}
+
+// loadFromIndex is the catalog source of a DB open for writing: the
+// tenant's 'b' entries in the index.
+func (db *DB) loadFromIndex(tenant string, add func(*blockSummary)) error {
 	p := tenantPrefix(keyBlock, tenant)
-	err := c.idx.scanPrefix(p, func(k, v []byte) error {
+	err := db.index.scanPrefix(p, func(k, v []byte) error {
 		seg, seq, err := parseBlockKey(k, len(p))
 		if err != nil {
 			return err
@@ -134,14 +147,10 @@ func (c *catalog) loadLocked(tenant string) (*tenantBlocks, error) {
 		if err != nil {
 			return fmt.Errorf("block summary %x/%d: %w", seg, seq, err)
 		}
-		tb.add(s)
+		add(s)
 		return nil
 	})
-	if err != nil {
-		return nil, c.idx.typed(err)
-	}
-	c.tenants[tenant] = tb
-	return tb, nil
+	return db.index.typed(err)
 }
 
 // parseBlockKey splits a 'b' key whose tenant prefix is n bytes long.

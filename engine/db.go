@@ -99,6 +99,9 @@ func Open(dir string, o *Options) (*DB, error) {
 		reqs: make(chan *appendReq, 1024), ctl: make(chan func()), quit: make(chan struct{}),
 		indexQ: make(chan *indexJob, 4), indexDone: make(chan struct{})}
 	db.manifests.byTenant = map[string]*tenantManifest{}
+	if opts.ReadOnly {
+		return openReadOnly(db)
+	}
 	if err := db.fs.MkdirAll(segmentsDirOf(dir)); err != nil {
 		return nil, err
 	}
@@ -117,7 +120,7 @@ func Open(dir string, o *Options) (*DB, error) {
 	if db.index, err = openIndex(dir, opts); err != nil {
 		return fail(err)
 	}
-	db.catalog = newCatalog(db.index)
+	db.catalog = newCatalog(db.loadFromIndex)
 	provider := opts.Keys
 	if provider == nil {
 		local, err := keys.NewLocal(keys.LocalOptions{Dir: keysDirOf(dir), FS: db.fs, AutoCreate: !opts.RequireLinkedKey})

@@ -6,6 +6,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -107,6 +108,17 @@ func (db *DB) deleteTenantFiles(tenant string, rep *DeleteReport) error {
 		db.readers.invalidate(p)
 		if err := removeIfExists(db.fs, p); err != nil {
 			return err
+		}
+	}
+	// Block-summary files hold plaintext metadata summaries (filters of
+	// session and trace ids): they go with their segments, orphans too.
+	if names, err := db.fs.List(db.segDir(tenant)); err == nil {
+		for _, n := range names {
+			if strings.HasSuffix(n, summaryExt) {
+				if err := removeIfExists(db.fs, filepath.Join(db.segDir(tenant), n)); err != nil {
+					return err
+				}
+			}
 		}
 	}
 	// The manifest goes last: a crash before this leaves it naming gone

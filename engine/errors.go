@@ -11,8 +11,11 @@ import (
 
 // Store, options and record errors.
 var (
-	ErrClosed         = errors.New("logstore/engine: database is closed")
-	ErrLocked         = errors.New("logstore/engine: data directory is in use by another process")
+	ErrClosed = errors.New("logstore/engine: database is closed")
+	ErrLocked = errors.New("logstore/engine: data directory is in use by another process")
+	// ErrReadOnly: a write or an operator call on a DB opened with
+	// Options.ReadOnly.
+	ErrReadOnly       = errors.New("logstore/engine: the store is open read-only")
 	ErrInvalidOptions = errors.New("logstore/engine: invalid options")
 	ErrInvalidTenant  = errors.New("logstore/engine: invalid tenant name")
 	ErrInvalidRecord  = errors.New("logstore/engine: invalid record")

@@ -19,6 +19,10 @@ const (
 	segmentsDirName = "segments"
 	// segmentExt ends a segment file's name: HEXID.lss.
 	segmentExt = ".lss"
+	// summaryExt ends a sealed segment's block-summary file: HEXID.lsb
+	// beside HEXID.lss (sumfile.go). It is derived, written after the seal,
+	// and read by read-only opens.
+	summaryExt = ".lsb"
 	// manifestFile is a tenant's manifest, DIR/segments/TENANT/MANIFEST. It
 	// is replaced by vfs.WriteFileAtomic, which writes MANIFEST.tmp first.
 	manifestFile = "MANIFEST"
@@ -63,6 +67,11 @@ func auditAsidePath(dir string, t time.Time) string {
 }
 
 func segmentFileName(hexID string) string { return hexID + segmentExt }
+
+// summaryPathOf is the block-summary file of the segment file at path.
+func summaryPathOf(segPath string) string {
+	return strings.TrimSuffix(segPath, segmentExt) + summaryExt
+}
 
 // segmentIDOfPath returns the id of a segment file path (or name).
 func segmentIDOfPath(path string) ([16]byte, bool) {

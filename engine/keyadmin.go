@@ -290,8 +290,8 @@ func (db *DB) recordSlot(ctx context.Context, tenant string, id [16]byte, slot s
 // the generation the index recorded when it was last written or rewrapped.
 func (db *DB) checkSlotGeneration(tenant string, r *segment.Reader) error {
 	h := r.Header()
-	if h.Cipher == segment.CipherNone {
-		return nil
+	if h.Cipher == segment.CipherNone || db.index == nil {
+		return nil // a read-only DB has no index: the manifest's generation (segmentAllowed) applies
 	}
 	v, found, err := db.index.get(segmentKey(tenant, h.ID))
 	if err != nil {

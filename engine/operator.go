@@ -23,9 +23,9 @@ type Admin struct{ db *DB }
 // Admin returns the operator plane of db.
 func (db *DB) Admin() *Admin { return &Admin{db: db} }
 
-// Tenants lists the tenants that have data.
+// Tenants lists the tenants that have data (on a read-only DB too).
 func (a *Admin) Tenants(ctx context.Context) ([]string, error) {
-	return call(a, ctx, func() ([]string, error) { return a.db.listTenants() })
+	return readCall(a, ctx, func() ([]string, error) { return a.db.listTenants() })
 }
 
 // Segments lists a tenant's segments as the index knows them.
@@ -195,6 +195,15 @@ func (a *Admin) DEKCacheMaxAge() time.Duration {
 // and Close waits for it. A nil context, an Admin that did not come from
 // DB.Admin or an ended context fail it before it starts.
 func call[T any](a *Admin, ctx context.Context, f func() (T, error)) (T, error) {
+	if a != nil && a.db != nil && a.db.opts.ReadOnly {
+		var zero T
+		return zero, ErrReadOnly
+	}
+	return readCall(a, ctx, f)
+}
+
+// readCall is call for the few calls a read-only DB serves.
+func readCall[T any](a *Admin, ctx context.Context, f func() (T, error)) (T, error) {
 	var zero T
 	switch {
 	case a == nil || a.db == nil:

@@ -57,6 +57,16 @@ type Options struct {
 	// IndexDir is where Pebble keeps the index (default DIR/index). Pebble
 	// uses the OS file system, whatever FS is.
 	IndexDir string
+	// ReadOnly opens the store for reading beside a writer (another
+	// process that has it open, or none), or on a read-only copy (default
+	// false: open for writing, taking the exclusive lock). Such a DB takes
+	// no lock and writes nothing: no index, no audit records (key calls go
+	// unaudited; a KMS logs them on its side), no recovery. Scan, Count,
+	// GetMeta and Get serve what was acknowledged as of Open or the last
+	// DB.Refresh; Append, every Admin call but Tenants, and Open of a
+	// directory that is not a store fail (ErrReadOnly, ErrNotFound).
+	// RebuildIndex is refused with it.
+	ReadOnly bool
 	// RebuildIndex deletes the index and rebuilds it from the segments on
 	// Open, keeping the entries that are not derived from them when it can
 	// read them (DB.IndexRebuild says what it did). The repair for
@@ -159,6 +169,8 @@ func (o *Options) withDefaults() (Options, error) {
 		return c, fmt.Errorf("%w: SyncInterval needs a positive interval", ErrInvalidOptions)
 	case c.Limits.MaxRecordBytes > segment.MaxBlockRaw/2:
 		return c, fmt.Errorf("%w: MaxRecordBytes %d over %d", ErrInvalidOptions, c.Limits.MaxRecordBytes, segment.MaxBlockRaw/2)
+	case c.ReadOnly && c.RebuildIndex:
+		return c, fmt.Errorf("%w: ReadOnly with RebuildIndex", ErrInvalidOptions)
 	case c.DEKCache.MaxAge < 0:
 		return c, fmt.Errorf("%w: DEK cache max age must be >= 0", ErrInvalidOptions)
 	}

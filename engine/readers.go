@@ -152,6 +152,19 @@ func (c *readerCache) invalidate(path string) {
 	}
 }
 
+// invalidateAll drops every reader; those in use close on release (a
+// read-only DB's Refresh: active segments have grown since they opened).
+func (c *readerCache) invalidateAll() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for p, e := range c.entries {
+		delete(c.entries, p)
+		if e.refs == 0 {
+			_ = e.r.Close()
+		}
+	}
+}
+
 func (c *readerCache) closeAll() {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -29,7 +29,9 @@ func (db *DB) recover() (RecoveryReport, error) {
 		cancel()
 		if err != nil {
 			rep.Damaged = append(rep.Damaged, fmt.Sprintf("tenant %s: %v", t, err))
+			continue
 		}
+		db.ensureSummaryFiles(t)
 	}
 	db.stats.recovered.Add(uint64(rep.SegmentsSealed))
 	db.stats.replayedBlocks.Add(uint64(rep.BlocksReplayed))

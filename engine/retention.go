@@ -118,6 +118,9 @@ func (db *DB) deleteSegment(tenant string, id [16]byte, st *SegmentInfo) error {
 		return err
 	}
 	db.readers.invalidate(path)
+	if err := removeIfExists(db.fs, summaryPathOf(path)); err != nil {
+		return err
+	}
 	if err := removeIfExists(db.fs, path); err != nil {
 		return err
 	}

@@ -49,11 +49,14 @@ type SegmentInfo struct {
 	Size     int64     `json:"size"`
 }
 
-func (s *SegmentInfo) segID() ([16]byte, error) {
+func (s *SegmentInfo) segID() ([16]byte, error) { return parseSegHex(s.ID) }
+
+// parseSegHex parses a segment id written by segHex.
+func parseSegHex(h string) ([16]byte, error) {
 	var id [16]byte
-	b, err := hex.DecodeString(s.ID)
+	b, err := hex.DecodeString(h)
 	if err != nil || len(b) != 16 {
-		return id, fmt.Errorf("%w: segment id %q", ErrCorrupt, s.ID)
+		return id, fmt.Errorf("%w: segment id %q", ErrCorrupt, h)
 	}
 	copy(id[:], b)
 	return id, nil

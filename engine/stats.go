@@ -48,6 +48,11 @@ type Stats struct {
 	// segment file whose manifest listing failed (Open removes it as
 	// debris), a deleted tenant's directory.
 	CleanupFailures uint64
+	// SummaryFileFailures counts block-summary files (HEXID.lsb) that could
+	// not be written after a seal, or were found missing their segment's
+	// block count or damaged by a read-only open, which then read the
+	// segment's metadata instead.
+	SummaryFileFailures uint64
 }
 
 // TenantStats summarise one tenant's storage.
@@ -80,12 +85,16 @@ func (db *DB) Stats(ctx context.Context) (Stats, error) {
 		BlocksReplayed: db.stats.replayedBlocks.Load(), CheckpointFailures: db.stats.checkpointFailures.Load(),
 		SegmentsAbandoned: db.stats.segmentsAbandoned.Load(), AbandonRepairsDeferred: db.stats.abandonRepairsDeferred.Load(),
 		SealFailures: db.stats.sealFailures.Load(), ManifestSeqFailures: db.stats.manifestSeqFailures.Load(),
-		RetentionFailures: db.stats.retentionFailures.Load(), CleanupFailures: db.stats.cleanupFailures.Load()}
+		RetentionFailures: db.stats.retentionFailures.Load(), CleanupFailures: db.stats.cleanupFailures.Load(),
+		SummaryFileFailures: db.stats.summaryFileFailures.Load()}
 	tenants, err := db.listTenants()
 	if err != nil {
 		return s, err
 	}
 	for _, t := range tenants {
+		if db.index == nil {
+			continue // a read-only DB: the segment states are the writer's index
+		}
 		states, err := db.segmentStates(t)
 		if err != nil {
 			return s, err
@@ -129,4 +138,5 @@ type dbStats struct {
 	manifestSeqFailures    atomic.Uint64
 	retentionFailures      atomic.Uint64
 	cleanupFailures        atomic.Uint64
+	summaryFileFailures    atomic.Uint64
 }

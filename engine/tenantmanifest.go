@@ -272,6 +272,9 @@ func manifestSeqValue(tenant string, seq uint64, mk []byte) []byte {
 // indexedManifestSeq returns the sequence the index recorded for tenant,
 // if its MAC verifies under mk (nil mk: presence only, unauthenticated).
 func (db *DB) indexedManifestSeq(tenant string, mk []byte) (uint64, bool) {
+	if db.index == nil {
+		return 0, false // a read-only DB has no index
+	}
 	v, found, err := db.index.get(manifestSeqKey(tenant))
 	if err != nil || !found {
 		return 0, false // read as missing: the check is an extra line of defence
@@ -456,7 +459,11 @@ func (db *DB) recordSealed(tenant, path string) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), keyCallTimeout)
 	defer cancel()
-	return db.commitManifest(ctx, tenant, body)
+	if err := db.commitManifest(ctx, tenant, body); err != nil {
+		return err
+	}
+	db.writeSummaryFile(r)
+	return nil
 }
 
 // updateManifest applies f to a copy of tenant's verified manifest and

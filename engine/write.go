@@ -36,6 +36,9 @@ func (db *DB) appendRecords(ctx context.Context, tenant string, recs []Record) (
 	if err := ValidateTenant(tenant); err != nil {
 		return nil, err
 	}
+	if db.opts.ReadOnly {
+		return nil, ErrReadOnly
+	}
 	if len(recs) == 0 {
 		return nil, nil
 	}

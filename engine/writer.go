@@ -151,6 +151,9 @@ func (db *DB) control(ctx context.Context, f func() error) error {
 	if ctx == nil {
 		return errNilContext
 	}
+	if db.opts.ReadOnly {
+		return ErrReadOnly // no writer goroutine
+	}
 	done := make(chan error, 1)
 	if err := db.sendControl(ctx, func() { done <- f() }); err != nil {
 		return err

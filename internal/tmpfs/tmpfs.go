@@ -39,3 +39,12 @@ func Resize(t testing.TB, dir string, sizeMiB int) {
 		t.Fatalf("remount %s: %v: %s", dir, err, out)
 	}
 }
+
+// Remount remounts a mounted tmpfs with options (e.g. "ro" to make it
+// read-only, "rw" to make it writable again).
+func Remount(t testing.TB, dir, options string) {
+	t.Helper()
+	if out, err := exec.Command("mount", "-o", "remount,"+options, dir).CombinedOutput(); err != nil {
+		t.Fatalf("remount %s %s: %v: %s", dir, options, err, out)
+	}
+}

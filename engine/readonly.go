@@ -1,0 +1,176 @@
+package engine
+
+// Read-only opens (Options.ReadOnly): a second process beside the writer
+// (the CLI while an ingest runs, another backend replica on the same disk),
+// or any process on a read-only copy. Such a DB takes no lock and writes
+// nothing: no index (Pebble cannot be shared with a process that writes
+// it), no audit records, no recovery. It reads what is immutable once
+// published or only ever appended: the tenant manifests (replaced
+// atomically), sealed segments and their block-summary files (sumfile.go),
+// and the active segments' complete frames. It sees the records acknowledged
+// as of Open or the last Refresh.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/logstore/logstore/keys"
+	"github.com/logstore/logstore/vfs"
+)
+
+// openReadOnly finishes Open for Options.ReadOnly.
+func openReadOnly(db *DB) (*DB, error) {
+	if _, err := db.fs.Stat(segmentsDirOf(db.dir)); err != nil {
+		if errors.Is(err, vfs.ErrNotExist) {
+			return nil, fmt.Errorf("%w: no logstore data directory at %s", ErrNotFound, db.dir)
+		}
+		return nil, err
+	}
+	provider := db.opts.Keys
+	if provider == nil {
+		local, err := keys.NewLocal(keys.LocalOptions{Dir: keysDirOf(db.dir), FS: db.fs})
+		if err != nil {
+			return nil, err
+		}
+		db.local = local
+		provider = keys.NewRouter(append([]keys.Provider{local}, db.opts.KMS...)...)
+	}
+	db.cache = keys.NewCache(provider, *db.opts.DEKCache)
+	db.readers = newReaderCache(db, db.opts.MaxOpenSegments)
+	db.catalog = newCatalog(db.loadFromSegments)
+	if err := db.loadManifests(&db.recovery); err != nil {
+		db.closeResources()
+		return nil, err
+	}
+	return db, nil
+}
+
+// loadManifests reads and authenticates every tenant's manifest, recording
+// for each what it found: a tenant whose manifest is damaged or cannot be
+// authenticated now is served as the writer would serve it (its metadata,
+// and sealed reads refused with the reason).
+func (db *DB) loadManifests(rep *RecoveryReport) error {
+	tenants, err := db.listTenants()
+	if err != nil {
+		return err
+	}
+	for _, t := range tenants {
+		if db.opts.Plaintext {
+			db.manifests.set(t, nil)
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), keyCallTimeout)
+		body, mk, err := db.readManifest(ctx, t)
+		cancel()
+		switch {
+		case errors.Is(err, vfs.ErrNotExist):
+			db.manifests.set(t, nil) // a store from before manifests
+		case manifestDamage(err):
+			db.manifests.set(t, &tenantManifest{damaged: err})
+			rep.Damaged = append(rep.Damaged, fmt.Sprintf("tenant %s: %v", t, err))
+		case err != nil:
+			db.manifests.set(t, &tenantManifest{unverified: err})
+			rep.Unverified = append(rep.Unverified, fmt.Sprintf("tenant %s: %v", t, err))
+		default:
+			keys.Zero(mk)
+			db.manifests.set(t, &tenantManifest{body: body})
+		}
+	}
+	return nil
+}
+
+// loadFromSegments is a read-only DB's catalog source: the block summaries
+// of every segment the tenant's manifest lists (every segment file when it
+// has no authenticated manifest), from the summary file of a sealed segment
+// when it is usable, else from the segment's metadata sections.
+func (db *DB) loadFromSegments(tenant string, add func(*blockSummary)) error {
+	listed, err := db.readableSegments(tenant)
+	if err != nil {
+		return err
+	}
+	for _, ls := range listed {
+		path := db.segPath(tenant, ls.id)
+		if ls.sealedBlocks > 0 {
+			if sums, ok := db.readSummaryFile(path, ls.id, ls.sealedBlocks); ok {
+				for _, s := range sums {
+					add(s)
+				}
+				continue
+			}
+		}
+		r, err := db.readers.acquire(path, tenant, true)
+		if err != nil {
+			return fmt.Errorf("logstore/engine: %s: %w", path, err)
+		}
+		sums, err := summarizeSegment(r)
+		db.readers.release(path, r)
+		if err != nil {
+			return fmt.Errorf("logstore/engine: %s: %w", path, err)
+		}
+		for _, s := range sums {
+			add(s)
+		}
+	}
+	return nil
+}
+
+// listedSegment is a segment a read-only DB serves; sealedBlocks is its
+// block count when the manifest lists it as sealed (0 otherwise).
+type listedSegment struct {
+	id           [16]byte
+	sealedBlocks int
+}
+
+// readableSegments lists tenant's segments for a read-only DB.
+func (db *DB) readableSegments(tenant string) ([]listedSegment, error) {
+	if tm := db.manifests.get(tenant); tm != nil && tm.body != nil {
+		var out []listedSegment
+		for _, e := range tm.body.Segments {
+			id, err := parseSegHex(e.ID)
+			if err != nil {
+				return nil, err
+			}
+			switch e.State {
+			case segSealed:
+				out = append(out, listedSegment{id, e.Blocks})
+			case segActive:
+				out = append(out, listedSegment{id: id})
+			}
+		}
+		return out, nil
+	}
+	files, err := db.listSegmentFiles(tenant)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]listedSegment, len(files))
+	for i, id := range files {
+		out[i] = listedSegment{id: id}
+	}
+	return out, nil
+}
+
+// Refresh makes a read-only DB see what the writer acknowledged since Open
+// or the previous Refresh: it reads the manifests again and drops the block
+// lists it holds. Scans already running keep their view. On a DB opened for
+// writing it does nothing (that DB always sees its own writes).
+func (db *DB) Refresh(ctx context.Context) error {
+	if ctx == nil {
+		return errNilContext
+	}
+	if !db.opts.ReadOnly {
+		return nil
+	}
+	if err := db.enter(); err != nil {
+		return err
+	}
+	defer db.leave()
+	var rep RecoveryReport // Recovery keeps what Open found
+	if err := db.loadManifests(&rep); err != nil {
+		return err
+	}
+	db.readers.invalidateAll()
+	db.catalog.reset()
+	return nil
+}

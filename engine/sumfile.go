@@ -1,0 +1,184 @@
+package engine
+
+// Block-summary files: a sealed segment's block summaries (blocksum.go) in
+// one immutable file beside it, HEXID.lsb, so a read-only open (another
+// process beside the writer, a read-only copy) finds a segment's blocks
+// without reading the segment or the writer's Pebble index. The file is
+// derived: written after the seal, rewritten when missing or unusable, and
+// never trusted over the segment (a reader that finds it missing, damaged
+// or disagreeing with the manifest's block count reads the segment's
+// metadata instead). Layout, little-endian (docs/format/summary.md):
+//
+//	+---------------------------------------------------+
+//	|  0  magic "LSTBSUMS"                        8 B   |
+//	|  8  format version (1)                      u16   |
+//	| 10  reserved (0)                            u16   |
+//	| 12  block count n                           u32   |
+//	| 16  segment id                              [16]  |
+//	| 32  n x (uvarint length, block summary)           |
+//	|     block i has sequence number i                 |
+//	| ..  CRC-32C of every byte before it         u32   |
+//	+---------------------------------------------------+
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+
+	"github.com/logstore/logstore/segment"
+	"github.com/logstore/logstore/vfs"
+)
+
+const (
+	summaryMagic     = "LSTBSUMS"
+	summaryFileV1    = 1
+	summaryHeaderLen = 32
+	// summaryFileMax bounds what a reader loads: a segment holds at most
+	// a few thousand blocks of summaries of a few hundred bytes.
+	summaryFileMax = 64 << 20
+)
+
+var crc32c = crc32.MakeTable(crc32.Castagnoli)
+
+// encodeSummaryFile encodes the summaries of segment seg, in sequence order.
+func encodeSummaryFile(seg [16]byte, sums []*blockSummary) []byte {
+	b := make([]byte, 0, summaryHeaderLen+len(sums)*128)
+	b = append(b, summaryMagic...)
+	b = binary.LittleEndian.AppendUint16(b, summaryFileV1)
+	b = binary.LittleEndian.AppendUint16(b, 0)
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(sums)))
+	b = append(b, seg[:]...)
+	var one []byte
+	for _, s := range sums {
+		one = appendSummary(one[:0], s)
+		b = binary.AppendUvarint(b, uint64(len(one)))
+		b = append(b, one...)
+	}
+	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, crc32c))
+}
+
+// decodeSummaryFile decodes a summary file of segment seg: ErrCorrupt when
+// it is damaged or names another segment, ErrUnknownVersion for a newer
+// format.
+func decodeSummaryFile(seg [16]byte, b []byte) ([]*blockSummary, error) {
+	if len(b) < summaryHeaderLen+4 || string(b[:8]) != summaryMagic {
+		return nil, fmt.Errorf("%w: not a block-summary file", ErrCorrupt)
+	}
+	body, sum := b[:len(b)-4], binary.LittleEndian.Uint32(b[len(b)-4:])
+	if crc32.Checksum(body, crc32c) != sum {
+		return nil, fmt.Errorf("%w: block-summary file checksum", ErrCorrupt)
+	}
+	if v := binary.LittleEndian.Uint16(b[8:]); v != summaryFileV1 {
+		return nil, fmt.Errorf("%w: block-summary file version %d", ErrUnknownVersion, v)
+	}
+	if [16]byte(b[16:32]) != seg {
+		return nil, fmt.Errorf("%w: block-summary file of segment %x, not %s", ErrCorrupt, b[16:32], segHex(seg))
+	}
+	n := binary.LittleEndian.Uint32(b[12:])
+	d := decoder{b: body[summaryHeaderLen:]}
+	if uint64(n) > uint64(len(d.b)) {
+		return nil, fmt.Errorf("%w: block-summary file claims %d blocks in %d bytes", ErrCorrupt, n, len(d.b))
+	}
+	sums := make([]*blockSummary, 0, n)
+	for i := uint32(0); i < n; i++ {
+		v := d.bytes()
+		if d.err != nil {
+			return nil, fmt.Errorf("%w: block-summary file: block %d: %w", ErrCorrupt, i, d.err)
+		}
+		s, err := decodeSummary(seg, uint64(i), v)
+		if err != nil {
+			return nil, fmt.Errorf("block-summary file: block %d: %w", i, err)
+		}
+		sums = append(sums, s)
+	}
+	if len(d.b) != 0 {
+		return nil, fmt.Errorf("%w: %d bytes after the block summaries", ErrCorrupt, len(d.b))
+	}
+	return sums, nil
+}
+
+// summarizeSegment derives the summaries of every block of r from its
+// metadata sections (checksummed; no key).
+func summarizeSegment(r *segment.Reader) ([]*blockSummary, error) {
+	id := r.Header().ID
+	blocks := r.Blocks()
+	sums := make([]*blockSummary, 0, len(blocks))
+	for i := range blocks {
+		blk, err := r.ReadMeta(i)
+		if err != nil {
+			return nil, err
+		}
+		metas, kind, err := decodeBlockMetas(blk.Meta)
+		info := blk.Info
+		blk.Release()
+		if err != nil {
+			return nil, fmt.Errorf("%s block %d: %w", r.Path(), i, err)
+		}
+		sums = append(sums, summarize(id, info.Seq, info.Offset, kind, metas))
+	}
+	return sums, nil
+}
+
+// writeSummaryFile writes the summary file of the sealed segment r. It is
+// derived data: a failure is counted, not returned (readers then read the
+// segment's metadata instead).
+func (db *DB) writeSummaryFile(r *segment.Reader) {
+	sums, err := summarizeSegment(r)
+	if err == nil {
+		err = vfs.WriteFileAtomic(db.fs, summaryPathOf(r.Path()), encodeSummaryFile(r.Header().ID, sums))
+	}
+	if err != nil {
+		db.stats.summaryFileFailures.Add(1)
+	}
+}
+
+// readSummaryFile returns the summaries of the segment at segPath from its
+// summary file when that file is usable and holds exactly blocks blocks;
+// ok is false otherwise (the caller derives them from the segment).
+func (db *DB) readSummaryFile(segPath string, seg [16]byte, blocks int) ([]*blockSummary, bool) {
+	b, err := vfs.ReadFileLimit(db.fs, summaryPathOf(segPath), summaryFileMax)
+	if err != nil {
+		if !errors.Is(err, vfs.ErrNotExist) {
+			db.stats.summaryFileFailures.Add(1)
+		}
+		return nil, false
+	}
+	sums, err := decodeSummaryFile(seg, b)
+	if err != nil || len(sums) != blocks {
+		db.stats.summaryFileFailures.Add(1)
+		return nil, false
+	}
+	return sums, true
+}
+
+// ensureSummaryFiles writes the summary file of every sealed segment of
+// tenant that lacks one: a store from before summary files, a seal that
+// crashed before writing it, a segment sealed by recovery. It runs on Open
+// (for writing); it reads each such segment's metadata once.
+func (db *DB) ensureSummaryFiles(tenant string) {
+	tm := db.manifests.get(tenant)
+	if tm == nil || tm.body == nil {
+		return
+	}
+	for _, e := range tm.body.Segments {
+		if e.State != segSealed || tm.problems[e.ID] != nil {
+			continue
+		}
+		id, err := parseSegHex(e.ID)
+		if err != nil {
+			continue
+		}
+		path := db.segPath(tenant, id)
+		if _, err := db.fs.Stat(summaryPathOf(path)); err == nil {
+			continue
+		}
+		r, err := segment.Open(path, db.readOpts(tenant))
+		if err != nil {
+			db.stats.summaryFileFailures.Add(1)
+			continue
+		}
+		db.writeSummaryFile(r)
+		_ = r.Close() // read-only
+	}
+}
