@@ -356,9 +356,10 @@ func TestAttackForgedManifestUnderPlantedKey(t *testing.T) {
 				assert.NotEqual(t, atkKey, activeKeyURI(t, db, "acme"), "new records sealed under the attacker's key")
 			}
 			if variant == "hide-segments" {
+				// A Count that leaves records out must say so (its error,
+				// or Open's report).
 				n, err := db.tn("acme").Count(bg, ScanOptions{})
-				require.NoError(t, err)
-				if n < len(f.ids["acme"]) {
+				if err == nil && n < len(f.ids["acme"]) {
 					assert.NotEmpty(t, rep.Damaged, "acknowledged records vanished from the index without a report")
 				}
 			}

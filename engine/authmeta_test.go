@@ -64,12 +64,24 @@ func TestGetRefusesMetadataTheBlockDoesNotAuthenticate(t *testing.T) {
 
 	forged := otherStatus(recs[i].Status)
 	editSegmentStatus(t, seg, ids[i], forged)
-	// The plaintext section is what GetMeta and Scan serve (documented as
-	// authenticated only by Get) ...
-	m, err := db.tn("acme").GetMeta(bg, ids[i])
-	require.NoError(t, err)
-	require.Equal(t, forged, m.Status)
-	// ... but Get never shows it beside decrypted fields: every part, the
+	// The plaintext section no longer hashes to what was indexed: GetMeta
+	// and Scan refuse the block (the scan serves the other blocks and
+	// reports it) ...
+	_, err = db.tn("acme").GetMeta(bg, ids[i])
+	require.ErrorIs(t, err, ErrIndexMismatch)
+	n := 0
+	var scanErr error
+	for m, err := range db.tn("acme").Scan(bg, ScanOptions{}) {
+		if err != nil {
+			scanErr = err
+			break
+		}
+		require.NotEqual(t, ids[i], m.ID)
+		n++
+	}
+	require.ErrorIs(t, scanErr, ErrIndexMismatch)
+	require.Less(t, n, len(ids))
+	// ... and Get never shows it beside decrypted fields: every part, the
 	// payload alone included, authenticates the request log's block.
 	for _, parts := range []Part{PartLog, PartPayload, PartAll} {
 		rec, err := db.tn("acme").Get(bg, ids[i], parts)
@@ -105,7 +117,7 @@ func (db *testDB) segFilesOf(t *testing.T, tenant string) []string {
 // holding record id.
 func summaryOf(t *testing.T, db *testDB, tenant string, id ID, kind byte) ([]byte, *blockSummary) {
 	t.Helper()
-	cands, err := db.catalog.find(tenant, id, kind)
+	cands, _, err := db.catalog.find(tenant, id, kind)
 	require.NoError(t, err)
 	require.NotEmpty(t, cands)
 	s := cands[0].sum

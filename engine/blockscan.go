@@ -110,7 +110,9 @@ func (b *scanBounds) candidates(segs []segView) []candidate {
 
 // scanMetas calls fn with the metadata of every record o selects, in scan
 // order, until fn returns false or an error. It reads the catalog as of its
-// start and the blocks' metadata sections; it needs no key.
+// start and the blocks' metadata sections; it needs no key. A segment it
+// cannot read is skipped and reported in the error returned once the rest
+// is done (a fault in one segment does not hide the others).
 func (db *DB) scanMetas(ctx context.Context, tenant string, o ScanOptions, fn func(m *Meta) (bool, error)) error {
 	if err := o.check(); err != nil {
 		return err
@@ -118,17 +120,18 @@ func (db *DB) scanMetas(ctx context.Context, tenant string, o ScanOptions, fn fu
 	if o.clampTimes() {
 		return nil
 	}
-	segs, err := db.catalog.snapshot(tenant)
+	segs, faultErr, err := db.catalog.snapshot(tenant)
 	if err != nil {
 		return err
 	}
+	f := &scanFaults{db: db, tenant: tenant, first: faultErr}
 	b := newScanBounds(&o)
 	cands := b.candidates(segs)
 	h := &metaHeap{oldest: o.Oldest}
 	next := 0
 	for n := 0; ; n++ {
 		if o.Limit > 0 && n >= o.Limit {
-			return nil
+			return f.err()
 		}
 		// Read every block that may hold a record ahead of the heap's
 		// head: blocks come in order of their newest (oldest) time.
@@ -136,24 +139,90 @@ func (db *DB) scanMetas(ctx context.Context, tenant string, o ScanOptions, fn fu
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			metas, err := db.readBlockMetas(tenant, cands[next].seg, cands[next].sum)
+			c := cands[next]
+			next++
+			if f.skip(c.seg) {
+				continue
+			}
+			metas, err := db.readBlockMetas(tenant, c.seg, c.sum)
 			if err != nil {
-				return err
+				f.fault(c.seg, err)
+				continue
 			}
 			for _, m := range metas {
 				if b.record(m) {
 					heap.Push(h, m)
 				}
 			}
-			next++
 		}
 		if h.Len() == 0 {
-			return nil
+			return f.err()
 		}
 		if more, err := fn(heap.Pop(h).(*Meta)); err != nil || !more {
 			return err
 		}
 	}
+}
+
+// scanFaults are the segments a scan, count or lookup could not read: it
+// goes on without them and reports them at the end.
+type scanFaults struct {
+	db     *DB
+	tenant string
+	first  error // the catalog's own faults
+	bad    map[[16]byte]bool
+	ok     map[[16]byte]bool // admitted
+	errs   []error
+}
+
+func (f *scanFaults) skip(seg [16]byte) bool { return f.bad[seg] }
+
+// fault records why seg could not be read, and skips its other blocks. A
+// segment that retention or DeleteTenant removed since the read began is
+// no fault: its records are deleted, and the answer is as of the deletion.
+func (f *scanFaults) fault(seg [16]byte, err error) {
+	if f.bad == nil {
+		f.bad = map[[16]byte]bool{}
+	}
+	f.bad[seg] = true
+	if errors.Is(err, ErrSegmentLoss) && !f.db.catalog.holds(f.tenant, seg) {
+		return
+	}
+	if len(f.errs) < maxCatalogFaults {
+		f.errs = append(f.errs, err)
+	}
+}
+
+// err is the report of every fault (nil: none).
+func (f *scanFaults) err() error {
+	if f.first == nil && len(f.errs) == 0 {
+		return nil
+	}
+	return errors.Join(append([]error{f.first}, f.errs...)...)
+}
+
+// admitted reports whether segment seg may be read, checking it once per
+// count (a count takes whole blocks from their summaries without reading
+// them, so it asks what a read of the segment would).
+func (f *scanFaults) admitted(seg [16]byte) bool {
+	if f.skip(seg) {
+		return false
+	}
+	if f.ok == nil {
+		f.ok = map[[16]byte]bool{}
+	}
+	if f.ok[seg] {
+		return true
+	}
+	path := f.db.segPath(f.tenant, seg)
+	r, err := f.db.readers.acquire(path, f.tenant, true)
+	if err != nil {
+		f.fault(seg, blockReadErr(path, &blockSummary{}, err))
+		return false
+	}
+	f.db.readers.release(path, r)
+	f.ok[seg] = true
+	return true
 }
 
 // reaches reports whether block s may hold a record that comes before m in
@@ -166,7 +235,8 @@ func (b *scanBounds) reaches(s *blockSummary, m *Meta) bool {
 }
 
 // countRecords counts the records o selects, taking whole blocks' counts
-// from their summaries.
+// from their summaries. Segments it cannot read are left out and reported
+// in the error, returned with the count of the others.
 func (db *DB) countRecords(ctx context.Context, tenant string, o ScanOptions) (int, error) {
 	if err := o.check(); err != nil {
 		return 0, err
@@ -174,28 +244,33 @@ func (db *DB) countRecords(ctx context.Context, tenant string, o ScanOptions) (i
 	if o.clampTimes() {
 		return 0, nil
 	}
-	segs, err := db.catalog.snapshot(tenant)
+	segs, faultErr, err := db.catalog.snapshot(tenant)
 	if err != nil {
 		return 0, err
 	}
+	f := &scanFaults{db: db, tenant: tenant, first: faultErr}
 	b := newScanBounds(&o)
 	n := 0
 	for i, c := range b.candidates(segs) {
 		if o.Limit > 0 && n >= o.Limit {
-			return o.Limit, nil
-		}
-		if b.whole(c.sum) {
-			n += c.sum.count
-			continue
+			return o.Limit, f.err()
 		}
 		if i%64 == 0 {
 			if err := ctx.Err(); err != nil {
 				return 0, err
 			}
 		}
+		if !f.admitted(c.seg) {
+			continue
+		}
+		if b.whole(c.sum) {
+			n += c.sum.count
+			continue
+		}
 		metas, err := db.readBlockMetas(tenant, c.seg, c.sum)
 		if err != nil {
-			return 0, err
+			f.fault(c.seg, err)
+			continue
 		}
 		for _, m := range metas {
 			if b.record(m) {
@@ -206,7 +281,7 @@ func (db *DB) countRecords(ctx context.Context, tenant string, o ScanOptions) (i
 	if o.Limit > 0 && n > o.Limit {
 		n = o.Limit
 	}
-	return n, nil
+	return n, f.err()
 }
 
 // readBlockMetas reads and decodes the metadata section of a block the
@@ -223,6 +298,13 @@ func (db *DB) readBlockMetas(tenant string, seg [16]byte, s *blockSummary) ([]*M
 		return nil, blockReadErr(path, s, err)
 	}
 	defer blk.Release()
+	// The section is checksummed, not authenticated: its hash must be the
+	// one the summary recorded (for a sealed segment, anchored in its
+	// manifest entry: catalog load checks that), or someone edited it.
+	if metaHashOf(blk.Meta) != s.metaHash {
+		return nil, fmt.Errorf("%w: %s block %d: its plaintext metadata is not what was indexed: the segment or the index was edited (`logstore segments verify` tells which)",
+			ErrIndexMismatch, path, s.seq)
+	}
 	metas, kind, err := decodeBlockMetas(blk.Meta)
 	if err != nil {
 		return nil, blockReadErr(path, s, err)
@@ -265,24 +347,25 @@ func (h *metaHeap) Pop() any {
 
 // findBlocks lists the blocks of the given kind that may hold tenant's
 // record id, by their id ranges and bloom filters.
-func (db *DB) findBlocks(tenant string, id ID, kind byte) ([]candidate, error) {
-	return db.catalog.find(tenant, id, kind)
+func (db *DB) findBlocks(tenant string, id ID, kind byte) ([]candidate, *scanFaults, error) {
+	cands, faultErr, err := db.catalog.find(tenant, id, kind)
+	return cands, &scanFaults{db: db, tenant: tenant, first: faultErr}, err
 }
 
 // inBlocks calls read on each candidate until one holds the record (read
 // reports found). A block that fails to read does not hide the record in
-// another; its error is returned only when no block had the record.
-func inBlocks(cands []candidate, read func(c candidate) (bool, error)) (found bool, err error) {
-	var errs []error
+// another; the faults (and the catalog's) are returned only when no block
+// had the record.
+func inBlocks(cands []candidate, f *scanFaults, read func(c candidate) (bool, error)) (found bool, err error) {
 	for _, c := range cands {
 		ok, err := read(c)
 		if err != nil {
-			errs = append(errs, err)
+			f.fault(c.seg, err)
 			continue
 		}
 		if ok {
 			return true, nil
 		}
 	}
-	return false, errors.Join(errs...)
+	return false, f.err()
 }

@@ -8,6 +8,7 @@ package engine
 // docs/format/index.md.
 
 import (
+	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"math"
@@ -27,6 +28,11 @@ type blockSummary struct {
 	// by: an engine-assigned id starts with its record's time.
 	minTime, maxTime int64
 	minID, maxID     ID
+	// metaHash is the hash of the block's metadata section (metaHashOf):
+	// a read of the section checks it, and a sealed segment's summaries
+	// are anchored in its manifest entry, so the plaintext metadata
+	// queries serve from a sealed segment is authenticated without a key.
+	metaHash [16]byte
 	// Request-log blocks only: ranges of status and latency.
 	minStatus, maxStatus   uint16
 	minLatency, maxLatency float64
@@ -99,9 +105,24 @@ func statusHash(s int) uint64 {
 	return bloomKey(idxStatus, string(b[:]))
 }
 
-// summarize builds the summary of a block from its records' metadata.
-func summarize(seg [16]byte, seq uint64, offset int64, kind byte, metas []*Meta) *blockSummary {
-	s := &blockSummary{seg: seg, seq: seq, offset: offset, kind: kind, count: len(metas)}
+// metaHashOf hashes a block's metadata section, its entries as stored:
+// SHA-256 over each entry's uvarint length and bytes, cut to 16 bytes.
+func metaHashOf(raw [][]byte) [16]byte {
+	h := sha256.New()
+	var n [binary.MaxVarintLen64]byte
+	for _, e := range raw {
+		h.Write(n[:binary.PutUvarint(n[:], uint64(len(e)))])
+		h.Write(e)
+	}
+	var out [16]byte
+	copy(out[:], h.Sum(nil))
+	return out
+}
+
+// summarize builds the summary of a block from its records' metadata
+// (metas, decoded from raw, the entries as stored).
+func summarize(seg [16]byte, seq uint64, offset int64, kind byte, metas []*Meta, raw [][]byte) *blockSummary {
+	s := &blockSummary{seg: seg, seq: seq, offset: offset, kind: kind, count: len(metas), metaHash: metaHashOf(raw)}
 	hashes := make(map[uint64]struct{}, len(metas)*3)
 	for i, m := range metas {
 		t := m.Time.UnixNano()
@@ -197,6 +218,7 @@ func appendSummary(b []byte, s *blockSummary) []byte {
 	b = binary.LittleEndian.AppendUint64(b, uint64(s.maxTime))
 	b = append(b, s.minID[:]...)
 	b = append(b, s.maxID[:]...)
+	b = append(b, s.metaHash[:]...)
 	b = binary.LittleEndian.AppendUint16(b, s.minStatus)
 	b = binary.LittleEndian.AppendUint16(b, s.maxStatus)
 	b = binary.LittleEndian.AppendUint64(b, math.Float64bits(s.minLatency))
@@ -221,6 +243,7 @@ func decodeSummary(seg [16]byte, seq uint64, v []byte) (*blockSummary, error) {
 	s.minTime, s.maxTime = int64(d.u64()), int64(d.u64())
 	copy(s.minID[:], d.fixed(16))
 	copy(s.maxID[:], d.fixed(16))
+	copy(s.metaHash[:], d.fixed(16))
 	s.minStatus, s.maxStatus = d.u16(), d.u16()
 	s.minLatency, s.maxLatency = math.Float64frombits(d.u64()), math.Float64frombits(d.u64())
 	s.bloom.k = d.u8()

@@ -10,6 +10,7 @@ package engine
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -21,7 +22,7 @@ type catalog struct {
 	// load passes add every block summary of a tenant: from the index
 	// (loadFromIndex), or from the segments in a read-only DB
 	// (loadFromSegments).
-	load func(tenant string, add func(*blockSummary)) error
+	load func(tenant string, tb *tenantBlocks) error
 	mu   sync.Mutex // guards tenants and every segBlocks.blocks append
 	// tenants holds the loaded tenants; a tenant absent is loaded from
 	// the index by the next snapshot.
@@ -32,6 +33,30 @@ type catalog struct {
 type tenantBlocks struct {
 	segs  []*segBlocks
 	bySeg map[[16]byte]*segBlocks
+	// faults are the entries that could not be decoded (at most
+	// maxCatalogFaults kept): reads of the tenant go on without them and
+	// report them, since a record may be in one of their blocks.
+	faults  []error
+	nFaults int
+}
+
+const maxCatalogFaults = 8
+
+// fault records an index entry that could not be used.
+func (tb *tenantBlocks) fault(err error) {
+	tb.nFaults++
+	if len(tb.faults) < maxCatalogFaults {
+		tb.faults = append(tb.faults, err)
+	}
+}
+
+// faultErr is what reads of the tenant report about its faults (nil: none).
+func (tb *tenantBlocks) faultErr() error {
+	if tb.nFaults == 0 {
+		return nil
+	}
+	return fmt.Errorf("logstore/engine: %d of the tenant's block index entries or segments cannot be read, so the records they hold are missing from this answer: %w",
+		tb.nFaults, errors.Join(tb.faults...))
 }
 
 // segBlocks are one segment's summaries in file order. blocks is only ever
@@ -101,24 +126,38 @@ type segView struct {
 	minID, maxID ID
 }
 
-func newCatalog(load func(tenant string, add func(*blockSummary)) error) *catalog {
+func newCatalog(load func(tenant string, tb *tenantBlocks) error) *catalog {
 	return &catalog{load: load, tenants: map[string]*tenantBlocks{}}
 }
 
 // snapshot returns tenant's summaries as of now, loading them from the index
-// if needed.
-func (c *catalog) snapshot(tenant string) ([]segView, error) {
+// if needed, and the error to report about entries it could not use.
+func (c *catalog) snapshot(tenant string) ([]segView, error, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	tb, err := c.loadLocked(tenant)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	out := make([]segView, len(tb.segs))
 	for i, s := range tb.segs {
 		out[i] = segView{id: s.id, blocks: s.blocks[:len(s.blocks):len(s.blocks)], minID: s.minID, maxID: s.maxID}
 	}
-	return out, nil
+	return out, tb.faultErr(), nil
+}
+
+// holds reports whether tenant's summaries (reloaded if a change dropped
+// them) still include segment seg: false once retention or DeleteTenant
+// removed it.
+func (c *catalog) holds(tenant string, seg [16]byte) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	tb, err := c.loadLocked(tenant)
+	if err != nil {
+		return true // cannot tell: not a deletion
+	}
+	_, ok := tb.bySeg[seg]
+	return ok
 }
 
 // loadLocked returns tenant's entry, reading it from the index when absent.
@@ -127,7 +166,7 @@ func (c *catalog) loadLocked(tenant string) (*tenantBlocks, error) {
 		return tb, nil
 	}
 	tb := &tenantBlocks{bySeg: map[[16]byte]*segBlocks{}}
-	if err := c.load(tenant, tb.add); err != nil {
+	if err := c.load(tenant, tb); err != nil {
 		return nil, err
 	}
 	c.tenants[tenant] = tb
@@ -136,21 +175,44 @@ func (c *catalog) loadLocked(tenant string) (*tenantBlocks, error) {
 
 // loadFromIndex is the catalog source of a DB open for writing: the
 // tenant's 'b' entries in the index.
-func (db *DB) loadFromIndex(tenant string, add func(*blockSummary)) error {
+// An entry that does not decode is a fault of the tenant (reported by its
+// reads), not a failure of them all. A sealed segment's entries are used
+// only if they are the summaries its manifest anchors (anchoredSummaries).
+func (db *DB) loadFromIndex(tenant string, tb *tenantBlocks) error {
 	p := tenantPrefix(keyBlock, tenant)
+	var order [][16]byte
+	bySeg := map[[16]byte][]*blockSummary{}
 	err := db.index.scanPrefix(p, func(k, v []byte) error {
 		seg, seq, err := parseBlockKey(k, len(p))
 		if err != nil {
-			return err
+			tb.fault(fmt.Errorf("%w: index key %x: %w (`logstore segments reindex` rebuilds it)", ErrIndexCorrupt, k, err))
+			return nil
 		}
 		s, err := decodeSummary(seg, seq, v)
 		if err != nil {
-			return fmt.Errorf("block summary %x/%d: %w", seg, seq, err)
+			tb.fault(fmt.Errorf("%w: block summary of segment %s block %d: %w (`logstore segments reindex` rebuilds it)", ErrIndexCorrupt, segHex(seg), seq, err))
+			return nil
 		}
-		add(s)
+		if _, ok := bySeg[seg]; !ok {
+			order = append(order, seg)
+		}
+		bySeg[seg] = append(bySeg[seg], s)
 		return nil
 	})
-	return db.index.typed(err)
+	if err != nil {
+		return db.index.typed(err)
+	}
+	for _, seg := range order {
+		sums, _, err := db.anchoredSummaries(tenant, seg, bySeg[seg])
+		if err != nil {
+			tb.fault(fmt.Errorf("segment %s: %w", segHex(seg), err))
+			continue
+		}
+		for _, s := range sums {
+			tb.add(s)
+		}
+	}
+	return nil
 }
 
 // parseBlockKey splits a 'b' key whose tenant prefix is n bytes long.
@@ -186,13 +248,14 @@ func (tb *tenantBlocks) add(s *blockSummary) {
 }
 
 // find returns the blocks of the given kind that may hold tenant's record
-// id, by id range and bloom filter.
-func (c *catalog) find(tenant string, id ID, kind byte) ([]candidate, error) {
+// id, by id range and bloom filter, and the error to report if none holds
+// it (entries that could not be used).
+func (c *catalog) find(tenant string, id ID, kind byte) ([]candidate, error, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	tb, err := c.loadLocked(tenant)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var out []candidate
 	var found []*blockSummary
@@ -205,7 +268,7 @@ func (c *catalog) find(tenant string, id ID, kind byte) ([]candidate, error) {
 			out = append(out, candidate{sb.id, s})
 		}
 	}
-	return out, nil
+	return out, tb.faultErr(), nil
 }
 
 // added records summaries the indexer committed. A tenant not loaded is

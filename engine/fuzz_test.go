@@ -46,8 +46,8 @@ func FuzzDecodeSummary(f *testing.F) {
 		m.Time = recs[i].Time
 		metas[i] = &m
 	}
-	f.Add(appendSummary(nil, summarize([16]byte{1}, 3, 3072, kindLog, metas)))
-	f.Add(appendSummary(nil, summarize([16]byte{1}, 2, 3072, kindPayload, metas[:3])))
+	f.Add(appendSummary(nil, summarize([16]byte{1}, 3, 3072, kindLog, metas, [][]byte{{1, 2}})))
+	f.Add(appendSummary(nil, summarize([16]byte{1}, 2, 3072, kindPayload, metas[:3], nil)))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		s, err := decodeSummary([16]byte{1}, 3, b)
 		if err != nil {

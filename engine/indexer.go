@@ -191,7 +191,7 @@ func indexBlock(b *indexBatch, tenant string, seg [16]byte, blk *segment.Block, 
 	if err != nil {
 		return err
 	}
-	sum := summarize(seg, blk.Info.Seq, blk.Info.Offset, kind, metas)
+	sum := summarize(seg, blk.Info.Seq, blk.Info.Offset, kind, metas, blk.Meta)
 	for _, e := range stageBlock(nil, tenant, sum, metas, st) {
 		if err := b.set(e.k, e.v); err != nil {
 			return err

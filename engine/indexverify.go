@@ -170,7 +170,7 @@ func (iv *indexVerifier) block(c *SegmentCheck, seg [16]byte, blk *segment.Block
 		iv.problem(c, int(ref.seq), "block %d: its metadata does not decode: %v", ref.seq, err)
 		return
 	}
-	want := appendSummary(nil, summarize(seg, ref.seq, blk.Info.Offset, kind, metas))
+	want := appendSummary(nil, summarize(seg, ref.seq, blk.Info.Offset, kind, metas, blk.Meta))
 	have, ok := iv.entries[ref]
 	switch {
 	case !ok:

@@ -98,6 +98,11 @@ type manifestEntry struct {
 	KeyURI  string `json:"key_uri,omitempty"`
 	KeyGen  uint64 `json:"key_gen,omitempty"`
 	Digest  []byte `json:"digest,omitempty"` // sealed: segment.Reader.Digest
+	// Summaries is, for a sealed segment, the SHA-256 of its block-summary
+	// file (sumfile.go): it anchors the summaries, whose hashes of each
+	// block's metadata section let queries read that plaintext metadata
+	// authenticated without a key. Absent in manifests written before it.
+	Summaries []byte `json:"summaries,omitempty"`
 	// MaxTime is the newest record's time (unix ns) in a sealed segment:
 	// retention decides by it, not by the editable index.
 	MaxTime int64 `json:"max_time,omitempty"`

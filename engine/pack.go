@@ -29,7 +29,11 @@ func (db *DB) packBlocks(ts *tenantState, reqs []*appendReq, kvs []kv) ([]kv, er
 		if payload {
 			kind = kindPayload
 		}
-		sum := summarize(ts.w.Header().ID, info.Seq, info.Offset, kind, metas)
+		raw := make([][]byte, len(entries))
+		for j := range entries {
+			raw[j] = entries[j].Meta
+		}
+		sum := summarize(ts.w.Header().ID, info.Seq, info.Offset, kind, metas, raw)
 		kvs = stageBlock(kvs, ts.name, sum, metas, st)
 		st.RawBytes += int64(info.RawLen)
 		st.Blocks++

@@ -21,12 +21,12 @@ const (
 // getMeta returns a record's plaintext metadata from its block's metadata
 // section (checksummed; authenticated only by Get).
 func (db *DB) getMeta(tenant string, id ID) (*Meta, error) {
-	cands, err := db.findBlocks(tenant, id, kindLog)
+	cands, faults, err := db.findBlocks(tenant, id, kindLog)
 	if err != nil {
 		return nil, err
 	}
 	var out *Meta
-	found, err := inBlocks(cands, func(c candidate) (bool, error) {
+	found, err := inBlocks(cands, faults, func(c candidate) (bool, error) {
 		metas, err := db.readBlockMetas(tenant, c.seg, c.sum)
 		if err != nil {
 			return false, err
@@ -56,13 +56,13 @@ func notFound(found bool, err error, tenant string, id ID) error {
 
 // get returns a record with the parts asked for decrypted (Tenant.Get).
 func (db *DB) get(ctx context.Context, tenant string, id ID, parts Part) (*Record, error) {
-	cands, err := db.findBlocks(tenant, id, kindLog)
+	cands, faults, err := db.findBlocks(tenant, id, kindLog)
 	if err != nil {
 		return nil, err
 	}
 	rec := &Record{}
 	m := &rec.Meta
-	found, err := inBlocks(cands, func(c candidate) (bool, error) {
+	found, err := inBlocks(cands, faults, func(c candidate) (bool, error) {
 		return db.readSealed(ctx, tenant, c, id, func(meta, data []byte) error {
 			kind, err := decodeMeta(meta, m)
 			if err != nil {
@@ -97,12 +97,12 @@ func (db *DB) get(ctx context.Context, tenant string, id ID, parts Part) (*Recor
 // getPayload decrypts the payload of the record whose authenticated
 // metadata is m.
 func (db *DB) getPayload(ctx context.Context, tenant string, id ID, m *Meta) (*Payload, error) {
-	cands, err := db.findBlocks(tenant, id, kindPayload)
+	cands, faults, err := db.findBlocks(tenant, id, kindPayload)
 	if err != nil {
 		return nil, err
 	}
 	var p *Payload
-	found, err := inBlocks(cands, func(c candidate) (bool, error) {
+	found, err := inBlocks(cands, faults, func(c candidate) (bool, error) {
 		return db.readSealed(ctx, tenant, c, id, func(meta, data []byte) (err error) {
 			var pm Meta
 			kind, err := decodeMeta(meta, &pm)

@@ -84,7 +84,7 @@ func (db *DB) loadManifests(rep *RecoveryReport) error {
 // of every segment the tenant's manifest lists (every segment file when it
 // has no authenticated manifest), from the summary file of a sealed segment
 // when it is usable, else from the segment's metadata sections.
-func (db *DB) loadFromSegments(tenant string, add func(*blockSummary)) error {
+func (db *DB) loadFromSegments(tenant string, tb *tenantBlocks) error {
 	listed, err := db.readableSegments(tenant)
 	if err != nil {
 		return err
@@ -92,24 +92,36 @@ func (db *DB) loadFromSegments(tenant string, add func(*blockSummary)) error {
 	for _, ls := range listed {
 		path := db.segPath(tenant, ls.id)
 		if ls.sealedBlocks > 0 {
-			if sums, ok := db.readSummaryFile(path, ls.id, ls.sealedBlocks); ok {
+			sums, anchored, err := db.anchoredSummaries(tenant, ls.id, nil)
+			if err != nil {
+				tb.fault(fmt.Errorf("%s: %w", path, err))
+				continue
+			}
+			if !anchored {
+				sums, anchored = db.readSummaryFile(path, ls.id, ls.sealedBlocks) // usable, unanchored
+			}
+			if anchored {
 				for _, s := range sums {
-					add(s)
+					tb.add(s)
 				}
 				continue
 			}
 		}
+		// A segment that cannot be read is a fault of the tenant,
+		// reported by its reads, which go on without it.
 		r, err := db.readers.acquire(path, tenant, true)
 		if err != nil {
-			return fmt.Errorf("logstore/engine: %s: %w", path, err)
+			tb.fault(fmt.Errorf("%s: %w", path, err))
+			continue
 		}
 		sums, err := summarizeSegment(r)
 		db.readers.release(path, r)
 		if err != nil {
-			return fmt.Errorf("logstore/engine: %s: %w", path, err)
+			tb.fault(fmt.Errorf("%s: %w", path, err))
+			continue
 		}
 		for _, s := range sums {
-			add(s)
+			tb.add(s)
 		}
 	}
 	return nil

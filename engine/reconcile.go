@@ -3,11 +3,13 @@ package engine
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 
 	"github.com/logstore/logstore/keys"
 	"github.com/logstore/logstore/segment"
+	"github.com/logstore/logstore/vfs"
 )
 
 // Reconciliation of a tenant's segment files with its manifest, run by Open
@@ -177,7 +179,7 @@ func (db *DB) reconcileSegment(ctx context.Context, tenant string, id [16]byte, 
 	if n := len(r.Blocks()); n < e.Blocks {
 		loss = fmt.Errorf("%w: segment %s holds %d blocks, %d were recorded", ErrSegmentLoss, e.ID, n, e.Blocks)
 	}
-	if err := sealEntry(r, e); err != nil {
+	if err := db.sealEntry(r, e); err != nil {
 		return false, "", err
 	}
 	return true, r.Header().Slot.KeyURI, loss
@@ -257,8 +259,29 @@ func checkIdentity(h segment.Header, id [16]byte, e *manifestEntry) error {
 	return nil
 }
 
-// sealEntry records a sealed segment's final shape in its manifest entry.
-func sealEntry(r *segment.Reader, e *manifestEntry) error {
+// sealEntry records a sealed segment's final shape in its manifest entry,
+// and writes its block-summary file (whose digest the entry anchors).
+func (db *DB) sealEntry(r *segment.Reader, e *manifestEntry) error {
+	if err := sealShape(r, e); err != nil {
+		return err
+	}
+	sums, err := summarizeSegment(r)
+	if err != nil {
+		return err
+	}
+	file := encodeSummaryFile(r.Header().ID, sums)
+	d := sha256.Sum256(file)
+	e.Summaries = d[:]
+	// Derived: a file that cannot be written is rebuilt on a later Open.
+	if err := vfs.WriteFileAtomic(db.fs, summaryPathOf(r.Path()), file); err != nil {
+		db.stats.summaryFileFailures.Add(1)
+	}
+	return nil
+}
+
+// sealShape records a sealed segment's size, blocks, digest and times in
+// its manifest entry.
+func sealShape(r *segment.Reader, e *manifestEntry) error {
 	if !r.Sealed() {
 		return fmt.Errorf("%w: segment %s has no footer on disk", ErrSegmentTampered, segHex(r.Header().ID))
 	}
@@ -459,7 +482,7 @@ func (db *DB) attest(ctx context.Context, tenant string, files [][16]byte, body 
 		}
 		h := r.Header()
 		e := manifestEntry{ID: segHex(id), KeyURI: h.Slot.KeyURI, KeyGen: h.Slot.Generation}
-		err = sealEntry(r, &e)
+		err = db.sealEntry(r, &e)
 		_ = r.Close()
 		if err != nil {
 			return skipped, err

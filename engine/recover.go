@@ -72,7 +72,10 @@ func (db *DB) recoverTenant(ctx context.Context, tenant string, rep *RecoveryRep
 		// tenant, and reads fail with this key error.
 		db.manifests.set(tenant, &tenantManifest{unverified: err, retryAt: db.opts.Now().Add(unverifiedRetry)})
 		rep.Unverified = append(rep.Unverified, fmt.Sprintf("tenant %s: %v", tenant, err))
-		return nil
+		// Its metadata still answers queries (the blocks' plaintext, as
+		// the index had it): index what the index lacks (after a rebuild
+		// or a format migration, everything), changing no file.
+		return db.syncIndex(tenant, files, false, rep, nil)
 	}
 	defer keys.Zero(mk)
 	return db.reconcile(ctx, tenant, body, mk, files, rep)

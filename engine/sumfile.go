@@ -21,6 +21,8 @@ package engine
 //	+---------------------------------------------------+
 
 import (
+	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -110,12 +112,12 @@ func summarizeSegment(r *segment.Reader) ([]*blockSummary, error) {
 			return nil, err
 		}
 		metas, kind, err := decodeBlockMetas(blk.Meta)
-		info := blk.Info
-		blk.Release()
 		if err != nil {
+			blk.Release()
 			return nil, fmt.Errorf("%s block %d: %w", r.Path(), i, err)
 		}
-		sums = append(sums, summarize(id, info.Seq, info.Offset, kind, metas))
+		sums = append(sums, summarize(id, blk.Info.Seq, blk.Info.Offset, kind, metas, blk.Meta))
+		blk.Release()
 	}
 	return sums, nil
 }
@@ -181,4 +183,47 @@ func (db *DB) ensureSummaryFiles(tenant string) {
 		db.writeSummaryFile(r)
 		_ = r.Close() // read-only
 	}
+}
+
+// anchoredSummaries returns the summaries of segment seg that the tenant's
+// manifest vouches for: have (the index's, or the summary file's) when
+// they are what the manifest's summary digest covers, else the summary
+// file's, else the ones the segment's metadata yields. A segment whose
+// manifest entry has no digest (sealed before digests, or still active)
+// is not anchored: have is returned as it is. None matching is
+// ErrSegmentTampered (the segment's metadata or every copy of its
+// summaries was edited).
+func (db *DB) anchoredSummaries(tenant string, seg [16]byte, have []*blockSummary) (sums []*blockSummary, anchored bool, err error) {
+	tm := db.manifests.get(tenant)
+	if tm == nil || tm.body == nil {
+		return have, false, nil
+	}
+	e := tm.entry(segHex(seg))
+	if e == nil || e.State != segSealed || len(e.Summaries) == 0 {
+		return have, false, nil
+	}
+	matches := func(sums []*blockSummary) bool {
+		d := sha256.Sum256(encodeSummaryFile(seg, sums))
+		return len(sums) == e.Blocks && bytes.Equal(d[:], e.Summaries)
+	}
+	if have != nil && matches(have) {
+		return have, true, nil
+	}
+	path := db.segPath(tenant, seg)
+	if sums, ok := db.readSummaryFile(path, seg, e.Blocks); ok && matches(sums) {
+		return sums, true, nil
+	}
+	r, err := db.readers.acquire(path, tenant, true)
+	if err != nil {
+		return nil, true, err
+	}
+	sums, err = summarizeSegment(r)
+	db.readers.release(path, r)
+	if err != nil {
+		return nil, true, err
+	}
+	if !matches(sums) {
+		return nil, true, fmt.Errorf("%w: segment %s: its blocks' metadata is not what its manifest recorded at seal (edited after it was sealed)", ErrSegmentTampered, segHex(seg))
+	}
+	return sums, true, nil
 }

@@ -454,16 +454,12 @@ func (db *DB) recordSealed(tenant, path string) error {
 	if e == nil {
 		return fmt.Errorf("%w: segment %s is not in the manifest", ErrSegmentTampered, segHex(r.Header().ID))
 	}
-	if err := sealEntry(r, e); err != nil {
+	if err := db.sealEntry(r, e); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), keyCallTimeout)
 	defer cancel()
-	if err := db.commitManifest(ctx, tenant, body); err != nil {
-		return err
-	}
-	db.writeSummaryFile(r)
-	return nil
+	return db.commitManifest(ctx, tenant, body)
 }
 
 // updateManifest applies f to a copy of tenant's verified manifest and

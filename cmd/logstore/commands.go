@@ -139,7 +139,7 @@ func (a *app) queryCmd() *cobra.Command {
 					return usageError{fmt.Errorf("--to: %v", err)}
 				}
 			}
-			db, err := a.open()
+			db, err := a.openForReading()
 			if err != nil {
 				return err
 			}
@@ -217,7 +217,7 @@ func (a *app) showCmd() *cobra.Command {
 			if which != "request" && which != "response" {
 				return usageError{fmt.Errorf("--body must be request or response, not %q", which)}
 			}
-			db, err := a.open()
+			db, err := a.openForReading()
 			if err != nil {
 				return err
 			}

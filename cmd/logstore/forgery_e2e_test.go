@@ -54,9 +54,10 @@ func TestForgeryEndToEnd(t *testing.T) {
 	st, err := os.Stat(segs[0])
 	require.NoError(t, err)
 	require.NoError(t, os.Truncate(segs[0], st.Size()/2))
+	// A query that cannot see every segment fails, naming the loss: it
+	// never answers a count short without a word.
 	r = cli(t, dir, "query", "--tenant", "acme", "--count")
-	require.Equal(t, 0, r.code, r.stderr)
-	require.Contains(t, r.stdout, "300", "lost records stay visible to queries")
+	require.NotEqual(t, 0, r.code, r.stdout)
 	require.Contains(t, r.stderr, "acknowledged segment data is missing")
 	r = cli(t, dir, "segments", "verify", "--tenant", "acme")
 	require.Equal(t, 1, r.code, r.stdout)
