@@ -13,15 +13,19 @@ type readerCache struct {
 	db  *DB
 	max int
 
-	mu      sync.Mutex // guards entries and tick
+	mu      sync.Mutex // guards entries, tick and gen
 	entries map[string]*readerEntry
 	tick    uint64
+	gen     uint64 // the last readerEntry.gen handed out
 }
 
 type readerEntry struct {
 	r    *segment.Reader
 	refs int
 	used uint64
+	// gen identifies this opening of the file, unique for the DB's life:
+	// the block cache keys plaintext by it (blockcache.go cachedBlockKey).
+	gen  uint64
 	dead bool // invalidated while in use: close on release
 	// admitted is set once the segment passed the checks sealed reads
 	// need; a reader opened for metadata while the tenant's manifest
@@ -37,34 +41,41 @@ func newReaderCache(db *DB, max int) *readerCache {
 // only for metadata reads when forMeta is set (see DB.admitMeta); release
 // it with release.
 func (c *readerCache) acquire(path, tenant string, forMeta bool) (*segment.Reader, error) {
+	r, _, err := c.acquireGen(path, tenant, forMeta)
+	return r, err
+}
+
+// acquireGen is acquire that also returns the reader's generation
+// (readerEntry.gen).
+func (c *readerCache) acquireGen(path, tenant string, forMeta bool) (*segment.Reader, uint64, error) {
 	c.mu.Lock()
 	c.tick++
 	if e, ok := c.entries[path]; ok {
 		e.refs++
 		e.used = c.tick
-		admitted := e.admitted
+		admitted, gen := e.admitted, e.gen
 		c.mu.Unlock()
 		if !admitted && !forMeta {
 			if err := c.db.admit(tenant, path, e.r, false); err != nil {
 				c.release(path, e.r)
-				return nil, err
+				return nil, 0, err
 			}
 			c.mu.Lock()
 			e.admitted = true
 			c.mu.Unlock()
 		}
-		return e.r, nil
+		return e.r, gen, nil
 	}
 	c.mu.Unlock()
 	r, err := segment.Open(path, c.db.readOpts(tenant))
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	admitted := true
 	if err := c.db.admit(tenant, path, r, false); err != nil {
 		if !forMeta || c.db.admit(tenant, path, r, true) != nil {
 			_ = r.Close()
-			return nil, err
+			return nil, 0, err
 		}
 		admitted = false
 	}
@@ -73,18 +84,20 @@ func (c *readerCache) acquire(path, tenant string, forMeta bool) (*segment.Reade
 	if e, ok := c.entries[path]; ok && (e.admitted || !admitted) { // lost a race: use the winner's
 		_ = r.Close()
 		e.refs++
-		return e.r, nil
+		return e.r, e.gen, nil
 	}
 	c.evictLocked()
 	if e, ok := c.entries[path]; ok { // a less admitted winner: replace it
 		delete(c.entries, path)
+		c.db.blocks.invalidate(path)
 		if e.refs == 0 {
 			_ = e.r.Close()
 		} // else release closes it
 
 	}
-	c.entries[path] = &readerEntry{r: r, refs: 1, used: c.tick, admitted: admitted}
-	return r, nil
+	c.gen++
+	c.entries[path] = &readerEntry{r: r, refs: 1, used: c.tick, admitted: admitted, gen: c.gen}
+	return r, c.gen, nil
 }
 
 // admit checks that reads may use segment r at path: the checks of
@@ -134,14 +147,18 @@ func (c *readerCache) evictLocked() {
 		}
 		_ = c.entries[victim].r.Close()
 		delete(c.entries, victim)
+		c.db.blocks.invalidate(victim) // unreachable now: its generation is gone
 	}
 }
 
 // invalidate drops path's reader (after recovery truncated it, a rewrap
-// changed its key slot, or retention deleted it).
+// changed its key slot, or retention or DeleteTenant deleted it), and the
+// plaintext the block cache holds from it: every place that must stop
+// serving a file calls this, so the block cache is hooked here once.
 func (c *readerCache) invalidate(path string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.db.blocks.invalidate(path)
 	e, ok := c.entries[path]
 	if !ok {
 		return
@@ -150,6 +167,21 @@ func (c *readerCache) invalidate(path string) {
 	if e.refs == 0 {
 		_ = e.r.Close()
 	}
+}
+
+// whileCurrent runs f under the cache's lock if gen is still path's open
+// reader, and reports whether it did. The block cache adds plaintext
+// through it: invalidate and eviction drop a path's blocks under the same
+// lock, so a read racing with them cannot cache plaintext after they ran
+// (it would be unreachable, but stay in memory until evicted or expired).
+func (c *readerCache) whileCurrent(path string, gen uint64, f func()) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.entries[path]; !ok || e.gen != gen {
+		return false
+	}
+	f()
+	return true
 }
 
 func (c *readerCache) closeAll() {

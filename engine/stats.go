@@ -19,6 +19,13 @@ type Stats struct {
 	BlocksWritten   uint64
 	SegmentsCreated uint64
 	BlocksReplayed  uint64
+	// BlockCacheHits and BlockCacheMisses count the block reads of Get
+	// served from the cache of decrypted blocks and those that decrypted
+	// (Options.BlockCacheBytes); BlockCacheEntries and BlockCacheBytes are
+	// what it holds now.
+	BlockCacheHits, BlockCacheMisses uint64
+	BlockCacheEntries                int
+	BlockCacheBytes                  int64
 	// CheckpointFailures counts manifest checkpoints of active segments that
 	// could not be written (disk full, key unreachable): the records were
 	// durable, but a truncation of the active segment's tail since the last
@@ -81,6 +88,7 @@ func (db *DB) Stats(ctx context.Context) (Stats, error) {
 		SegmentsAbandoned: db.stats.segmentsAbandoned.Load(), AbandonRepairsDeferred: db.stats.abandonRepairsDeferred.Load(),
 		SealFailures: db.stats.sealFailures.Load(), ManifestSeqFailures: db.stats.manifestSeqFailures.Load(),
 		RetentionFailures: db.stats.retentionFailures.Load(), CleanupFailures: db.stats.cleanupFailures.Load()}
+	s.BlockCacheHits, s.BlockCacheMisses, s.BlockCacheEntries, s.BlockCacheBytes = db.blocks.stats()
 	tenants, err := db.listTenants()
 	if err != nil {
 		return s, err
