@@ -16,9 +16,14 @@ type Stats struct {
 	DEKCache        keys.CacheStats
 	AppendedRecords uint64
 	GroupCommits    uint64
-	BlocksWritten   uint64
-	SegmentsCreated uint64
-	BlocksReplayed  uint64
+	// AppendFsyncs counts the segment fsyncs of SyncAlways appends (one per
+	// tenant per group commit), AppendFsyncRecords the records they made
+	// durable: AppendFsyncRecords/AppendFsyncs is the records per fsync
+	// that group commit achieved.
+	AppendFsyncs, AppendFsyncRecords uint64
+	BlocksWritten                    uint64
+	SegmentsCreated                  uint64
+	BlocksReplayed                   uint64
 	// BlockCacheHits and BlockCacheMisses count the block reads of Get
 	// served from the cache of decrypted blocks and those that decrypted
 	// (Options.BlockCacheBytes); BlockCacheEntries and BlockCacheBytes are
@@ -88,6 +93,7 @@ func (db *DB) Stats(ctx context.Context) (Stats, error) {
 		SegmentsAbandoned: db.stats.segmentsAbandoned.Load(), AbandonRepairsDeferred: db.stats.abandonRepairsDeferred.Load(),
 		SealFailures: db.stats.sealFailures.Load(), ManifestSeqFailures: db.stats.manifestSeqFailures.Load(),
 		RetentionFailures: db.stats.retentionFailures.Load(), CleanupFailures: db.stats.cleanupFailures.Load()}
+	s.AppendFsyncs, s.AppendFsyncRecords = db.stats.appendFsyncs.Load(), db.stats.appendFsyncRecords.Load()
 	s.BlockCacheHits, s.BlockCacheMisses, s.BlockCacheEntries, s.BlockCacheBytes = db.blocks.stats()
 	tenants, err := db.listTenants()
 	if err != nil {
@@ -123,10 +129,14 @@ type dbStats struct {
 	appendedRecords atomic.Uint64
 	appendedBytes   atomic.Uint64
 	groupCommits    atomic.Uint64
-	blocksWritten   atomic.Uint64
-	segmentsCreated atomic.Uint64
-	replayedBlocks  atomic.Uint64
-	recovered       atomic.Uint64
+	// appendFsyncs and appendFsyncRecords: SyncAlways segment fsyncs and
+	// the records they covered (writer.go countFsync).
+	appendFsyncs       atomic.Uint64
+	appendFsyncRecords atomic.Uint64
+	blocksWritten      atomic.Uint64
+	segmentsCreated    atomic.Uint64
+	replayedBlocks     atomic.Uint64
+	recovered          atomic.Uint64
 	// checkpointFailures counts manifest checkpoints of an active segment
 	// that could not be written (the records were durable regardless).
 	checkpointFailures atomic.Uint64
