@@ -41,6 +41,7 @@ type DB struct {
 
 	ids       idSource
 	readers   *readerCache
+	blocks    *blockCache // decrypted blocks for Get (blockcache.go)
 	manifests manifests
 	// recovery is what Open found and did (Recovery).
 	recovery RecoveryReport
@@ -138,6 +139,7 @@ func Open(dir string, o *Options) (*DB, error) {
 	}
 	db.cache = keys.NewCache(provider, *opts.DEKCache)
 	db.readers = newReaderCache(db, opts.MaxOpenSegments)
+	db.blocks = newBlockCache(int64(opts.BlockCacheBytes), opts.DEKCache.MaxAge, opts.DEKCache.Now)
 	damagedAudit := db.recovery.Damaged
 	if db.recovery, err = db.recover(); err != nil {
 		return fail(db.indexErr(err))
@@ -232,6 +234,7 @@ func (db *DB) closeResources() error {
 	if db.readers != nil {
 		db.readers.closeAll()
 	}
+	db.blocks.purge(true) // zeroes the cached plaintext
 	if db.index != nil {
 		// Without a Pebble WAL, an unflushed memtable would only cost a
 		// replay on the next Open; flushing makes that Open instant. On a

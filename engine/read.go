@@ -129,9 +129,14 @@ func (db *DB) getPayload(ctx context.Context, tenant string, id ID, m *Meta) (*P
 // the record's metadata and sealed bytes and reports found. The metadata is
 // authenticated with the block (it is in the AAD). decode must copy what it
 // keeps: the block's plaintext is zeroed and recycled.
+//
+// The key is asked for on every call, before the block cache is consulted:
+// the DEK cache decides whether this Get may see plaintext at all (a
+// revoked key fails it past the DEK cache's max age), the block cache only
+// saves the decrypt and decompress of a block already seen.
 func (db *DB) readSealed(ctx context.Context, tenant string, c candidate, id ID, decode func(meta, data []byte) error) (bool, error) {
 	path := db.segPath(tenant, c.seg)
-	r, err := db.readers.acquire(path, tenant, false)
+	r, gen, err := db.readers.acquireGen(path, tenant, false)
 	if err != nil {
 		return false, blockReadErr(path, c.sum, err)
 	}
@@ -145,14 +150,31 @@ func (db *DB) readSealed(ctx context.Context, tenant string, c candidate, id ID,
 		}
 		defer keys.Zero(dek)
 	}
+	k := cachedBlockKey{tenant: tenant, seg: h.ID, seq: c.sum.seq, off: c.sum.offset, reader: gen}
+	if cb := db.blocks.get(k); cb != nil {
+		defer db.blocks.release(cb)
+		return findRecord(cb.meta, cb.data, id, decode)
+	}
+	decrypted := db.blocks.now() // before the read: an entry's age never understates it
 	blk, err := r.ReadBlockWith(dek, c.sum.offset, c.sum.seq)
 	if err != nil {
 		return false, err
 	}
 	defer blk.Release()
-	for i, meta := range blk.Meta {
-		if len(meta) >= 18 && bytes.Equal(meta[2:18], id[:]) && i < len(blk.Data) {
-			return true, decode(meta, blk.Data[i])
+	if cb := db.blocks.copyBlock(k, path, blk, decrypted); cb != nil {
+		if !db.readers.whileCurrent(path, gen, func() { db.blocks.put(cb) }) {
+			db.blocks.discard(cb) // the reader was invalidated meanwhile
+		}
+	}
+	return findRecord(blk.Meta, blk.Data, id, decode)
+}
+
+// findRecord passes decode the metadata and sealed bytes of record id in a
+// decrypted block and reports whether the block holds it.
+func findRecord(metas, data [][]byte, id ID, decode func(meta, data []byte) error) (bool, error) {
+	for i, meta := range metas {
+		if len(meta) >= 18 && bytes.Equal(meta[2:18], id[:]) && i < len(data) {
+			return true, decode(meta, data[i])
 		}
 	}
 	return false, nil

@@ -38,6 +38,7 @@ func openReadOnly(db *DB) (*DB, error) {
 	}
 	db.cache = keys.NewCache(provider, *db.opts.DEKCache)
 	db.readers = newReaderCache(db, db.opts.MaxOpenSegments)
+	db.blocks = newBlockCache(int64(db.opts.BlockCacheBytes), db.opts.DEKCache.MaxAge, db.opts.DEKCache.Now)
 	db.catalog = newCatalog(db.loadFromSegments)
 	if err := db.loadManifests(&db.recovery); err != nil {
 		db.closeResources()

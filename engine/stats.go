@@ -16,9 +16,21 @@ type Stats struct {
 	DEKCache        keys.CacheStats
 	AppendedRecords uint64
 	GroupCommits    uint64
-	BlocksWritten   uint64
-	SegmentsCreated uint64
-	BlocksReplayed  uint64
+	// AppendFsyncs counts the segment fsyncs of SyncAlways appends (one per
+	// tenant per group commit), AppendFsyncRecords the records they made
+	// durable: AppendFsyncRecords/AppendFsyncs is the records per fsync
+	// that group commit achieved.
+	AppendFsyncs, AppendFsyncRecords uint64
+	BlocksWritten                    uint64
+	SegmentsCreated                  uint64
+	BlocksReplayed                   uint64
+	// BlockCacheHits and BlockCacheMisses count the block reads of Get
+	// served from the cache of decrypted blocks and those that decrypted
+	// (Options.BlockCacheBytes); BlockCacheEntries and BlockCacheBytes are
+	// what it holds now.
+	BlockCacheHits, BlockCacheMisses uint64
+	BlockCacheEntries                int
+	BlockCacheBytes                  int64
 	// CheckpointFailures counts manifest checkpoints of active segments that
 	// could not be written (disk full, key unreachable): the records were
 	// durable, but a truncation of the active segment's tail since the last
@@ -87,6 +99,8 @@ func (db *DB) Stats(ctx context.Context) (Stats, error) {
 		SealFailures: db.stats.sealFailures.Load(), ManifestSeqFailures: db.stats.manifestSeqFailures.Load(),
 		RetentionFailures: db.stats.retentionFailures.Load(), CleanupFailures: db.stats.cleanupFailures.Load(),
 		SummaryFileFailures: db.stats.summaryFileFailures.Load()}
+	s.AppendFsyncs, s.AppendFsyncRecords = db.stats.appendFsyncs.Load(), db.stats.appendFsyncRecords.Load()
+	s.BlockCacheHits, s.BlockCacheMisses, s.BlockCacheEntries, s.BlockCacheBytes = db.blocks.stats()
 	tenants, err := db.listTenants()
 	if err != nil {
 		return s, err
@@ -124,10 +138,14 @@ type dbStats struct {
 	appendedRecords atomic.Uint64
 	appendedBytes   atomic.Uint64
 	groupCommits    atomic.Uint64
-	blocksWritten   atomic.Uint64
-	segmentsCreated atomic.Uint64
-	replayedBlocks  atomic.Uint64
-	recovered       atomic.Uint64
+	// appendFsyncs and appendFsyncRecords: SyncAlways segment fsyncs and
+	// the records they covered (writer.go countFsync).
+	appendFsyncs       atomic.Uint64
+	appendFsyncRecords atomic.Uint64
+	blocksWritten      atomic.Uint64
+	segmentsCreated    atomic.Uint64
+	replayedBlocks     atomic.Uint64
+	recovered          atomic.Uint64
 	// checkpointFailures counts manifest checkpoints of an active segment
 	// that could not be written (the records were durable regardless).
 	checkpointFailures atomic.Uint64

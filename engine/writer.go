@@ -119,6 +119,7 @@ func (db *DB) commitGroup(group []*appendReq) {
 				db.abandon(ts)
 			} else {
 				ts.dirty = false
+				db.countFsync(reqs)
 				db.checkpoint(ts)
 			}
 		}
@@ -132,6 +133,17 @@ func (db *DB) commitGroup(group []*appendReq) {
 	if len(job.acks) > 0 {
 		db.indexQ <- job
 	}
+}
+
+// countFsync counts a segment fsync of SyncAlways and the records it made
+// durable: their ratio is how well group commit amortises the fsync.
+func (db *DB) countFsync(reqs []*appendReq) {
+	n := 0
+	for _, r := range reqs {
+		n += len(r.recs)
+	}
+	db.stats.appendFsyncs.Add(1)
+	db.stats.appendFsyncRecords.Add(uint64(n))
 }
 
 // withWriterPaused seals every active segment and runs f on the writer
