@@ -253,7 +253,7 @@ func TestEditedSummaryNeverServesAnotherRecord(t *testing.T) {
 	k1, s1 := summaryOf(t, db, "acme", ids[0], kindLog)
 	_, s2 := summaryOf(t, db, "acme", ids[len(ids)-1], kindLog)
 	e := *s1
-	e.offset, e.count = s2.offset, s2.count
+	e.offset, e.count, e.exact = s2.offset, s2.count, s2.exact
 	setSummary(t, db, blockKey("acme", s1.seg, s2.seq), &e) // s2's key, s1's filter
 	require.NoError(t, db.index.db.Delete(k1, pebble.NoSync))
 	db.catalog.reset()

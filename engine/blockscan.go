@@ -52,11 +52,18 @@ func (b *scanBounds) block(s *blockSummary) bool {
 	return s.mayMatch(b.ix)
 }
 
-// whole reports whether every record of a block is selected (a count can
-// then take the block's count without reading it).
-func (b *scanBounds) whole(s *blockSummary) bool {
-	return b.ix.field == nil && b.after == nil && s.kind == kindLog &&
-		s.minTime >= b.from && (!b.hasTo || s.maxTime < b.to)
+// wholeCount returns how many records of a block the scan selects when the
+// summary alone answers it: the block lies wholly inside the time range,
+// no cursor applies, and the index is the time index or a field the block
+// has a value list for.
+func (b *scanBounds) wholeCount(s *blockSummary) (int, bool) {
+	if b.after != nil || s.kind != kindLog || s.minTime < b.from || (b.hasTo && s.maxTime >= b.to) {
+		return 0, false
+	}
+	if b.ix.field == nil {
+		return s.count, true
+	}
+	return s.exactCount(b.ix)
 }
 
 // record reports whether the scan selects m.
@@ -263,8 +270,8 @@ func (db *DB) countRecords(ctx context.Context, tenant string, o ScanOptions) (i
 		if !f.admitted(c.seg) {
 			continue
 		}
-		if b.whole(c.sum) {
-			n += c.sum.count
+		if k, ok := b.wholeCount(c.sum); ok {
+			n += k
 			continue
 		}
 		metas, err := db.readBlockMetas(tenant, c.seg, c.sum)

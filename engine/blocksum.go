@@ -37,6 +37,9 @@ type blockSummary struct {
 	minStatus, maxStatus   uint16
 	minLatency, maxLatency float64
 	bloom                  bloom
+	// exact are the value lists of the fields with few values in the
+	// block (blockcounts.go), by field byte.
+	exact []fieldCounts
 }
 
 // Bloom entries are hashed with a one-byte domain: an id, or a field's
@@ -124,6 +127,7 @@ func metaHashOf(raw [][]byte) [16]byte {
 func summarize(seg [16]byte, seq uint64, offset int64, kind byte, metas []*Meta, raw [][]byte) *blockSummary {
 	s := &blockSummary{seg: seg, seq: seq, offset: offset, kind: kind, count: len(metas), metaHash: metaHashOf(raw)}
 	hashes := make(map[uint64]struct{}, len(metas)*3)
+	counter := exactCounter{}
 	for i, m := range metas {
 		t := m.Time.UnixNano()
 		if i == 0 {
@@ -147,6 +151,7 @@ func summarize(seg [16]byte, seq uint64, offset int64, kind byte, metas []*Meta,
 		s.minStatus, s.maxStatus = min(s.minStatus, uint16(m.Status)), max(s.maxStatus, uint16(m.Status))
 		s.minLatency, s.maxLatency = minFloat(s.minLatency, m.LatencyMs), maxFloat(s.maxLatency, m.LatencyMs)
 		hashes[statusHash(m.Status)] = struct{}{}
+		counter.addMeta(m)
 		for _, f := range indexedStrings {
 			if v := *f.str(m); v != "" {
 				hashes[bloomKey(f.index, v)] = struct{}{}
@@ -157,6 +162,7 @@ func summarize(seg [16]byte, seq uint64, offset int64, kind byte, metas []*Meta,
 	for h := range hashes {
 		s.bloom.addHash(h)
 	}
+	s.exact = counter.lists()
 	return s
 }
 
@@ -196,6 +202,9 @@ func (s *blockSummary) mayMatch(ix *Index) bool {
 	if ix.field == nil {
 		return true
 	}
+	if n, ok := s.exactCount(ix); ok {
+		return n > 0
+	}
 	for _, st := range ix.statuses {
 		if uint16(st) >= s.minStatus && uint16(st) <= s.maxStatus && s.bloom.hasHash(statusHash(st)) {
 			return true
@@ -228,7 +237,7 @@ func appendSummary(b []byte, s *blockSummary) []byte {
 	for _, w := range s.bloom.words {
 		b = binary.LittleEndian.AppendUint64(b, w)
 	}
-	return b
+	return appendExact(b, s.exact)
 }
 
 // decodeSummary decodes an index value written by appendSummary; seg and
@@ -255,6 +264,12 @@ func decodeSummary(seg [16]byte, seq uint64, v []byte) (*blockSummary, error) {
 		s.bloom.words = make([]uint64, n)
 		for i := range s.bloom.words {
 			s.bloom.words[i] = d.u64()
+		}
+	}
+	if d.err == nil && count <= 1<<20 {
+		var err error
+		if s.exact, err = decodeExact(&d, int(count)); err != nil && d.err == nil {
+			return nil, err
 		}
 	}
 	switch {

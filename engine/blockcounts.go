@@ -1,0 +1,177 @@
+package engine
+
+// Exact value counts: for each indexed field with few distinct values in a
+// block (status, method, host, route, service, and session or trace when
+// they repeat), a block summary lists every value with its number of
+// records. A count by such a field then adds the numbers without reading
+// the block, and a scan skips a block whose list lacks the value (no bloom
+// false positive). A field with more than maxExactValues values in a block
+// has no list: the bloom filter answers for it.
+
+import (
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// maxExactValues bounds a field's value list in one block summary.
+const maxExactValues = 16
+
+// fieldCounts is one field's value list in a block: values sorted, each
+// with its count. A status is its u16, big-endian, as a 2-byte string.
+type fieldCounts struct {
+	field  byte
+	values []string
+	counts []int
+}
+
+// exactCounter gathers the value counts of one block.
+type exactCounter map[byte]map[string]int
+
+func (c exactCounter) add(field byte, v string) {
+	m := c[field]
+	if m == nil {
+		m = map[string]int{}
+		c[field] = m
+	}
+	if len(m) <= maxExactValues { // past the bound the list is dropped anyway
+		m[v]++
+	}
+}
+
+// addMeta counts the indexed values of a request log (empty strings are
+// not indexed).
+func (c exactCounter) addMeta(m *Meta) {
+	c.add(idxStatus, statusKey(m.Status))
+	for _, f := range indexedStrings {
+		if v := *f.str(m); v != "" {
+			c.add(f.index, v)
+		}
+	}
+}
+
+func statusKey(s int) string {
+	var b [2]byte
+	binary.BigEndian.PutUint16(b[:], uint16(s))
+	return string(b[:])
+}
+
+// lists returns the fields' value lists, by field byte, values sorted (the
+// encoding is deterministic: a sealed segment's summaries are hashed).
+func (c exactCounter) lists() []fieldCounts {
+	var out []fieldCounts
+	for field, m := range c {
+		if len(m) > maxExactValues {
+			continue
+		}
+		fc := fieldCounts{field: field}
+		for v := range m {
+			fc.values = append(fc.values, v)
+		}
+		slices.Sort(fc.values)
+		for _, v := range fc.values {
+			fc.counts = append(fc.counts, m[v])
+		}
+		out = append(out, fc)
+	}
+	slices.SortFunc(out, func(a, b fieldCounts) int { return int(a.field) - int(b.field) })
+	return out
+}
+
+// exactFor returns the value list of field, nil when the block has none.
+func (s *blockSummary) exactFor(field byte) *fieldCounts {
+	for i := range s.exact {
+		if s.exact[i].field == field {
+			return &s.exact[i]
+		}
+	}
+	return nil
+}
+
+// exactCount returns how many of the block's records ix selects, when the
+// block's value list for ix's field answers it.
+func (s *blockSummary) exactCount(ix *Index) (int, bool) {
+	fc := s.exactFor(ix.field.index)
+	if fc == nil {
+		return 0, false
+	}
+	n := 0
+	for _, v := range ix.keys() {
+		if i, ok := slices.BinarySearch(fc.values, v); ok {
+			n += fc.counts[i]
+		}
+	}
+	return n, true
+}
+
+// keys are ix's values as value-list keys (statuses as statusKey), empty
+// strings left out (never indexed); a value given twice counts once.
+func (ix *Index) keys() []string {
+	var out []string
+	for _, st := range ix.statuses {
+		out = append(out, statusKey(st))
+	}
+	for _, v := range ix.values {
+		if v != "" {
+			out = append(out, v)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+func appendExact(b []byte, lists []fieldCounts) []byte {
+	b = append(b, byte(len(lists)))
+	for _, fc := range lists {
+		b = append(b, fc.field)
+		b = binary.AppendUvarint(b, uint64(len(fc.values)))
+		for i, v := range fc.values {
+			b = appendBytes(b, []byte(v))
+			b = binary.AppendUvarint(b, uint64(fc.counts[i]))
+		}
+	}
+	return b
+}
+
+func decodeExact(d *decoder, count int) ([]fieldCounts, error) {
+	n := int(d.u8())
+	if n > len(indexes) {
+		return nil, fmt.Errorf("%w: %d value lists in a block summary", ErrCorrupt, n)
+	}
+	var out []fieldCounts
+	total := -1
+	for i := 0; i < n && d.err == nil; i++ {
+		fc := fieldCounts{field: d.u8()}
+		if indexes[fc.field] == nil || (i > 0 && fc.field <= out[i-1].field) {
+			return nil, fmt.Errorf("%w: value list of field %d out of order or unknown", ErrCorrupt, fc.field)
+		}
+		nv := d.uvarint()
+		if nv == 0 || nv > maxExactValues+0 {
+			return nil, fmt.Errorf("%w: value list of %d values", ErrCorrupt, nv)
+		}
+		sum := 0
+		for j := uint64(0); j < nv && d.err == nil; j++ {
+			v := d.str()
+			c := d.uvarint()
+			if c == 0 || c > uint64(count) || (j > 0 && strings.Compare(v, fc.values[j-1]) <= 0) ||
+				(fc.field == idxStatus && len(v) != 2) || v == "" {
+				return nil, fmt.Errorf("%w: value list of field %d: bad entry", ErrCorrupt, fc.field)
+			}
+			fc.values, fc.counts = append(fc.values, v), append(fc.counts, int(c))
+			sum += int(c)
+		}
+		// Every request log has a status: its list covers the block.
+		if fc.field == idxStatus {
+			total = sum
+		}
+		if sum > count {
+			return nil, fmt.Errorf("%w: value list of field %d counts %d of %d records", ErrCorrupt, fc.field, sum, count)
+		}
+		out = append(out, fc)
+	}
+	if total >= 0 && total != count {
+		return nil, fmt.Errorf("%w: status list counts %d of %d records", ErrCorrupt, total, count)
+	}
+	return out, d.err
+}
