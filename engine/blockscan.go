@@ -7,9 +7,11 @@ package engine
 // reads the few newest candidate blocks.
 
 import (
+	"bytes"
 	"cmp"
 	"container/heap"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -133,6 +135,7 @@ func (db *DB) scanMetas(ctx context.Context, tenant string, o ScanOptions, fn fu
 	}
 	f := &scanFaults{db: db, tenant: tenant, first: faultErr}
 	b := newScanBounds(&o)
+	keep := b.keepFor()
 	cands := b.candidates(segs)
 	h := &metaHeap{oldest: o.Oldest}
 	next := 0
@@ -151,7 +154,7 @@ func (db *DB) scanMetas(ctx context.Context, tenant string, o ScanOptions, fn fu
 			if f.skip(c.seg) {
 				continue
 			}
-			metas, err := db.readBlockMetas(tenant, c.seg, c.sum)
+			metas, err := db.readBlockMetas(tenant, c.seg, c.sum, keep)
 			if err != nil {
 				f.fault(c.seg, err)
 				continue
@@ -257,6 +260,7 @@ func (db *DB) countRecords(ctx context.Context, tenant string, o ScanOptions) (i
 	}
 	f := &scanFaults{db: db, tenant: tenant, first: faultErr}
 	b := newScanBounds(&o)
+	keep := b.keepFor()
 	n := 0
 	for i, c := range b.candidates(segs) {
 		if o.Limit > 0 && n >= o.Limit {
@@ -274,7 +278,7 @@ func (db *DB) countRecords(ctx context.Context, tenant string, o ScanOptions) (i
 			n += k
 			continue
 		}
-		metas, err := db.readBlockMetas(tenant, c.seg, c.sum)
+		metas, err := db.readBlockMetas(tenant, c.seg, c.sum, keep)
 		if err != nil {
 			f.fault(c.seg, err)
 			continue
@@ -291,36 +295,90 @@ func (db *DB) countRecords(ctx context.Context, tenant string, o ScanOptions) (i
 	return n, f.err()
 }
 
-// readBlockMetas reads and decodes the metadata section of a block the
-// catalog lists, checking that it is the block the summary describes.
-func (db *DB) readBlockMetas(tenant string, seg [16]byte, s *blockSummary) ([]*Meta, error) {
+// readBlockMetas reads the metadata section of a block the catalog lists
+// (not its body), checks it against the summary's hash, and decodes the
+// entries keep accepts (nil: every entry); keep sees an entry's encoded
+// bytes, so a scan skips decoding what cannot match.
+func (db *DB) readBlockMetas(tenant string, seg [16]byte, s *blockSummary, keep func(raw []byte) bool) ([]*Meta, error) {
 	path := db.segPath(tenant, seg)
 	r, err := db.readers.acquire(path, tenant, true)
 	if err != nil {
 		return nil, blockReadErr(path, s, err)
 	}
 	defer db.readers.release(path, r)
-	blk, err := r.ReadMetaAt(s.offset, s.seq)
+	blk, err := r.ReadMetaSectionAt(s.offset, s.seq)
 	if err != nil {
 		return nil, blockReadErr(path, s, err)
 	}
-	defer blk.Release()
-	// The section is checksummed, not authenticated: its hash must be the
-	// one the summary recorded (for a sealed segment, anchored in its
-	// manifest entry: catalog load checks that), or someone edited it.
+	// The section carries no checksum of its own (the frame's covers the
+	// body too): its hash must be the one the summary recorded (for a
+	// sealed segment, anchored in its manifest entry: catalog load checks
+	// that), or someone edited it.
 	if metaHashOf(blk.Meta) != s.metaHash {
 		return nil, fmt.Errorf("%w: %s block %d: its plaintext metadata is not what was indexed: the segment or the index was edited (`logstore segments verify` tells which)",
 			ErrIndexMismatch, path, s.seq)
 	}
-	metas, kind, err := decodeBlockMetas(blk.Meta)
-	if err != nil {
-		return nil, blockReadErr(path, s, err)
+	if len(blk.Meta) != s.count {
+		return nil, fmt.Errorf("%w: %s block %d holds %d records, its index entry says %d; `logstore segments reindex` rebuilds the index",
+			ErrIndexMismatch, path, s.seq, len(blk.Meta), s.count)
 	}
-	if kind != s.kind || len(metas) != s.count {
-		return nil, fmt.Errorf("%w: %s block %d holds %d records of kind %d, its index entry says %d of kind %d; `logstore segments reindex` rebuilds the index",
-			ErrIndexMismatch, path, s.seq, len(metas), kind, s.count, s.kind)
+	var metas []*Meta
+	for j, raw := range blk.Meta {
+		if len(raw) < 2 || raw[1] != s.kind {
+			return nil, fmt.Errorf("%w: %s block %d record %d is not of the kind its index entry says", ErrIndexMismatch, path, s.seq, j)
+		}
+		if keep != nil && !keep(raw) {
+			continue
+		}
+		m := &Meta{}
+		if _, err := decodeMeta(raw, m); err != nil {
+			return nil, blockReadErr(path, s, fmt.Errorf("record %d: %w", j, err))
+		}
+		metas = append(metas, m)
 	}
 	return metas, nil
+}
+
+// keepFor returns the cheap test of encoded metadata (format.go) that
+// leaves out entries the scan cannot select: by time, status or the bytes
+// of a string value (a test that may let through what b.record refuses,
+// never the reverse). nil keeps everything.
+func (b *scanBounds) keepFor() func(raw []byte) bool {
+	var values [][]byte
+	if b.ix.field != nil && b.ix.statuses == nil {
+		for _, v := range b.ix.values {
+			if v != "" {
+				values = append(values, []byte(v))
+			}
+		}
+	}
+	return func(raw []byte) bool {
+		if len(raw) < metaFixedLen+3 || raw[0] != encodingV1 {
+			return true // decoded in full, and refused there if bad
+		}
+		t := int64(binary.LittleEndian.Uint64(raw[18:]))
+		if t < b.from || (b.hasTo && t >= b.to) {
+			return false
+		}
+		switch {
+		case b.ix.field == nil:
+			return true
+		case b.ix.statuses != nil:
+			st := int(binary.LittleEndian.Uint16(raw[27:]))
+			return slices.Contains(b.ix.statuses, st)
+		}
+		for _, v := range values {
+			if bytes.Contains(raw[metaFixedLen:], v) {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+// keepID keeps the entry of record id.
+func keepID(id ID) func(raw []byte) bool {
+	return func(raw []byte) bool { return len(raw) >= 18 && bytes.Equal(raw[2:18], id[:]) }
 }
 
 func blockReadErr(path string, s *blockSummary, err error) error {

@@ -27,7 +27,7 @@ func (db *DB) getMeta(tenant string, id ID) (*Meta, error) {
 	}
 	var out *Meta
 	found, err := inBlocks(cands, faults, func(c candidate) (bool, error) {
-		metas, err := db.readBlockMetas(tenant, c.seg, c.sum)
+		metas, err := db.readBlockMetas(tenant, c.seg, c.sum, keepID(id))
 		if err != nil {
 			return false, err
 		}

@@ -406,6 +406,48 @@ func (r *Reader) ReadMetaAt(off int64, seq uint64) (*Block, error) {
 	return r.readAt(off, seq, false)
 }
 
+// ReadMetaSectionAt returns the plaintext metadata of the block with
+// sequence seq at file offset off, reading only the frame header and the
+// metadata section, not the body. The header's checksum, segment id and
+// sequence are checked, but not the frame checksum, which covers the body:
+// the caller must check the section itself (the engine compares its hash
+// with the one its index recorded). It needs no key.
+func (r *Reader) ReadMetaSectionAt(off int64, seq uint64) (*Block, error) {
+	if off < HeaderSize {
+		return nil, errorf(ErrNotFound, "%s: offset %d is inside the header", r.path, off)
+	}
+	blk := int(seq)
+	var hb [frameHdrSize]byte
+	if off+frameHdrSize > r.currentSize(off+frameHdrSize) {
+		return nil, corruptf(ErrCorrupt, r.path, off, blk, "truncated frame header")
+	}
+	if _, err := r.f.ReadAt(hb[:], off); err != nil {
+		return nil, err
+	}
+	h, err := parseFrameHeader(hb[:], r.hdr.Cipher)
+	switch {
+	case err != nil:
+		return nil, corruptf(ErrCorrupt, r.path, off, blk, "%v", err)
+	case h.id != r.hdr.ID:
+		return nil, corruptf(ErrForeignBlock, r.path, off, blk, "frame belongs to segment %x", h.id[:])
+	case h.seq != seq:
+		return nil, corruptf(ErrBlockOrder, r.path, off, blk, "frame has sequence %d, expected %d", h.seq, seq)
+	case off+h.frameLen() > r.currentSize(off+h.frameLen()):
+		return nil, corruptf(ErrCorrupt, r.path, off, blk, "frame of %d bytes runs past the end of the file", h.frameLen())
+	}
+	meta := make([]byte, h.metaLen)
+	if _, err := r.f.ReadAt(meta, off+frameHdrSize); err != nil {
+		return nil, err
+	}
+	metas, err := splitRecords(meta, int(h.records))
+	if err != nil {
+		return nil, corruptf(ErrCorrupt, r.path, off, blk, "metadata section: %v", err)
+	}
+	info := BlockInfo{Seq: seq, Offset: off, Length: h.frameLen(), Records: int(h.records), MinTime: h.minTime, MaxTime: h.maxTime,
+		Codec: h.codec, MetaLen: int(h.metaLen), RawLen: int(h.rawLen), BodyLen: int(h.bodyLen)}
+	return &Block{Info: info, Meta: metas}, nil
+}
+
 // ReadBlock decrypts and returns block i.
 func (r *Reader) ReadBlock(i int) (*Block, error) {
 	if i < 0 || i >= len(r.blocks) {

@@ -197,3 +197,50 @@ func TestUnknownVersionIsNotCorruption(t *testing.T) {
 	_, err = Open(path, &ReadOptions{FS: junk, AllowPlaintext: true})
 	require.ErrorIs(t, err, ErrNotSegment)
 }
+
+// TestReadMetaSectionAt: the metadata section alone, read without the body,
+// equals ReadMeta's; a damaged body does not matter to it (its caller checks
+// the section's hash), a damaged header, a wrong sequence or a frame cut
+// short does.
+func TestReadMetaSectionAt(t *testing.T) {
+	rng := rand.New(rand.NewSource(4))
+	blocks := [][]Entry{makeEntries(rng, 3, 10), makeEntries(rng, 4, 2000), makeEntries(rng, 2, 30)}
+	fs := vfs.NewMem()
+	path := writeSeg(t, segSpec{fs: fs, cipher: CipherAES256GCM, blocks: blocks, seal: true})
+	r, err := Open(path, &ReadOptions{FS: fs, Tenant: testTenant})
+	require.NoError(t, err)
+	bi := r.Blocks()[1]
+	want, err := r.ReadMeta(1)
+	require.NoError(t, err)
+	got, err := r.ReadMetaSectionAt(bi.Offset, bi.Seq)
+	require.NoError(t, err)
+	require.Equal(t, want.Meta, got.Meta)
+	require.Equal(t, want.Info, got.Info)
+	require.Positive(t, want.Info.MetaLen)
+	_, err = r.ReadMetaSectionAt(bi.Offset, 0)
+	require.ErrorIs(t, err, ErrBlockOrder)
+	require.NoError(t, r.Close())
+
+	orig, _ := fs.Bytes(path)
+	body := bi.Offset + int64(frameHdrSize) + int64(want.Info.MetaLen) + 5 // Blocks() from the footer has no MetaLen
+	mfs := messWith(t, fs, path, func(b []byte) []byte { b[body] ^= 1; return b })
+	r, err = Open(path, &ReadOptions{FS: mfs, Tenant: testTenant})
+	require.NoError(t, err)
+	got, err = r.ReadMetaSectionAt(bi.Offset, bi.Seq)
+	require.NoError(t, err, "a damaged body is not this read's concern")
+	require.Equal(t, want.Meta, got.Meta)
+	require.NoError(t, r.Close())
+
+	for name, mess := range map[string]func(b []byte) []byte{
+		"header": func(b []byte) []byte { b[bi.Offset+30] ^= 1; return b },
+		"cut":    func(b []byte) []byte { return b[:bi.Offset+int64(frameHdrSize)+2] },
+	} {
+		mfs := messWith(t, fs, path, mess)
+		r, err := Open(path, &ReadOptions{FS: mfs, Tenant: testTenant})
+		require.NoError(t, err, name)
+		_, err = r.ReadMetaSectionAt(bi.Offset, bi.Seq)
+		require.ErrorIs(t, err, ErrCorrupt, name)
+		require.NoError(t, r.Close())
+	}
+	_ = orig
+}
