@@ -16,6 +16,7 @@ import (
 	"fmt"
 
 	"github.com/logstore/logstore/keys"
+	"github.com/logstore/logstore/segment"
 	"github.com/logstore/logstore/vfs"
 )
 
@@ -76,9 +77,53 @@ func (db *DB) loadManifests(rep *RecoveryReport) error {
 		default:
 			keys.Zero(mk)
 			db.manifests.set(t, &tenantManifest{body: body})
+			db.reportUnlisted(t, body, rep)
 		}
 	}
 	return nil
+}
+
+// reportUnlisted reports the segment files of tenant with blocks that its
+// manifest does not list: a read-only DB never serves them, and says so as
+// a writer's Open would. A writer lists a new segment before its first
+// block, so such a file that a fresh read of the manifest lists is not one.
+func (db *DB) reportUnlisted(tenant string, body *manifestBody, rep *RecoveryReport) {
+	files, err := db.listSegmentFiles(tenant)
+	if err != nil {
+		rep.Damaged = append(rep.Damaged, fmt.Sprintf("tenant %s: %v", tenant, err))
+		return
+	}
+	var suspects [][16]byte
+	for _, id := range files {
+		if body.entry(segHex(id)) == nil {
+			suspects = append(suspects, id)
+		}
+	}
+	if len(suspects) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), keyCallTimeout)
+	fresh, mk, err := db.readManifest(ctx, tenant)
+	cancel()
+	if err == nil {
+		keys.Zero(mk)
+		body = fresh
+	}
+	for _, id := range suspects {
+		if body.entry(segHex(id)) != nil {
+			continue
+		}
+		r, err := segment.Open(db.segPath(tenant, id), db.readOpts(tenant))
+		if err != nil {
+			rep.Damaged = append(rep.Damaged, fmt.Sprintf("tenant %s: %v", tenant, fmt.Errorf("%w: segment %s is not in the manifest: %w", ErrSegmentTampered, segHex(id), err)))
+			continue
+		}
+		blocks := len(r.Blocks())
+		_ = r.Close() // read-only
+		if blocks > 0 {
+			rep.Damaged = append(rep.Damaged, fmt.Sprintf("tenant %s: %v", tenant, fmt.Errorf("%w: segment %s (%d blocks) is not in the tenant manifest: not served", ErrSegmentTampered, segHex(id), blocks)))
+		}
+	}
 }
 
 // loadFromSegments is a read-only DB's catalog source: the block summaries
@@ -92,6 +137,10 @@ func (db *DB) loadFromSegments(tenant string, tb *tenantBlocks) error {
 	}
 	for _, ls := range listed {
 		path := db.segPath(tenant, ls.id)
+		if err := db.checkSealedSize(path, ls); err != nil {
+			tb.fault(err)
+			continue
+		}
 		if ls.sealedBlocks > 0 {
 			sums, anchored, err := db.anchoredSummaries(tenant, ls.id, nil)
 			if err != nil {
@@ -128,11 +177,33 @@ func (db *DB) loadFromSegments(tenant string, tb *tenantBlocks) error {
 	return nil
 }
 
+// checkSealedSize is the check a writer's Open makes of a sealed segment's
+// file (reconcile.go), for a read-only DB: there, and as large as the
+// manifest recorded.
+func (db *DB) checkSealedSize(path string, ls listedSegment) error {
+	if ls.sealedBlocks == 0 {
+		return nil
+	}
+	fi, err := db.fs.Stat(path)
+	switch {
+	case errors.Is(err, vfs.ErrNotExist):
+		return fmt.Errorf("%w: segment %s is gone", ErrSegmentLoss, segHex(ls.id))
+	case err != nil:
+		return err
+	case fi.Size() < ls.size:
+		return fmt.Errorf("%w: segment %s is %d bytes, the manifest recorded %d", ErrSegmentLoss, segHex(ls.id), fi.Size(), ls.size)
+	case fi.Size() != ls.size:
+		return fmt.Errorf("%w: segment %s is %d bytes, the manifest recorded %d", ErrSegmentTampered, segHex(ls.id), fi.Size(), ls.size)
+	}
+	return nil
+}
+
 // listedSegment is a segment a read-only DB serves; sealedBlocks is its
 // block count when the manifest lists it as sealed (0 otherwise).
 type listedSegment struct {
 	id           [16]byte
 	sealedBlocks int
+	size         int64 // sealed: the exact size the manifest recorded
 }
 
 // readableSegments lists tenant's segments for a read-only DB.
@@ -146,7 +217,7 @@ func (db *DB) readableSegments(tenant string) ([]listedSegment, error) {
 			}
 			switch e.State {
 			case segSealed:
-				out = append(out, listedSegment{id, e.Blocks})
+				out = append(out, listedSegment{id, e.Blocks, e.Size})
 			case segActive:
 				out = append(out, listedSegment{id: id})
 			}

@@ -10,7 +10,6 @@ import (
 	"io"
 	"os"
 	"strings"
-	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -73,30 +72,18 @@ func (a *app) openWith(o *engine.Options) (*engine.DB, error) {
 }
 
 // openForReading opens the data directory for a command that only reads
-// (query, show). It never creates a store. When another process holds the
-// store (an ingest, an embedding backend) or the directory cannot be
-// written, it opens it read-only beside them (engine Options.ReadOnly): the
-// answer covers what was acknowledged when the command started, and key
-// uses are not recorded in the store's audit trail (stderr says so).
+// (query, show), always read-only (engine Options.ReadOnly): it never
+// creates a store, never takes the lock (an ingest or an embedding backend
+// starting meanwhile is not refused), works on a read-only copy, and
+// answers with what was acknowledged when it started. Its key uses (the
+// manifest keys, show's DEKs) are not recorded in the store's audit trail,
+// whose single writer is the process that holds the store; a KMS logs them
+// on its side.
 func (a *app) openForReading() (*engine.DB, error) {
 	if _, err := os.Stat(a.dir); err != nil {
 		return nil, fmt.Errorf("%w: no logstore data directory at %s (%v)", engine.ErrNotFound, a.dir, err)
 	}
-	db, err := a.open()
-	if err == nil || !(errors.Is(err, engine.ErrLocked) || isReadOnlyFS(err)) {
-		return db, err
-	}
-	why := "is in use by another process"
-	if !errors.Is(err, engine.ErrLocked) {
-		why = "cannot be written"
-	}
-	fmt.Fprintf(a.stderr, "logstore: note: %s %s: reading it read-only (what was acknowledged until now; key uses are not in its audit trail)\n", a.dir, why)
 	return a.openWith(&engine.Options{ReadOnly: true})
-}
-
-// isReadOnlyFS reports whether err is the file system refusing a write.
-func isReadOnlyFS(err error) bool {
-	return errors.Is(err, syscall.EROFS) || errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM)
 }
 
 // closeDB closes db and reports a failure to do so (sealing segments,

@@ -135,9 +135,10 @@ func TestShowAndVerifyReportRemovedIndexEntries(t *testing.T) {
 	require.Contains(t, r.stdout, "status    200")
 
 	dropBlockEntries(t, dir, "acme")
+	// Reading commands open read-only, from the manifests and summary
+	// files, not the index: they still find the record.
 	r = cli(t, dir, "show", "--tenant", "acme", id.String())
-	require.NotEqual(t, 0, r.code, r.stdout+r.stderr)
-	require.Contains(t, r.stderr, "no record")
+	require.Equal(t, 0, r.code, r.stdout+r.stderr)
 	r = cli(t, dir, "segments", "verify")
 	require.Equal(t, 1, r.code, r.stdout+r.stderr)
 	require.Contains(t, r.stdout, "has no index entry")
