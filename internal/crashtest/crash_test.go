@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"math/rand"
 	"os"
@@ -66,10 +67,19 @@ func TestKill9(t *testing.T) {
 				mu.Unlock()
 			}
 		}()
+		// A reader process (this one) beside the writer: read-only, it
+		// refreshes and counts while the writer runs, never fails and
+		// never sees the count go down.
+		stopReader := make(chan struct{})
+		readerDone := make(chan readerResult, 1)
+		go readBeside(dir, stopReader, readerDone)
 		time.Sleep(time.Duration(60+rng.Intn(250)) * time.Millisecond)
 		require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
 		<-done
 		_ = cmd.Wait()
+		close(stopReader)
+		rr := <-readerDone
+		require.NoError(t, rr.err, "iteration %d: a reader beside the writer", it)
 		require.NotContains(t, stderr.String(), Marker, "process output leaks a sealed field")
 		for _, l := range lines {
 			var run, n int
@@ -81,6 +91,16 @@ func TestKill9(t *testing.T) {
 			require.NoError(t, err)
 			acked[pid] = ack{run, n}
 		}
+
+		// Before any recovery, a read-only open sees every acknowledged
+		// record in the crashed writer's files.
+		ro, err := engine.Open(dir, &engine.Options{ReadOnly: true})
+		require.NoError(t, err)
+		n, err := mustTenant(ro, "acme").Count(context.Background(), engine.ScanOptions{})
+		require.NoError(t, err, "iteration %d: read-only count after kill -9", it)
+		require.GreaterOrEqual(t, n, len(acked), "iteration %d: a reader misses acknowledged records after kill -9", it)
+		require.NoError(t, ro.Close())
+		t.Logf("iteration %d: the reader refreshed %d times beside the writer, saw up to %d records", it, rr.refreshes, rr.max)
 
 		db, err := engine.Open(dir, &engine.Options{RetentionInterval: -1})
 		require.NoError(t, err, "iteration %d: reopen after kill -9", it)
@@ -134,6 +154,63 @@ func TestKill9(t *testing.T) {
 	}
 	require.Empty(t, filesContaining(t, dir, []byte(Marker)), "a sealed field reached the disk in plaintext")
 	t.Logf("%d kills in %s; %d acknowledged records, all checked after the last kill", iters, time.Since(start).Round(time.Millisecond), len(acked))
+}
+
+type readerResult struct {
+	refreshes, max int
+	err            error
+}
+
+// readBeside opens dir read-only and refreshes and counts until stop: any
+// error, or a count below an earlier one, is its result.
+func readBeside(dir string, stop <-chan struct{}, out chan<- readerResult) {
+	var res readerResult
+	defer func() { out <- res }()
+	var ro *engine.DB
+	for {
+		var err error
+		if ro, err = engine.Open(dir, &engine.Options{ReadOnly: true}); err == nil {
+			break
+		}
+		if !errors.Is(err, engine.ErrNotFound) { // the first writer may not have created it yet
+			res.err = err
+			return
+		}
+		select {
+		case <-stop:
+			return
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	defer ro.Close()
+	for {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		if err := ro.Refresh(context.Background()); err != nil {
+			res.err = err
+			return
+		}
+		tn, err := ro.Tenant("acme")
+		if err != nil {
+			res.err = err
+			return
+		}
+		n, err := tn.Count(context.Background(), engine.ScanOptions{})
+		if err != nil {
+			res.err = fmt.Errorf("count after %d refreshes: %w", res.refreshes, err)
+			return
+		}
+		if n < res.max {
+			res.err = fmt.Errorf("count went down from %d to %d", res.max, n)
+			return
+		}
+		res.max = n
+		res.refreshes++
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // scanAll lists every record's metadata from the index, as text.
