@@ -7,10 +7,14 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/sstable/block"
+	"github.com/klauspost/compress/zstd"
 
 	"github.com/logstore/logstore/engine"
 	"github.com/logstore/logstore/keys"
@@ -120,4 +124,61 @@ func (quiet) Infof(string, ...any)  {}
 func (quiet) Errorf(string, ...any) {}
 func (quiet) Fatalf(f string, a ...any) {
 	panic(fmt.Sprintf(f, a...))
+}
+
+// ZstdFiles is the floor a user would compare against: the same records
+// JSON-encoded, gathered into 64 KiB chunks, zstd-compressed and appended
+// to one plain file. No index, no encryption, no durability beyond the
+// OS: what the storage costs with nothing on top.
+type ZstdFiles struct {
+	f   *os.File
+	enc *zstd.Encoder
+	buf []byte
+	out []byte
+}
+
+// OpenZstdFiles opens the peer in dir.
+func OpenZstdFiles(dir string) (*ZstdFiles, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	f, err := os.Create(filepath.Join(dir, "records.zst"))
+	if err != nil {
+		return nil, err
+	}
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1))
+	if err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	return &ZstdFiles{f: f, enc: enc}, nil
+}
+
+func (z *ZstdFiles) Append(_ context.Context, _ string, recs []engine.Record) error {
+	for i := range recs {
+		pt, err := json.Marshal(&recs[i])
+		if err != nil {
+			return err
+		}
+		z.buf = append(binary.AppendUvarint(z.buf, uint64(len(pt))), pt...)
+		if len(z.buf) >= 64<<10 {
+			if err := z.flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (z *ZstdFiles) flush() error {
+	z.out = z.enc.EncodeAll(z.buf, z.out[:0])
+	z.buf = z.buf[:0]
+	_, err := z.f.Write(z.out)
+	return err
+}
+
+func (z *ZstdFiles) Close() error {
+	err := z.flush()
+	_ = z.enc.Close()
+	return errors.Join(err, z.f.Close())
 }

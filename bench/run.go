@@ -136,6 +136,8 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	ratio("disk logstore enc=on / enc=off (bytes/record)", rep.row("append", "logstore enc=on"), rep.row("append", "logstore enc=off"), disk, "<= 1.02")
 	ratio("append logstore / per-record AES-GCM in Pebble (records/s)", rep.row("append", "logstore enc=on"), rep.row("append", "peer per-record AES-GCM in Pebble"), rps, "")
 	ratio("append logstore / per-record KMS envelope (records/s)", rep.row("append", "logstore enc=on"), rep.row("append", "peer per-record KMS envelope"), rps, "")
+	ratio("append logstore / zstd files, no index (records/s)", rep.row("append", "logstore enc=on"), rep.row("append", "floor zstd files, no index"), rps, ">= 0.5")
+	ratio("disk logstore / zstd files, no index (bytes/record)", rep.row("append", "logstore enc=on"), rep.row("append", "floor zstd files, no index"), disk, "")
 	ratio("disk logstore / per-record AES-GCM in Pebble (bytes/record)", rep.row("append", "logstore enc=on"), rep.row("append", "peer per-record AES-GCM in Pebble"), disk, "")
 	ratio("KMS calls: per-record envelope / logstore", rep.row("append", "peer per-record KMS envelope"), rep.row("append", "logstore enc=on kms"), kmsc, ">= 1000")
 	return rep, nil
@@ -312,6 +314,7 @@ func measureAppend(ctx context.Context, rep *Report, o Options, kms *kmstest.Ser
 			return LogstoreStore{db}, nil
 		}, true},
 		{"peer per-record AES-GCM in Pebble", func(dir string) (Store, error) { return OpenPebbleAEAD(dir) }, false},
+		{"floor zstd files, no index", func(dir string) (Store, error) { return OpenZstdFiles(dir) }, false},
 		{"peer per-record KMS envelope", func(dir string) (Store, error) {
 			p, err := OpenPebbleAEAD(dir)
 			if err != nil {
