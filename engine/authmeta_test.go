@@ -1,13 +1,14 @@
 package engine
 
 import (
+	"bytes"
 	"encoding/binary"
 	"math/rand"
 	"os"
-	"strings"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/klauspost/compress/zstd"
 	"github.com/stretchr/testify/require"
 
 	"github.com/logstore/logstore/segment"
@@ -21,37 +22,69 @@ import (
 // block's plaintext metadata section, and Get refuses a block whose section
 // was edited. Verify compares every block with its index entry.
 
-// editSegmentStatus rewrites, in the segment file at path, the status of
-// record id in its block's plaintext metadata, fixing the frame CRC: what
-// someone with write access to the data directory (but not the key) can do.
+// editSegmentStatus rewrites, in the active (unsealed) segment file at
+// path, the status of request log id in its block's plaintext metadata,
+// fixing every checksum: what someone with write access to the data
+// directory (but not the key) can do. A compressed metadata section
+// (format v3) is decompressed, edited and compressed again, and the frames
+// after it move with its new length.
 func editSegmentStatus(t *testing.T, path string, id ID, status int) {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	require.NoError(t, err)
-	at := strings.LastIndex(string(b), string(id[:]))
-	require.Greater(t, at, 3072+68, "record %s not found in %s", id, path)
-	require.Equal(t, byte(kindLog), b[at-1], "the last copy of the id is the request log's metadata (payload blocks, written first, hold the id too)")
-	// Find the frame: the last block magic before the metadata entry.
-	start := strings.LastIndex(string(b[:at]), "LBLK")
-	require.GreaterOrEqual(t, start, 3072)
-	metaLen := int(binary.LittleEndian.Uint32(b[start+36:]))
-	bodyLen := int(binary.LittleEndian.Uint32(b[start+44:]))
-	end := start + 68 + metaLen + bodyLen
-	binary.LittleEndian.PutUint16(b[at-2+27:], uint16(status))
-	binary.LittleEndian.PutUint32(b[end:], atkCRC(b[start:end]))
-	require.NoError(t, os.WriteFile(path, b, 0o600))
+	out := append([]byte(nil), b[:segment.HeaderSize]...)
+	edited := false
+	for off := segment.HeaderSize; off+68 <= len(b); {
+		fr := b[off:]
+		require.Equal(t, "LBLK", string(fr[:4]), "an unsealed segment: frames to the end")
+		recs := int(binary.LittleEndian.Uint32(fr[32:]))
+		metaLen := int(binary.LittleEndian.Uint32(fr[36:]))
+		bodyLen := int(binary.LittleEndian.Uint32(fr[44:]))
+		n := 68 + metaLen + bodyLen + 4
+		sec := fr[68 : 68+metaLen]
+		compressed := fr[5]&1 != 0
+		raw := sec
+		if compressed {
+			_, k := binary.Uvarint(sec)
+			dec, err := zstd.NewReader(nil)
+			require.NoError(t, err)
+			raw, err = dec.DecodeAll(sec[k:], nil)
+			require.NoError(t, err)
+			dec.Close()
+		}
+		here := false
+		for j, p := 0, 0; j < recs; j++ {
+			l, k := binary.Uvarint(raw[p:])
+			m := raw[p+k : p+k+int(l)]
+			if m[1] == kindLog && bytes.Equal(m[2:18], id[:]) {
+				binary.LittleEndian.PutUint16(m[27:], uint16(status))
+				here = true
+			}
+			p += k + int(l)
+		}
+		if !here { // other frames stay byte for byte
+			out = append(out, fr[:n]...)
+			off += n
+			continue
+		}
+		edited = true
+		if compressed {
+			enc, err := zstd.NewWriter(nil)
+			require.NoError(t, err)
+			sec = binary.AppendUvarint(nil, uint64(len(raw)))
+			sec = enc.EncodeAll(raw, sec)
+		}
+		frame := append(append(append([]byte(nil), fr[:68]...), sec...), fr[68+metaLen:n-4]...)
+		binary.LittleEndian.PutUint32(frame[36:], uint32(len(sec)))
+		binary.LittleEndian.PutUint32(frame[64:], atkCRC(frame[:64]))
+		frame = binary.LittleEndian.AppendUint32(frame, atkCRC(frame))
+		out = append(out, frame...)
+		off += n
+	}
+	require.True(t, edited, "record %s not found in %s", id, path)
+	require.NoError(t, os.WriteFile(path, out, 0o600))
 }
 
-// firstLogWithPayload returns the index of the first record with a payload.
-func firstLogWithPayload(t *testing.T, recs []Record) int {
-	for i := range recs {
-		if recs[i].Payload != nil {
-			return i
-		}
-	}
-	t.Fatal("no record with a payload")
-	return -1
-}
 
 func TestGetRefusesMetadataTheBlockDoesNotAuthenticate(t *testing.T) {
 	db := openTest(t, vfs.Default, t.TempDir(), nil)
@@ -59,7 +92,9 @@ func TestGetRefusesMetadataTheBlockDoesNotAuthenticate(t *testing.T) {
 	recs := genRecords(rand.New(rand.NewSource(71)), 30, t0)
 	ids, err := db.tn("acme").Append(bg, recs)
 	require.NoError(t, err)
-	i := firstLogWithPayload(t, recs)
+	// The last record is in the file's last block: its metadata section
+	// can change length (compressed again) without moving another block.
+	i := len(ids) - 1
 	seg := db.segFilesOf(t, "acme")[0]
 
 	forged := otherStatus(recs[i].Status)

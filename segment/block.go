@@ -36,6 +36,7 @@ type BlockInfo struct {
 // frameHeader is the fixed part of a block frame.
 type frameHeader struct {
 	codec   Codec
+	flags   byte // frameMetaCompressed (v3)
 	id      ID
 	seq     uint64
 	records uint32
@@ -49,7 +50,7 @@ type frameHeader struct {
 func (h *frameHeader) put(b []byte) {
 	copy(b[0:4], blockMagic)
 	b[4] = byte(h.codec)
-	b[5], b[6], b[7] = 0, 0, 0
+	b[5], b[6], b[7] = h.flags, 0, 0
 	copy(b[8:24], h.id[:])
 	binary.LittleEndian.PutUint64(b[24:], h.seq)
 	binary.LittleEndian.PutUint32(b[32:], h.records)
@@ -63,7 +64,7 @@ func (h *frameHeader) put(b []byte) {
 
 // parseFrameHeader validates the fixed header; it never trusts a length it has
 // not bounded, so corrupt input cannot cause a large allocation.
-func parseFrameHeader(b []byte, cipherSuite Cipher) (frameHeader, error) {
+func parseFrameHeader(b []byte, cipherSuite Cipher, version uint16) (frameHeader, error) {
 	var h frameHeader
 	if len(b) < frameHdrSize {
 		return h, fmt.Errorf("frame header truncated (%d bytes)", len(b))
@@ -74,9 +75,13 @@ func parseFrameHeader(b []byte, cipherSuite Cipher) (frameHeader, error) {
 	if crc(b[:64]) != binary.LittleEndian.Uint32(b[64:]) {
 		return h, fmt.Errorf("block header checksum mismatch")
 	}
-	h.codec = Codec(b[4])
-	if h.codec > CodecS2 || b[5] != 0 || b[6] != 0 || b[7] != 0 {
-		return h, fmt.Errorf("unknown codec %d or flags", b[4])
+	h.codec, h.flags = Codec(b[4]), b[5]
+	allowed := byte(0)
+	if version >= Version3 && h.codec != CodecNone {
+		allowed = frameMetaCompressed
+	}
+	if h.codec > CodecS2 || h.flags&^allowed != 0 || b[6] != 0 || b[7] != 0 {
+		return h, fmt.Errorf("unknown codec %d or flags %#x", b[4], b[5])
 	}
 	copy(h.id[:], b[8:24])
 	h.seq = binary.LittleEndian.Uint64(b[24:])
@@ -274,6 +279,33 @@ func (bc *blockCipher) aad(buf, headerAndMeta []byte) []byte {
 func appendUvarintBytes(dst []byte, b []byte) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(b)))
 	return append(dst, b...)
+}
+
+// compressMeta encodes a metadata section in v3: the section's raw length
+// (uvarint), then the section compressed with the block's codec.
+func compressMeta(codec Codec, dst, raw []byte) ([]byte, error) {
+	dst = binary.AppendUvarint(dst, uint64(len(raw)))
+	return Compress(codec, dst, raw)
+}
+
+// metaSection returns the records' metadata entries of a frame's metadata
+// section (sec), decompressing it when the header says it is compressed.
+// The raw length is bounded before anything is allocated.
+func metaSection(h frameHeader, sec []byte) ([][]byte, error) {
+	if h.flags&frameMetaCompressed != 0 {
+		n, k := binary.Uvarint(sec)
+		if k <= 0 || n > MaxBlockRaw {
+			return nil, fmt.Errorf("compressed metadata section: bad raw length")
+		}
+		raw, err := Decompress(h.codec, nil, sec[k:], int(n))
+		if err != nil {
+			return nil, fmt.Errorf("compressed metadata section: %v", err)
+		}
+		sec = raw
+	} else {
+		sec = append([]byte(nil), sec...)
+	}
+	return splitRecords(sec, int(h.records))
 }
 
 // splitRecords parses n uvarint-length-prefixed records out of b. The returned

@@ -9,7 +9,7 @@ package segment
 //	+------------------------------------------------------------+ 0
 //	| preamble                                      (1024 bytes) |
 //	|   0  magic "LOGSTSEG"                               [8]     |
-//	|   8  format version (1 or 2)                       u16      |
+//	|   8  format version (1, 2 or 3)                    u16      |
 //	|  10  cipher suite (0 none, 1 AES-256-GCM)          u16      |
 //	|  12  flags (reserved, 0)                           u32      |
 //	|  16  segment id (random)                           [16]     |
@@ -35,7 +35,7 @@ package segment
 //	| block frame 0                                               |
 //	|   0  magic "LBLK"                                  [4]      |
 //	|   4  codec (0 none, 1 zstd, 2 s2)                  u8       |
-//	|   5  flags (reserved, 0)                           u8       |
+//	|   5  flags: bit 0 = metadata compressed (v3)       u8       |
 //	|   6  reserved, 0                                   u16      |
 //	|   8  segment id                                    [16]     |
 //	|  24  block sequence (0,1,2,...)                    u64      |
@@ -46,7 +46,8 @@ package segment
 //	|  48  min record time, unix nanoseconds             i64      |
 //	|  56  max record time, unix nanoseconds             i64      |
 //	|  64  crc32c of bytes [0,64)                        u32      |
-//	|  68  metadata section (plaintext)                  [meta]   |
+//	|  68  metadata section (plaintext; v3 with bit 0:   [meta]   |
+//	|      uvarint raw length || codec(section))                  |
 //	|  ..  body (sealed)                                 [body]   |
 //	|  ..  crc32c of the frame up to here                u32      |
 //	+------------------------------------------------------------+
@@ -93,11 +94,19 @@ package segment
 // DEK and the deterministic nonce is never reused.
 
 const (
-	// Version2 is the format version written. Versions form an append-only
-	// enum: a reader rejects any version it does not know with
-	// ErrUnknownVersion. Version1 (unauthenticated preamble and slots) is read.
+	// Versions form an append-only enum: a reader rejects any version it
+	// does not know with ErrUnknownVersion. Version3 is written; Version1
+	// (unauthenticated preamble and slots) and Version2 are read.
 	Version1 uint16 = 1
 	Version2 uint16 = 2
+	// Version3 (written) is version 2 with the metadata section compressed
+	// with the block's codec (frame flag frameMetaCompressed), which takes
+	// most of the plaintext metadata's bytes away.
+	Version3 uint16 = 3
+
+	// frameMetaCompressed (frame flags, v3, codec not none): the metadata
+	// section is uvarint(raw length) || codec(raw section).
+	frameMetaCompressed byte = 1 << 0
 
 	preambleMagic = "LOGSTSEG"
 	slotMagic     = "KSLT"

@@ -62,7 +62,7 @@ func FuzzFrameHeader(f *testing.F) {
 	f.Add(make([]byte, frameHdrSize), uint8(0))
 	f.Fuzz(func(t *testing.T, b []byte, n uint8) {
 		for _, c := range []Cipher{CipherNone, CipherAES256GCM} {
-			h, err := parseFrameHeader(b, c)
+			h, err := parseFrameHeader(b, c, Version3)
 			if err == nil && h.frameLen() < frameHdrSize {
 				t.Fatalf("frame length %d below header size", h.frameLen())
 			}

@@ -17,7 +17,7 @@ var update = flag.Bool("update", false, "write the golden segment of the current
 
 // goldenPaths holds one golden segment per format version, each written by
 // the build of its day: every version stays readable.
-var goldenPaths = map[uint16]string{Version1: "testdata/golden-v1.lss", Version2: "testdata/golden-v2.lss"}
+var goldenPaths = map[uint16]string{Version1: "testdata/golden-v1.lss", Version2: "testdata/golden-v2.lss", Version3: "testdata/golden-v3.lss"}
 
 // goldenBlocks is the content of the golden segment: three blocks, one per codec.
 func goldenBlocks() ([][]Entry, []Codec) {
@@ -52,7 +52,7 @@ func writeGolden(t *testing.T) {
 	require.NoError(t, w.Close())
 	b, err := os.ReadFile(tmp)
 	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(goldenPaths[Version2], b, 0o644))
+	require.NoError(t, os.WriteFile(goldenPaths[Version3], b, 0o644))
 }
 
 // TestGolden reads a segment written by each format version. If this fails,

@@ -78,8 +78,8 @@ func decodePreamble(b []byte, path string) (*Header, error) {
 	}
 	h := &Header{SlotIndex: -1, preamble: append([]byte(nil), b[:crcOffsetTail]...)}
 	h.Version = binary.LittleEndian.Uint16(b[8:])
-	if h.Version != Version1 && h.Version != Version2 {
-		return nil, errorf(ErrUnknownVersion, "%s: format version %d (this build reads %d and %d)", path, h.Version, Version1, Version2)
+	if h.Version < Version1 || h.Version > Version3 {
+		return nil, errorf(ErrUnknownVersion, "%s: format version %d (this build reads %d to %d)", path, h.Version, Version1, Version3)
 	}
 	h.Cipher = Cipher(binary.LittleEndian.Uint16(b[10:]))
 	if h.Cipher != CipherNone && h.Cipher != CipherAES256GCM {

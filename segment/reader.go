@@ -236,7 +236,7 @@ func (r *Reader) validFrameAfter(off int64) bool {
 				break
 			}
 			i += j
-			if h, err := parseFrameHeader(b[i:], r.hdr.Cipher); err == nil && h.id == r.hdr.ID {
+			if h, err := parseFrameHeader(b[i:], r.hdr.Cipher, r.hdr.Version); err == nil && h.id == r.hdr.ID {
 				return true
 			}
 			i++
@@ -269,7 +269,7 @@ func (r *Reader) readFrame(off int64, wantSeq uint64) (frameHeader, []byte, erro
 	if _, err := r.f.ReadAt(hb[:], off); err != nil {
 		return frameHeader{}, nil, err
 	}
-	h, err := parseFrameHeader(hb[:], r.hdr.Cipher)
+	h, err := parseFrameHeader(hb[:], r.hdr.Cipher, r.hdr.Version)
 	if err != nil {
 		return h, nil, corruptf(ErrCorrupt, r.path, off, blk, "%v", err)
 	}
@@ -424,7 +424,7 @@ func (r *Reader) ReadMetaSectionAt(off int64, seq uint64) (*Block, error) {
 	if _, err := r.f.ReadAt(hb[:], off); err != nil {
 		return nil, err
 	}
-	h, err := parseFrameHeader(hb[:], r.hdr.Cipher)
+	h, err := parseFrameHeader(hb[:], r.hdr.Cipher, r.hdr.Version)
 	switch {
 	case err != nil:
 		return nil, corruptf(ErrCorrupt, r.path, off, blk, "%v", err)
@@ -439,7 +439,7 @@ func (r *Reader) ReadMetaSectionAt(off int64, seq uint64) (*Block, error) {
 	if _, err := r.f.ReadAt(meta, off+frameHdrSize); err != nil {
 		return nil, err
 	}
-	metas, err := splitRecords(meta, int(h.records))
+	metas, err := metaSection(h, meta)
 	if err != nil {
 		return nil, corruptf(ErrCorrupt, r.path, off, blk, "metadata section: %v", err)
 	}
@@ -511,7 +511,7 @@ func (r *Reader) readAtWith(bc *blockCipher, off int64, seq uint64, decrypt bool
 	info := BlockInfo{Seq: seq, Offset: off, Length: h.frameLen(), Records: int(h.records), MinTime: h.minTime, MaxTime: h.maxTime,
 		Codec: h.codec, MetaLen: int(h.metaLen), RawLen: int(h.rawLen), BodyLen: int(h.bodyLen)}
 	metaEnd := frameHdrSize + int(h.metaLen)
-	metas, err := splitRecords(append([]byte(nil), frame[frameHdrSize:metaEnd]...), int(h.records))
+	metas, err := metaSection(h, frame[frameHdrSize:metaEnd])
 	if err != nil {
 		return nil, corruptf(ErrCorrupt, r.path, off, blk, "metadata section: %v", err)
 	}

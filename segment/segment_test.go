@@ -182,7 +182,7 @@ func TestUnknownVersionIsNotCorruption(t *testing.T) {
 	fs := vfs.NewMem()
 	path := writeSeg(t, segSpec{fs: fs, cipher: CipherAES256GCM, blocks: [][]Entry{makeEntries(rand.New(rand.NewSource(1)), 1, 10)}})
 	mfs := messWith(t, fs, path, func(b []byte) []byte {
-		b[8] = 3 // version 3, checksum recomputed: a future file, not a damaged one
+		b[8] = 4 // version 4, checksum recomputed: a future file, not a damaged one
 		c := crc(b[:crcOffsetTail])
 		b[1020], b[1021], b[1022], b[1023] = byte(c), byte(c>>8), byte(c>>16), byte(c>>24)
 		return b
@@ -190,7 +190,7 @@ func TestUnknownVersionIsNotCorruption(t *testing.T) {
 	_, err := Open(path, &ReadOptions{FS: mfs, AllowPlaintext: true})
 	require.ErrorIs(t, err, ErrUnknownVersion)
 	require.NotErrorIs(t, err, ErrCorrupt)
-	bad := messWith(t, fs, path, func(b []byte) []byte { b[8] = 3; return b })
+	bad := messWith(t, fs, path, func(b []byte) []byte { b[8] = 4; return b })
 	_, err = Open(path, &ReadOptions{FS: bad, AllowPlaintext: true})
 	require.ErrorIs(t, err, ErrCorrupt)
 	junk := messWith(t, fs, path, func(b []byte) []byte { copy(b, "NOTASEGM"); return b })

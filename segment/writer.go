@@ -46,22 +46,23 @@ func NewID() (ID, error) {
 // the cause): a block sequence, and so a nonce, is never reused, and the torn
 // tail is left for recovery to truncate.
 type Writer struct {
-	fs      vfs.FS
-	f       vfs.File
-	path    string
-	hdr     Header
-	codec   Codec
-	bc      *blockCipher
-	seq     uint64
-	off     int64
-	blocks  []BlockInfo
-	failed  error
-	sealed  bool
-	closed  bool
-	scratch []byte // raw body
-	comp    []byte // compressed body
-	frame   []byte
-	aadBuf  []byte
+	fs       vfs.FS
+	f        vfs.File
+	path     string
+	hdr      Header
+	codec    Codec
+	bc       *blockCipher
+	seq      uint64
+	off      int64
+	blocks   []BlockInfo
+	failed   error
+	sealed   bool
+	closed   bool
+	scratch  []byte // raw body
+	comp     []byte // compressed body
+	metaComp []byte // compressed metadata section (v3)
+	frame    []byte
+	aadBuf   []byte
 }
 
 // Create writes a new segment's header and syncs it and its directory.
@@ -89,7 +90,7 @@ func Create(path string, p Params) (*Writer, error) {
 	if p.Created.IsZero() {
 		p.Created = time.Now()
 	}
-	h := Header{Version: Version2, Cipher: p.Cipher, ID: p.ID, Tenant: p.Tenant, Created: p.Created.UTC(), SlotIndex: -1}
+	h := Header{Version: Version3, Cipher: p.Cipher, ID: p.ID, Tenant: p.Tenant, Created: p.Created.UTC(), SlotIndex: -1}
 	raw := make([]byte, HeaderSize)
 	if p.Cipher == CipherAES256GCM {
 		if len(p.DEK) != 32 {
@@ -212,6 +213,16 @@ func (w *Writer) sealBlock(entries []Entry, codec Codec) ([]byte, BlockInfo, err
 	metaLen := len(frame) - frameHdrSize
 	if metaLen > MaxBlockRaw || len(raw) > MaxBlockRaw {
 		return nil, BlockInfo{}, errorf(ErrInvalidArgument, "block of %d metadata and %d body bytes exceeds %d", metaLen, len(raw), MaxBlockRaw)
+	}
+	if w.hdr.Version >= Version3 && codec != CodecNone {
+		sec, err := compressMeta(codec, w.metaComp[:0], frame[frameHdrSize:])
+		if err != nil {
+			return nil, BlockInfo{}, err
+		}
+		w.metaComp = sec
+		frame = append(frame[:frameHdrSize], sec...)
+		metaLen = len(sec)
+		h.flags = frameMetaCompressed
 	}
 	comp, err := Compress(codec, w.comp[:0], raw)
 	if err != nil {
