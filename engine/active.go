@@ -28,6 +28,10 @@ type tenantState struct {
 	ec      keys.EncryptionContext
 	opened  time.Time // when w was created (SegmentAge)
 	dirty   bool      // written since the last fsync
+	// sums are the summaries of w's blocks as this process wrote them: the
+	// seal anchors these in the manifest, never what the file says (which
+	// someone may have edited while the segment was active).
+	sums []*blockSummary
 	// checkpointed is when the manifest last recorded the active segment's
 	// synced size (checkpoint).
 	checkpointed time.Time
@@ -150,7 +154,7 @@ func (db *DB) createSegment(ts *tenantState, now time.Time) error {
 	}
 	db.stats.segmentsCreated.Add(1)
 	h := w.Header()
-	ts.w, ts.opened, ts.keyURI, ts.wrapped, ts.ec = w, now, uri, p.Wrapped, ec
+	ts.w, ts.opened, ts.keyURI, ts.wrapped, ts.ec, ts.sums = w, now, uri, p.Wrapped, ec, nil
 	ts.info = &SegmentInfo{V: stateVersion, Tenant: ts.name, ID: segHex(id), KeyURI: uri, KeyGen: h.Slot.Generation, Created: h.Created, Size: w.Size()}
 	return nil
 }
@@ -167,17 +171,18 @@ func (db *DB) sealActive(ts *tenantState) error {
 	}
 	st := ts.info
 	st.Sealed, st.Size = true, ts.w.Size()
-	path := ts.w.Path()
+	path, sums := ts.w.Path(), ts.sums
 	_ = ts.w.Close() // sealed and fsynced: closing loses nothing
-	ts.w, ts.info, ts.dirty = nil, nil, false
+	ts.w, ts.info, ts.dirty, ts.sums = nil, nil, false, nil
 	k, v, err := stateKV(st)
 	if err != nil {
 		return err
 	}
 	db.indexQ <- &indexJob{kvs: []kv{{k: k, v: v}}}
 	// A failure here leaves the entry "active" with the file sealed: the
-	// next Open accepts it as a finished crash recovery.
-	return db.recordSealed(ts.name, path)
+	// next Open accepts it as a finished crash recovery (which
+	// authenticates every block before it anchors their summaries).
+	return db.recordSealed(ts.name, path, sums)
 }
 
 // sealTolerated seals ts's active segment where a failure must not stop the
@@ -199,23 +204,23 @@ func (db *DB) abandon(ts *tenantState) {
 		return
 	}
 	db.stats.segmentsAbandoned.Add(1)
-	path, st := ts.w.Path(), ts.info
+	path, st, sums := ts.w.Path(), ts.info, ts.sums
 	db.indexBarrier() // the persisted state must include every queued group
 	_ = ts.w.Close()  // after an I/O error; recovery reopens the file
-	ts.w, ts.info, ts.dirty = nil, nil, false
+	ts.w, ts.info, ts.dirty, ts.sums = nil, nil, false, nil
 	db.readers.invalidate(path)
-	if err := db.repairAbandoned(ts.name, path, st); err != nil {
+	if err := db.repairAbandoned(ts.name, path, st, sums); err != nil {
 		db.stats.abandonRepairsDeferred.Add(1)
 	}
 }
 
 // repairAbandoned truncates and seals an abandoned segment, records it in
 // the manifest and indexes the blocks the index lacks.
-func (db *DB) repairAbandoned(tenant, path string, st *SegmentInfo) error {
+func (db *DB) repairAbandoned(tenant, path string, st *SegmentInfo, sums []*blockSummary) error {
 	if _, err := segment.Recover(path, db.readOpts(tenant)); err != nil {
 		return err
 	}
-	serr := db.recordSealed(tenant, path)
+	serr := db.recordSealed(tenant, path, sums)
 	r, err := segment.Open(path, db.readOpts(tenant))
 	if err != nil {
 		return errors.Join(serr, err)

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/logstore/logstore/keys"
 	"github.com/logstore/logstore/vfs"
 )
 
@@ -195,12 +196,34 @@ func (f *scanFaults) fault(seg [16]byte, err error) {
 		f.bad = map[[16]byte]bool{}
 	}
 	f.bad[seg] = true
-	if errors.Is(err, ErrSegmentLoss) && !f.db.catalog.holds(f.tenant, seg) {
+	if errors.Is(err, ErrSegmentLoss) && f.db.deletedSince(f.tenant, seg) {
 		return
 	}
 	if len(f.errs) < maxCatalogFaults {
 		f.errs = append(f.errs, err)
 	}
+}
+
+// deletedSince reports whether segment seg of tenant was deleted (by
+// retention or DeleteTenant) since this read's view of the tenant was
+// taken. A writer's catalog knows at once; a read-only DB asks the
+// tenant's manifest as it is now.
+func (db *DB) deletedSince(tenant string, seg [16]byte) bool {
+	if !db.opts.ReadOnly {
+		return !db.catalog.holds(tenant, seg)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), keyCallTimeout)
+	defer cancel()
+	body, mk, err := db.readManifest(ctx, tenant)
+	if errors.Is(err, vfs.ErrNotExist) {
+		return true // the tenant was deleted
+	}
+	if err != nil {
+		return false // cannot tell: report the loss
+	}
+	keys.Zero(mk)
+	e := body.entry(segHex(seg))
+	return e == nil || e.State == segDeleting
 }
 
 // err is the report of every fault (nil: none).

@@ -34,6 +34,7 @@ func (db *DB) packBlocks(ts *tenantState, reqs []*appendReq, kvs []kv) ([]kv, er
 			raw[j] = entries[j].Meta
 		}
 		sum := summarize(ts.w.Header().ID, info.Seq, info.Offset, kind, metas, raw)
+		ts.sums = append(ts.sums, sum)
 		kvs = stageBlock(kvs, ts.name, sum, metas, st)
 		st.RawBytes += int64(info.RawLen)
 		st.Blocks++

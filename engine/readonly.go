@@ -30,7 +30,7 @@ func openReadOnly(db *DB) (*DB, error) {
 	}
 	provider := db.opts.Keys
 	if provider == nil {
-		local, err := keys.NewLocal(keys.LocalOptions{Dir: keysDirOf(db.dir), FS: db.fs})
+		local, err := keys.NewLocal(keys.LocalOptions{Dir: keysDirOf(db.dir), FS: db.fs, ReadOnly: true})
 		if err != nil {
 			return nil, err
 		}
@@ -138,7 +138,9 @@ func (db *DB) loadFromSegments(tenant string, tb *tenantBlocks) error {
 	for _, ls := range listed {
 		path := db.segPath(tenant, ls.id)
 		if err := db.checkSealedSize(path, ls); err != nil {
-			tb.fault(err)
+			if !errors.Is(err, ErrSegmentLoss) || !db.deletedSince(tenant, ls.id) {
+				tb.fault(err)
+			}
 			continue
 		}
 		if ls.sealedBlocks > 0 {
@@ -147,9 +149,8 @@ func (db *DB) loadFromSegments(tenant string, tb *tenantBlocks) error {
 				tb.fault(fmt.Errorf("%s: %w", path, err))
 				continue
 			}
-			if !anchored {
-				sums, anchored = db.readSummaryFile(path, ls.id, ls.sealedBlocks) // usable, unanchored
-			}
+			// An unanchored summary file (a segment sealed before manifests
+			// recorded digests) is not trusted: only its CRC vouches for it.
 			if anchored {
 				for _, s := range sums {
 					tb.add(s)
@@ -164,7 +165,7 @@ func (db *DB) loadFromSegments(tenant string, tb *tenantBlocks) error {
 			tb.fault(fmt.Errorf("%s: %w", path, err))
 			continue
 		}
-		sums, err := summarizeSegment(r)
+		sums, err := db.readOnlySummaries(tenant, r)
 		db.readers.release(path, r)
 		if err != nil {
 			tb.fault(fmt.Errorf("%s: %w", path, err))
@@ -196,6 +197,45 @@ func (db *DB) checkSealedSize(path string, ls listedSegment) error {
 		return fmt.Errorf("%w: segment %s is %d bytes, the manifest recorded %d", ErrSegmentTampered, segHex(ls.id), fi.Size(), ls.size)
 	}
 	return nil
+}
+
+// readOnlySummaries derives the summaries of a segment a read-only DB has
+// no anchored summaries for (the active one, one sealed before manifests
+// recorded digests). With the tenant's manifest authenticated, every block
+// is authenticated first (AES-GCM covers its metadata), since nothing else
+// vouches for what the file says; that costs a decryption of the segment
+// per load. A tenant whose manifest cannot be authenticated (its key
+// unusable: Recovery().Unverified, a warning on every CLI command) has its
+// metadata summarized unauthenticated, as the writer's index serves it.
+func (db *DB) readOnlySummaries(tenant string, r *segment.Reader) ([]*blockSummary, error) {
+	tm := db.manifests.get(tenant)
+	h := r.Header()
+	if tm == nil || tm.body == nil || h.Cipher == segment.CipherNone {
+		return summarizeSegment(r)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), keyCallTimeout)
+	defer cancel()
+	dek, err := db.cache.Unwrap(ctx, h.Slot.KeyURI, h.Slot.Wrapped, keys.SegmentContext(tenant, segHex(h.ID)))
+	if err != nil {
+		return nil, err
+	}
+	defer keys.Zero(dek)
+	sums := make([]*blockSummary, 0, len(r.Blocks()))
+	for _, bi := range r.Blocks() {
+		blk, err := r.ReadBlockWith(dek, bi.Offset, bi.Seq)
+		if err != nil {
+			return nil, err
+		}
+		metas, kind, err := decodeBlockMetas(blk.Meta)
+		if err == nil {
+			sums = append(sums, summarize(h.ID, bi.Seq, bi.Offset, kind, metas, blk.Meta))
+		}
+		blk.Release()
+		if err != nil {
+			return nil, err
+		}
+	}
+	return sums, nil
 }
 
 // listedSegment is a segment a read-only DB serves; sealedBlocks is its

@@ -179,7 +179,7 @@ func (db *DB) reconcileSegment(ctx context.Context, tenant string, id [16]byte, 
 	if n := len(r.Blocks()); n < e.Blocks {
 		loss = fmt.Errorf("%w: segment %s holds %d blocks, %d were recorded", ErrSegmentLoss, e.ID, n, e.Blocks)
 	}
-	if err := db.sealEntry(r, e); err != nil {
+	if err := db.sealEntry(r, e, nil); err != nil { // authenticated above
 		return false, "", err
 	}
 	return true, r.Header().Slot.KeyURI, loss
@@ -260,8 +260,13 @@ func checkIdentity(h segment.Header, id [16]byte, e *manifestEntry) error {
 }
 
 // sealEntry records a sealed segment's final shape in its manifest entry,
-// and writes its block-summary file (whose digest the entry anchors).
-func (db *DB) sealEntry(r *segment.Reader, e *manifestEntry) error {
+// and writes its block-summary file (whose digest the entry anchors). The
+// summaries come from the file; written, when set, are the ones this
+// process computed as it wrote the blocks, and the file's must be the same
+// (an edit of the active segment's metadata is never anchored). Without
+// written, the caller authenticated every block first (recovery), or an
+// operator vouches for the file (LinkKey's attestation).
+func (db *DB) sealEntry(r *segment.Reader, e *manifestEntry, written []*blockSummary) error {
 	if err := sealShape(r, e); err != nil {
 		return err
 	}
@@ -269,12 +274,31 @@ func (db *DB) sealEntry(r *segment.Reader, e *manifestEntry) error {
 	if err != nil {
 		return err
 	}
+	if written != nil {
+		if err := sameSummaries(r.Header().ID, sums, written); err != nil {
+			return err
+		}
+	}
 	file := encodeSummaryFile(r.Header().ID, sums)
 	d := sha256.Sum256(file)
 	e.Summaries = d[:]
 	// Derived: a file that cannot be written is rebuilt on a later Open.
 	if err := vfs.WriteFileAtomic(db.fs, summaryPathOf(r.Path()), file); err != nil {
 		db.stats.summaryFileFailures.Add(1)
+	}
+	return nil
+}
+
+// sameSummaries checks that the blocks of segment seg (from its file) are
+// the ones this process wrote (a torn tail may have cut the last ones).
+func sameSummaries(seg [16]byte, file, written []*blockSummary) error {
+	if len(file) > len(written) {
+		return fmt.Errorf("%w: segment %s holds %d blocks, this process wrote %d", ErrSegmentTampered, segHex(seg), len(file), len(written))
+	}
+	for i := range file {
+		if !bytes.Equal(appendSummary(nil, file[i]), appendSummary(nil, written[i])) {
+			return fmt.Errorf("%w: segment %s block %d: its metadata changed after it was written", ErrSegmentTampered, segHex(seg), i)
+		}
 	}
 	return nil
 }
@@ -482,7 +506,7 @@ func (db *DB) attest(ctx context.Context, tenant string, files [][16]byte, body 
 		}
 		h := r.Header()
 		e := manifestEntry{ID: segHex(id), KeyURI: h.Slot.KeyURI, KeyGen: h.Slot.Generation}
-		err = db.sealEntry(r, &e)
+		err = db.sealEntry(r, &e, nil)
 		_ = r.Close()
 		if err != nil {
 			return skipped, err

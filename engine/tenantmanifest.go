@@ -436,7 +436,7 @@ func (db *DB) listActive(tenant string, w *segment.Writer, autoLocal bool) error
 
 // recordSealed records the sealed segment at path in the manifest with its
 // final size, block count and digest.
-func (db *DB) recordSealed(tenant, path string) error {
+func (db *DB) recordSealed(tenant, path string, written []*blockSummary) error {
 	if db.opts.Plaintext {
 		return nil
 	}
@@ -454,7 +454,7 @@ func (db *DB) recordSealed(tenant, path string) error {
 	if e == nil {
 		return fmt.Errorf("%w: segment %s is not in the manifest", ErrSegmentTampered, segHex(r.Header().ID))
 	}
-	if err := db.sealEntry(r, e); err != nil {
+	if err := db.sealEntry(r, e, written); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), keyCallTimeout)

@@ -40,6 +40,10 @@ type LocalOptions struct {
 	// AutoCreate creates a missing master key on GenerateDataKey or Wrap
 	// (default false: keys are created by Create, e.g. from `keys link`).
 	AutoCreate bool
+	// ReadOnly never writes: Dir is not created when missing (its keys
+	// are then simply not found), and AutoCreate is ignored (default
+	// false). A reader beside the writer, or on a read-only copy, sets it.
+	ReadOnly bool
 }
 
 // Local is the embedded default provider: one 256-bit master key per name in
@@ -58,6 +62,8 @@ type localKey struct {
 	created  time.Time
 }
 
+var errReadOnly = fmt.Errorf("%w: the local provider is read-only", ErrUnsupported)
+
 // NewLocal returns a local provider over opts.Dir (created 0700 if missing).
 func NewLocal(opts LocalOptions) (*Local, error) {
 	if opts.Dir == "" {
@@ -66,7 +72,9 @@ func NewLocal(opts LocalOptions) (*Local, error) {
 	if opts.FS == nil {
 		opts.FS = vfs.Default
 	}
-	if err := opts.FS.MkdirAll(opts.Dir); err != nil {
+	if opts.ReadOnly {
+		opts.AutoCreate = false
+	} else if err := opts.FS.MkdirAll(opts.Dir); err != nil {
 		return nil, err
 	}
 	return &Local{opts: opts, keys: map[string]*localKey{}}, nil
@@ -89,6 +97,9 @@ func (l *Local) path(name string) string { return filepath.Join(l.opts.Dir, name
 
 // Create makes a new master key for uri if it does not exist yet.
 func (l *Local) Create(uri string) error {
+	if l.opts.ReadOnly {
+		return errReadOnly
+	}
 	name, err := localName(uri)
 	if err != nil {
 		return err
@@ -291,6 +302,9 @@ func (l *Local) Describe(ctx context.Context, uri string) (KeyState, error) {
 // SetEnabled enables or disables a local key (the local analogue of KMS
 // EnableKey/DisableKey), persisted atomically.
 func (l *Local) SetEnabled(uri string, enabled bool) error {
+	if l.opts.ReadOnly {
+		return errReadOnly
+	}
 	name, err := localName(uri)
 	if err != nil {
 		return err
@@ -313,6 +327,9 @@ func (l *Local) SetEnabled(uri string, enabled bool) error {
 // Destroy deletes a master key file (crypto-shredding every DEK wrapped by it)
 // and zeroes the cached copy.
 func (l *Local) Destroy(uri string) error {
+	if l.opts.ReadOnly {
+		return errReadOnly
+	}
 	name, err := localName(uri)
 	if err != nil {
 		return err
