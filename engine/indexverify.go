@@ -44,6 +44,9 @@ type indexVerifier struct {
 	// or was compared with.
 	entries map[blockRef][]byte
 	seen    map[blockRef]bool
+	// known are the segment files present at the snapshot: one created
+	// after it (the tenant's first, or after a roll) is not compared.
+	known map[[16]byte]bool
 	// damaged holds the unreadable blocks (by offset) of each segment, nil
 	// for a segment that could not be opened at all.
 	damaged map[[16]byte]map[int64]bool
@@ -70,6 +73,14 @@ func (db *DB) newIndexVerifier(ctx context.Context, tenant string) (*indexVerifi
 			if id, err := ts.info.segID(); err == nil {
 				iv.active, iv.activeBlocks = id, ts.info.Blocks
 			}
+		}
+		files, err := db.listSegmentFiles(tenant)
+		if err != nil {
+			return err
+		}
+		iv.known = make(map[[16]byte]bool, len(files))
+		for _, id := range files {
+			iv.known[id] = true
 		}
 		p := tenantPrefix(keyBlock, tenant)
 		return db.index.scanPrefix(p, func(k, v []byte) error {
