@@ -938,7 +938,11 @@ func TestAttackCrashedActiveSegmentBackdated(t *testing.T) {
 	mem := vfs.NewMem()
 	now := t0
 	// Uncompressed blocks: the attack edits each frame's metadata in place.
-	opts := func(o *Options) { o.IndexDir = t.TempDir(); o.Now = func() time.Time { return now }; o.Compression = "none" }
+	opts := func(o *Options) {
+		o.IndexDir = t.TempDir()
+		o.Now = func() time.Time { return now }
+		o.Compression = "none"
+	}
 	db := openTest(t, mem, "/db", opts)
 	require.NoError(t, db.Admin().SetRetention(bg, "acme", 24*time.Hour))
 	for i := 0; i < 3; i++ {

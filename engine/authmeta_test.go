@@ -85,7 +85,6 @@ func editSegmentStatus(t *testing.T, path string, id ID, status int) {
 	require.NoError(t, os.WriteFile(path, out, 0o600))
 }
 
-
 func TestGetRefusesMetadataTheBlockDoesNotAuthenticate(t *testing.T) {
 	db := openTest(t, vfs.Default, t.TempDir(), nil)
 	defer db.Close()
