@@ -155,15 +155,8 @@ func (db *DB) scanMetas(ctx context.Context, tenant string, o ScanOptions, fn fu
 			if f.skip(c.seg) {
 				continue
 			}
-			metas, err := db.readBlockMetas(tenant, c.seg, c.sum, keep)
-			if err != nil {
-				f.fault(c.seg, err)
-				continue
-			}
-			for _, m := range metas {
-				if b.record(m) {
-					heap.Push(h, m)
-				}
+			for _, m := range f.selected(&b, c, keep) {
+				heap.Push(h, m)
 			}
 		}
 		if h.Len() == 0 {
@@ -202,6 +195,23 @@ func (f *scanFaults) fault(seg [16]byte, err error) {
 	if len(f.errs) < maxCatalogFaults {
 		f.errs = append(f.errs, err)
 	}
+}
+
+// selected reads candidate c's block and returns the records b selects; a
+// block that cannot be read is a fault (recorded, and nothing returned).
+func (f *scanFaults) selected(b *scanBounds, c candidate, keep func([]byte) bool) []*Meta {
+	metas, err := f.db.readBlockMetas(f.tenant, c.seg, c.sum, keep)
+	if err != nil {
+		f.fault(c.seg, err)
+		return nil
+	}
+	out := metas[:0]
+	for _, m := range metas {
+		if b.record(m) {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 // deletedSince reports whether segment seg of tenant was deleted (by
@@ -301,16 +311,7 @@ func (db *DB) countRecords(ctx context.Context, tenant string, o ScanOptions) (i
 			n += k
 			continue
 		}
-		metas, err := db.readBlockMetas(tenant, c.seg, c.sum, keep)
-		if err != nil {
-			f.fault(c.seg, err)
-			continue
-		}
-		for _, m := range metas {
-			if b.record(m) {
-				n++
-			}
-		}
+		n += len(f.selected(&b, c, keep))
 	}
 	if o.Limit > 0 && n > o.Limit {
 		n = o.Limit
