@@ -158,6 +158,9 @@ func (db *DB) loadFromSegments(tenant string, tb *tenantBlocks) error {
 				continue
 			}
 		}
+		if ls.unlisted && db.beingCreated(path) {
+			continue // a writer's new segment, before its header is complete
+		}
 		// A segment that cannot be read is a fault of the tenant,
 		// reported by its reads, which go on without it.
 		r, err := db.readers.acquire(path, tenant, true)
@@ -244,6 +247,7 @@ type listedSegment struct {
 	id           [16]byte
 	sealedBlocks int
 	size         int64 // sealed: the exact size the manifest recorded
+	unlisted     bool  // a file found in the directory, no manifest vouching for it
 }
 
 // readableSegments lists tenant's segments for a read-only DB.
@@ -257,7 +261,7 @@ func (db *DB) readableSegments(tenant string) ([]listedSegment, error) {
 			}
 			switch e.State {
 			case segSealed:
-				out = append(out, listedSegment{id, e.Blocks, e.Size})
+				out = append(out, listedSegment{id: id, sealedBlocks: e.Blocks, size: e.Size})
 			case segActive:
 				out = append(out, listedSegment{id: id})
 			}
@@ -270,9 +274,20 @@ func (db *DB) readableSegments(tenant string) ([]listedSegment, error) {
 	}
 	out := make([]listedSegment, len(files))
 	for i, id := range files {
-		out[i] = listedSegment{id: id}
+		out[i] = listedSegment{id: id, unlisted: true}
 	}
 	return out, nil
+}
+
+// beingCreated reports whether the segment file at path is shorter than a
+// segment header: a writer creates the file, then writes the header. Such
+// a file holds no record, so a read-only DB that lists files (a tenant
+// with no manifest yet) skips it rather than reporting it. (A tenant with
+// a manifest only ever has listed segments read, whose headers are
+// complete.)
+func (db *DB) beingCreated(path string) bool {
+	fi, err := db.fs.Stat(path)
+	return err == nil && fi.Size() < segment.HeaderSize
 }
 
 // Refresh makes a read-only DB see what the writer acknowledged since Open
