@@ -8,8 +8,10 @@ import (
 	"time"
 )
 
-// ID identifies a record: 48 bits of unix milliseconds then 80 random bits,
-// as a ULID, so ids sort by time. Its text form is 26 Crockford base32 chars.
+// ID identifies a record: 48 bits of unix milliseconds then 80 bits that make
+// it unique (an engine-assigned id: a per-process random prefix and a
+// counter, see idSource; an id a caller supplies: any), laid out as a ULID,
+// so ids sort by time. Its text form is 26 Crockford base32 chars.
 type ID [16]byte
 
 const crockford = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -76,34 +78,38 @@ func ParseID(s string) (ID, error) {
 	return id, nil
 }
 
-// idSource makes ids that are unique and increasing within a process even
-// within one millisecond (the random part is incremented, as ULID's
-// monotonic mode does).
+// idSource makes the ids the engine assigns: 48 bits of the record's unix
+// milliseconds, then a 48-bit prefix drawn at random once per process (and
+// again whenever the counter wraps), then a 32-bit counter. Ids are unique
+// within a process (a counter value never repeats under one prefix) and,
+// with overwhelming probability, across processes (two prefixes collide
+// with probability 2^-48); within one millisecond they increase. Unlike 80
+// random bits per id, the ids of one block share their prefix and differ in
+// a counter, which the block's compressed metadata section stores in a few
+// bytes instead of ten (docs/format/record.md).
 type idSource struct {
-	mu   sync.Mutex // guards last
-	last ID
+	mu      sync.Mutex // guards prefix, counter and drawn
+	prefix  [6]byte
+	counter uint32
+	drawn   bool
 }
 
 func (s *idSource) next(t time.Time) (ID, error) {
 	var id ID
-	ms := uint64(t.UnixMilli())
 	var b [8]byte
-	binary.BigEndian.PutUint64(b[:], ms)
+	binary.BigEndian.PutUint64(b[:], uint64(t.UnixMilli()))
 	copy(id[:6], b[2:])
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if string(id[:6]) == string(s.last[:6]) {
-		id = s.last
-		for i := 15; i >= 6; i-- {
-			id[i]++
-			if id[i] != 0 {
-				break
-			}
+	if !s.drawn || s.counter == ^uint32(0) {
+		if _, err := rand.Read(s.prefix[:]); err != nil {
+			return ID{}, err
 		}
-	} else if _, err := rand.Read(id[6:]); err != nil {
-		return ID{}, err
+		s.drawn, s.counter = true, 0
 	}
-	s.last = id
+	s.counter++
+	copy(id[6:12], s.prefix[:])
+	binary.BigEndian.PutUint32(id[12:], s.counter)
 	return id, nil
 }
 

@@ -70,7 +70,8 @@ func r12bEditStatusInPlace(t *testing.T, path string) ID {
 // refused, and the active-segment exposure is bounded by SegmentSize/Age.
 func TestReview12bActiveEditAnchoredBySeal(t *testing.T) {
 	dir := t.TempDir()
-	db := openTest(t, vfs.Default, dir, func(o *Options) { o.BlockSize = 4 << 10 })
+	// Uncompressed blocks: the attack edits the metadata in place.
+	db := openTest(t, vfs.Default, dir, func(o *Options) { o.BlockSize = 4 << 10; o.Compression = "none" })
 	recs := genRecords(rand.New(rand.NewSource(5)), 100, t0)
 	_, err := db.tn("acme").Append(bg, recs)
 	require.NoError(t, err)
@@ -116,7 +117,8 @@ var _ = time.Second
 // read-only) with no error, while the writer beside it says ErrIndexMismatch.
 func TestReview12bReadOnlyServesActiveEditWriterRefuses(t *testing.T) {
 	dir := t.TempDir()
-	db := openTest(t, vfs.Default, dir, func(o *Options) { o.BlockSize = 4 << 10 })
+	// Uncompressed blocks: the attack edits the metadata in place.
+	db := openTest(t, vfs.Default, dir, func(o *Options) { o.BlockSize = 4 << 10; o.Compression = "none" })
 	defer db.Close()
 	_, err := db.tn("acme").Append(bg, genRecords(rand.New(rand.NewSource(5)), 100, t0))
 	require.NoError(t, err)
