@@ -134,6 +134,16 @@ func appendExact(b []byte, lists []fieldCounts) []byte {
 	return b
 }
 
+// validEntry reports whether value v with c records may follow fc's
+// entries so far in a block of count records: values sorted and distinct,
+// non-empty, a status 2 bytes, counts 1..count.
+func (fc *fieldCounts) validEntry(v string, c uint64, count int) bool {
+	n := len(fc.values)
+	return v != "" && c > 0 && c <= uint64(count) &&
+		(n == 0 || strings.Compare(v, fc.values[n-1]) > 0) &&
+		(fc.field != idxStatus || len(v) == 2)
+}
+
 func decodeExact(d *decoder, count int) ([]fieldCounts, error) {
 	n := int(d.u8())
 	if n > len(indexes) {
@@ -152,10 +162,8 @@ func decodeExact(d *decoder, count int) ([]fieldCounts, error) {
 		}
 		sum := 0
 		for j := uint64(0); j < nv && d.err == nil; j++ {
-			v := d.str()
-			c := d.uvarint()
-			if c == 0 || c > uint64(count) || (j > 0 && strings.Compare(v, fc.values[j-1]) <= 0) ||
-				(fc.field == idxStatus && len(v) != 2) || v == "" {
+			v, c := d.str(), d.uvarint()
+			if !fc.validEntry(v, c, count) {
 				return nil, fmt.Errorf("%w: value list of field %d: bad entry", ErrCorrupt, fc.field)
 			}
 			fc.values, fc.counts = append(fc.values, v), append(fc.counts, int(c))

@@ -256,38 +256,57 @@ func decodeSummary(seg [16]byte, seq uint64, v []byte) (*blockSummary, error) {
 	s.minStatus, s.maxStatus = d.u16(), d.u16()
 	s.minLatency, s.maxLatency = math.Float64frombits(d.u64()), math.Float64frombits(d.u64())
 	s.bloom.k = d.u8()
-	n := d.uvarint()
-	if d.err == nil && (n > maxBloomWords || n*8 > uint64(len(d.b))) {
-		return nil, fmt.Errorf("%w: block summary bloom of %d words in %d bytes", ErrCorrupt, n, len(d.b))
-	}
-	if d.err == nil {
-		s.bloom.words = make([]uint64, n)
-		for i := range s.bloom.words {
-			s.bloom.words[i] = d.u64()
-		}
-	}
+	n := decodeBloomWords(&d, &s.bloom)
 	if d.err == nil && count <= 1<<20 {
 		var err error
 		if s.exact, err = decodeExact(&d, int(count)); err != nil && d.err == nil {
 			return nil, err
 		}
 	}
-	switch {
-	case d.err != nil:
+	if d.err != nil {
 		return nil, fmt.Errorf("%w: block summary: %w", ErrCorrupt, d.err)
-	case len(d.b) != 0:
+	}
+	if len(d.b) != 0 {
 		return nil, fmt.Errorf("%w: %d bytes after a block summary", ErrCorrupt, len(d.b))
-	case s.kind != kindLog && s.kind != kindPayload:
-		return nil, fmt.Errorf("%w: block summary kind %d", ErrCorrupt, s.kind)
-	case off > math.MaxInt64 || count == 0 || count > 1<<20:
-		return nil, fmt.Errorf("%w: block summary offset %d, count %d", ErrCorrupt, off, count)
-	case s.bloom.k == 0 || s.bloom.k > 32 || n == 0:
-		return nil, fmt.Errorf("%w: block summary bloom k=%d words=%d", ErrCorrupt, s.bloom.k, n)
-	case s.minTime > s.maxTime || string(s.minID[:]) > string(s.maxID[:]):
-		return nil, fmt.Errorf("%w: block summary ranges inverted", ErrCorrupt)
+	}
+	if err := s.check(off, count, n); err != nil {
+		return nil, err
 	}
 	s.offset, s.count = int64(off), int(count)
 	return s, nil
+}
+
+// decodeBloomWords reads the filter's word count and words into b,
+// refusing a count the bytes left cannot hold (no allocation from a forged
+// count); it returns the count.
+func decodeBloomWords(d *decoder, b *bloom) uint64 {
+	n := d.uvarint()
+	if d.err == nil && (n > maxBloomWords || n*8 > uint64(len(d.b))) {
+		d.fail(fmt.Errorf("bloom of %d words in %d bytes", n, len(d.b)))
+	}
+	if d.err != nil {
+		return n
+	}
+	b.words = make([]uint64, n)
+	for i := range b.words {
+		b.words[i] = d.u64()
+	}
+	return n
+}
+
+// check refuses a decoded summary whose fields cannot describe a block.
+func (s *blockSummary) check(off, count, words uint64) error {
+	switch {
+	case s.kind != kindLog && s.kind != kindPayload:
+		return fmt.Errorf("%w: block summary kind %d", ErrCorrupt, s.kind)
+	case off > math.MaxInt64 || count == 0 || count > 1<<20:
+		return fmt.Errorf("%w: block summary offset %d, count %d", ErrCorrupt, off, count)
+	case s.bloom.k == 0 || s.bloom.k > 32 || words == 0:
+		return fmt.Errorf("%w: block summary bloom k=%d words=%d", ErrCorrupt, s.bloom.k, words)
+	case s.minTime > s.maxTime || string(s.minID[:]) > string(s.maxID[:]):
+		return fmt.Errorf("%w: block summary ranges inverted", ErrCorrupt)
+	}
+	return nil
 }
 
 // blockKey is the index key of a block's summary: 'b' tenant segment seq,

@@ -165,28 +165,33 @@ func (o *Options) withDefaults() (Options, error) {
 		c.Now = time.Now
 	}
 	c.Limits.setDefaults()
+	return c, c.validate()
+}
+
+// validate refuses options Open cannot honour (defaults already applied).
+func (c *Options) validate() error {
 	if _, err := segment.ParseCodec(c.Compression); err != nil {
-		return c, fmt.Errorf("%w: %v", ErrInvalidOptions, err)
+		return fmt.Errorf("%w: %v", ErrInvalidOptions, err)
 	}
 	switch {
 	case c.BlockSize < 1<<10 || c.BlockSize > 16<<20:
-		return c, fmt.Errorf("%w: BlockSize %d outside 1 KiB..16 MiB", ErrInvalidOptions, c.BlockSize)
+		return fmt.Errorf("%w: BlockSize %d outside 1 KiB..16 MiB", ErrInvalidOptions, c.BlockSize)
 	case c.SegmentSize < 1<<20:
-		return c, fmt.Errorf("%w: SegmentSize %d below 1 MiB", ErrInvalidOptions, c.SegmentSize)
+		return fmt.Errorf("%w: SegmentSize %d below 1 MiB", ErrInvalidOptions, c.SegmentSize)
 	case c.SegmentAge < time.Second:
-		return c, fmt.Errorf("%w: SegmentAge %v below 1s", ErrInvalidOptions, c.SegmentAge)
+		return fmt.Errorf("%w: SegmentAge %v below 1s", ErrInvalidOptions, c.SegmentAge)
 	case c.Sync.kind == syncInterval && c.Sync.interval <= 0:
-		return c, fmt.Errorf("%w: SyncInterval needs a positive interval", ErrInvalidOptions)
+		return fmt.Errorf("%w: SyncInterval needs a positive interval", ErrInvalidOptions)
 	case c.Limits.MaxRecordBytes > segment.MaxBlockRaw/2:
-		return c, fmt.Errorf("%w: MaxRecordBytes %d over %d", ErrInvalidOptions, c.Limits.MaxRecordBytes, segment.MaxBlockRaw/2)
+		return fmt.Errorf("%w: MaxRecordBytes %d over %d", ErrInvalidOptions, c.Limits.MaxRecordBytes, segment.MaxBlockRaw/2)
 	case c.ReadOnly && c.RebuildIndex:
-		return c, fmt.Errorf("%w: ReadOnly with RebuildIndex", ErrInvalidOptions)
+		return fmt.Errorf("%w: ReadOnly with RebuildIndex", ErrInvalidOptions)
 	case c.BlockCacheBytes > 0 && c.BlockCacheBytes < 256<<10:
 		// Blocks over a quarter of the bound are not cached: below this a
 		// 64 KiB block never would be.
-		return c, fmt.Errorf("%w: BlockCacheBytes %d below 256 KiB (negative disables the cache)", ErrInvalidOptions, c.BlockCacheBytes)
+		return fmt.Errorf("%w: BlockCacheBytes %d below 256 KiB (negative disables the cache)", ErrInvalidOptions, c.BlockCacheBytes)
 	case c.DEKCache.MaxAge < 0:
-		return c, fmt.Errorf("%w: DEK cache max age must be >= 0", ErrInvalidOptions)
+		return fmt.Errorf("%w: DEK cache max age must be >= 0", ErrInvalidOptions)
 	}
-	return c, nil
+	return nil
 }
