@@ -3,13 +3,11 @@ package engine
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 
 	"github.com/logstore/logstore/keys"
 	"github.com/logstore/logstore/segment"
-	"github.com/logstore/logstore/vfs"
 )
 
 // Reconciliation of a tenant's segment files with its manifest, run by Open
@@ -279,13 +277,9 @@ func (db *DB) sealEntry(r *segment.Reader, e *manifestEntry, written []*blockSum
 			return err
 		}
 	}
-	file := encodeSummaryFile(r.Header().ID, sums)
-	d := sha256.Sum256(file)
+	// A file that cannot be written is rebuilt on a later Open.
+	d := db.writeSummaryFile(r.Path(), r.Header().ID, sums)
 	e.Summaries = d[:]
-	// Derived: a file that cannot be written is rebuilt on a later Open.
-	if err := vfs.WriteFileAtomic(db.fs, summaryPathOf(r.Path()), file); err != nil {
-		db.stats.summaryFileFailures.Add(1)
-	}
 	return nil
 }
 

@@ -150,23 +150,6 @@ func (f *Field) Number(m *Meta) float64 {
 	return 0
 }
 
-// value is the field's typed value, for messages (%#v prints it as Go does).
-func (f *Field) value(m *Meta) any {
-	switch {
-	case f.kind == KindID:
-		return m.ID.String()
-	case f.kind == KindTime:
-		return m.Time.Format(time.RFC3339Nano)
-	case f.str != nil:
-		return *f.str(m)
-	case f.int16 != nil:
-		return *f.int16(m)
-	case f.int64 != nil:
-		return *f.int64(m)
-	}
-	return *f.float(m)
-}
-
 // validateMeta checks the plaintext fields against the schema and limits.
 func validateMeta(m *Meta, l Limits) error {
 	if m.Time.IsZero() {

@@ -122,17 +122,16 @@ func summarizeSegment(r *segment.Reader) ([]*blockSummary, error) {
 	return sums, nil
 }
 
-// writeSummaryFile writes the summary file of the sealed segment r. It is
-// derived data: a failure is counted, not returned (readers then read the
-// segment's metadata instead).
-func (db *DB) writeSummaryFile(r *segment.Reader) {
-	sums, err := summarizeSegment(r)
-	if err == nil {
-		err = vfs.WriteFileAtomic(db.fs, summaryPathOf(r.Path()), encodeSummaryFile(r.Header().ID, sums))
-	}
-	if err != nil {
+// writeSummaryFile writes the summary file of segment seg (at segPath) and
+// returns the SHA-256 of its bytes (what a manifest entry anchors). The file
+// is derived data: a failure to write it is counted, not returned (readers
+// then use the index or the segment instead).
+func (db *DB) writeSummaryFile(segPath string, seg [16]byte, sums []*blockSummary) [32]byte {
+	file := encodeSummaryFile(seg, sums)
+	if err := vfs.WriteFileAtomic(db.fs, summaryPathOf(segPath), file); err != nil {
 		db.stats.summaryFileFailures.Add(1)
 	}
+	return sha256.Sum256(file)
 }
 
 // readSummaryFile returns the summaries of the segment at segPath from its
@@ -180,7 +179,11 @@ func (db *DB) ensureSummaryFiles(tenant string) {
 			db.stats.summaryFileFailures.Add(1)
 			continue
 		}
-		db.writeSummaryFile(r)
+		if sums, err := summarizeSegment(r); err == nil {
+			db.writeSummaryFile(path, id, sums)
+		} else {
+			db.stats.summaryFileFailures.Add(1)
+		}
 		_ = r.Close() // read-only
 	}
 }

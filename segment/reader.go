@@ -399,13 +399,6 @@ func (r *Reader) ReadMeta(i int) (*Block, error) {
 	return r.readAt(r.blocks[i].Offset, uint64(i), false)
 }
 
-// ReadMetaAt returns the plaintext metadata of the block with sequence seq
-// at file offset off (a locator from an index), checksum-verified, without
-// consulting the block list; it needs no key.
-func (r *Reader) ReadMetaAt(off int64, seq uint64) (*Block, error) {
-	return r.readAt(off, seq, false)
-}
-
 // ReadMetaSectionAt returns the plaintext metadata of the block with
 // sequence seq at file offset off, reading only the frame header and the
 // metadata section, not the body. The header's checksum, segment id and
