@@ -35,6 +35,27 @@ type tenantState struct {
 	// checkpointed is when the manifest last recorded the active segment's
 	// synced size (checkpoint).
 	checkpointed time.Time
+	// j is w's journal (journal.go), opened by the first small append;
+	// jdirty: written since its last fsync.
+	j      *segment.Writer
+	jdirty bool
+	// pend are the journaled records, by kind, that no block holds yet.
+	pend [kindPayload + 1]pending
+}
+
+// writeMark is where a tenant's writes stood before a group: a failed
+// write or fsync cuts the active segment back to it (abandonTo).
+type writeMark struct {
+	blocks int
+	pend   [kindPayload + 1]pending
+}
+
+func (ts *tenantState) mark() writeMark {
+	m := writeMark{pend: ts.pend}
+	if ts.w != nil {
+		m.blocks = ts.w.BlockCount()
+	}
+	return m
 }
 
 // keyURIFor is the key a tenant's next segment is wrapped under: the key
@@ -165,8 +186,13 @@ func (db *DB) sealActive(ts *tenantState) error {
 	if ts.w == nil {
 		return nil
 	}
-	if err := ts.w.Seal(); err != nil {
-		db.abandon(ts)
+	m := ts.mark()
+	kvs, err := db.flushAll(ts, nil)
+	if err == nil {
+		err = ts.w.Seal()
+	}
+	if err != nil {
+		db.abandonTo(ts, m)
 		return err
 	}
 	st := ts.info
@@ -174,11 +200,13 @@ func (db *DB) sealActive(ts *tenantState) error {
 	path, sums := ts.w.Path(), ts.sums
 	_ = ts.w.Close() // sealed and fsynced: closing loses nothing
 	ts.w, ts.info, ts.dirty, ts.sums = nil, nil, false, nil
+	// The seal made the flushed blocks durable: the journal is obsolete.
+	db.closeJournal(ts, true)
 	k, v, err := stateKV(st)
 	if err != nil {
 		return err
 	}
-	db.indexQ <- &indexJob{kvs: []kv{{k: k, v: v}}}
+	db.indexQ <- &indexJob{kvs: append(kvs, kv{k: k, v: v})}
 	// A failure here leaves the entry "active" with the file sealed: the
 	// next Open accepts it as a finished crash recovery (which
 	// authenticates every block before it anchors their summaries).
@@ -194,30 +222,43 @@ func (db *DB) sealTolerated(ts *tenantState) {
 	}
 }
 
-// abandon gives up on ts's active segment after a write or fsync error: the
-// writer never appends to it again (its nonces must not repeat); recovery
-// truncates what was torn and seals it, and whatever valid blocks remain are
-// indexed so the index keeps matching the segments. When that repair fails
+// abandon gives up on ts's active segment after an fsync error, keeping
+// every block written (abandonTo).
+func (db *DB) abandon(ts *tenantState) { db.abandonTo(ts, ts.mark()) }
+
+// abandonTo gives up on ts's active segment after a write or fsync error:
+// the writer never appends to it again (its nonces must not repeat);
+// recovery cuts it back to m (what a torn or failed write left after the
+// blocks before it) and seals it, and the blocks kept are indexed so the
+// index keeps matching the segments. The journal is closed and kept: its
+// records that no kept block holds stay pending (m.pend) for the next
+// segment, and the next Open finds the rest stored. When the repair fails
 // here it is counted (Stats.AbandonRepairsDeferred): the next Open does it.
-func (db *DB) abandon(ts *tenantState) {
+func (db *DB) abandonTo(ts *tenantState, m writeMark) {
 	if ts.w == nil {
 		return
 	}
 	db.stats.segmentsAbandoned.Add(1)
 	path, st, sums := ts.w.Path(), ts.info, ts.sums
+	if m.blocks < len(sums) {
+		sums = sums[:m.blocks]
+	}
 	db.indexBarrier() // the persisted state must include every queued group
 	_ = ts.w.Close()  // after an I/O error; recovery reopens the file
 	ts.w, ts.info, ts.dirty, ts.sums = nil, nil, false, nil
+	db.closeJournal(ts, false)
+	ts.pend = m.pend
 	db.readers.invalidate(path)
-	if err := db.repairAbandoned(ts.name, path, st, sums); err != nil {
+	if err := db.repairAbandoned(ts.name, path, st, sums, m.blocks); err != nil {
 		db.stats.abandonRepairsDeferred.Add(1)
 	}
 }
 
-// repairAbandoned truncates and seals an abandoned segment, records it in
-// the manifest and indexes the blocks the index lacks.
-func (db *DB) repairAbandoned(tenant, path string, st *SegmentInfo, sums []*blockSummary) error {
-	if _, err := segment.Recover(path, db.readOpts(tenant)); err != nil {
+// repairAbandoned cuts an abandoned segment back to its first keep blocks
+// and seals it, records it in the manifest and indexes the blocks the
+// index lacks.
+func (db *DB) repairAbandoned(tenant, path string, st *SegmentInfo, sums []*blockSummary, keep int) error {
+	if _, err := segment.RecoverBlocks(path, db.readOpts(tenant), keep); err != nil {
 		return err
 	}
 	serr := db.recordSealed(tenant, path, sums)
@@ -243,15 +284,31 @@ func (db *DB) repairAbandoned(tenant, path string, st *SegmentInfo, sums []*bloc
 // (SyncInterval's tick, and Close).
 func (db *DB) syncDirty() {
 	for _, ts := range db.tenants {
-		if ts.w != nil && ts.dirty {
-			if err := ts.w.Sync(); err != nil {
+		if ts.w != nil && (ts.dirty || ts.jdirty) {
+			if err := db.syncWrites(ts, groupWrites{segment: ts.dirty, journal: ts.jdirty}); err != nil {
 				db.abandon(ts)
 				continue
 			}
-			ts.dirty = false
 			db.checkpoint(ts)
 		}
 	}
+}
+
+// syncWrites fsyncs the files of ts that w says were written.
+func (db *DB) syncWrites(ts *tenantState, w groupWrites) error {
+	if w.journal && ts.j != nil {
+		if err := ts.j.Sync(); err != nil {
+			return err
+		}
+		ts.jdirty = false
+	}
+	if w.segment {
+		if err := ts.w.Sync(); err != nil {
+			return err
+		}
+		ts.dirty = false
+	}
+	return nil
 }
 
 // sealAll seals every active segment (Close, withWriterPaused).

@@ -304,7 +304,7 @@ func (db *DB) countRecords(ctx context.Context, tenant string, o ScanOptions) (i
 				return 0, err
 			}
 		}
-		if !f.admitted(c.seg) {
+		if c.sum.mem == nil && !f.admitted(c.seg) {
 			continue
 		}
 		if k, ok := b.wholeCount(c.sum); ok {
@@ -324,6 +324,9 @@ func (db *DB) countRecords(ctx context.Context, tenant string, o ScanOptions) (i
 // entries keep accepts (nil: every entry); keep sees an entry's encoded
 // bytes, so a scan skips decoding what cannot match.
 func (db *DB) readBlockMetas(tenant string, seg [16]byte, s *blockSummary, keep func(raw []byte) bool) ([]*Meta, error) {
+	if s.mem != nil {
+		return decodeEntries("journal of "+tenant, s, s.mem.meta, keep)
+	}
 	path := db.segPath(tenant, seg)
 	r, err := db.readers.acquire(path, tenant, true)
 	if err != nil {
@@ -346,8 +349,14 @@ func (db *DB) readBlockMetas(tenant string, seg [16]byte, s *blockSummary, keep 
 		return nil, fmt.Errorf("%w: %s block %d holds %d records, its index entry says %d; `logstore segments reindex` rebuilds the index",
 			ErrIndexMismatch, path, s.seq, len(blk.Meta), s.count)
 	}
+	return decodeEntries(path, s, blk.Meta, keep)
+}
+
+// decodeEntries decodes the metadata entries of block s that keep accepts
+// (nil: every entry).
+func decodeEntries(path string, s *blockSummary, entries [][]byte, keep func(raw []byte) bool) ([]*Meta, error) {
 	var metas []*Meta
-	for j, raw := range blk.Meta {
+	for j, raw := range entries {
 		if len(raw) < 2 || raw[1] != s.kind {
 			return nil, fmt.Errorf("%w: %s block %d record %d is not of the kind its index entry says", ErrIndexMismatch, path, s.seq, j)
 		}

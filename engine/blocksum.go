@@ -40,6 +40,9 @@ type blockSummary struct {
 	// exact are the value lists of the fields with few values in the
 	// block (blockcounts.go), by field byte.
 	exact []fieldCounts
+	// mem, for a journal block (journal.go), holds its records: reads take
+	// them from memory, not from the file. Never encoded.
+	mem *memBlock
 }
 
 // Bloom entries are hashed with a one-byte domain: an id, or a field's

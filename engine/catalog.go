@@ -27,6 +27,10 @@ type catalog struct {
 	// tenants holds the loaded tenants; a tenant absent is loaded from
 	// the index by the next snapshot.
 	tenants map[string]*tenantBlocks
+	// mems are, per tenant, the journal blocks (journal.go) whose records
+	// no block of a segment holds yet: the index never has them, so they
+	// outlive reset and are added to every load, until a flush drops them.
+	mems map[string][]*blockSummary
 }
 
 // tenantBlocks are one tenant's summaries, by segment in key order.
@@ -127,7 +131,7 @@ type segView struct {
 }
 
 func newCatalog(load func(tenant string, tb *tenantBlocks) error) *catalog {
-	return &catalog{load: load, tenants: map[string]*tenantBlocks{}}
+	return &catalog{load: load, tenants: map[string]*tenantBlocks{}, mems: map[string][]*blockSummary{}}
 }
 
 // snapshot returns tenant's summaries as of now, loading them from the index
@@ -168,6 +172,9 @@ func (c *catalog) loadLocked(tenant string) (*tenantBlocks, error) {
 	tb := &tenantBlocks{bySeg: map[[16]byte]*segBlocks{}}
 	if err := c.load(tenant, tb); err != nil {
 		return nil, err
+	}
+	for _, s := range c.mems[tenant] {
+		tb.add(s)
 	}
 	c.tenants[tenant] = tb
 	return tb, nil
@@ -271,13 +278,69 @@ func (c *catalog) find(tenant string, id ID, kind byte) ([]candidate, error, err
 	return out, tb.faultErr(), nil
 }
 
-// added records summaries the indexer committed. A tenant not loaded is
-// left alone: its next load reads them from the index.
-func (c *catalog) added(tenant string, sums []*blockSummary) {
+// apply makes one index job's changes at once (so a scan never sees a
+// flushed record twice, or not at all): the summaries the indexer committed,
+// the journal blocks written, and the journal blocks a flush covered. A
+// tenant not loaded gets the committed summaries from the index when it is.
+func (c *catalog) apply(kvs []kv) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if tb := c.tenants[tenant]; tb != nil {
-		for _, s := range sums {
+	for _, e := range kvs {
+		tb := c.tenants[e.tenant]
+		switch {
+		case e.drop != nil:
+			c.mems[e.tenant] = slices.DeleteFunc(c.mems[e.tenant], e.drop.covers)
+			if len(c.mems[e.tenant]) == 0 {
+				delete(c.mems, e.tenant)
+			}
+			if tb != nil {
+				tb.dropMem(e.drop)
+			}
+		case e.sum == nil:
+		case e.sum.mem != nil:
+			c.mems[e.tenant] = append(c.mems[e.tenant], e.sum)
+			if tb != nil {
+				tb.add(e.sum)
+			}
+		case tb != nil:
+			tb.add(e.sum)
+		}
+	}
+}
+
+// memCounts are the records and payloads tenant's journal blocks hold.
+func (c *catalog) memCounts(tenant string) (records, payloads int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, s := range c.mems[tenant] {
+		if s.kind == kindPayload {
+			payloads += s.count
+		} else {
+			records += s.count
+		}
+	}
+	return records, payloads
+}
+
+// dropTenant forgets a deleted tenant, journal blocks included.
+func (c *catalog) dropTenant(tenant string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.tenants, tenant)
+	delete(c.mems, tenant)
+}
+
+// dropMem removes the journal blocks d covers: their segment's block list
+// is rebuilt without them (snapshots keep the old list).
+func (tb *tenantBlocks) dropMem(d *memDrop) {
+	sb := tb.bySeg[d.journal]
+	if sb == nil {
+		return
+	}
+	delete(tb.bySeg, d.journal)
+	tb.segs = slices.DeleteFunc(tb.segs, func(x *segBlocks) bool { return x == sb })
+	for _, s := range sb.blocks {
+		if !d.covers(s) {
 			tb.add(s)
 		}
 	}

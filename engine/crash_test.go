@@ -41,7 +41,7 @@ func crashFS(mem *vfs.MemFS, crashAt int64, rng *rand.Rand) (*vfs.ErrorFS, *atom
 		if crashed.Load() {
 			return vfs.ErrIO
 		}
-		if (op == vfs.OpWrite || op == vfs.OpSync) && strings.HasSuffix(name, ".lss") && ops.Add(1) >= crashAt {
+		if (op == vfs.OpWrite || op == vfs.OpSync) && (strings.HasSuffix(name, ".lss") || strings.HasSuffix(name, ".lsj")) && ops.Add(1) >= crashAt {
 			once.Do(func() { mem.CrashTorn(rng); crashed.Store(true) })
 			return vfs.ErrIO
 		}

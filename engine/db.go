@@ -80,6 +80,7 @@ type RecoveryReport struct {
 	TenantsReindexed int // tenants whose index was ahead of their segments
 	TenantsAdopted   int // tenants from before manifests that got their first manifest
 	DebrisRemoved    int // segment files a crash left with a header and no block, never listed
+	JournalRecords   int // records a crash left only in a journal, appended again (journalreplay.go)
 	// Damaged lists what Open refused or found missing: tampered, unlisted
 	// or truncated segments, lost segments, damaged manifests. Those tenants
 	// or segments are refused; everything else works.
@@ -156,6 +157,7 @@ func Open(dir string, o *Options) (*DB, error) {
 	go db.indexLoop()
 	db.wg.Add(1)
 	go db.writeLoop()
+	db.replayJournals(&db.recovery)
 	if opts.RetentionInterval > 0 {
 		db.wg.Add(1)
 		go db.retentionLoop()

@@ -45,6 +45,7 @@ func (db *DB) deleteTenant(ctx context.Context, tenant string) (DeleteReport, er
 			delete(db.tenants, tenant)
 			db.indexBarrier()
 		}
+		defer db.catalog.dropTenant(tenant) // its journal blocks too
 		return db.deleteTenantLocked(tenant, &rep)
 	})
 	return rep, err
@@ -111,10 +112,11 @@ func (db *DB) deleteTenantFiles(tenant string, rep *DeleteReport) error {
 		}
 	}
 	// Block-summary files hold plaintext metadata summaries (filters of
-	// session and trace ids): they go with their segments, orphans too.
+	// session and trace ids) and journals hold records: they go with their
+	// segments, orphans too.
 	if names, err := db.fs.List(db.segDir(tenant)); err == nil {
 		for _, n := range names {
-			if strings.HasSuffix(n, summaryExt) {
+			if strings.HasSuffix(n, summaryExt) || strings.HasSuffix(n, journalExt) {
 				if err := removeIfExists(db.fs, filepath.Join(db.segDir(tenant), n)); err != nil {
 					return err
 				}

@@ -23,6 +23,11 @@ const (
 	// beside HEXID.lss (sumfile.go). It is derived, written after the seal,
 	// and read by read-only opens.
 	summaryExt = ".lsb"
+	// journalExt ends an active segment's journal: HEXID.lsj beside
+	// HEXID.lss (journal.go, docs/format/journal.md). It holds the records
+	// of small appends until they fill a block of the segment; the seal
+	// removes it, and a writer's Open replays what a crash left in one.
+	journalExt = ".lsj"
 	// manifestFile is a tenant's manifest, DIR/segments/TENANT/MANIFEST. It
 	// is replaced by vfs.WriteFileAtomic, which writes MANIFEST.tmp first.
 	manifestFile = "MANIFEST"
@@ -71,6 +76,21 @@ func segmentFileName(hexID string) string { return hexID + segmentExt }
 // summaryPathOf is the block-summary file of the segment file at path.
 func summaryPathOf(segPath string) string {
 	return strings.TrimSuffix(segPath, segmentExt) + summaryExt
+}
+
+// journalPathOf is the journal of the segment file at path.
+func journalPathOf(segPath string) string {
+	return strings.TrimSuffix(segPath, segmentExt) + journalExt
+}
+
+// segmentIDOfJournal returns the segment a journal file path (or name)
+// belongs to.
+func segmentIDOfJournal(path string) ([16]byte, bool) {
+	h, ok := strings.CutSuffix(filepath.Base(path), journalExt)
+	if !ok {
+		return [16]byte{}, false
+	}
+	return segmentIDOfPath(segmentFileName(h))
 }
 
 // segmentIDOfPath returns the id of a segment file path (or name).

@@ -15,11 +15,14 @@ import (
 )
 
 // kv is one staged index entry; a block summary's entry also carries the
-// decoded summary, which the catalog gets once the entry is committed.
+// decoded summary, which the catalog gets once the entry is committed. An
+// entry without a key changes only the catalog: a journal block's summary
+// (sum.mem set), or the journal blocks a flush covered (drop).
 type kv struct {
 	k, v   []byte
 	tenant string
 	sum    *blockSummary
+	drop   *memDrop
 }
 
 // indexJob is a batch for the indexer goroutine, which commits batches in
@@ -41,16 +44,16 @@ func (db *DB) indexLoop() {
 	stale := map[string]bool{}
 	for job := range db.indexQ {
 		if len(stale) > 0 {
-			job.kvs = slices.DeleteFunc(job.kvs, func(e kv) bool { return e.k[0] == keySegment && stale[string(e.k)] })
+			job.kvs = slices.DeleteFunc(job.kvs, func(e kv) bool { return len(e.k) > 0 && e.k[0] == keySegment && stale[string(e.k)] })
 		}
 		if len(job.kvs) > 0 {
 			err := db.commitStaged(job.kvs)
 			if err == nil {
-				db.catalogAdd(job.kvs)
+				db.catalog.apply(job.kvs)
 			}
 			if err != nil {
 				for _, e := range job.kvs {
-					if e.k[0] == keySegment {
+					if len(e.k) > 0 && e.k[0] == keySegment {
 						stale[string(e.k)] = true
 					}
 				}
@@ -70,7 +73,16 @@ func (db *DB) indexLoop() {
 // until space returns, so the appends fail and the next Open indexes their
 // blocks. Sorted keys make Pebble's memtable inserts cheap (each insert
 // starts from the previous one's position).
-func (db *DB) commitStaged(kvs []kv) error {
+func (db *DB) commitStaged(staged []kv) error {
+	kvs := make([]kv, 0, len(staged)) // staged keeps its order for the catalog
+	for _, e := range staged {
+		if len(e.k) > 0 {
+			kvs = append(kvs, e)
+		}
+	}
+	if len(kvs) == 0 {
+		return nil
+	}
 	if err := db.index.writable(); err != nil && !errors.Is(err, ErrDiskFull) {
 		return err
 	}
@@ -116,15 +128,6 @@ func (db *DB) indexBarrier() {
 	done := make(chan struct{})
 	db.indexQ <- &indexJob{done: done}
 	<-done
-}
-
-// catalogAdd hands the catalog the summaries of committed entries.
-func (db *DB) catalogAdd(kvs []kv) {
-	for _, e := range kvs {
-		if e.sum != nil {
-			db.catalog.added(e.tenant, []*blockSummary{e.sum})
-		}
-	}
 }
 
 // stageBlock appends the index entry of one block (its summary) to kvs and

@@ -1,77 +1,73 @@
 package engine
 
 // The write path, stage 4: packing a group's records into blocks of the
-// active segment.
+// active segment, or into its journal when they are too few to fill one
+// (journal.go).
 
 import "github.com/logstore/logstore/segment"
 
-// packBlocks appends the group's payload blocks, then its request-log
-// blocks, and stages their index entries and the segment state in kvs.
-func (db *DB) packBlocks(ts *tenantState, reqs []*appendReq, kvs []kv) ([]kv, error) {
-	if err := db.ensureSegment(ts); err != nil {
-		return kvs, err
-	}
-	st := ts.info
-	var entries []segment.Entry
-	var metas []*Meta
-	size := 0
-	flush := func(payload bool) error {
+// groupWrites says which of a tenant's files a group wrote, so SyncAlways
+// fsyncs just those before the acknowledgement.
+type groupWrites struct {
+	segment, journal bool
+}
+
+// packBlocks writes the group's records of one tenant, per kind (payloads
+// first, then request logs): when they and the kind's pending records make
+// a block's worth, all of them go to the active segment as full blocks;
+// otherwise the group's records go to the journal and wait. It stages the
+// index entries, catalog changes and segment state in kvs. ts has an
+// active segment (ensureSegment).
+func (db *DB) packBlocks(ts *tenantState, reqs []*appendReq, kvs []kv) ([]kv, groupWrites, error) {
+	var w groupWrites
+	for _, kind := range []byte{kindPayload, kindLog} {
+		entries, metas, size := groupEntries(reqs, kind)
 		if len(entries) == 0 {
-			return nil
+			continue
 		}
-		info, err := ts.w.AppendCodec(entries, db.codec)
+		var err error
+		if ts.pend[kind].bytes+size >= db.opts.BlockSize {
+			kvs, err = db.flushPending(ts, kind, entries, metas, kvs)
+			w.segment = true
+		} else {
+			kvs, err = db.journalBlock(ts, kind, entries, metas, kvs)
+			w.journal = true
+		}
 		if err != nil {
-			db.abandon(ts)
-			return err
-		}
-		db.stats.blocksWritten.Add(1)
-		kind := byte(kindLog)
-		if payload {
-			kind = kindPayload
-		}
-		raw := make([][]byte, len(entries))
-		for j := range entries {
-			raw[j] = entries[j].Meta
-		}
-		sum := summarize(ts.w.Header().ID, info.Seq, info.Offset, kind, metas, raw)
-		ts.sums = append(ts.sums, sum)
-		kvs = stageBlock(kvs, ts.name, sum, metas, st)
-		st.RawBytes += int64(info.RawLen)
-		st.Blocks++
-		entries, metas, size = entries[:0], metas[:0], 0
-		return nil
-	}
-	for pass := 0; pass < 2; pass++ {
-		payload := pass == 0
-		for _, r := range reqs {
-			for i := range r.recs {
-				p := &r.recs[i]
-				e := segment.Entry{Time: p.m.Time.UnixNano(), Meta: p.meta, Data: p.sealed}
-				if payload {
-					if p.pmeta == nil {
-						continue
-					}
-					e.Meta, e.Data = p.pmeta, p.psealed
-				}
-				if size > 0 && size+len(e.Data) > db.opts.BlockSize {
-					if err := flush(payload); err != nil {
-						return kvs, err
-					}
-				}
-				entries = append(entries, e)
-				metas = append(metas, &p.m)
-				size += len(e.Data) + len(e.Meta)
-			}
-		}
-		if err := flush(payload); err != nil {
-			return kvs, err
+			return kvs, w, err
 		}
 	}
-	ts.dirty = true
+	ts.dirty = ts.dirty || w.segment
+	ts.jdirty = ts.jdirty || w.journal
+	st := ts.info
 	st.Size = ts.w.Size()
 	k, v, err := stateKV(st)
 	if err != nil {
-		return kvs, err
+		return kvs, w, err
 	}
-	return append(kvs, kv{k: k, v: v}), nil
+	return append(kvs, kv{k: k, v: v}), w, nil
+}
+
+// groupEntries lists the group's records of one kind as segment entries,
+// with their metadata and total size.
+func groupEntries(reqs []*appendReq, kind byte) ([]segment.Entry, []*Meta, int) {
+	var entries []segment.Entry
+	var metas []*Meta
+	size := 0
+	for _, r := range reqs {
+		for i := range r.recs {
+			p := &r.recs[i]
+			e := segment.Entry{Time: p.m.Time.UnixNano(), Meta: p.meta, Data: p.sealed}
+			if kind == kindPayload {
+				e.Meta, e.Data = p.pmeta, p.psealed
+			}
+			if e.Meta == nil {
+				continue // no payload; or a replayed payload whose log is stored
+			}
+			entries = append(entries, e)
+			metas = append(metas, &p.m)
+			size += entrySize(e)
+		}
+	}
+	return entries, metas, size
 }

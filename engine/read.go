@@ -135,6 +135,18 @@ func (db *DB) getPayload(ctx context.Context, tenant string, id ID, m *Meta) (*P
 // revoked key fails it past the DEK cache's max age), the block cache only
 // saves the decrypt and decompress of a block already seen.
 func (db *DB) readSealed(ctx context.Context, tenant string, c candidate, id ID, decode func(meta, data []byte) error) (bool, error) {
+	if mb := c.sum.mem; mb != nil {
+		// A journaled record: in memory, but served only while its
+		// segment's DEK is, like a block read from disk.
+		if mb.keyURI != "" {
+			dek, err := db.cache.Unwrap(ctx, mb.keyURI, mb.wrapped, mb.ec)
+			if err != nil {
+				return false, err
+			}
+			keys.Zero(dek)
+		}
+		return findRecord(mb.meta, mb.data, id, decode)
+	}
 	path := db.segPath(tenant, c.seg)
 	r, gen, err := db.readers.acquireGen(path, tenant, false)
 	if err != nil {

@@ -135,8 +135,22 @@ func (db *DB) loadFromSegments(tenant string, tb *tenantBlocks) error {
 	if err != nil {
 		return err
 	}
+	withJournal := db.journalsOf(tenant)
+	var journals []*journalData
 	for _, ls := range listed {
 		path := db.segPath(tenant, ls.id)
+		// A journal is read before its segment: a record the writer
+		// flushed from the journal into a block since is then in the
+		// block this load reads, and one acknowledged from the journal
+		// before this load began is in what it read of the journal.
+		if withJournal[ls.id] {
+			jd, err := db.readJournalNow(tenant, ls.id)
+			if err != nil {
+				tb.fault(err)
+			} else if jd != nil {
+				journals = append(journals, jd)
+			}
+		}
 		if err := db.checkSealedSize(path, ls); err != nil {
 			if !errors.Is(err, ErrSegmentLoss) || !db.deletedSince(tenant, ls.id) {
 				tb.fault(err)
@@ -177,6 +191,62 @@ func (db *DB) loadFromSegments(tenant string, tb *tenantBlocks) error {
 		for _, s := range sums {
 			tb.add(s)
 		}
+	}
+	for _, jd := range journals {
+		if err := db.addJournal(tenant, tb, jd); err != nil {
+			tb.fault(err)
+		}
+	}
+	return nil
+}
+
+// journalsOf lists the segments of tenant that have a journal file.
+func (db *DB) journalsOf(tenant string) map[[16]byte]bool {
+	names, err := db.fs.List(db.segDir(tenant))
+	if err != nil {
+		return nil
+	}
+	out := map[[16]byte]bool{}
+	for _, n := range names {
+		if id, ok := segmentIDOfJournal(n); ok {
+			out[id] = true
+		}
+	}
+	return out
+}
+
+func (db *DB) readJournalNow(tenant string, seg [16]byte) (*journalData, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), keyCallTimeout)
+	defer cancel()
+	return db.readJournal(ctx, tenant, seg)
+}
+
+// addJournal adds to tb the records of journal jd that no block in tb
+// holds, as catalog entries that serve them from memory.
+func (db *DB) addJournal(tenant string, tb *tenantBlocks, jd *journalData) error {
+	var have recordSet
+	if sb := tb.bySeg[jd.seg]; sb != nil {
+		var err error
+		if have, err = db.idsOfBlocks(tenant, jd.seg, sb.blocks); err != nil {
+			return err
+		}
+	}
+	todo, err := jd.unstored(have, func(id ID, kind byte) (bool, error) {
+		for _, sb := range tb.segs {
+			for _, s := range sb.byID[kind].find(id, nil) {
+				metas, err := db.readBlockMetas(tenant, sb.id, s, keepID(id))
+				if err != nil || len(metas) > 0 {
+					return len(metas) > 0, err
+				}
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, b := range todo {
+		tb.add(jd.memSummary(b))
 	}
 	return nil
 }

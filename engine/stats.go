@@ -22,7 +22,12 @@ type Stats struct {
 	// that group commit achieved.
 	AppendFsyncs, AppendFsyncRecords uint64
 	BlocksWritten                    uint64
-	SegmentsCreated                  uint64
+	// JournalBlocks counts the journal blocks of appends too small to fill a
+	// block (journal.go); JournalFlushes the full blocks that took their
+	// records into the segment; JournalRecordsReplayed the records a
+	// writer's Open re-appended from journals a crash left.
+	JournalBlocks, JournalFlushes, JournalRecordsReplayed uint64
+	SegmentsCreated                                       uint64
 	BlocksReplayed                   uint64
 	// BlockCacheHits and BlockCacheMisses count the block reads of Get
 	// served from the cache of decrypted blocks and those that decrypted
@@ -72,7 +77,10 @@ type TenantStats struct {
 	Segments    int
 	Records     int
 	Payloads    int
-	RawBytes    int64 // before compression
+	// Journaled are the records (of Records) and payloads (of Payloads)
+	// held in the active segment's journal, not yet in a block.
+	Journaled, JournaledPayloads int
+	RawBytes                     int64 // before compression
 	StoredBytes int64 // segment files on disk
 	KeysInUse   []string
 }
@@ -100,6 +108,8 @@ func (db *DB) Stats(ctx context.Context) (Stats, error) {
 		RetentionFailures: db.stats.retentionFailures.Load(), CleanupFailures: db.stats.cleanupFailures.Load(),
 		SummaryFileFailures: db.stats.summaryFileFailures.Load()}
 	s.AppendFsyncs, s.AppendFsyncRecords = db.stats.appendFsyncs.Load(), db.stats.appendFsyncRecords.Load()
+	s.JournalBlocks, s.JournalFlushes = db.stats.journalBlocks.Load(), db.stats.journalFlushes.Load()
+	s.JournalRecordsReplayed = db.stats.journalReplayed.Load()
 	s.BlockCacheHits, s.BlockCacheMisses, s.BlockCacheEntries, s.BlockCacheBytes = db.blocks.stats()
 	tenants, err := db.listTenants()
 	if err != nil {
@@ -126,6 +136,9 @@ func (db *DB) Stats(ctx context.Context) (Stats, error) {
 				ts.KeysInUse = append(ts.KeysInUse, st.KeyURI)
 			}
 		}
+		ts.Journaled, ts.JournaledPayloads = db.catalog.memCounts(t)
+		ts.Records += ts.Journaled
+		ts.Payloads += ts.JournaledPayloads
 		sort.Strings(ts.KeysInUse)
 		s.Tenants[t] = ts
 	}
@@ -143,6 +156,9 @@ type dbStats struct {
 	appendFsyncs       atomic.Uint64
 	appendFsyncRecords atomic.Uint64
 	blocksWritten      atomic.Uint64
+	journalBlocks      atomic.Uint64
+	journalFlushes     atomic.Uint64
+	journalReplayed    atomic.Uint64
 	segmentsCreated    atomic.Uint64
 	replayedBlocks     atomic.Uint64
 	recovered          atomic.Uint64

@@ -113,17 +113,7 @@ func (db *DB) commitGroup(group []*appendReq) {
 			continue
 		}
 		n := len(job.kvs)
-		job.kvs, err = db.packBlocks(ts, reqs, job.kvs)
-		if err == nil && db.opts.Sync.kind == syncAlways {
-			if err = ts.w.Sync(); err != nil {
-				db.abandon(ts)
-			} else {
-				ts.dirty = false
-				db.countFsync(reqs)
-				db.checkpoint(ts)
-			}
-		}
-		if err != nil {
+		if err = db.commitTenant(ts, reqs, job); err != nil {
 			job.kvs = job.kvs[:n]
 			fail(reqs, err)
 			continue
@@ -135,12 +125,39 @@ func (db *DB) commitGroup(group []*appendReq) {
 	}
 }
 
+// commitTenant writes one tenant's part of a group into job and, with
+// SyncAlways, fsyncs what it wrote. A failed write or fsync cuts the active
+// segment back to where it stood before (abandonTo), so no block of a failed
+// group is kept beside the journal copies of the records it flushed.
+func (db *DB) commitTenant(ts *tenantState, reqs []*appendReq, job *indexJob) error {
+	if err := db.ensureSegment(ts); err != nil {
+		return err
+	}
+	m := ts.mark()
+	var w groupWrites
+	var err error
+	job.kvs, w, err = db.packBlocks(ts, reqs, job.kvs)
+	if err == nil && db.opts.Sync.kind == syncAlways {
+		if err = db.syncWrites(ts, w); err == nil {
+			db.countFsync(reqs, w)
+			db.checkpoint(ts)
+		}
+	}
+	if err != nil {
+		db.abandonTo(ts, m)
+	}
+	return err
+}
+
 // countFsync counts a segment fsync of SyncAlways and the records it made
 // durable: their ratio is how well group commit amortises the fsync.
-func (db *DB) countFsync(reqs []*appendReq) {
+func (db *DB) countFsync(reqs []*appendReq, w groupWrites) {
 	n := 0
 	for _, r := range reqs {
 		n += len(r.recs)
+	}
+	if w.segment && w.journal {
+		db.stats.appendFsyncs.Add(1) // two files
 	}
 	db.stats.appendFsyncs.Add(1)
 	db.stats.appendFsyncRecords.Add(uint64(n))

@@ -318,6 +318,10 @@ func (r *Reader) Sealed() bool { return r.sealed }
 // TailError is the error that ended the scan of an unsealed segment, or nil.
 func (r *Reader) TailError() error { return r.tailErr }
 
+// MidCorrupt reports whether the damage TailError describes has intact
+// frames after it: not a torn tail, so cutting there would lose blocks.
+func (r *Reader) MidCorrupt() bool { return r.midCorrupt }
+
 // FooterError is why the footer could not be used (nil when sealed).
 func (r *Reader) FooterError() error {
 	if errors.Is(r.footerErr, errNoTrailer) {

@@ -26,6 +26,14 @@ type RecoverResult struct {
 // segment of a crashed writer may (the engine's manifest says which).
 // Options are those of Open (nil: defaults, which refuse plaintext).
 func Recover(path string, o *ReadOptions) (RecoverResult, error) {
+	return RecoverBlocks(path, o, -1)
+}
+
+// RecoverBlocks is Recover that also cuts every block after the first keep
+// (keep < 0: none). The engine's writer uses it when a write or fsync fails:
+// the blocks of the failed, unacknowledged write are cut, not kept, since
+// copies of the acknowledged records among them are elsewhere (its journal).
+func RecoverBlocks(path string, o *ReadOptions, keep int) (RecoverResult, error) {
 	var opts ReadOptions
 	if o != nil {
 		opts = *o
@@ -46,14 +54,17 @@ func Recover(path string, o *ReadOptions) (RecoverResult, error) {
 	if r.sealed {
 		return RecoverResult{Blocks: len(r.blocks), AlreadySealed: true}, nil
 	}
-	if r.midCorrupt {
+	blocks, end := r.blocks, r.validEnd
+	if keep >= 0 && keep < len(blocks) {
+		blocks, end = blocks[:keep], blocks[keep].Offset
+	} else if r.midCorrupt {
 		return RecoverResult{Blocks: len(r.blocks)}, fmt.Errorf("%w (intact blocks follow it; not truncating)", r.tailErr)
 	}
-	res := RecoverResult{Blocks: len(r.blocks), TruncatedBytes: r.size - r.validEnd, Sealed: true}
-	if err := f.Truncate(r.validEnd); err != nil {
+	res := RecoverResult{Blocks: len(blocks), TruncatedBytes: r.size - end, Sealed: true}
+	if err := f.Truncate(end); err != nil {
 		return res, err
 	}
-	if _, err := f.Write(appendFooter(nil, r.blocks)); err != nil {
+	if _, err := f.Write(appendFooter(nil, blocks)); err != nil {
 		return res, err
 	}
 	if err := f.Sync(); err != nil {

@@ -27,6 +27,10 @@ type MemFS struct {
 	durable map[string]*memNode
 	dirs    map[string]bool
 	locks   map[string]bool
+	// crashes counts Crash calls: a handle opened before the last one
+	// belongs to the process that lost power, and every write or sync
+	// through it fails (errCrashed), as nothing it does could land.
+	crashes int
 }
 
 type memNode struct {
@@ -61,6 +65,7 @@ func (m *MemFS) CrashTorn(rng *rand.Rand) {
 		live[name] = nn
 	}
 	m.live = live
+	m.crashes++
 	m.locks = nil // the crashed process held them
 	m.durable = make(map[string]*memNode, len(live))
 	for k, v := range live {
@@ -80,7 +85,7 @@ func (m *MemFS) Create(name string) (File, error) {
 	}
 	n := &memNode{}
 	m.live[name] = n
-	return &memFile{fs: m, name: name, node: n, writable: true}, nil
+	return &memFile{fs: m, name: name, node: n, writable: true, epoch: m.crashes}, nil
 }
 
 func (m *MemFS) open(name string, writable bool) (File, error) {
@@ -91,7 +96,7 @@ func (m *MemFS) open(name string, writable bool) (File, error) {
 	if !ok {
 		return nil, &os.PathError{Op: "open", Path: name, Err: ErrNotExist}
 	}
-	return &memFile{fs: m, name: name, node: n, writable: writable}, nil
+	return &memFile{fs: m, name: name, node: n, writable: writable, epoch: m.crashes}, nil
 }
 
 func (m *MemFS) OpenReadWrite(name string) (File, error) { return m.open(name, true) }
@@ -240,9 +245,13 @@ type memFile struct {
 	node     *memNode
 	writable bool
 	closed   bool
+	epoch    int // MemFS.crashes when opened
 }
 
-var errClosed = errors.New("vfs: file already closed")
+var (
+	errClosed  = errors.New("vfs: file already closed")
+	errCrashed = errors.New("vfs: the power failed since this file was opened (MemFS.Crash)")
+)
 
 func (f *memFile) check(write bool) error {
 	if f.closed {
@@ -250,6 +259,9 @@ func (f *memFile) check(write bool) error {
 	}
 	if write && !f.writable {
 		return fmt.Errorf("vfs: %s opened read-only: %w", f.name, os.ErrPermission)
+	}
+	if write && f.epoch != f.fs.crashes {
+		return errCrashed
 	}
 	return nil
 }
@@ -310,6 +322,9 @@ func (f *memFile) Sync() error {
 	defer f.fs.mu.Unlock()
 	if err := f.check(false); err != nil {
 		return err
+	}
+	if f.epoch != f.fs.crashes {
+		return errCrashed
 	}
 	f.node.synced = append([]byte(nil), f.node.data...)
 	return nil

@@ -1,0 +1,179 @@
+package engine
+
+// Journal replay on a writer's Open: a journal left beside a segment (the
+// writer crashed, or gave the segment up after an I/O error) may hold
+// acknowledged records that no block holds. Recovery has sealed and indexed
+// the segments by then; replay re-appends each journaled record that no
+// block of the tenant holds (by id: one id names one record), fsyncs them,
+// and only then removes the journal. A crash during replay leaves the
+// journal, and the next Open finds the records already re-appended.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/logstore/logstore/keys"
+	"github.com/logstore/logstore/vfs"
+)
+
+// replayBatch bounds the records of one re-append.
+const replayBatch = 1024
+
+// replayJournals replays every tenant's journals, recording in rep what it
+// re-appended and what it could not replay (the journal is then kept).
+func (db *DB) replayJournals(rep *RecoveryReport) {
+	tenants, err := db.listTenants()
+	if err != nil {
+		rep.Damaged = append(rep.Damaged, fmt.Sprintf("journals: %v", err))
+		return
+	}
+	for _, t := range tenants {
+		names, err := db.fs.List(db.segDir(t))
+		if err != nil {
+			continue // no directory: nothing to replay
+		}
+		for _, n := range names {
+			if !strings.HasSuffix(n, journalExt) {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 4*keyCallTimeout)
+			k, err := db.replayJournal(ctx, t, n)
+			cancel()
+			rep.JournalRecords += k
+			db.stats.journalReplayed.Add(uint64(k))
+			if err == nil {
+				continue
+			}
+			msg := fmt.Sprintf("tenant %s: %v", t, err)
+			if ke := (*keys.Error)(nil); errors.As(err, &ke) {
+				rep.Unverified = append(rep.Unverified, msg)
+			} else {
+				rep.Damaged = append(rep.Damaged, msg)
+			}
+		}
+	}
+}
+
+// replayJournal replays the journal file name of tenant and returns how
+// many records it re-appended.
+func (db *DB) replayJournal(ctx context.Context, tenant, name string) (int, error) {
+	seg, ok := segmentIDOfJournal(name)
+	if !ok {
+		return 0, fmt.Errorf("%w: %s is not a journal name the engine writes: not replayed", ErrSegmentTampered, name)
+	}
+	if err := db.journalListed(tenant, seg); err != nil {
+		return 0, err
+	}
+	jd, err := db.readJournal(ctx, tenant, seg)
+	if jd == nil {
+		return 0, err
+	}
+	var damage error
+	if jd.midCorrupt {
+		damage = fmt.Errorf("%w: journal %s is damaged before its end (%v): its blocks before the damage were replayed; the file is kept", ErrCorrupt, name, jd.tailErr)
+	}
+	segs, _, err := db.catalog.snapshot(tenant)
+	if err != nil {
+		return 0, err
+	}
+	var have recordSet
+	for _, sv := range segs {
+		if sv.id == seg {
+			if have, err = db.idsOfBlocks(tenant, seg, sv.blocks); err != nil {
+				return 0, err
+			}
+		}
+	}
+	todo, err := jd.unstored(have, func(id ID, kind byte) (bool, error) { return db.storedIn(tenant, id, kind) })
+	if err != nil {
+		return 0, err
+	}
+	n, err := db.reappend(ctx, tenant, todo)
+	if err != nil || damage != nil {
+		return n, errors.Join(err, damage)
+	}
+	path := journalPathOf(db.segPath(tenant, seg))
+	if err := db.fs.Remove(path); err != nil && !errors.Is(err, vfs.ErrNotExist) {
+		db.stats.cleanupFailures.Add(1) // replayed: the next Open finds it all stored
+	}
+	return n, nil
+}
+
+// journalListed refuses the journal of a segment the tenant's manifest does
+// not list (or is deleting): put back after retention removed its segment,
+// it would bring deleted records back.
+func (db *DB) journalListed(tenant string, seg [16]byte) error {
+	tm := db.manifests.get(tenant)
+	switch {
+	case tm == nil:
+		return nil // a plaintext store, or one from before manifests
+	case tm.body == nil && tm.damaged != nil:
+		return fmt.Errorf("journal of segment %s not replayed: %w", segHex(seg), tm.damaged)
+	case tm.body == nil:
+		return fmt.Errorf("journal of segment %s not replayed: %w", segHex(seg), tm.unverified)
+	}
+	if e := tm.body.entry(segHex(seg)); e == nil || e.State == segDeleting {
+		return fmt.Errorf("%w: the journal of segment %s, which the tenant manifest does not list: not replayed", ErrSegmentTampered, segHex(seg))
+	}
+	return nil
+}
+
+// storedIn reports whether a block of tenant holds record id of kind.
+func (db *DB) storedIn(tenant string, id ID, kind byte) (bool, error) {
+	cands, faults, err := db.findBlocks(tenant, id, kind)
+	if err != nil {
+		return false, err
+	}
+	return inBlocks(cands, faults, func(c candidate) (bool, error) {
+		metas, err := db.readBlockMetas(tenant, c.seg, c.sum, keepID(id))
+		return len(metas) > 0, err
+	})
+}
+
+// reappend appends the journal's records again, with their ids, through the
+// write path, then seals the segment they went to (whatever Options.Sync
+// says, they are durable before the journal goes).
+func (db *DB) reappend(ctx context.Context, tenant string, blocks []journalBlockData) (int, error) {
+	byID := map[ID]*prepared{}
+	var order []*prepared
+	for _, b := range blocks {
+		for i, m := range b.metas {
+			p := byID[m.ID]
+			if p == nil {
+				p = &prepared{m: Meta{ID: m.ID, Time: m.Time}}
+				byID[m.ID] = p
+				order = append(order, p)
+			}
+			if b.kind == kindPayload {
+				p.pmeta, p.psealed = b.meta[i], b.data[i]
+			} else {
+				p.m, p.meta, p.sealed = *m, b.meta[i], b.data[i]
+			}
+		}
+	}
+	for start := 0; start < len(order); start += replayBatch {
+		req := &appendReq{tenant: tenant, done: make(chan error, 1)}
+		for _, p := range order[start:min(start+replayBatch, len(order))] {
+			req.recs = append(req.recs, *p)
+		}
+		if err := db.enqueue(ctx, req); err != nil {
+			return start, err
+		}
+		if err := <-req.done; err != nil {
+			return start, err
+		}
+	}
+	if len(order) == 0 {
+		return 0, nil
+	}
+	// The seal flushes them into full blocks and fsyncs them.
+	err := db.control(ctx, func() error {
+		if ts := db.tenants[tenant]; ts != nil {
+			return db.sealActive(ts)
+		}
+		return nil
+	})
+	return len(order), err
+}
