@@ -28,7 +28,7 @@ type Stats struct {
 	// writer's Open re-appended from journals a crash left.
 	JournalBlocks, JournalFlushes, JournalRecordsReplayed uint64
 	SegmentsCreated                                       uint64
-	BlocksReplayed                   uint64
+	BlocksReplayed                                        uint64
 	// BlockCacheHits and BlockCacheMisses count the block reads of Get
 	// served from the cache of decrypted blocks and those that decrypted
 	// (Options.BlockCacheBytes); BlockCacheEntries and BlockCacheBytes are
@@ -74,15 +74,15 @@ type Stats struct {
 
 // TenantStats summarise one tenant's storage.
 type TenantStats struct {
-	Segments    int
-	Records     int
-	Payloads    int
+	Segments int
+	Records  int
+	Payloads int
 	// Journaled are the records (of Records) and payloads (of Payloads)
 	// held in the active segment's journal, not yet in a block.
 	Journaled, JournaledPayloads int
 	RawBytes                     int64 // before compression
-	StoredBytes int64 // segment files on disk
-	KeysInUse   []string
+	StoredBytes                  int64 // segment files on disk
+	KeysInUse                    []string
 }
 
 // Stats reads the figures from the index (per-tenant records, sizes, keys
