@@ -59,6 +59,7 @@ func TestRetentionRemovesExactlyExpiredSegments(t *testing.T) {
 	n, err := db.tn("beta").Count(bg, ScanOptions{})
 	require.NoError(t, err)
 	require.Equal(t, 5, n)
+	db.flushJournals(t) // what Reindex does first: journaled records into blocks
 	live := dumpIndex(t, db.DB)
 	_, err = db.Admin().Reindex(bg)
 	require.NoError(t, err)

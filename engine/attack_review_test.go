@@ -942,6 +942,7 @@ func TestAttackCrashedActiveSegmentBackdated(t *testing.T) {
 		o.IndexDir = t.TempDir()
 		o.Now = func() time.Time { return now }
 		o.Compression = "none"
+		o.NoJournal = true // the blocks in the segment (journal blocks: TestAttackJournalEdited)
 	}
 	db := openTest(t, mem, "/db", opts)
 	require.NoError(t, db.Admin().SetRetention(bg, "acme", 24*time.Hour))

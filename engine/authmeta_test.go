@@ -86,7 +86,7 @@ func editSegmentStatus(t *testing.T, path string, id ID, status int) {
 }
 
 func TestGetRefusesMetadataTheBlockDoesNotAuthenticate(t *testing.T) {
-	db := openTest(t, vfs.Default, t.TempDir(), nil)
+	db := openTest(t, vfs.Default, t.TempDir(), func(o *Options) { o.NoJournal = true })
 	defer db.Close()
 	recs := genRecords(rand.New(rand.NewSource(71)), 30, t0)
 	ids, err := db.tn("acme").Append(bg, recs)

@@ -92,7 +92,7 @@ func TestBlockCacheServesNeighbours(t *testing.T) {
 func TestBlockCacheRevocation(t *testing.T) {
 	clk := &fakeClock{now: t0}
 	cache := keys.CacheOptions{MaxAge: 5 * time.Minute, Now: clk.Now}
-	db := openTest(t, vfs.Default, t.TempDir(), func(o *Options) { o.Now = clk.Now; o.DEKCache = &cache })
+	db := openTest(t, vfs.Default, t.TempDir(), func(o *Options) { o.Now = clk.Now; o.DEKCache = &cache; o.NoJournal = true })
 	defer db.Close()
 	ids, err := db.tn("acme").Append(bg, genRecords(rand.New(rand.NewSource(3)), 20, t0)) // the DEK is cached at t0
 	require.NoError(t, err)
@@ -124,7 +124,7 @@ func TestBlockCacheRevocation(t *testing.T) {
 func TestBlockCacheExpiry(t *testing.T) {
 	clk := &fakeClock{now: t0}
 	cache := keys.CacheOptions{MaxAge: time.Minute, Now: clk.Now}
-	db := openTest(t, vfs.Default, t.TempDir(), func(o *Options) { o.Now = clk.Now; o.DEKCache = &cache })
+	db := openTest(t, vfs.Default, t.TempDir(), func(o *Options) { o.Now = clk.Now; o.DEKCache = &cache; o.NoJournal = true })
 	ids, err := db.tn("acme").Append(bg, genRecords(rand.New(rand.NewSource(4)), 10, t0))
 	require.NoError(t, err)
 	_, err = db.tn("acme").Get(bg, ids[0], PartLog)
@@ -149,7 +149,7 @@ func TestBlockCacheExpiry(t *testing.T) {
 	require.NoError(t, db.Close())
 
 	off := keys.CacheOptions{MaxAge: 0}
-	db = openTest(t, vfs.Default, t.TempDir(), func(o *Options) { o.DEKCache = &off })
+	db = openTest(t, vfs.Default, t.TempDir(), func(o *Options) { o.DEKCache = &off; o.NoJournal = true })
 	defer db.Close()
 	ids, err = db.tn("acme").Append(bg, genRecords(rand.New(rand.NewSource(4)), 10, t0))
 	require.NoError(t, err)
@@ -236,7 +236,7 @@ func TestBlockCacheInvalidation(t *testing.T) {
 		require.Equal(t, misses+1, misses2)
 	})
 	t.Run("op=Close", func(t *testing.T) {
-		db := openTest(t, vfs.Default, t.TempDir(), nil)
+		db := openTest(t, vfs.Default, t.TempDir(), func(o *Options) { o.NoJournal = true })
 		ids, err := db.tn("acme").Append(bg, genRecords(rand.New(rand.NewSource(9)), 20, t0))
 		require.NoError(t, err)
 		bufs := fill(t, db, "acme", ids)

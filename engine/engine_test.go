@@ -116,6 +116,7 @@ func TestReopenAndReindexEqualsLive(t *testing.T) {
 	require.NoError(t, err)
 	ids2, err := db.tn("beta").Append(bg, recs[150:])
 	require.NoError(t, err)
+	db.flushJournals(t) // what Close does first: journaled records into blocks
 	live := dumpIndex(t, db.DB)
 	require.NoError(t, db.Close())
 

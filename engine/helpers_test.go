@@ -89,3 +89,14 @@ func (db *DB) tn(name string) *Tenant {
 	}
 	return t
 }
+
+// flushJournals seals every active segment, which flushes the journaled
+// records into blocks, and waits for their index entries.
+func (db *testDB) flushJournals(t testing.TB) {
+	t.Helper()
+	require.NoError(t, db.control(bg, func() error {
+		db.sealAll()
+		db.indexBarrier()
+		return nil
+	}))
+}

@@ -103,7 +103,16 @@ type Options struct {
 	// Sync is the durability mode (default SyncAlways).
 	Sync SyncMode
 	// BlockSize is the target uncompressed size of a block (default 64 KiB).
+	// Appends too small to fill one wait in the active segment's journal
+	// until enough have come (journal.go), so blocks are this size
+	// whatever the callers' batch size.
 	BlockSize int
+	// NoJournal writes every group of appends straight to blocks of the
+	// active segment, however small (default false: small appends are
+	// journaled and flushed as full blocks). Small blocks compress worse
+	// and cost more per record; it exists to measure that, and for tests
+	// of the segment path.
+	NoJournal bool
 	// Compression is the block codec: "zstd" (default), "s2" or "none".
 	Compression string
 	// Plaintext disables encryption: bodies are compressed but not sealed.

@@ -26,7 +26,7 @@ func (db *DB) packBlocks(ts *tenantState, reqs []*appendReq, kvs []kv) ([]kv, gr
 			continue
 		}
 		var err error
-		if ts.pend[kind].bytes+size >= db.opts.BlockSize {
+		if db.opts.NoJournal || ts.pend[kind].bytes+size >= db.opts.BlockSize {
 			kvs, err = db.flushPending(ts, kind, entries, metas, kvs)
 			w.segment = true
 		} else {
