@@ -200,17 +200,21 @@ func (db *DB) sealActive(ts *tenantState) error {
 	path, sums := ts.w.Path(), ts.sums
 	_ = ts.w.Close() // sealed and fsynced: closing loses nothing
 	ts.w, ts.info, ts.dirty, ts.sums = nil, nil, false, nil
-	// The seal made the flushed blocks durable: the journal is obsolete.
-	db.closeJournal(ts, true)
 	k, v, err := stateKV(st)
 	if err != nil {
+		db.closeJournal(ts, false)
 		return err
 	}
 	db.indexQ <- &indexJob{kvs: append(kvs, kv{k: k, v: v})}
 	// A failure here leaves the entry "active" with the file sealed: the
 	// next Open accepts it as a finished crash recovery (which
 	// authenticates every block before it anchors their summaries).
-	return db.recordSealed(ts.name, path, sums)
+	err = db.recordSealed(ts.name, path, sums, true)
+	// The seal made the flushed blocks durable, and the manifest no longer
+	// expects a journal: it is obsolete (kept, and replayed by the next
+	// Open, if the manifest could not say so).
+	db.closeJournal(ts, err == nil)
+	return err
 }
 
 // sealTolerated seals ts's active segment where a failure must not stop the
@@ -261,7 +265,7 @@ func (db *DB) repairAbandoned(tenant, path string, st *SegmentInfo, sums []*bloc
 	if _, err := segment.RecoverBlocks(path, db.readOpts(tenant), keep); err != nil {
 		return err
 	}
-	serr := db.recordSealed(tenant, path, sums)
+	serr := db.recordSealed(tenant, path, sums, false)
 	r, err := segment.Open(path, db.readOpts(tenant))
 	if err != nil {
 		return errors.Join(serr, err)

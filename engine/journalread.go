@@ -24,6 +24,8 @@ type journalData struct {
 	// expected after a crash; damage with intact blocks after it is not).
 	tailErr    error
 	midCorrupt bool
+	// validEnd is where its last complete block ends.
+	validEnd int64
 	// keyURI, wrapped and ec name the DEK that decrypted it.
 	keyURI  string
 	wrapped []byte
@@ -53,7 +55,10 @@ func (db *DB) readJournal(ctx context.Context, tenant string, seg [16]byte) (*jo
 	}
 	defer r.Close()
 	h := r.Header()
-	jd := &journalData{id: h.ID, seg: seg, tailErr: r.TailError(), midCorrupt: r.MidCorrupt()}
+	jd := &journalData{id: h.ID, seg: seg, tailErr: r.TailError(), midCorrupt: r.MidCorrupt(), validEnd: segment.HeaderSize}
+	if bs := r.Blocks(); len(bs) > 0 {
+		jd.validEnd = bs[len(bs)-1].Offset + bs[len(bs)-1].Length
+	}
 	var dek []byte
 	if h.Cipher != segment.CipherNone {
 		jd.ec = keys.SegmentContext(tenant, segHex(seg))

@@ -34,6 +34,7 @@ func (db *DB) replayJournals(rep *RecoveryReport) {
 		if err != nil {
 			continue // no directory: nothing to replay
 		}
+		db.missingJournals(t, names, rep)
 		for _, n := range names {
 			if !strings.HasSuffix(n, journalExt) {
 				continue
@@ -63,7 +64,8 @@ func (db *DB) replayJournal(ctx context.Context, tenant, name string) (int, erro
 	if !ok {
 		return 0, fmt.Errorf("%w: %s is not a journal name the engine writes: not replayed", ErrSegmentTampered, name)
 	}
-	if err := db.journalListed(tenant, seg); err != nil {
+	checkpointed, err := db.journalListed(tenant, seg)
+	if err != nil {
 		return 0, err
 	}
 	jd, err := db.readJournal(ctx, tenant, seg)
@@ -71,8 +73,13 @@ func (db *DB) replayJournal(ctx context.Context, tenant, name string) (int, erro
 		return 0, err
 	}
 	var damage error
-	if jd.midCorrupt {
+	switch {
+	case jd.midCorrupt:
 		damage = fmt.Errorf("%w: journal %s is damaged before its end (%v): its blocks before the damage were replayed; the file is kept", ErrCorrupt, name, jd.tailErr)
+	case jd.validEnd < checkpointed:
+		// Synced journal bytes survive a crash: these were cut.
+		damage = fmt.Errorf("%w: journal %s holds %d bytes of blocks, the manifest's checkpoint recorded %d: acknowledged records were cut off; what remains was replayed and the file is kept",
+			ErrSegmentLoss, name, jd.validEnd, checkpointed)
 	}
 	segs, _, err := db.catalog.snapshot(tenant)
 	if err != nil {
@@ -91,6 +98,9 @@ func (db *DB) replayJournal(ctx context.Context, tenant, name string) (int, erro
 		return 0, err
 	}
 	n, err := db.reappend(ctx, tenant, todo)
+	if err == nil && damage == nil && checkpointed > 0 {
+		err = db.journalReplayed(ctx, tenant, seg)
+	}
 	if err != nil || damage != nil {
 		return n, errors.Join(err, damage)
 	}
@@ -103,21 +113,56 @@ func (db *DB) replayJournal(ctx context.Context, tenant, name string) (int, erro
 
 // journalListed refuses the journal of a segment the tenant's manifest does
 // not list (or is deleting): put back after retention removed its segment,
-// it would bring deleted records back.
-func (db *DB) journalListed(tenant string, seg [16]byte) error {
+// it would bring deleted records back. It returns the journal size the
+// manifest's checkpoint recorded.
+func (db *DB) journalListed(tenant string, seg [16]byte) (int64, error) {
 	tm := db.manifests.get(tenant)
 	switch {
 	case tm == nil:
-		return nil // a plaintext store, or one from before manifests
+		return 0, nil // a plaintext store, or one from before manifests
 	case tm.body == nil && tm.damaged != nil:
-		return fmt.Errorf("journal of segment %s not replayed: %w", segHex(seg), tm.damaged)
+		return 0, fmt.Errorf("journal of segment %s not replayed: %w", segHex(seg), tm.damaged)
 	case tm.body == nil:
-		return fmt.Errorf("journal of segment %s not replayed: %w", segHex(seg), tm.unverified)
+		return 0, fmt.Errorf("journal of segment %s not replayed: %w", segHex(seg), tm.unverified)
 	}
-	if e := tm.body.entry(segHex(seg)); e == nil || e.State == segDeleting {
-		return fmt.Errorf("%w: the journal of segment %s, which the tenant manifest does not list: not replayed", ErrSegmentTampered, segHex(seg))
+	e := tm.body.entry(segHex(seg))
+	if e == nil || e.State == segDeleting {
+		return 0, fmt.Errorf("%w: the journal of segment %s, which the tenant manifest does not list: not replayed", ErrSegmentTampered, segHex(seg))
 	}
-	return nil
+	return e.JournalSize, nil
+}
+
+// journalReplayed records in the manifest that seg's journal was replayed
+// (its checkpoint no longer expects the file), before the file goes.
+func (db *DB) journalReplayed(ctx context.Context, tenant string, seg [16]byte) error {
+	return db.control(ctx, func() error {
+		return db.updateManifest(ctx, tenant, false, func(b *manifestBody) error {
+			if e := b.entry(segHex(seg)); e != nil {
+				e.JournalSize = 0
+			}
+			return nil
+		})
+	})
+}
+
+// missingJournals reports the journals tenant's manifest recorded a
+// checkpoint of that are gone (a journal is removed only after the
+// manifest stopped expecting it).
+func (db *DB) missingJournals(tenant string, names []string, rep *RecoveryReport) {
+	tm := db.manifests.get(tenant)
+	if tm == nil || tm.body == nil {
+		return
+	}
+	present := map[string]bool{}
+	for _, n := range names {
+		present[n] = true
+	}
+	for _, e := range tm.body.Segments {
+		if e.JournalSize > 0 && e.State != segDeleting && !present[e.ID+journalExt] {
+			rep.Damaged = append(rep.Damaged, fmt.Sprintf("tenant %s: %v", tenant, fmt.Errorf(
+				"%w: the journal of segment %s is gone; the manifest's checkpoint recorded %d bytes of acknowledged records in it", ErrSegmentLoss, e.ID, e.JournalSize)))
+		}
+	}
 }
 
 // storedIn reports whether a block of tenant holds record id of kind.

@@ -436,7 +436,7 @@ func (db *DB) listActive(tenant string, w *segment.Writer, autoLocal bool) error
 
 // recordSealed records the sealed segment at path in the manifest with its
 // final size, block count and digest.
-func (db *DB) recordSealed(tenant, path string, written []*blockSummary) error {
+func (db *DB) recordSealed(tenant, path string, written []*blockSummary, journalFlushed bool) error {
 	if db.opts.Plaintext {
 		return nil
 	}
@@ -456,6 +456,9 @@ func (db *DB) recordSealed(tenant, path string, written []*blockSummary) error {
 	}
 	if err := db.sealEntry(r, e, written); err != nil {
 		return err
+	}
+	if journalFlushed {
+		e.JournalSize = 0 // the journal's records are all in the segment
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), keyCallTimeout)
 	defer cancel()
@@ -541,11 +544,16 @@ func (db *DB) checkpoint(ts *tenantState) {
 	ts.checkpointed = now
 	h := ts.w.Header()
 	size, blocks := ts.w.Size(), ts.w.BlockCount()
+	var journal int64
+	if ts.j != nil {
+		journal = ts.j.Size()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), keyCallTimeout)
 	defer cancel()
 	err := db.updateManifest(ctx, ts.name, false, func(b *manifestBody) error {
 		if e := b.entry(segHex(h.ID)); e != nil && e.State == segActive {
 			e.Size, e.Blocks = size, blocks
+			e.JournalSize = max(e.JournalSize, journal)
 		}
 		return nil
 	})
