@@ -458,7 +458,11 @@ func TestForgeryActiveSegmentTruncated(t *testing.T) {
 	now := t0
 	// Every append in blocks of the segment (TestForgeryJournalTruncated
 	// cuts the journal instead).
-	opts := func(o *Options) { o.IndexDir = t.TempDir(); o.Now = func() time.Time { return now }; o.NoJournal = true }
+	opts := func(o *Options) {
+		o.IndexDir = t.TempDir()
+		o.Now = func() time.Time { return now }
+		o.NoJournal = true
+	}
 	db := openTest(t, mem, "/db", opts)
 	for i := 0; i < 3; i++ {
 		now = now.Add(2 * time.Second) // past the checkpoint interval: each group checkpoints
