@@ -23,11 +23,15 @@ const (
 	// beside HEXID.lss (sumfile.go). It is derived, written after the seal,
 	// and read by read-only opens.
 	summaryExt = ".lsb"
-	// journalExt ends an active segment's journal: HEXID.lsj beside
-	// HEXID.lss (journal.go, docs/format/journal.md). It holds the records
-	// of small appends until they fill a block of the segment; the seal
-	// removes it, and a writer's Open replays what a crash left in one.
+	// journalExt ends an active segment's journal: HEXID-JOURNALID.lsj
+	// beside HEXID.lss (journal.go, docs/format/journal.md), JOURNALID
+	// being the journal file's own id. It holds the records of small
+	// appends until they fill a block of the segment; a journal whose
+	// records are all in blocks is retired (removed) and the next small
+	// append starts another. A writer's Open replays what a crash left.
 	journalExt = ".lsj"
+	// journalSep joins the segment's and the journal's ids in its name.
+	journalSep = "-"
 	// manifestFile is a tenant's manifest, DIR/segments/TENANT/MANIFEST. It
 	// is replaced by vfs.WriteFileAtomic, which writes MANIFEST.tmp first.
 	manifestFile = "MANIFEST"
@@ -78,19 +82,25 @@ func summaryPathOf(segPath string) string {
 	return strings.TrimSuffix(segPath, segmentExt) + summaryExt
 }
 
-// journalPathOf is the journal of the segment file at path.
-func journalPathOf(segPath string) string {
-	return strings.TrimSuffix(segPath, segmentExt) + journalExt
+// journalPathOf is the journal with id jid of the segment file at path.
+func journalPathOf(segPath string, jid [16]byte) string {
+	return strings.TrimSuffix(segPath, segmentExt) + journalSep + segHex(jid) + journalExt
 }
 
-// segmentIDOfJournal returns the segment a journal file path (or name)
-// belongs to.
-func segmentIDOfJournal(path string) ([16]byte, bool) {
+// idsOfJournal returns the segment a journal file path (or name) belongs
+// to, and the journal's own id.
+func idsOfJournal(path string) (seg, jid [16]byte, ok bool) {
 	h, ok := strings.CutSuffix(filepath.Base(path), journalExt)
 	if !ok {
-		return [16]byte{}, false
+		return seg, jid, false
 	}
-	return segmentIDOfPath(segmentFileName(h))
+	s, j, ok := strings.Cut(h, journalSep)
+	if !ok {
+		return seg, jid, false
+	}
+	seg, ok1 := segmentIDOfPath(segmentFileName(s))
+	jid, ok2 := segmentIDOfPath(segmentFileName(j))
+	return seg, jid, ok1 && ok2
 }
 
 // segmentIDOfPath returns the id of a segment file path (or name).

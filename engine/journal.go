@@ -77,7 +77,11 @@ func (db *DB) ensureJournal(ts *tenantState) error {
 		return nil
 	}
 	h := ts.w.Header()
-	p := segment.Params{Tenant: ts.name, Codec: db.journalCodec(), FS: db.fs, Created: db.opts.Now(), Cipher: h.Cipher}
+	jid, err := segment.NewID()
+	if err != nil {
+		return err
+	}
+	p := segment.Params{ID: jid, Tenant: ts.name, Codec: db.journalCodec(), FS: db.fs, Created: db.opts.Now(), Cipher: h.Cipher}
 	if h.Cipher != segment.CipherNone {
 		ctx, cancel := context.WithTimeout(context.Background(), keyCallTimeout)
 		dek, err := db.cache.Unwrap(ctx, ts.keyURI, ts.wrapped, ts.ec)
@@ -88,7 +92,7 @@ func (db *DB) ensureJournal(ts *tenantState) error {
 		defer keys.Zero(dek)
 		p.KeyURI, p.Wrapped, p.DEK = ts.keyURI, ts.wrapped, dek
 	}
-	j, err := segment.Create(journalPathOf(ts.w.Path()), p)
+	j, err := segment.Create(journalPathOf(ts.w.Path(), jid), p)
 	if err != nil {
 		return err
 	}
@@ -225,4 +229,53 @@ func (db *DB) closeJournal(ts *tenantState, remove bool) {
 			db.stats.cleanupFailures.Add(1)
 		}
 	}
+}
+
+// journalRetireBytes is the size past which a journal whose records are all
+// in blocks is retired, so a journal stays small (what a read-only refresh
+// decrypts and a crash leaves to replay) whatever the segment's size.
+func (db *DB) journalRetireBytes() int64 { return 16 * int64(db.opts.BlockSize) }
+
+// maybeRetireJournal retires ts's journal once it has grown past
+// journalRetireBytes and every record it holds is in a block. Past twice
+// that with records still pending (one kind's appends too rare to fill a
+// block), they are flushed first, in a shorter block.
+func (db *DB) maybeRetireJournal(ts *tenantState, kvs []kv) ([]kv, error) {
+	if ts.j == nil || ts.j.Size() < db.journalRetireBytes() {
+		return kvs, nil
+	}
+	if ts.pend[kindLog].bytes+ts.pend[kindPayload].bytes > 0 {
+		if ts.j.Size() < 2*db.journalRetireBytes() {
+			return kvs, nil
+		}
+		var err error
+		if kvs, err = db.flushAll(ts, kvs); err != nil {
+			return kvs, err
+		}
+	}
+	return kvs, db.retireJournal(ts)
+}
+
+// retireJournal closes ts's journal, all of whose records are in blocks,
+// and removes it: the blocks are fsynced first, and the manifest stops
+// expecting the journal before it goes. A journal the manifest still
+// expects is kept (counted as a checkpoint failure); the next Open finds
+// its records stored and removes it.
+func (db *DB) retireJournal(ts *tenantState) error {
+	if err := ts.w.Sync(); err != nil {
+		return err
+	}
+	ts.dirty = false
+	path := ts.j.Path()
+	_ = ts.j.Close() // its records are durable in the segment
+	ts.j, ts.jdirty = nil, false
+	db.stats.journalsRetired.Add(1)
+	if err := db.checkpointNow(ts); err != nil {
+		db.stats.checkpointFailures.Add(1)
+		return nil
+	}
+	if err := db.fs.Remove(path); err != nil {
+		db.stats.cleanupFailures.Add(1)
+	}
+	return nil
 }

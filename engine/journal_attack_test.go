@@ -168,7 +168,8 @@ func TestJournalFromAnotherTenantOrSegment(t *testing.T) {
 		require.NoError(t, db.control(bg, func() error { seg = db.tenants["beta"].w.Path(); return nil }))
 		c.mem.Crash()
 		_ = db.Close()
-		writeMemFile(t, c.mem, journalPathOf(seg), b) // over beta's own journal
+		_, jid, _ := idsOfJournal(c.journal)
+		writeMemFile(t, c.mem, journalPathOf(seg, jid), b)
 		db = c.open(t)
 		defer db.Close()
 		requireReported(t, db.DB, "journal")
@@ -176,6 +177,9 @@ func TestJournalFromAnotherTenantOrSegment(t *testing.T) {
 			_, err := db.tn("beta").GetMeta(bg, id)
 			require.ErrorIs(t, err, ErrNotFound, "nothing of acme's journal in beta")
 		}
+		n, err := db.tn("beta").Count(bg, ScanOptions{})
+		require.NoError(t, err)
+		require.Equal(t, 1, n, "beta's own record")
 	})
 	t.Run("segment", func(t *testing.T) {
 		c := newJournalCrash(t, "acme", 3)
@@ -187,12 +191,14 @@ func TestJournalFromAnotherTenantOrSegment(t *testing.T) {
 		require.NoError(t, err)
 		var other string
 		for _, f := range files {
-			if strings.HasSuffix(f, segmentExt) && filepath.Join(filepath.Dir(c.journal), f) != strings.TrimSuffix(c.journal, journalExt)+segmentExt {
+			seg, _, _ := idsOfJournal(c.journal)
+			if strings.HasSuffix(f, segmentExt) && f != segmentFileName(segHex(seg)) {
 				other = filepath.Join(filepath.Dir(c.journal), f)
 			}
 		}
 		require.NotEmpty(t, other)
-		writeMemFile(t, c.mem, journalPathOf(other), b)
+		_, jid, _ := idsOfJournal(c.journal)
+		writeMemFile(t, c.mem, journalPathOf(other, jid), b)
 		db = c.open(t)
 		defer db.Close()
 		requireReported(t, db.DB, "journal")
@@ -229,7 +235,7 @@ func TestJournalOfDeletedSegmentIsRefused(t *testing.T) {
 // each once, across the writer's flushes; an edited journal is reported.
 func TestReadOnlyServesJournaledRecords(t *testing.T) {
 	dir := t.TempDir()
-	w := openTest(t, vfs.Default, dir, func(o *Options) { o.BlockSize = 8 << 10 })
+	w := openTest(t, vfs.Default, dir, func(o *Options) { o.BlockSize = 2 << 10 }) // journals retired every 32 KiB
 	defer w.Close()
 	recs := genRecords(rand.New(rand.NewSource(9)), 120, t0)
 	ro := openTest(t, vfs.Default, dir, func(o *Options) { o.ReadOnly = true })

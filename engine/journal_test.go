@@ -2,6 +2,7 @@ package engine
 
 import (
 	"math/rand"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -204,7 +205,9 @@ func TestJournalPowerLossAtEveryStep(t *testing.T) {
 		indexDir := t.TempDir()
 		rng := rand.New(rand.NewSource(crashAt))
 		efs, crashed := crashFS(mem, crashAt, rng)
-		db := openTest(t, efs, "/db", func(o *Options) { o.IndexDir = indexDir; o.BlockSize = 4 << 10 })
+		// Blocks of 1 KiB: a flush every few appends, a journal retired
+		// every 16 KiB.
+		db := openTest(t, efs, "/db", func(o *Options) { o.IndexDir = indexDir; o.BlockSize = 1 << 10 })
 		sent := map[ID]int{}
 		var acked []ID
 		for i := range recs {
@@ -255,4 +258,36 @@ func idFor(i int) ID {
 	var id ID
 	id[0], id[14], id[15] = 0x01, byte(i>>8), byte(i)
 	return id
+}
+
+// TestJournalRetired: a journal whose records are all in blocks is removed
+// once past 16 blocks' worth, so it stays small however long the segment
+// lives; its records stay served.
+func TestJournalRetired(t *testing.T) {
+	dir := t.TempDir()
+	db := openTest(t, vfs.Default, dir, func(o *Options) { o.BlockSize = 1 << 10 })
+	defer db.Close()
+	recs := genRecords(rand.New(rand.NewSource(12)), 300, t0)
+	for i := range recs {
+		_, err := db.tn("acme").Append(bg, recs[i:i+1])
+		require.NoError(t, err)
+		names, err := vfs.Default.List(db.segDir("acme"))
+		require.NoError(t, err)
+		journals := 0
+		for _, n := range names {
+			if _, _, ok := idsOfJournal(n); ok {
+				journals++
+				fi, err := vfs.Default.Stat(filepath.Join(db.segDir("acme"), n))
+				require.NoError(t, err)
+				require.Less(t, fi.Size(), 4*db.journalRetireBytes(), "a journal stays small")
+			}
+		}
+		require.LessOrEqual(t, journals, 1)
+	}
+	st, err := db.Stats(bg)
+	require.NoError(t, err)
+	require.Positive(t, st.JournalsRetired)
+	n, err := db.tn("acme").Count(bg, ScanOptions{})
+	require.NoError(t, err)
+	require.Equal(t, 300, n)
 }

@@ -40,21 +40,29 @@ type journalBlockData struct {
 	metas      []*Meta
 }
 
-// readJournal reads and decrypts the journal of tenant's segment seg. It
-// returns nil and no error when there is none. The journal's DEK is the
-// segment's, unwrapped under the segment's encryption context, so a
-// journal copied beside another segment or tenant fails to decrypt.
-func (db *DB) readJournal(ctx context.Context, tenant string, seg [16]byte) (*journalData, error) {
-	path := journalPathOf(db.segPath(tenant, seg))
+// readJournal reads and decrypts journal jid of tenant's segment seg. It
+// returns nil and no error when there is none (retired meanwhile). The
+// journal's DEK is the segment's, unwrapped under the segment's encryption
+// context, so a journal copied beside another segment or tenant fails to
+// decrypt; its file id must be the one its name says (a checkpoint names
+// the journal it vouches for by that id).
+func (db *DB) readJournal(ctx context.Context, tenant string, seg, jid [16]byte) (*journalData, error) {
+	path := journalPathOf(db.segPath(tenant, seg), jid)
 	r, err := segment.Open(path, db.readOpts(tenant))
 	if errors.Is(err, vfs.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
+		if fi, serr := db.fs.Stat(path); serr == nil && fi.Size() < segment.HeaderSize {
+			return nil, nil // being created (or a crash cut its creation): no record in it
+		}
 		return nil, fmt.Errorf("logstore/engine: journal %s: %w", path, err)
 	}
 	defer r.Close()
 	h := r.Header()
+	if h.ID != jid {
+		return nil, fmt.Errorf("%w: journal %s holds file %s", ErrSegmentTampered, path, segHex(h.ID))
+	}
 	jd := &journalData{id: h.ID, seg: seg, tailErr: r.TailError(), midCorrupt: r.MidCorrupt(), validEnd: segment.HeaderSize}
 	if bs := r.Blocks(); len(bs) > 0 {
 		jd.validEnd = bs[len(bs)-1].Offset + bs[len(bs)-1].Length

@@ -60,16 +60,20 @@ func (db *DB) replayJournals(rep *RecoveryReport) {
 // replayJournal replays the journal file name of tenant and returns how
 // many records it re-appended.
 func (db *DB) replayJournal(ctx context.Context, tenant, name string) (int, error) {
-	seg, ok := segmentIDOfJournal(name)
+	seg, jid, ok := idsOfJournal(name)
 	if !ok {
 		return 0, fmt.Errorf("%w: %s is not a journal name the engine writes: not replayed", ErrSegmentTampered, name)
 	}
-	checkpointed, err := db.journalListed(tenant, seg)
+	checkpointed, err := db.journalListed(tenant, seg, jid)
 	if err != nil {
 		return 0, err
 	}
-	jd, err := db.readJournal(ctx, tenant, seg)
+	path := journalPathOf(db.segPath(tenant, seg), jid)
+	jd, err := db.readJournal(ctx, tenant, seg, jid)
 	if jd == nil {
+		if err == nil && checkpointed == 0 { // a header a crash cut: no record
+			_ = db.fs.Remove(path)
+		}
 		return 0, err
 	}
 	var damage error
@@ -99,12 +103,11 @@ func (db *DB) replayJournal(ctx context.Context, tenant, name string) (int, erro
 	}
 	n, err := db.reappend(ctx, tenant, todo)
 	if err == nil && damage == nil && checkpointed > 0 {
-		err = db.journalReplayed(ctx, tenant, seg)
+		err = db.journalReplayed(ctx, tenant, seg, jid)
 	}
 	if err != nil || damage != nil {
 		return n, errors.Join(err, damage)
 	}
-	path := journalPathOf(db.segPath(tenant, seg))
 	if err := db.fs.Remove(path); err != nil && !errors.Is(err, vfs.ErrNotExist) {
 		db.stats.cleanupFailures.Add(1) // replayed: the next Open finds it all stored
 	}
@@ -113,9 +116,9 @@ func (db *DB) replayJournal(ctx context.Context, tenant, name string) (int, erro
 
 // journalListed refuses the journal of a segment the tenant's manifest does
 // not list (or is deleting): put back after retention removed its segment,
-// it would bring deleted records back. It returns the journal size the
-// manifest's checkpoint recorded.
-func (db *DB) journalListed(tenant string, seg [16]byte) (int64, error) {
+// it would bring deleted records back. It returns the size the manifest's
+// checkpoint recorded of journal jid (0: it recorded another, or none).
+func (db *DB) journalListed(tenant string, seg, jid [16]byte) (int64, error) {
 	tm := db.manifests.get(tenant)
 	switch {
 	case tm == nil:
@@ -129,16 +132,19 @@ func (db *DB) journalListed(tenant string, seg [16]byte) (int64, error) {
 	if e == nil || e.State == segDeleting {
 		return 0, fmt.Errorf("%w: the journal of segment %s, which the tenant manifest does not list: not replayed", ErrSegmentTampered, segHex(seg))
 	}
+	if e.JournalID != segHex(jid) {
+		return 0, nil
+	}
 	return e.JournalSize, nil
 }
 
 // journalReplayed records in the manifest that seg's journal was replayed
 // (its checkpoint no longer expects the file), before the file goes.
-func (db *DB) journalReplayed(ctx context.Context, tenant string, seg [16]byte) error {
+func (db *DB) journalReplayed(ctx context.Context, tenant string, seg, jid [16]byte) error {
 	return db.control(ctx, func() error {
 		return db.updateManifest(ctx, tenant, false, func(b *manifestBody) error {
-			if e := b.entry(segHex(seg)); e != nil {
-				e.JournalSize = 0
+			if e := b.entry(segHex(seg)); e != nil && e.JournalID == segHex(jid) {
+				e.JournalID, e.JournalSize = "", 0
 			}
 			return nil
 		})
@@ -158,7 +164,7 @@ func (db *DB) missingJournals(tenant string, names []string, rep *RecoveryReport
 		present[n] = true
 	}
 	for _, e := range tm.body.Segments {
-		if e.JournalSize > 0 && e.State != segDeleting && !present[e.ID+journalExt] {
+		if e.JournalID != "" && e.JournalSize > 0 && e.State != segDeleting && !present[e.ID+journalSep+e.JournalID+journalExt] {
 			rep.Damaged = append(rep.Damaged, fmt.Sprintf("tenant %s: %v", tenant, fmt.Errorf(
 				"%w: the journal of segment %s is gone; the manifest's checkpoint recorded %d bytes of acknowledged records in it", ErrSegmentLoss, e.ID, e.JournalSize)))
 		}

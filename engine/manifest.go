@@ -106,11 +106,14 @@ type manifestEntry struct {
 	// MaxTime is the newest record's time (unix ns) in a sealed segment:
 	// retention decides by it, not by the editable index.
 	MaxTime int64 `json:"max_time,omitempty"`
-	// JournalSize is a checkpoint of the segment's journal (journal.go):
-	// its synced size as of the segment's last checkpoint, so a journal
-	// cut or removed while the writer was down is reported, not taken as
-	// a crash's torn tail. 0 once the seal took every journaled record.
-	JournalSize int64 `json:"journal_size,omitempty"`
+	// JournalID and JournalSize are a checkpoint of the active segment's
+	// journal (journal.go): its file id (hex) and synced size as of the
+	// segment's last checkpoint, so a journal cut or removed while the
+	// writer was down is reported, not taken as a crash's torn tail.
+	// Cleared once no journal holds a record that no block does (a
+	// journal retired, the seal).
+	JournalID   string `json:"journal_id,omitempty"`
+	JournalSize int64  `json:"journal_size,omitempty"`
 }
 
 type auditAnchor struct {

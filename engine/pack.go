@@ -39,11 +39,15 @@ func (db *DB) packBlocks(ts *tenantState, reqs []*appendReq, kvs []kv) ([]kv, gr
 	}
 	ts.dirty = ts.dirty || w.segment
 	ts.jdirty = ts.jdirty || w.journal
-	st := ts.info
-	st.Size = ts.w.Size()
-	k, v, err := stateKV(st)
+	kvs, err := db.maybeRetireJournal(ts, kvs)
 	if err != nil {
 		return kvs, w, err
+	}
+	st := ts.info
+	st.Size = ts.w.Size()
+	k, v, serr := stateKV(st)
+	if serr != nil {
+		return kvs, w, serr
 	}
 	return append(kvs, kv{k: k, v: v}), w, nil
 }

@@ -135,7 +135,7 @@ func (db *DB) loadFromSegments(tenant string, tb *tenantBlocks) error {
 	if err != nil {
 		return err
 	}
-	withJournal := db.journalsOf(tenant)
+	journalFiles := db.journalsOf(tenant)
 	var journals []*journalData
 	for _, ls := range listed {
 		path := db.segPath(tenant, ls.id)
@@ -143,11 +143,11 @@ func (db *DB) loadFromSegments(tenant string, tb *tenantBlocks) error {
 		// flushed from the journal into a block since is then in the
 		// block this load reads, and one acknowledged from the journal
 		// before this load began is in what it read of the journal.
-		if withJournal[ls.id] {
-			jd, err := db.readJournalNow(tenant, ls.id)
+		for _, jid := range journalFiles[ls.id] {
+			jd, err := db.readJournalNow(tenant, ls.id, jid)
 			if err != nil {
 				tb.fault(err)
-			} else if jd != nil {
+			} else if jd != nil { // nil: retired since the listing, its records in blocks
 				journals = append(journals, jd)
 			}
 		}
@@ -200,25 +200,25 @@ func (db *DB) loadFromSegments(tenant string, tb *tenantBlocks) error {
 	return nil
 }
 
-// journalsOf lists the segments of tenant that have a journal file.
-func (db *DB) journalsOf(tenant string) map[[16]byte]bool {
+// journalsOf lists the journal files of tenant's segments, by segment.
+func (db *DB) journalsOf(tenant string) map[[16]byte][][16]byte {
 	names, err := db.fs.List(db.segDir(tenant))
 	if err != nil {
 		return nil
 	}
-	out := map[[16]byte]bool{}
+	out := map[[16]byte][][16]byte{}
 	for _, n := range names {
-		if id, ok := segmentIDOfJournal(n); ok {
-			out[id] = true
+		if seg, jid, ok := idsOfJournal(n); ok {
+			out[seg] = append(out[seg], jid)
 		}
 	}
 	return out
 }
 
-func (db *DB) readJournalNow(tenant string, seg [16]byte) (*journalData, error) {
+func (db *DB) readJournalNow(tenant string, seg, jid [16]byte) (*journalData, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), keyCallTimeout)
 	defer cancel()
-	return db.readJournal(ctx, tenant, seg)
+	return db.readJournal(ctx, tenant, seg, jid)
 }
 
 // addJournal adds to tb the records of journal jd that no block in tb

@@ -23,10 +23,11 @@ type Stats struct {
 	AppendFsyncs, AppendFsyncRecords uint64
 	BlocksWritten                    uint64
 	// JournalBlocks counts the journal blocks of appends too small to fill a
-	// block (journal.go); JournalFlushes the full blocks that took their
-	// records into the segment; JournalRecordsReplayed the records a
-	// writer's Open re-appended from journals a crash left.
-	JournalBlocks, JournalFlushes, JournalRecordsReplayed uint64
+	// block (journal.go); JournalFlushes the flushes that took their records
+	// into blocks of the segment; JournalsRetired the journals removed once
+	// all their records were in blocks; JournalRecordsReplayed the records
+	// a writer's Open re-appended from journals a crash left.
+	JournalBlocks, JournalFlushes, JournalsRetired, JournalRecordsReplayed uint64
 	SegmentsCreated                                       uint64
 	BlocksReplayed                                        uint64
 	// BlockCacheHits and BlockCacheMisses count the block reads of Get
@@ -109,6 +110,7 @@ func (db *DB) Stats(ctx context.Context) (Stats, error) {
 		SummaryFileFailures: db.stats.summaryFileFailures.Load()}
 	s.AppendFsyncs, s.AppendFsyncRecords = db.stats.appendFsyncs.Load(), db.stats.appendFsyncRecords.Load()
 	s.JournalBlocks, s.JournalFlushes = db.stats.journalBlocks.Load(), db.stats.journalFlushes.Load()
+	s.JournalsRetired = db.stats.journalsRetired.Load()
 	s.JournalRecordsReplayed = db.stats.journalReplayed.Load()
 	s.BlockCacheHits, s.BlockCacheMisses, s.BlockCacheEntries, s.BlockCacheBytes = db.blocks.stats()
 	tenants, err := db.listTenants()
@@ -158,6 +160,7 @@ type dbStats struct {
 	blocksWritten      atomic.Uint64
 	journalBlocks      atomic.Uint64
 	journalFlushes     atomic.Uint64
+	journalsRetired    atomic.Uint64
 	journalReplayed    atomic.Uint64
 	segmentsCreated    atomic.Uint64
 	replayedBlocks     atomic.Uint64

@@ -458,7 +458,7 @@ func (db *DB) recordSealed(tenant, path string, written []*blockSummary, journal
 		return err
 	}
 	if journalFlushed {
-		e.JournalSize = 0 // the journal's records are all in the segment
+		e.JournalID, e.JournalSize = "", 0 // the journal's records are all in the segment
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), keyCallTimeout)
 	defer cancel()
@@ -542,22 +542,34 @@ func (db *DB) checkpoint(ts *tenantState) {
 		return
 	}
 	ts.checkpointed = now
+	if err := db.checkpointNow(ts); err != nil {
+		db.stats.checkpointFailures.Add(1)
+	}
+}
+
+// checkpointNow records ts's synced sizes in the manifest now: the active
+// segment's, and its journal's (none: the manifest stops expecting one).
+func (db *DB) checkpointNow(ts *tenantState) error {
+	if db.opts.Plaintext || ts.w == nil {
+		return nil
+	}
 	h := ts.w.Header()
 	size, blocks := ts.w.Size(), ts.w.BlockCount()
 	var journal int64
+	var journalID string
 	if ts.j != nil {
-		journal = ts.j.Size()
+		journal, journalID = ts.j.Size(), segHex(ts.j.Header().ID)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), keyCallTimeout)
 	defer cancel()
-	err := db.updateManifest(ctx, ts.name, false, func(b *manifestBody) error {
+	return db.updateManifest(ctx, ts.name, false, func(b *manifestBody) error {
 		if e := b.entry(segHex(h.ID)); e != nil && e.State == segActive {
 			e.Size, e.Blocks = size, blocks
+			if e.JournalID != journalID {
+				e.JournalID, e.JournalSize = journalID, 0
+			}
 			e.JournalSize = max(e.JournalSize, journal)
 		}
 		return nil
 	})
-	if err != nil {
-		db.stats.checkpointFailures.Add(1)
-	}
 }
