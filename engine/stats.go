@@ -28,8 +28,8 @@ type Stats struct {
 	// all their records were in blocks; JournalRecordsReplayed the records
 	// a writer's Open re-appended from journals a crash left.
 	JournalBlocks, JournalFlushes, JournalsRetired, JournalRecordsReplayed uint64
-	SegmentsCreated                                       uint64
-	BlocksReplayed                                        uint64
+	SegmentsCreated                                                        uint64
+	BlocksReplayed                                                         uint64
 	// BlockCacheHits and BlockCacheMisses count the block reads of Get
 	// served from the cache of decrypted blocks and those that decrypted
 	// (Options.BlockCacheBytes); BlockCacheEntries and BlockCacheBytes are
