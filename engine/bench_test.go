@@ -1,9 +1,13 @@
 package engine
 
 import (
+	"encoding/json"
 	"fmt"
+	"io/fs"
 	"math/rand"
+	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -261,4 +265,70 @@ func benchDurableAppend(b *testing.B, callers int, sm SyncMode) {
 	if n := after.GroupCommits - before.GroupCommits; n > 0 {
 		b.ReportMetric(float64(b.N)/float64(n), "records/group")
 	}
+}
+
+// BenchmarkDiskRatio measures what a store takes on disk (every file under
+// its directory: segments, summaries, index, manifests, keys, audit) after
+// Close, against the records' JSON, by the callers' batch size, with the
+// journal (full blocks whatever the batch) and without (a block per
+// Append). It reports raw/disk, the ratio the storage issue asks to be
+// >= 5x at batch 1 and batch 100.
+func BenchmarkDiskRatio(b *testing.B) {
+	recs := benchRecords(3000, 1<<10)
+	raw := 0
+	for i := range recs {
+		j, err := json.Marshal(&recs[i])
+		if err != nil {
+			b.Fatal(err)
+		}
+		raw += len(j)
+	}
+	for _, batch := range []int{1, 100} {
+		for _, journal := range []bool{true, false} {
+			b.Run(fmt.Sprintf("batch=%d/journal=%s", batch, onOff(journal)), func(b *testing.B) {
+				b.SetBytes(int64(raw))
+				b.ReportAllocs()
+				var disk, segs int64
+				for i := 0; i < b.N; i++ {
+					dir := b.TempDir()
+					db := openTest(b, vfs.Default, dir, func(o *Options) { o.Sync = SyncNever; o.NoJournal = !journal; o.IndexInMemory = false })
+					acme := db.tn("acme")
+					for s := 0; s < len(recs); s += batch {
+						if _, err := acme.Append(bg, recs[s:min(s+batch, len(recs))]); err != nil {
+							b.Fatal(err)
+						}
+					}
+					if err := db.Close(); err != nil {
+						b.Fatal(err)
+					}
+					disk, segs = dirBytes(b, dir)
+				}
+				b.ReportMetric(float64(raw)/float64(disk), "raw/disk")
+				b.ReportMetric(float64(raw)/float64(segs), "raw/segments")
+				b.ReportMetric(float64(disk)/float64(len(recs)), "disk-B/record")
+			})
+		}
+	}
+}
+
+// dirBytes sums the sizes of the files under dir, and of its segment files.
+func dirBytes(b *testing.B, dir string) (all, segments int64) {
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		all += fi.Size()
+		if strings.HasSuffix(p, segmentExt) {
+			segments += fi.Size()
+		}
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return all, segments
 }
