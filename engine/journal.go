@@ -15,6 +15,25 @@ package engine
 // block's in one catalog change. A read-only process reads the journal file
 // (readonly.go), and a writer's Open re-appends what a crash left in one
 // (journalreplay.go). A record's id tells whether a copy exists elsewhere.
+//
+// On disk (docs/format/journal.md), a journal is a segment file that is
+// never sealed:
+//
+//	segments/TENANT/SEGID-JOURNALID.lsj
+//	+---------------------------------------------------------------+
+//	| preamble: id JOURNALID, the tenant              (segment v3)  |
+//	| key slot 0: the segment's key URI and wrapped DEK             |
+//	| key slot 1: empty                                             |
+//	| block 0: one group's records of one kind, s2, AES-256-GCM     |
+//	|   under HKDF(segment DEK, salt JOURNALID): never a nonce of   |
+//	|   the segment's                                               |
+//	| block 1 ...                                   (no footer)     |
+//	+---------------------------------------------------------------+
+//
+// The DEK unwraps only under the segment's encryption context, so a journal
+// beside another segment or tenant does not decrypt. The manifest's entry of
+// the segment checkpoints (journal_id, journal_size), so a cut or removed
+// journal is reported.
 
 import (
 	"context"
