@@ -287,3 +287,24 @@ func writeMemFile(t *testing.T, mem *vfs.MemFS, path string, b []byte) {
 	require.NoError(t, f.Close())
 	require.NoError(t, mem.SyncDir(filepath.Dir(path)))
 }
+
+// TestReadOnlyReportsCutJournal: a read-only DB (no recovery of its own)
+// reports a journal cut below, or removed despite, the manifest's
+// checkpoint, in the answer of the query that misses its records.
+func TestReadOnlyReportsCutJournal(t *testing.T) {
+	for _, remove := range []bool{false, true} {
+		c := newJournalCrash(t, "acme", 5)
+		if remove {
+			require.NoError(t, c.mem.Remove(c.journal))
+		} else {
+			ends := journalBlockEnds(t, c.mem, c.journal)
+			b, err := c.mem.Bytes(c.journal)
+			require.NoError(t, err)
+			require.NoError(t, c.mem.SetBytes(c.journal, b[:ends[0]]))
+		}
+		ro := openTest(t, c.mem, "/db", func(o *Options) { c.opts(o); o.ReadOnly = true })
+		_, err := ro.tn("acme").Count(bg, ScanOptions{})
+		require.ErrorIs(t, err, ErrSegmentLoss, "removed=%v", remove)
+		require.NoError(t, ro.Close())
+	}
+}

@@ -143,12 +143,19 @@ func (db *DB) loadFromSegments(tenant string, tb *tenantBlocks) error {
 		// flushed from the journal into a block since is then in the
 		// block this load reads, and one acknowledged from the journal
 		// before this load began is in what it read of the journal.
+		checked := ls.journalID == ""
 		for _, jid := range journalFiles[ls.id] {
 			jd, err := db.readJournalNow(tenant, ls.id, jid)
 			if err != nil {
 				tb.fault(err)
 			} else if jd != nil { // nil: retired since the listing, its records in blocks
 				journals = append(journals, jd)
+				checked = checked || (segHex(jid) == ls.journalID && jd.validEnd >= ls.journalSize)
+			}
+		}
+		if !checked {
+			if err := db.journalCut(tenant, ls); err != nil {
+				tb.fault(err)
 			}
 		}
 		if err := db.checkSealedSize(path, ls); err != nil {
@@ -198,6 +205,25 @@ func (db *DB) loadFromSegments(tenant string, tb *tenantBlocks) error {
 		}
 	}
 	return nil
+}
+
+// journalCut reports a journal that ls's manifest checkpoint vouches for
+// and that is missing or shorter, unless a fresh read of the manifest shows
+// the writer retired it or sealed the segment meanwhile.
+func (db *DB) journalCut(tenant string, ls listedSegment) error {
+	ctx, cancel := context.WithTimeout(context.Background(), keyCallTimeout)
+	defer cancel()
+	body, mk, err := db.readManifest(ctx, tenant)
+	if err != nil {
+		return nil // cannot tell now; the writer's Open checks it
+	}
+	keys.Zero(mk)
+	e := body.entry(segHex(ls.id))
+	if e == nil || e.JournalID != ls.journalID {
+		return nil
+	}
+	return fmt.Errorf("%w: the journal %s of segment %s is missing or shorter than the %d bytes the manifest's checkpoint recorded: acknowledged records are missing from this answer",
+		ErrSegmentLoss, ls.journalID, segHex(ls.id), ls.journalSize)
 }
 
 // journalsOf lists the journal files of tenant's segments, by segment.
@@ -318,6 +344,11 @@ type listedSegment struct {
 	sealedBlocks int
 	size         int64 // sealed: the exact size the manifest recorded
 	unlisted     bool  // a file found in the directory, no manifest vouching for it
+	// journalID and journalSize are the manifest's checkpoint of the
+	// segment's journal (hex id; "" none): an active segment's, or one a
+	// crash or write error left beside a sealed segment until its replay.
+	journalID   string
+	journalSize int64
 }
 
 // readableSegments lists tenant's segments for a read-only DB.
@@ -331,9 +362,9 @@ func (db *DB) readableSegments(tenant string) ([]listedSegment, error) {
 			}
 			switch e.State {
 			case segSealed:
-				out = append(out, listedSegment{id: id, sealedBlocks: e.Blocks, size: e.Size})
+				out = append(out, listedSegment{id: id, sealedBlocks: e.Blocks, size: e.Size, journalID: e.JournalID, journalSize: e.JournalSize})
 			case segActive:
-				out = append(out, listedSegment{id: id})
+				out = append(out, listedSegment{id: id, journalID: e.JournalID, journalSize: e.JournalSize})
 			}
 		}
 		return out, nil
