@@ -41,6 +41,8 @@ type tenantState struct {
 	jdirty bool
 	// pend are the journaled records, by kind, that no block holds yet.
 	pend [kindPayload + 1]pending
+	// groups builds the group filters of w's blocks (blockgroup.go).
+	groups groupBuilder
 }
 
 // writeMark is where a tenant's writes stood before a group: a failed
@@ -176,6 +178,7 @@ func (db *DB) createSegment(ts *tenantState, now time.Time) error {
 	db.stats.segmentsCreated.Add(1)
 	h := w.Header()
 	ts.w, ts.opened, ts.keyURI, ts.wrapped, ts.ec, ts.sums = w, now, uri, p.Wrapped, ec, nil
+	ts.groups = groupBuilder{}
 	ts.info = &SegmentInfo{V: stateVersion, Tenant: ts.name, ID: segHex(id), KeyURI: uri, KeyGen: h.Slot.Generation, Created: h.Created, Size: w.Size()}
 	return nil
 }

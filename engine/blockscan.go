@@ -22,7 +22,10 @@ import (
 
 // scanBounds are a scan's options in the units blocks are summarized in.
 type scanBounds struct {
-	ix       *Index
+	ix *Index
+	// valueHashes are the bloom keys of a scan by string values, computed
+	// once (blockgroup.go).
+	valueHashes []uint64
 	from, to int64 // [from, to) in unix ns; to exclusive
 	hasTo    bool
 	after    *Cursor
@@ -40,6 +43,13 @@ func newScanBounds(o *ScanOptions) scanBounds {
 	}
 	if o.After != nil {
 		b.afterNs = o.After.Time.UnixNano()
+	}
+	if f := o.Index.field; f != nil && o.Index.statuses == nil {
+		for _, v := range o.Index.values {
+			if v != "" {
+				b.valueHashes = append(b.valueHashes, bloomKey(f.index, v))
+			}
+		}
 	}
 	return b
 }
@@ -104,7 +114,11 @@ type candidate struct {
 func (b *scanBounds) candidates(segs []segView) []candidate {
 	var out []candidate
 	for _, sv := range segs {
+		skip := b.skippedGroups(sv.blocks)
 		for _, s := range sv.blocks {
+			if skip != nil && skip[s.seq/groupBlocks] {
+				continue
+			}
 			if b.block(s) {
 				out = append(out, candidate{sv.id, s})
 			}

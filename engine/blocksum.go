@@ -43,6 +43,17 @@ type blockSummary struct {
 	// mem, for a journal block (journal.go), holds its records: reads take
 	// them from memory, not from the file. Never encoded.
 	mem *memBlock
+	// group, on the last block of a group (blockgroup.go), filters the
+	// indexed string values of the whole group's request logs.
+	group *bloom
+	// values are the hashes of the block's indexed string values, kept
+	// by summarize for a groupBuilder, which drops them. Never encoded.
+	values []uint64
+	// version is the encoding it was decoded from (summaryVersion1 has no
+	// group filter); 0 for a summary computed now (summaryVersion). A
+	// summary re-encodes to the bytes it came from: a sealed segment's
+	// are anchored by their hash.
+	version byte
 }
 
 // Bloom entries are hashed with a one-byte domain: an id, or a field's
@@ -53,7 +64,10 @@ const bloomDomainID = 0
 const (
 	bloomBitsPerEntry = 10
 	bloomHashes       = 7
-	summaryVersion    = 1
+	// summaryVersion is written: version 1 (still read) is the same
+	// without the group filter trailer (docs/format/index.md).
+	summaryVersion1 = 1
+	summaryVersion  = 2
 	// maxBloomWords bounds a decoded filter: a block holds at most 2^20
 	// records (segment.MaxBlockRecords) with 8 entries each.
 	maxBloomWords = (1 << 20) * 8 * bloomBitsPerEntry / 64
@@ -157,7 +171,11 @@ func summarize(seg [16]byte, seq uint64, offset int64, kind byte, metas []*Meta,
 		counter.addMeta(m)
 		for _, f := range indexedStrings {
 			if v := *f.str(m); v != "" {
-				hashes[bloomKey(f.index, v)] = struct{}{}
+				h := bloomKey(f.index, v)
+				if _, seen := hashes[h]; !seen {
+					hashes[h] = struct{}{}
+					s.values = append(s.values, h)
+				}
 			}
 		}
 	}
@@ -186,6 +204,18 @@ func maxFloat(a, b float64) float64 {
 		return a
 	}
 	return math.Max(a, b)
+}
+
+// asVersion1 returns sums as version-1 summaries (no group filters): what
+// a segment sealed before version 2 anchored.
+func asVersion1(sums []*blockSummary) []*blockSummary {
+	out := make([]*blockSummary, len(sums))
+	for i, s := range sums {
+		c := *s
+		c.version, c.group = summaryVersion1, nil
+		out[i] = &c
+	}
+	return out
 }
 
 // mayHoldID reports whether the block may hold the record id.
@@ -223,7 +253,11 @@ func (s *blockSummary) mayMatch(ix *Index) bool {
 
 // appendSummary encodes s as an index value (docs/format/index.md).
 func appendSummary(b []byte, s *blockSummary) []byte {
-	b = append(b, summaryVersion, s.kind)
+	ver := s.version
+	if ver == 0 {
+		ver = summaryVersion
+	}
+	b = append(b, ver, s.kind)
 	b = binary.AppendUvarint(b, uint64(s.offset))
 	b = binary.AppendUvarint(b, uint64(s.count))
 	b = binary.LittleEndian.AppendUint64(b, uint64(s.minTime))
@@ -240,17 +274,30 @@ func appendSummary(b []byte, s *blockSummary) []byte {
 	for _, w := range s.bloom.words {
 		b = binary.LittleEndian.AppendUint64(b, w)
 	}
-	return appendExact(b, s.exact)
+	b = appendExact(b, s.exact)
+	if ver == summaryVersion1 {
+		return b
+	}
+	if s.group == nil {
+		return append(b, 0)
+	}
+	b = append(b, 1, s.group.k)
+	b = binary.AppendUvarint(b, uint64(len(s.group.words)))
+	for _, w := range s.group.words {
+		b = binary.LittleEndian.AppendUint64(b, w)
+	}
+	return b
 }
 
 // decodeSummary decodes an index value written by appendSummary; seg and
 // seq come from its key.
 func decodeSummary(seg [16]byte, seq uint64, v []byte) (*blockSummary, error) {
 	d := decoder{b: v}
-	if ver := d.u8(); d.err == nil && ver != summaryVersion {
+	ver := d.u8()
+	if d.err == nil && ver != summaryVersion1 && ver != summaryVersion {
 		return nil, fmt.Errorf("%w: block summary version %d", ErrUnknownVersion, ver)
 	}
-	s := &blockSummary{seg: seg, seq: seq, kind: d.u8()}
+	s := &blockSummary{seg: seg, seq: seq, version: ver, kind: d.u8()}
 	off, count := d.uvarint(), d.uvarint()
 	s.minTime, s.maxTime = int64(d.u64()), int64(d.u64())
 	copy(s.minID[:], d.fixed(16))
@@ -266,6 +313,9 @@ func decodeSummary(seg [16]byte, seq uint64, v []byte) (*blockSummary, error) {
 			return nil, err
 		}
 	}
+	if ver >= summaryVersion && d.err == nil {
+		decodeGroup(&d, s)
+	}
 	if d.err != nil {
 		return nil, fmt.Errorf("%w: block summary: %w", ErrCorrupt, d.err)
 	}
@@ -277,6 +327,21 @@ func decodeSummary(seg [16]byte, seq uint64, v []byte) (*blockSummary, error) {
 	}
 	s.offset, s.count = int64(off), int(count)
 	return s, nil
+}
+
+// decodeGroup reads a version-2 summary's group filter (a flag, then the
+// filter); only a group's last block may carry one.
+func decodeGroup(d *decoder, s *blockSummary) {
+	switch flag := d.u8(); {
+	case d.err != nil || flag == 0:
+	case flag != 1 || s.seq%groupBlocks != groupBlocks-1:
+		d.fail(fmt.Errorf("group filter flag %d on block %d", flag, s.seq))
+	default:
+		s.group = &bloom{k: d.u8()}
+		if n := decodeBloomWords(d, s.group); d.err == nil && (s.group.k == 0 || s.group.k > 32 || n == 0) {
+			d.fail(fmt.Errorf("group filter k=%d words=%d", s.group.k, n))
+		}
+	}
 }
 
 // decodeBloomWords reads the filter's word count and words into b,

@@ -154,12 +154,16 @@ func (db *DB) indexBlocks(r *segment.Reader, st *SegmentInfo, from int) (int, er
 	defer b.close()
 	replayed := 0
 	blocks := r.Blocks()
+	var groups groupBuilder
+	if err := groups.seed(r, from); err != nil {
+		return 0, err
+	}
 	for i := from; i < len(blocks); i++ {
 		blk, err := r.ReadMeta(i)
 		if err != nil {
 			return replayed, err
 		}
-		if err := indexBlock(b, h.Tenant, h.ID, blk, st); err != nil {
+		if err := indexBlock(b, h.Tenant, h.ID, blk, st, &groups); err != nil {
 			return replayed, fmt.Errorf("%s block %d: %w", r.Path(), i, err)
 		}
 		st.RawBytes += int64(blk.Info.RawLen)
@@ -189,12 +193,13 @@ func (db *DB) commitState(b *indexBatch, st *SegmentInfo) error {
 
 // indexBlock adds the summary of one block read from disk to b, built as
 // the writer builds it (stageBlock), so replay and live writes agree.
-func indexBlock(b *indexBatch, tenant string, seg [16]byte, blk *segment.Block, st *SegmentInfo) error {
+func indexBlock(b *indexBatch, tenant string, seg [16]byte, blk *segment.Block, st *SegmentInfo, groups *groupBuilder) error {
 	metas, kind, err := decodeBlockMetas(blk.Meta)
 	if err != nil {
 		return err
 	}
 	sum := summarize(seg, blk.Info.Seq, blk.Info.Offset, kind, metas, blk.Meta)
+	groups.add(sum)
 	for _, e := range stageBlock(nil, tenant, sum, metas, st) {
 		if err := b.set(e.k, e.v); err != nil {
 			return err

@@ -147,6 +147,7 @@ func (iv *indexVerifier) segment(id [16]byte, r *segment.Reader, c *SegmentCheck
 	if len(c.Result.Problems) > 0 {
 		iv.tails[id] = end
 	}
+	var groups groupBuilder
 	for i, b := range r.Blocks() {
 		if bad[b.Offset] {
 			continue
@@ -165,14 +166,14 @@ func (iv *indexVerifier) segment(id [16]byte, r *segment.Reader, c *SegmentCheck
 			bad[b.Offset] = true
 			continue
 		}
-		iv.block(c, id, blk)
+		iv.block(c, id, blk, &groups)
 		blk.Release()
 	}
 	return nil
 }
 
 // block compares one block with its index entry.
-func (iv *indexVerifier) block(c *SegmentCheck, seg [16]byte, blk *segment.Block) {
+func (iv *indexVerifier) block(c *SegmentCheck, seg [16]byte, blk *segment.Block, groups *groupBuilder) {
 	ref := blockRef{seg, blk.Info.Seq}
 	iv.seen[ref] = true
 	c.IndexChecked += len(blk.Meta)
@@ -181,8 +182,13 @@ func (iv *indexVerifier) block(c *SegmentCheck, seg [16]byte, blk *segment.Block
 		iv.problem(c, int(ref.seq), "block %d: its metadata does not decode: %v", ref.seq, err)
 		return
 	}
-	want := appendSummary(nil, summarize(seg, ref.seq, blk.Info.Offset, kind, metas, blk.Meta))
+	sum := summarize(seg, ref.seq, blk.Info.Offset, kind, metas, blk.Meta)
+	groups.add(sum)
 	have, ok := iv.entries[ref]
+	if ok && len(have) > 0 && have[0] == summaryVersion1 {
+		sum = asVersion1([]*blockSummary{sum})[0] // indexed before group filters
+	}
+	want := appendSummary(nil, sum)
 	switch {
 	case !ok:
 		iv.problem(c, int(ref.seq), "block %d (%d records) has no index entry: queries do not see its records", ref.seq, len(metas))

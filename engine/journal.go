@@ -135,7 +135,7 @@ func (db *DB) journalBlock(ts *tenantState, kind byte, entries []segment.Entry, 
 		mb.meta[i], mb.data[i] = e.Meta, e.Data
 	}
 	sum := summarize(ts.j.Header().ID, info.Seq, info.Offset, kind, metas, mb.meta)
-	sum.mem = mb
+	sum.mem, sum.values = mb, nil
 	pd := &ts.pend[kind]
 	if n := len(pd.journals); n == 0 || pd.journals[n-1] != sum.seg {
 		pd.journals = append(pd.journals, sum.seg)
@@ -211,6 +211,7 @@ func (db *DB) writeBlock(ts *tenantState, kind byte, entries []segment.Entry, me
 		raw[j] = entries[j].Meta
 	}
 	sum := summarize(ts.w.Header().ID, info.Seq, info.Offset, kind, metas, raw)
+	ts.groups.add(sum)
 	ts.sums = append(ts.sums, sum)
 	st := ts.info
 	st.RawBytes += int64(info.RawLen)

@@ -320,6 +320,7 @@ func (db *DB) readOnlySummaries(tenant string, r *segment.Reader) ([]*blockSumma
 	}
 	defer keys.Zero(dek)
 	sums := make([]*blockSummary, 0, len(r.Blocks()))
+	var groups groupBuilder
 	for _, bi := range r.Blocks() {
 		blk, err := r.ReadBlockWith(dek, bi.Offset, bi.Seq)
 		if err != nil {
@@ -327,7 +328,9 @@ func (db *DB) readOnlySummaries(tenant string, r *segment.Reader) ([]*blockSumma
 		}
 		metas, kind, err := decodeBlockMetas(blk.Meta)
 		if err == nil {
-			sums = append(sums, summarize(h.ID, bi.Seq, bi.Offset, kind, metas, blk.Meta))
+			s := summarize(h.ID, bi.Seq, bi.Offset, kind, metas, blk.Meta)
+			groups.add(s)
+			sums = append(sums, s)
 		}
 		blk.Release()
 		if err != nil {

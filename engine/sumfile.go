@@ -106,6 +106,7 @@ func summarizeSegment(r *segment.Reader) ([]*blockSummary, error) {
 	id := r.Header().ID
 	blocks := r.Blocks()
 	sums := make([]*blockSummary, 0, len(blocks))
+	var groups groupBuilder
 	for i := range blocks {
 		blk, err := r.ReadMeta(i)
 		if err != nil {
@@ -116,7 +117,9 @@ func summarizeSegment(r *segment.Reader) ([]*blockSummary, error) {
 			blk.Release()
 			return nil, fmt.Errorf("%s block %d: %w", r.Path(), i, err)
 		}
-		sums = append(sums, summarize(id, blk.Info.Seq, blk.Info.Offset, kind, metas, blk.Meta))
+		s := summarize(id, blk.Info.Seq, blk.Info.Offset, kind, metas, blk.Meta)
+		groups.add(s)
+		sums = append(sums, s)
 		blk.Release()
 	}
 	return sums, nil
@@ -224,6 +227,9 @@ func (db *DB) anchoredSummaries(tenant string, seg [16]byte, have []*blockSummar
 	db.readers.release(path, r)
 	if err != nil {
 		return nil, true, err
+	}
+	if !matches(sums) && matches(asVersion1(sums)) {
+		sums = asVersion1(sums) // sealed before group filters
 	}
 	if !matches(sums) {
 		return nil, true, fmt.Errorf("%w: segment %s: its blocks' metadata is not what its manifest recorded at seal (edited after it was sealed)", ErrSegmentTampered, segHex(seg))
