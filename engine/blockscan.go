@@ -26,11 +26,11 @@ type scanBounds struct {
 	// valueHashes are the bloom keys of a scan by string values, computed
 	// once (blockgroup.go).
 	valueHashes []uint64
-	from, to int64 // [from, to) in unix ns; to exclusive
-	hasTo    bool
-	after    *Cursor
-	afterNs  int64
-	oldest   bool
+	from, to    int64 // [from, to) in unix ns; to exclusive
+	hasTo       bool
+	after       *Cursor
+	afterNs     int64
+	oldest      bool
 }
 
 func newScanBounds(o *ScanOptions) scanBounds {
