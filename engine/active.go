@@ -43,6 +43,10 @@ type tenantState struct {
 	pend [kindPayload + 1]pending
 	// groups builds the group filters of w's blocks (blockgroup.go).
 	groups groupBuilder
+	// orphans are the journals of segments given up (abandonTo): kept
+	// until their records are durable in blocks of a later segment
+	// (releaseOrphans), or replayed by the next Open.
+	orphans []string
 }
 
 // writeMark is where a tenant's writes stood before a group: a failed
@@ -50,12 +54,18 @@ type tenantState struct {
 type writeMark struct {
 	blocks int
 	pend   [kindPayload + 1]pending
+	// journalPath and journalSize are ts's journal then ("": none).
+	journalPath string
+	journalSize int64
 }
 
 func (ts *tenantState) mark() writeMark {
 	m := writeMark{pend: ts.pend}
 	if ts.w != nil {
 		m.blocks = ts.w.BlockCount()
+	}
+	if ts.j != nil {
+		m.journalPath, m.journalSize = ts.j.Path(), ts.j.Size()
 	}
 	return m
 }
@@ -187,7 +197,14 @@ func (db *DB) createSegment(ts *tenantState, now time.Time) error {
 // the manifest.
 func (db *DB) sealActive(ts *tenantState) error {
 	if ts.w == nil {
-		return nil
+		if !ts.pending() {
+			return nil
+		}
+		// Records carried over from a segment given up (abandonTo): a
+		// segment takes them before the seal.
+		if err := db.ensureSegment(ts); err != nil {
+			return err
+		}
 	}
 	m := ts.mark()
 	kvs, err := db.flushAll(ts, nil)
@@ -217,6 +234,9 @@ func (db *DB) sealActive(ts *tenantState) error {
 	// expects a journal: it is obsolete (kept, and replayed by the next
 	// Open, if the manifest could not say so).
 	db.closeJournal(ts, err == nil)
+	if err == nil {
+		db.releaseOrphans(ts)
+	}
 	return err
 }
 
@@ -253,7 +273,14 @@ func (db *DB) abandonTo(ts *tenantState, m writeMark) {
 	db.indexBarrier() // the persisted state must include every queued group
 	_ = ts.w.Close()  // after an I/O error; recovery reopens the file
 	ts.w, ts.info, ts.dirty, ts.sums = nil, nil, false, nil
-	db.closeJournal(ts, false)
+	if ts.j != nil {
+		jpath := ts.j.Path()
+		db.closeJournal(ts, false)
+		db.cutJournal(jpath, m)
+		if jpath == m.journalPath {
+			ts.orphans = append(ts.orphans, jpath)
+		}
+	}
 	ts.pend = m.pend
 	db.readers.invalidate(path)
 	if err := db.repairAbandoned(ts.name, path, st, sums, m.blocks); err != nil {

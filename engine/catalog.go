@@ -285,6 +285,31 @@ func (c *catalog) find(tenant string, id ID, kind byte) ([]candidate, error, err
 func (c *catalog) apply(kvs []kv) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.applyLocked(kvs)
+}
+
+// commitAndApply runs commit (the index write of kvs), then apply. A job
+// that drops journal blocks (a flush) commits with the catalog locked: a
+// tenant loaded in between would take the flushed block from the index and
+// the journal blocks still listed in mems, and serve those records twice.
+func (c *catalog) commitAndApply(kvs []kv, commit func() error) error {
+	if !slices.ContainsFunc(kvs, func(e kv) bool { return e.drop != nil }) {
+		err := commit()
+		if err == nil {
+			c.apply(kvs)
+		}
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	err := commit()
+	if err == nil {
+		c.applyLocked(kvs)
+	}
+	return err
+}
+
+func (c *catalog) applyLocked(kvs []kv) {
 	for _, e := range kvs {
 		tb := c.tenants[e.tenant]
 		switch {

@@ -47,10 +47,7 @@ func (db *DB) indexLoop() {
 			job.kvs = slices.DeleteFunc(job.kvs, func(e kv) bool { return len(e.k) > 0 && e.k[0] == keySegment && stale[string(e.k)] })
 		}
 		if len(job.kvs) > 0 {
-			err := db.commitStaged(job.kvs)
-			if err == nil {
-				db.catalog.apply(job.kvs)
-			}
+			err := db.catalog.commitAndApply(job.kvs, func() error { return db.commitStaged(job.kvs) })
 			if err != nil {
 				for _, e := range job.kvs {
 					if len(e.k) > 0 && e.k[0] == keySegment {

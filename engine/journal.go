@@ -264,7 +264,7 @@ func (db *DB) maybeRetireJournal(ts *tenantState, kvs []kv) ([]kv, error) {
 	if ts.j == nil || ts.j.Size() < db.journalRetireBytes() {
 		return kvs, nil
 	}
-	if ts.pend[kindLog].bytes+ts.pend[kindPayload].bytes > 0 {
+	if ts.pending() {
 		if ts.j.Size() < 2*db.journalRetireBytes() {
 			return kvs, nil
 		}
@@ -272,8 +272,57 @@ func (db *DB) maybeRetireJournal(ts *tenantState, kvs []kv) ([]kv, error) {
 		if kvs, err = db.flushAll(ts, kvs); err != nil {
 			return kvs, err
 		}
+		if kvs, err = db.stageState(ts, kvs); err != nil {
+			return kvs, err
+		}
 	}
 	return kvs, db.retireJournal(ts)
+}
+
+// pending reports whether ts holds journaled records that no block does.
+func (ts *tenantState) pending() bool {
+	return len(ts.pend[kindLog].entries)+len(ts.pend[kindPayload].entries) > 0
+}
+
+// retireIfDue retires ts's journal after a group was written and synced
+// (maybeRetireJournal). A failure there cuts back only what the retirement
+// wrote: the group is stored and its callers acknowledged.
+func (db *DB) retireIfDue(ts *tenantState, job *indexJob) {
+	m := ts.mark()
+	n := len(job.kvs)
+	kvs, err := db.maybeRetireJournal(ts, job.kvs)
+	if err != nil {
+		job.kvs = job.kvs[:n]
+		db.abandonTo(ts, m)
+		return
+	}
+	job.kvs = kvs
+}
+
+// cutJournal takes back from the journal at path what a failed group
+// wrote after m, so a record whose Append failed is not replayed later
+// (nor served by a read-only DB): cut to m's size, or removed if the group
+// created it. A journal that cannot be cut is counted
+// (Stats.CleanupFailures); its extra records may come back.
+func (db *DB) cutJournal(path string, m writeMark) {
+	if path != m.journalPath {
+		if err := db.fs.Remove(path); err != nil {
+			db.stats.cleanupFailures.Add(1)
+		}
+		return
+	}
+	f, err := db.fs.OpenReadWrite(path)
+	if err != nil {
+		db.stats.cleanupFailures.Add(1)
+		return
+	}
+	defer f.Close()
+	if size, err := f.Size(); err == nil && size <= m.journalSize {
+		return
+	}
+	if f.Truncate(m.journalSize) != nil || f.Sync() != nil {
+		db.stats.cleanupFailures.Add(1)
+	}
 }
 
 // retireJournal closes ts's journal, all of whose records are in blocks,
@@ -297,5 +346,28 @@ func (db *DB) retireJournal(ts *tenantState) error {
 	if err := db.fs.Remove(path); err != nil {
 		db.stats.cleanupFailures.Add(1)
 	}
+	db.releaseOrphans(ts)
 	return nil
+}
+
+// releaseOrphans removes the journals of segments given up whose records
+// are now all durable in blocks (ts has none pending, its segment was just
+// fsynced): each one's segment stops naming it in the manifest first. One
+// that cannot be released stays for the next Open's replay.
+func (db *DB) releaseOrphans(ts *tenantState) {
+	if ts.pending() {
+		return
+	}
+	kept := ts.orphans[:0]
+	for _, path := range ts.orphans {
+		seg, jid, ok := idsOfJournal(path)
+		if !ok || db.journalReplayedLocked(ts.name, seg, jid) != nil {
+			kept = append(kept, path)
+			continue
+		}
+		if err := db.fs.Remove(path); err != nil {
+			db.stats.cleanupFailures.Add(1)
+		}
+	}
+	ts.orphans = kept
 }

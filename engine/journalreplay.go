@@ -71,10 +71,15 @@ func (db *DB) replayJournal(ctx context.Context, tenant, name string) (int, erro
 	path := journalPathOf(db.segPath(tenant, seg), jid)
 	jd, err := db.readJournal(ctx, tenant, seg, jid)
 	if jd == nil {
-		if err == nil && checkpointed == 0 { // a header a crash cut: no record
-			_ = db.fs.Remove(path)
+		switch {
+		case err != nil:
+			return 0, err
+		case checkpointed > 0:
+			return 0, fmt.Errorf("%w: journal %s is shorter than a header; the manifest's checkpoint recorded %d bytes of acknowledged records in it; the file is kept",
+				ErrSegmentLoss, name, checkpointed)
 		}
-		return 0, err
+		_ = db.fs.Remove(path) // a header a crash cut: no record
+		return 0, nil
 	}
 	var damage error
 	switch {
@@ -141,13 +146,18 @@ func (db *DB) journalListed(tenant string, seg, jid [16]byte) (int64, error) {
 // journalReplayed records in the manifest that seg's journal was replayed
 // (its checkpoint no longer expects the file), before the file goes.
 func (db *DB) journalReplayed(ctx context.Context, tenant string, seg, jid [16]byte) error {
-	return db.control(ctx, func() error {
-		return db.updateManifest(ctx, tenant, false, func(b *manifestBody) error {
-			if e := b.entry(segHex(seg)); e != nil && e.JournalID == segHex(jid) {
-				e.JournalID, e.JournalSize = "", 0
-			}
-			return nil
-		})
+	return db.control(ctx, func() error { return db.journalReplayedLocked(tenant, seg, jid) })
+}
+
+// journalReplayedLocked is journalReplayed on the writer goroutine.
+func (db *DB) journalReplayedLocked(tenant string, seg, jid [16]byte) error {
+	ctx, cancel := context.WithTimeout(context.Background(), keyCallTimeout)
+	defer cancel()
+	return db.updateManifest(ctx, tenant, false, func(b *manifestBody) error {
+		if e := b.entry(segHex(seg)); e != nil && e.JournalID == segHex(jid) {
+			e.JournalID, e.JournalSize = "", 0
+		}
+		return nil
 	})
 }
 

@@ -39,17 +39,19 @@ func (db *DB) packBlocks(ts *tenantState, reqs []*appendReq, kvs []kv) ([]kv, gr
 	}
 	ts.dirty = ts.dirty || w.segment
 	ts.jdirty = ts.jdirty || w.journal
-	kvs, err := db.maybeRetireJournal(ts, kvs)
-	if err != nil {
-		return kvs, w, err
-	}
+	kvs, err := db.stageState(ts, kvs)
+	return kvs, w, err
+}
+
+// stageState stages ts's segment state (its blocks, records and size).
+func (db *DB) stageState(ts *tenantState, kvs []kv) ([]kv, error) {
 	st := ts.info
 	st.Size = ts.w.Size()
-	k, v, serr := stateKV(st)
-	if serr != nil {
-		return kvs, w, serr
+	k, v, err := stateKV(st)
+	if err != nil {
+		return kvs, err
 	}
-	return append(kvs, kv{k: k, v: v}), w, nil
+	return append(kvs, kv{k: k, v: v}), nil
 }
 
 // groupEntries lists the group's records of one kind as segment entries,

@@ -61,7 +61,9 @@ type Stats struct {
 	ManifestSeqFailures uint64
 	// RetentionFailures counts background retention passes that failed;
 	// the next pass tries again (ApplyRetention returns the error).
-	RetentionFailures uint64
+	// RetentionDeferred counts expired segments retention kept because a
+	// journal beside them awaits replay by the next Open.
+	RetentionFailures, RetentionDeferred uint64
 	// CleanupFailures counts files a cleanup could not remove: a new
 	// segment file whose manifest listing failed (Open removes it as
 	// debris), a deleted tenant's directory.
@@ -106,7 +108,8 @@ func (db *DB) Stats(ctx context.Context) (Stats, error) {
 		BlocksReplayed: db.stats.replayedBlocks.Load(), CheckpointFailures: db.stats.checkpointFailures.Load(),
 		SegmentsAbandoned: db.stats.segmentsAbandoned.Load(), AbandonRepairsDeferred: db.stats.abandonRepairsDeferred.Load(),
 		SealFailures: db.stats.sealFailures.Load(), ManifestSeqFailures: db.stats.manifestSeqFailures.Load(),
-		RetentionFailures: db.stats.retentionFailures.Load(), CleanupFailures: db.stats.cleanupFailures.Load(),
+		RetentionFailures: db.stats.retentionFailures.Load(), RetentionDeferred: db.stats.retentionDeferred.Load(),
+		CleanupFailures: db.stats.cleanupFailures.Load(),
 		SummaryFileFailures: db.stats.summaryFileFailures.Load()}
 	s.AppendFsyncs, s.AppendFsyncRecords = db.stats.appendFsyncs.Load(), db.stats.appendFsyncRecords.Load()
 	s.JournalBlocks, s.JournalFlushes = db.stats.journalBlocks.Load(), db.stats.journalFlushes.Load()
@@ -161,6 +164,7 @@ type dbStats struct {
 	journalBlocks      atomic.Uint64
 	journalFlushes     atomic.Uint64
 	journalsRetired    atomic.Uint64
+	retentionDeferred  atomic.Uint64
 	journalReplayed    atomic.Uint64
 	segmentsCreated    atomic.Uint64
 	replayedBlocks     atomic.Uint64

@@ -145,8 +145,10 @@ func (db *DB) commitTenant(ts *tenantState, reqs []*appendReq, job *indexJob) er
 	}
 	if err != nil {
 		db.abandonTo(ts, m)
+		return err
 	}
-	return err
+	db.retireIfDue(ts, job)
+	return nil
 }
 
 // countFsync counts a segment fsync of SyncAlways and the records it made
