@@ -109,7 +109,7 @@ func (db *DB) Stats(ctx context.Context) (Stats, error) {
 		SegmentsAbandoned: db.stats.segmentsAbandoned.Load(), AbandonRepairsDeferred: db.stats.abandonRepairsDeferred.Load(),
 		SealFailures: db.stats.sealFailures.Load(), ManifestSeqFailures: db.stats.manifestSeqFailures.Load(),
 		RetentionFailures: db.stats.retentionFailures.Load(), RetentionDeferred: db.stats.retentionDeferred.Load(),
-		CleanupFailures: db.stats.cleanupFailures.Load(),
+		CleanupFailures:     db.stats.cleanupFailures.Load(),
 		SummaryFileFailures: db.stats.summaryFileFailures.Load()}
 	s.AppendFsyncs, s.AppendFsyncRecords = db.stats.appendFsyncs.Load(), db.stats.appendFsyncRecords.Load()
 	s.JournalBlocks, s.JournalFlushes = db.stats.journalBlocks.Load(), db.stats.journalFlushes.Load()
