@@ -43,6 +43,9 @@ type tenantState struct {
 	pend [kindPayload + 1]pending
 	// groups builds the group filters of w's blocks (blockgroup.go).
 	groups groupBuilder
+	// stateStaged: w's segment state is in the index (a group that only
+	// writes the journal need not stage it again).
+	stateStaged bool
 	// orphans are the journals of segments given up (abandonTo): kept
 	// until their records are durable in blocks of a later segment
 	// (releaseOrphans), or replayed by the next Open.
@@ -188,7 +191,7 @@ func (db *DB) createSegment(ts *tenantState, now time.Time) error {
 	db.stats.segmentsCreated.Add(1)
 	h := w.Header()
 	ts.w, ts.opened, ts.keyURI, ts.wrapped, ts.ec, ts.sums = w, now, uri, p.Wrapped, ec, nil
-	ts.groups = groupBuilder{}
+	ts.groups, ts.stateStaged = groupBuilder{}, false
 	ts.info = &SegmentInfo{V: stateVersion, Tenant: ts.name, ID: segHex(id), KeyURI: uri, KeyGen: h.Slot.Generation, Created: h.Created, Size: w.Size()}
 	return nil
 }

@@ -223,7 +223,28 @@ func (s *blockSummary) mayHoldID(id ID) bool {
 	if string(id[:]) < string(s.minID[:]) || string(id[:]) > string(s.maxID[:]) {
 		return false
 	}
-	return s.bloom.hasHash(idHash(id))
+	return s.mem != nil || s.bloom.hasHash(idHash(id))
+}
+
+// summarizeMem is the summary of a journal block (served from memory,
+// never encoded): ranges only. Its records are filtered in memory, so it
+// skips the filters and value lists that spare a read of a block on disk.
+func summarizeMem(seg [16]byte, seq uint64, offset int64, kind byte, metas []*Meta, mb *memBlock) *blockSummary {
+	s := &blockSummary{seg: seg, seq: seq, offset: offset, kind: kind, count: len(metas), mem: mb}
+	for i, m := range metas {
+		t := m.Time.UnixNano()
+		if i == 0 {
+			s.minTime, s.maxTime, s.minID, s.maxID = t, t, m.ID, m.ID
+		}
+		s.minTime, s.maxTime = min(s.minTime, t), max(s.maxTime, t)
+		if string(m.ID[:]) < string(s.minID[:]) {
+			s.minID = m.ID
+		}
+		if string(m.ID[:]) > string(s.maxID[:]) {
+			s.maxID = m.ID
+		}
+	}
+	return s
 }
 
 // mayMatch reports whether the block may hold a request log that ix
@@ -232,8 +253,8 @@ func (s *blockSummary) mayMatch(ix *Index) bool {
 	if s.kind != kindLog {
 		return false
 	}
-	if ix.field == nil {
-		return true
+	if ix.field == nil || s.mem != nil {
+		return true // a journal block has no filters: its records are in memory
 	}
 	if n, ok := s.exactCount(ix); ok {
 		return n > 0

@@ -134,8 +134,7 @@ func (db *DB) journalBlock(ts *tenantState, kind byte, entries []segment.Entry, 
 	for i, e := range entries {
 		mb.meta[i], mb.data[i] = e.Meta, e.Data
 	}
-	sum := summarize(ts.j.Header().ID, info.Seq, info.Offset, kind, metas, mb.meta)
-	sum.mem, sum.values = mb, nil
+	sum := summarizeMem(ts.j.Header().ID, info.Seq, info.Offset, kind, metas, mb)
 	pd := &ts.pend[kind]
 	if n := len(pd.journals); n == 0 || pd.journals[n-1] != sum.seg {
 		pd.journals = append(pd.journals, sum.seg)

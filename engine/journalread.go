@@ -180,8 +180,5 @@ func (jd *journalData) unstored(have recordSet, stored func(id ID, kind byte) (b
 
 // memSummary is the catalog entry that serves a journal block's records.
 func (jd *journalData) memSummary(b journalBlockData) *blockSummary {
-	s := summarize(jd.id, b.seq, b.offset, b.kind, b.metas, b.meta)
-	s.values = nil
-	s.mem = &memBlock{meta: b.meta, data: b.data, keyURI: jd.keyURI, wrapped: jd.wrapped, ec: jd.ec}
-	return s
+	return summarizeMem(jd.id, b.seq, b.offset, b.kind, b.metas, &memBlock{meta: b.meta, data: b.data, keyURI: jd.keyURI, wrapped: jd.wrapped, ec: jd.ec})
 }

@@ -39,6 +39,9 @@ func (db *DB) packBlocks(ts *tenantState, reqs []*appendReq, kvs []kv) ([]kv, gr
 	}
 	ts.dirty = ts.dirty || w.segment
 	ts.jdirty = ts.jdirty || w.journal
+	if !w.segment && ts.stateStaged {
+		return kvs, w, nil // the segment's state did not change
+	}
 	kvs, err := db.stageState(ts, kvs)
 	return kvs, w, err
 }
@@ -51,6 +54,7 @@ func (db *DB) stageState(ts *tenantState, kvs []kv) ([]kv, error) {
 	if err != nil {
 		return kvs, err
 	}
+	ts.stateStaged = true
 	return append(kvs, kv{k: k, v: v}), nil
 }
 
