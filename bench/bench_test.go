@@ -226,11 +226,14 @@ func queryRecords() int {
 	return 1_000_000
 }
 
-// BenchmarkQuery measures a selective indexed query and a full time-range
-// count over a large store.
+// BenchmarkQuery measures over a large store: a selective lookup (a trace
+// id, one record), the first page of 100 of one session (~n/2000 records),
+// a full time-range count, a residual filter (a scan of every record's
+// metadata), and Open of the store (right after the ingest, then again).
 func BenchmarkQuery(b *testing.B) {
 	n := queryRecords()
-	db, err := engine.Open(b.TempDir(), &engine.Options{Sync: engine.SyncNever, RetentionInterval: -1})
+	dir := b.TempDir()
+	db, err := engine.Open(dir, &engine.Options{Sync: engine.SyncNever, RetentionInterval: -1})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -262,6 +265,36 @@ func BenchmarkQuery(b *testing.B) {
 			}
 		}
 	})
+	b.Run(fmt.Sprintf("query=session-first-page/records=%d", n), func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			c := 0
+			for _, err := range bt.Scan(ctx, engine.ScanOptions{Index: engine.BySession("sess-0042"), Limit: 100}) {
+				if err != nil {
+					b.Fatal(err)
+				}
+				c++
+			}
+			if c == 0 {
+				b.Fatal(c)
+			}
+		}
+	})
+	b.Run(fmt.Sprintf("query=residual-latency/records=%d", n), func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			c := 0
+			for m, err := range bt.Scan(ctx, engine.ScanOptions{}) {
+				if err != nil {
+					b.Fatal(err)
+				}
+				if m.LatencyMs > 300 {
+					c++
+				}
+			}
+		}
+		b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "records/s")
+	})
 	b.Run(fmt.Sprintf("query=count-time-range/records=%d", n), func(b *testing.B) {
 		b.ReportAllocs()
 		for i := 0; i < b.N; i++ {
@@ -271,6 +304,25 @@ func BenchmarkQuery(b *testing.B) {
 			}
 		}
 		b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "records/s")
+	})
+	if err := db.Close(); err != nil {
+		b.Fatal(err)
+	}
+	b.Run(fmt.Sprintf("op=open/records=%d", n), func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			db, err := engine.Open(dir, &engine.Options{Sync: engine.SyncNever, RetentionInterval: -1})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := mustTenant(db, "bench").Count(ctx, engine.ScanOptions{Limit: 1}); err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+			if err := db.Close(); err != nil {
+				b.Fatal(err)
+			}
+			b.StartTimer()
+		}
 	})
 }
 
