@@ -26,6 +26,7 @@ type scanBounds struct {
 	// valueHashes are the bloom keys of a scan by string values, computed
 	// once (blockgroup.go).
 	valueHashes []uint64
+	ranges      []rangeField // ScanOptions.Ranges (ranges.go)
 	from, to    int64 // [from, to) in unix ns; to exclusive
 	hasTo       bool
 	after       *Cursor
@@ -34,7 +35,7 @@ type scanBounds struct {
 }
 
 func newScanBounds(o *ScanOptions) scanBounds {
-	b := scanBounds{ix: &o.Index, from: minTime.UnixNano(), oldest: o.Oldest, after: o.After}
+	b := scanBounds{ix: &o.Index, from: minTime.UnixNano(), oldest: o.Oldest, after: o.After, ranges: o.ranges}
 	if !o.From.IsZero() {
 		b.from = o.From.UnixNano()
 	}
@@ -62,6 +63,11 @@ func (b *scanBounds) block(s *blockSummary) bool {
 	if b.after != nil && ((b.oldest && s.maxTime < b.afterNs) || (!b.oldest && s.minTime > b.afterNs)) {
 		return false
 	}
+	for i := range b.ranges {
+		if s.mem == nil && b.ranges[i].blockMisses(s) {
+			return false
+		}
+	}
 	return s.mayMatch(b.ix)
 }
 
@@ -72,6 +78,11 @@ func (b *scanBounds) block(s *blockSummary) bool {
 func (b *scanBounds) wholeCount(s *blockSummary) (int, bool) {
 	if b.after != nil || s.kind != kindLog || s.minTime < b.from || (b.hasTo && s.maxTime >= b.to) {
 		return 0, false
+	}
+	for i := range b.ranges {
+		if s.mem != nil || !b.ranges[i].blockWithin(s) {
+			return 0, false
+		}
 	}
 	if b.ix.field == nil {
 		return s.count, true
@@ -84,6 +95,11 @@ func (b *scanBounds) record(m *Meta) bool {
 	t := m.Time.UnixNano()
 	if t < b.from || (b.hasTo && t >= b.to) || !b.ix.match(m) {
 		return false
+	}
+	for i := range b.ranges {
+		if !b.ranges[i].holds(b.ranges[i].value(m)) {
+			return false
+		}
 	}
 	if b.after != nil {
 		c := cmpPos(t, m.ID, b.afterNs, b.after.ID)
@@ -282,6 +298,36 @@ func (f *scanFaults) admitted(seg [16]byte) bool {
 	return true
 }
 
+// keepIsExact reports whether keepFor's test of the encoded metadata is
+// the whole selection (time, a status index, ranges; no cursor and no
+// string values, which it only pre-filters), so a count needs no decoding.
+func (b *scanBounds) keepIsExact() bool {
+	return b.after == nil && (b.ix.field == nil || b.ix.statuses != nil)
+}
+
+// counted counts the entries of candidate c that keep accepts, decoding
+// none (keepIsExact); a block that cannot be read is a fault.
+func (f *scanFaults) counted(c candidate, keep func([]byte) bool) int {
+	entries, err := f.db.readBlockEntries(f.tenant, c.seg, c.sum)
+	if err != nil {
+		f.fault(c.seg, err)
+		return 0
+	}
+	n := 0
+	for j, raw := range entries {
+		if len(raw) < metaFixedLen+3 || raw[0] != encodingV1 {
+			// Not an encoding keep can read: what decoding it would say.
+			_, err := decodeMeta(raw, &Meta{})
+			f.fault(c.seg, blockReadErr(f.db.segPath(f.tenant, c.seg), c.sum, fmt.Errorf("record %d: %w", j, errors.Join(err, ErrCorrupt))))
+			return 0
+		}
+		if keep(raw) {
+			n++
+		}
+	}
+	return n
+}
+
 // reaches reports whether block s may hold a record that comes before m in
 // scan order.
 func (b *scanBounds) reaches(s *blockSummary, m *Meta) bool {
@@ -325,6 +371,10 @@ func (db *DB) countRecords(ctx context.Context, tenant string, o ScanOptions) (i
 			n += k
 			continue
 		}
+		if b.keepIsExact() {
+			n += f.counted(c, keep)
+			continue
+		}
 		n += len(f.selected(&b, c, keep))
 	}
 	if o.Limit > 0 && n > o.Limit {
@@ -340,6 +390,19 @@ func (db *DB) countRecords(ctx context.Context, tenant string, o ScanOptions) (i
 func (db *DB) readBlockMetas(tenant string, seg [16]byte, s *blockSummary, keep func(raw []byte) bool) ([]*Meta, error) {
 	if s.mem != nil {
 		return decodeEntries("journal of "+tenant, s, s.mem.meta, keep)
+	}
+	entries, err := db.readBlockEntries(tenant, seg, s)
+	if err != nil {
+		return nil, err
+	}
+	return decodeEntries(db.segPath(tenant, seg), s, entries, keep)
+}
+
+// readBlockEntries reads the encoded metadata entries of a block the
+// catalog lists, checked against its summary's hash and count.
+func (db *DB) readBlockEntries(tenant string, seg [16]byte, s *blockSummary) ([][]byte, error) {
+	if s.mem != nil {
+		return s.mem.meta, nil
 	}
 	path := db.segPath(tenant, seg)
 	r, err := db.readers.acquire(path, tenant, true)
@@ -363,7 +426,12 @@ func (db *DB) readBlockMetas(tenant string, seg [16]byte, s *blockSummary, keep 
 		return nil, fmt.Errorf("%w: %s block %d holds %d records, its index entry says %d; `logstore segments reindex` rebuilds the index",
 			ErrIndexMismatch, path, s.seq, len(blk.Meta), s.count)
 	}
-	return decodeEntries(path, s, blk.Meta, keep)
+	for j, raw := range blk.Meta {
+		if len(raw) < 2 || raw[1] != s.kind {
+			return nil, fmt.Errorf("%w: %s block %d record %d is not of the kind its index entry says", ErrIndexMismatch, path, s.seq, j)
+		}
+	}
+	return blk.Meta, nil
 }
 
 // decodeEntries decodes the metadata entries of block s that keep accepts
@@ -406,6 +474,11 @@ func (b *scanBounds) keepFor() func(raw []byte) bool {
 		t := int64(binary.LittleEndian.Uint64(raw[18:]))
 		if t < b.from || (b.hasTo && t >= b.to) {
 			return false
+		}
+		for i := range b.ranges {
+			if v, ok := b.ranges[i].rawValue(raw); ok && !b.ranges[i].holds(v) {
+				return false
+			}
 		}
 		switch {
 		case b.ix.field == nil:

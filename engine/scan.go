@@ -127,6 +127,14 @@ type ScanOptions struct {
 	After *Cursor
 	// Limit stops after this many records (default 0: no limit).
 	Limit int
+	// Ranges keep only the records whose numeric fields lie in every range
+	// (default none). They are tested on the encoded metadata, so they cost
+	// far less than a filter on the decoded records, and a Count with no
+	// other filter than the time, a status index and Ranges decodes
+	// nothing.
+	Ranges []Range
+
+	ranges []rangeField // Ranges, resolved by check
 }
 
 // check refuses options no scan can honour, rather than answering them
@@ -145,7 +153,9 @@ func (o *ScanOptions) check() error {
 			return fmt.Errorf("%w: status %d outside 0..999", ErrInvalidOptions, s)
 		}
 	}
-	return nil
+	var err error
+	o.ranges, err = resolveRanges(o.Ranges)
+	return err
 }
 
 // clampTimes makes bounds beyond the stored time range unbounded (or the

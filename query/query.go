@@ -35,6 +35,7 @@ type Plan struct {
 	Values     int    // index values scanned (IN lists, status classes)
 	Estimate   int    // index entries counted when choosing (capped)
 	Residual   bool   // rows are filtered after the index
+	Ranges     int    // numeric comparisons the engine tests on encoded metadata
 	Scanned    int    // index entries read
 	Candidates map[string]int
 }
@@ -246,16 +247,67 @@ func choose(ctx context.Context, t Tenant, e Expr, base engine.ScanOptions) (eng
 			plan.Values = o.Index.Values()
 		}
 	}
-	exact := len(cs) == 0
-	if bestCmp != nil && len(cs) == 1 {
-		exact = true
-	}
-	if len(cs) == 1 {
-		if cmp, ok := cs[0].(*Cmp); ok && cmp.Field.Name == "time" && cmp.Op != OpNe && cmp.Op != OpIn {
-			exact = true // folded into the time bounds
-		}
-	}
+	exact := pushRanges(cs, bestCmp, &best)
+	plan.Ranges = len(best.Ranges)
 	return best, plan, exact, nil
+}
+
+// pushRanges hands the engine the numeric comparisons among cs (other
+// than the one its index answers) as ScanOptions.Ranges, which it tests on
+// the encoded metadata, and reports whether the engine then answers every
+// conjunct (the index, the time bounds, the ranges): no row needs the
+// residual filter.
+func pushRanges(cs []Expr, indexed Expr, o *engine.ScanOptions) bool {
+	all := true
+	for _, c := range cs {
+		if c == indexed {
+			continue
+		}
+		cmp, ok := c.(*Cmp)
+		if ok && cmp.Field.Name == "time" && cmp.Op != OpNe && cmp.Op != OpIn {
+			continue // folded into the time bounds (narrowTime)
+		}
+		if r, ok := rangeOf(cmp); ok {
+			o.Ranges = append(o.Ranges, r)
+			continue
+		}
+		all = false
+	}
+	return all
+}
+
+// rangeOf is the engine Range of a numeric comparison (nil: none).
+func rangeOf(c *Cmp) (engine.Range, bool) {
+	if c == nil || c.Negate || c.Field.Kind != KindNumber || c.Field.Schema == nil || len(c.Values) != 1 {
+		return engine.Range{}, false
+	}
+	if k := c.Field.Schema.Kind(); k != engine.KindInt && k != engine.KindFloat {
+		return engine.Range{}, false
+	}
+	v := c.Values[0]
+	r := engine.Range{Field: c.Field.Name, Min: math.Inf(-1), Max: math.Inf(1)}
+	switch {
+	case v.Class > 0 && c.Op == OpEq:
+		r.Min, r.Max = float64(v.Class*100), float64(v.Class*100+99)
+	case v.Class > 0:
+		return engine.Range{}, false
+	case c.Op == OpEq:
+		r.Min, r.Max = v.Num, v.Num
+	case c.Op == OpLt:
+		r.Max = math.Nextafter(v.Num, math.Inf(-1))
+	case c.Op == OpLe:
+		r.Max = v.Num
+	case c.Op == OpGt:
+		r.Min = math.Nextafter(v.Num, math.Inf(1))
+	case c.Op == OpGe:
+		r.Min = v.Num
+	default:
+		return engine.Range{}, false
+	}
+	if math.IsNaN(r.Min) || math.IsNaN(r.Max) || r.Min > r.Max {
+		return engine.Range{}, false
+	}
+	return r, true
 }
 
 type cursorToken struct {

@@ -125,6 +125,9 @@ func TestRunMatchesBruteForce(t *testing.T) {
 		"session_id IN (s1, s2, s3) AND NOT method = GET", "route_id = r2 OR status = 404",
 		"latency_ms > 500 AND status != 2xx", "time >= '2026-11-01T00:10:00Z' AND time < '2026-11-01T00:20:00Z'",
 		"session_id = s7", "status NOT IN (200, 201)",
+		// Numeric comparisons the engine tests on encoded metadata (Ranges).
+		"latency_ms > 300", "latency_ms <= 120 AND status = 4xx", "status = 5xx AND latency_ms >= 10 AND latency_ms < 400",
+		"latency_ms = 250", "method = GET AND latency_ms > 100", "NOT latency_ms > 300", "latency_ms > 300 OR status = 404",
 	} {
 		expr, err := Parse(where)
 		require.NoError(t, err)
@@ -177,6 +180,11 @@ func TestPlannerPicksTheMostSelectiveIndex(t *testing.T) {
 	res, err = Run(context.Background(), db, Request{Where: "latency_ms > 10", Limit: 5})
 	require.NoError(t, err)
 	require.Equal(t, "time", res.Plan.Index)
+	// A numeric comparison is the engine's to test (a Range): no residual.
+	res, err = Run(context.Background(), db, Request{Where: "status = 5xx AND latency_ms > 300", Count: true})
+	require.NoError(t, err)
+	require.Equal(t, 1, res.Plan.Ranges)
+	require.False(t, res.Plan.Residual)
 }
 
 func TestCursorIsBoundToItsQuery(t *testing.T) {
