@@ -27,7 +27,7 @@ type scanBounds struct {
 	// once (blockgroup.go).
 	valueHashes []uint64
 	ranges      []rangeField // ScanOptions.Ranges (ranges.go)
-	from, to    int64 // [from, to) in unix ns; to exclusive
+	from, to    int64        // [from, to) in unix ns; to exclusive
 	hasTo       bool
 	after       *Cursor
 	afterNs     int64

@@ -51,7 +51,9 @@ func TestRangesEqualBruteForce(t *testing.T) {
 		{"latency=[100,100.5]", ScanOptions{Ranges: []Range{{Field: "latency_ms", Min: 100, Max: 100.5}}},
 			func(r *Record) bool { return r.LatencyMs >= 100 && r.LatencyMs <= 100.5 }},
 		{"status5xx&size<1000", ScanOptions{Index: ByStatus(500, 502, 503), Ranges: []Range{{Field: "request_size", Min: 0, Max: 999}}},
-			func(r *Record) bool { return (r.Status == 500 || r.Status == 502 || r.Status == 503) && r.RequestSize < 1000 }},
+			func(r *Record) bool {
+				return (r.Status == 500 || r.Status == 502 || r.Status == 503) && r.RequestSize < 1000
+			}},
 		{"upstream=300&latency<50&time", ScanOptions{From: recs[200].Time, To: recs[1450].Time,
 			Ranges: []Range{{Field: "upstream_status", Min: 300, Max: 300}, {Field: "latency_ms", Min: math.Inf(-1), Max: math.Nextafter(50, math.Inf(-1))}}},
 			func(r *Record) bool {
