@@ -5,6 +5,7 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"fmt"
+	"math"
 	"os"
 	"strconv"
 	"sync"
@@ -291,6 +292,16 @@ func BenchmarkQuery(b *testing.B) {
 				if m.LatencyMs > 300 {
 					c++
 				}
+			}
+		}
+		b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "records/s")
+	})
+	b.Run(fmt.Sprintf("query=count-latency-range/records=%d", n), func(b *testing.B) {
+		b.ReportAllocs()
+		o := engine.ScanOptions{Ranges: []engine.Range{{Field: "latency_ms", Min: math.Nextafter(300, math.Inf(1)), Max: math.Inf(1)}}}
+		for i := 0; i < b.N; i++ {
+			if _, err := bt.Count(ctx, o); err != nil {
+				b.Fatal(err)
 			}
 		}
 		b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "records/s")
