@@ -37,6 +37,7 @@ package engine
 
 import (
 	"context"
+	"sync"
 
 	"github.com/logstore/logstore/keys"
 	"github.com/logstore/logstore/segment"
@@ -175,47 +176,50 @@ func (db *DB) flushPending(ts *tenantState, kind byte, entries []segment.Entry, 
 // writeBlocks writes entries to ts's active segment in blocks of about
 // Options.BlockSize each: n = round(total/BlockSize) blocks of equal size,
 // so no block is left a small tail (every block holds about 2/3 of the
-// target or more, a lone short batch excepted).
+// target or more, a lone short batch excepted). The blocks are compressed
+// and sealed in parallel, and summarized in parallel.
 func (db *DB) writeBlocks(ts *tenantState, kind byte, entries []segment.Entry, metas []*Meta, kvs []kv) ([]kv, error) {
 	total := 0
 	for _, e := range entries {
 		total += entrySize(e)
 	}
 	n := max(1, (total+db.opts.BlockSize/2)/db.opts.BlockSize)
+	var blocks [][]segment.Entry
+	var blockMetas [][]*Meta
 	start, acc, k := 0, 0, 1
 	for i, e := range entries {
 		// Cut after entry i once the running size reaches k/n of the total.
 		if acc += entrySize(e); i < len(entries)-1 && acc*n < total*k {
 			continue
 		}
-		var err error
-		if kvs, err = db.writeBlock(ts, kind, entries[start:i+1], metas[start:i+1], kvs); err != nil {
-			return kvs, err
-		}
+		blocks, blockMetas = append(blocks, entries[start:i+1]), append(blockMetas, metas[start:i+1])
 		start, k = i+1, k+1
 	}
-	return kvs, nil
-}
-
-// writeBlock appends one block to ts's active segment and stages its index
-// entry.
-func (db *DB) writeBlock(ts *tenantState, kind byte, entries []segment.Entry, metas []*Meta, kvs []kv) ([]kv, error) {
-	info, err := ts.w.AppendCodec(entries, db.codec)
-	if err != nil {
-		return kvs, err
+	infos, err := ts.w.AppendBlocks(blocks, db.codec)
+	sums := make([]*blockSummary, len(infos))
+	var wg sync.WaitGroup
+	for i, info := range infos {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			raw := make([][]byte, len(blocks[i]))
+			for j := range blocks[i] {
+				raw[j] = blocks[i][j].Meta
+			}
+			sums[i] = summarize(ts.w.Header().ID, info.Seq, info.Offset, kind, blockMetas[i], raw)
+		}()
 	}
-	db.stats.blocksWritten.Add(1)
-	raw := make([][]byte, len(entries))
-	for j := range entries {
-		raw[j] = entries[j].Meta
-	}
-	sum := summarize(ts.w.Header().ID, info.Seq, info.Offset, kind, metas, raw)
-	ts.groups.add(sum)
-	ts.sums = append(ts.sums, sum)
+	wg.Wait()
 	st := ts.info
-	st.RawBytes += int64(info.RawLen)
-	st.Blocks++
-	return stageBlock(kvs, ts.name, sum, metas, st), nil
+	for i, sum := range sums {
+		db.stats.blocksWritten.Add(1)
+		ts.groups.add(sum)
+		ts.sums = append(ts.sums, sum)
+		st.RawBytes += int64(infos[i].RawLen)
+		st.Blocks++
+		kvs = stageBlock(kvs, ts.name, sum, blockMetas[i], st)
+	}
+	return kvs, err
 }
 
 // flushAll writes every pending record to the active segment, whatever the

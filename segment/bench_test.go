@@ -54,7 +54,7 @@ func BenchmarkBlockSeal(b *testing.B) {
 					b.ReportAllocs()
 					b.ResetTimer()
 					for i := 0; i < b.N; i++ {
-						if _, _, err := w.sealBlock(es, codec); err != nil {
+						if _, _, err := w.sealBlock(&w.sealer, es, codec, w.seq); err != nil {
 							b.Fatal(err)
 						}
 						w.seq++
