@@ -48,19 +48,19 @@ func NewID() (ID, error) {
 // the cause): a block sequence, and so a nonce, is never reused, and the torn
 // tail is left for recovery to truncate.
 type Writer struct {
-	fs       vfs.FS
-	f        vfs.File
-	path     string
-	hdr      Header
-	codec    Codec
-	bc       *blockCipher
-	seq      uint64
-	off      int64
-	blocks   []BlockInfo
-	failed   error
-	sealed   bool
-	closed   bool
-	sealer   sealer // AppendCodec's buffers
+	fs     vfs.FS
+	f      vfs.File
+	path   string
+	hdr    Header
+	codec  Codec
+	bc     *blockCipher
+	seq    uint64
+	off    int64
+	blocks []BlockInfo
+	failed error
+	sealed bool
+	closed bool
+	sealer sealer // AppendCodec's buffers
 }
 
 // sealer holds the buffers that building one block frame reuses; blocks
