@@ -138,61 +138,14 @@ func (db *DB) loadFromSegments(tenant string, tb *tenantBlocks) error {
 	journalFiles := db.journalsOf(tenant)
 	var journals []*journalData
 	for _, ls := range listed {
-		path := db.segPath(tenant, ls.id)
 		// A journal is read before its segment: a record the writer
 		// flushed from the journal into a block since is then in the
 		// block this load reads, and one acknowledged from the journal
 		// before this load began is in what it read of the journal.
-		checked := ls.journalID == ""
-		for _, jid := range journalFiles[ls.id] {
-			jd, err := db.readJournalNow(tenant, ls.id, jid)
-			if err != nil {
-				tb.fault(err)
-			} else if jd != nil { // nil: retired since the listing, its records in blocks
-				journals = append(journals, jd)
-				checked = checked || (segHex(jid) == ls.journalID && jd.validEnd >= ls.journalSize)
-			}
-		}
-		if !checked {
-			if err := db.journalCut(tenant, ls); err != nil {
-				tb.fault(err)
-			}
-		}
-		if err := db.checkSealedSize(path, ls); err != nil {
-			if !errors.Is(err, ErrSegmentLoss) || !db.deletedSince(tenant, ls.id) {
-				tb.fault(err)
-			}
-			continue
-		}
-		if ls.sealedBlocks > 0 {
-			sums, anchored, err := db.anchoredSummaries(tenant, ls.id, nil)
-			if err != nil {
-				tb.fault(fmt.Errorf("%s: %w", path, err))
-				continue
-			}
-			// An unanchored summary file (a segment sealed before manifests
-			// recorded digests) is not trusted: only its CRC vouches for it.
-			if anchored {
-				for _, s := range sums {
-					tb.add(s)
-				}
-				continue
-			}
-		}
-		if ls.unlisted && db.beingCreated(path) {
-			continue // a writer's new segment, before its header is complete
-		}
-		// A segment that cannot be read is a fault of the tenant,
-		// reported by its reads, which go on without it.
-		r, err := db.readers.acquire(path, tenant, true)
+		journals = append(journals, db.readSegmentJournals(tenant, ls, journalFiles[ls.id], tb)...)
+		sums, err := db.readOnlySegment(tenant, ls)
 		if err != nil {
-			tb.fault(fmt.Errorf("%s: %w", path, err))
-			continue
-		}
-		sums, err := db.readOnlySummaries(tenant, r)
-		db.readers.release(path, r)
-		if err != nil {
-			tb.fault(fmt.Errorf("%s: %w", path, err))
+			tb.fault(err)
 			continue
 		}
 		for _, s := range sums {
@@ -205,6 +158,69 @@ func (db *DB) loadFromSegments(tenant string, tb *tenantBlocks) error {
 		}
 	}
 	return nil
+}
+
+// readSegmentJournals reads the journals jids of segment ls, recording in
+// tb the faults: a journal that does not read, and one the manifest's
+// checkpoint vouches for that is missing or short.
+func (db *DB) readSegmentJournals(tenant string, ls listedSegment, jids [][16]byte, tb *tenantBlocks) []*journalData {
+	var out []*journalData
+	checked := ls.journalID == ""
+	for _, jid := range jids {
+		jd, err := db.readJournalNow(tenant, ls.id, jid)
+		if err != nil {
+			tb.fault(err)
+		} else if jd != nil { // nil: retired since the listing, its records in blocks
+			out = append(out, jd)
+			checked = checked || (segHex(jid) == ls.journalID && jd.validEnd >= ls.journalSize)
+		}
+	}
+	if !checked {
+		if err := db.journalCut(tenant, ls); err != nil {
+			tb.fault(err)
+		}
+	}
+	return out
+}
+
+// readOnlySegment returns the summaries of segment ls for a read-only DB:
+// its anchored summary file when sealed, else its blocks' metadata. A nil
+// error with no summaries: a segment removed by retention meanwhile, or a
+// writer's new one.
+func (db *DB) readOnlySegment(tenant string, ls listedSegment) ([]*blockSummary, error) {
+	path := db.segPath(tenant, ls.id)
+	if err := db.checkSealedSize(path, ls); err != nil {
+		if errors.Is(err, ErrSegmentLoss) && db.deletedSince(tenant, ls.id) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	if ls.sealedBlocks > 0 {
+		sums, anchored, err := db.anchoredSummaries(tenant, ls.id, nil)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		// An unanchored summary file (a segment sealed before manifests
+		// recorded digests) is not trusted: only its CRC vouches for it.
+		if anchored {
+			return sums, nil
+		}
+	}
+	if ls.unlisted && db.beingCreated(path) {
+		return nil, nil // a writer's new segment, before its header is complete
+	}
+	// A segment that cannot be read is a fault of the tenant, reported by
+	// its reads, which go on without it.
+	r, err := db.readers.acquire(path, tenant, true)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	defer db.readers.release(path, r)
+	sums, err := db.readOnlySummaries(tenant, r)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return sums, nil
 }
 
 // journalCut reports a journal that ls's manifest checkpoint vouches for
