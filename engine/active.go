@@ -46,9 +46,10 @@ type tenantState struct {
 	// stateStaged: w's segment state is in the index (a group that only
 	// writes the journal need not stage it again).
 	stateStaged bool
-	// orphans are the journals of segments given up (abandonTo): kept
-	// until their records are durable in blocks of a later segment
-	// (releaseOrphans), or replayed by the next Open.
+	// orphans are the journals of segments given up (abandonTo), kept
+	// until the next Open replays them: after a failed write or fsync no
+	// block of that segment is trusted to be durable, so the journal may
+	// hold the only durable copy of records. Retention waits meanwhile.
 	orphans []string
 }
 
@@ -237,9 +238,6 @@ func (db *DB) sealActive(ts *tenantState) error {
 	// expects a journal: it is obsolete (kept, and replayed by the next
 	// Open, if the manifest could not say so).
 	db.closeJournal(ts, err == nil)
-	if err == nil {
-		db.releaseOrphans(ts)
-	}
 	return err
 }
 

@@ -57,6 +57,12 @@ func newScanBounds(o *ScanOptions) scanBounds {
 
 // block reports whether a block may hold a record the scan selects.
 func (b *scanBounds) block(s *blockSummary) bool {
+	return b.inRange(s) && s.mayMatch(b.ix)
+}
+
+// inRange is block without the filters (bloom, value lists): the tests of
+// the summary's ranges, which cost a few comparisons.
+func (b *scanBounds) inRange(s *blockSummary) bool {
 	if s.maxTime < b.from || (b.hasTo && s.minTime >= b.to) {
 		return false
 	}
@@ -68,7 +74,7 @@ func (b *scanBounds) block(s *blockSummary) bool {
 			return false
 		}
 	}
-	return s.mayMatch(b.ix)
+	return s.kind == kindLog
 }
 
 // wholeCount returns how many records of a block the scan selects when the
@@ -128,6 +134,14 @@ type candidate struct {
 // merge wants them: by max time descending (newest first) or min time
 // ascending (oldest first).
 func (b *scanBounds) candidates(segs []segView) []candidate {
+	return b.candidatesIn(segs, b.block)
+}
+
+// candidatesIn is candidates with the per-block test keep. A scan that may
+// stop early (a page) keeps by inRange and tests the filters only of the
+// blocks it reaches (scanMetas): a first page by a common value tests the
+// newest few blocks' filters, not every block's.
+func (b *scanBounds) candidatesIn(segs []segView, keep func(*blockSummary) bool) []candidate {
 	var out []candidate
 	for _, sv := range segs {
 		skip := b.skippedGroups(sv.blocks)
@@ -135,7 +149,7 @@ func (b *scanBounds) candidates(segs []segView) []candidate {
 			if skip != nil && skip[s.seq/groupBlocks] {
 				continue
 			}
-			if b.block(s) {
+			if keep(s) {
 				out = append(out, candidate{sv.id, s})
 			}
 		}
@@ -167,7 +181,11 @@ func (db *DB) scanMetas(ctx context.Context, tenant string, o ScanOptions, fn fu
 	f := &scanFaults{db: db, tenant: tenant, first: faultErr}
 	b := newScanBounds(&o)
 	keep := b.keepFor()
-	cands := b.candidates(segs)
+	filter := o.Limit > 0 // test filters as the blocks are reached
+	cands := b.candidatesIn(segs, b.block)
+	if filter {
+		cands = b.candidatesIn(segs, b.inRange)
+	}
 	h := &metaHeap{oldest: o.Oldest}
 	next := 0
 	for n := 0; ; n++ {
@@ -182,7 +200,7 @@ func (db *DB) scanMetas(ctx context.Context, tenant string, o ScanOptions, fn fu
 			}
 			c := cands[next]
 			next++
-			if f.skip(c.seg) {
+			if f.skip(c.seg) || (filter && !c.sum.mayMatch(b.ix)) {
 				continue
 			}
 			for _, m := range f.selected(&b, c, keep) {

@@ -349,28 +349,5 @@ func (db *DB) retireJournal(ts *tenantState) error {
 	if err := db.fs.Remove(path); err != nil {
 		db.stats.cleanupFailures.Add(1)
 	}
-	db.releaseOrphans(ts)
 	return nil
-}
-
-// releaseOrphans removes the journals of segments given up whose records
-// are now all durable in blocks (ts has none pending, its segment was just
-// fsynced): each one's segment stops naming it in the manifest first. One
-// that cannot be released stays for the next Open's replay.
-func (db *DB) releaseOrphans(ts *tenantState) {
-	if ts.pending() {
-		return
-	}
-	kept := ts.orphans[:0]
-	for _, path := range ts.orphans {
-		seg, jid, ok := idsOfJournal(path)
-		if !ok || db.journalReplayedLocked(ts.name, seg, jid) != nil {
-			kept = append(kept, path)
-			continue
-		}
-		if err := db.fs.Remove(path); err != nil {
-			db.stats.cleanupFailures.Add(1)
-		}
-	}
-	ts.orphans = kept
 }

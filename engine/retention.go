@@ -69,14 +69,22 @@ func (db *DB) applyRetention(ctx context.Context) (RetentionReport, error) {
 			if !expiredInManifest(tm, id, cutoff) {
 				continue // the index says expired, the authenticated manifest does not
 			}
-			if len(db.journalsOf(t)[id]) > 0 {
+			deleted := false
+			if err := db.control(ctx, func() error {
 				// A journal left by a failed write awaits the next Open's
-				// replay: its records may be in no block yet.
-				db.stats.retentionDeferred.Add(1)
-				continue
-			}
-			if err := db.control(ctx, func() error { return db.deleteSegment(t, id, st) }); err != nil {
+				// replay: its records may be durable nowhere else, and a
+				// replay after a deletion would bring them back.
+				if ts := db.tenants[t]; (ts != nil && len(ts.orphans) > 0) || len(db.journalsOf(t)[id]) > 0 {
+					db.stats.retentionDeferred.Add(1)
+					return nil
+				}
+				deleted = true
+				return db.deleteSegment(t, id, st)
+			}); err != nil {
 				return rep, err
+			}
+			if !deleted {
+				continue
 			}
 			rep.Segments++
 			rep.Records += st.Records

@@ -183,12 +183,29 @@ func (db *DB) ensureSummaryFiles(tenant string) {
 			continue
 		}
 		if sums, err := summarizeSegment(r); err == nil {
-			db.writeSummaryFile(path, id, sums)
+			db.writeSummaryFile(path, id, anchoredEncoding(id, sums, e.Summaries))
 		} else {
 			db.stats.summaryFileFailures.Add(1)
 		}
 		_ = r.Close() // read-only
 	}
+}
+
+// anchoredEncoding returns sums in the summary version the anchor digest
+// covers: version 1 for a segment sealed before group filters (sums, as
+// computed now, when no digest or neither matches).
+func anchoredEncoding(seg [16]byte, sums []*blockSummary, digest []byte) []*blockSummary {
+	if len(digest) == 0 {
+		return sums
+	}
+	if d := sha256.Sum256(encodeSummaryFile(seg, sums)); bytes.Equal(d[:], digest) {
+		return sums
+	}
+	v1 := asVersion1(sums)
+	if d := sha256.Sum256(encodeSummaryFile(seg, v1)); bytes.Equal(d[:], digest) {
+		return v1
+	}
+	return sums
 }
 
 // anchoredSummaries returns the summaries of segment seg that the tenant's
