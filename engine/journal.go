@@ -37,6 +37,7 @@ package engine
 
 import (
 	"context"
+	"runtime"
 	"sync"
 
 	"github.com/logstore/logstore/keys"
@@ -198,10 +199,12 @@ func (db *DB) writeBlocks(ts *tenantState, kind byte, entries []segment.Entry, m
 	infos, err := ts.w.AppendBlocks(blocks, db.codec)
 	sums := make([]*blockSummary, len(infos))
 	var wg sync.WaitGroup
+	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
 	for i, info := range infos {
 		wg.Add(1)
+		sem <- struct{}{}
 		go func() {
-			defer wg.Done()
+			defer func() { <-sem; wg.Done() }()
 			raw := make([][]byte, len(blocks[i]))
 			for j := range blocks[i] {
 				raw[j] = blocks[i][j].Meta

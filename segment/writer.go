@@ -231,6 +231,23 @@ func (w *Writer) AppendBlocks(blocks [][]Entry, codec Codec) ([]BlockInfo, error
 			return nil, err
 		}
 	}
+	base := w.seq
+	infos := make([]BlockInfo, 0, len(blocks))
+	// Waves of GOMAXPROCS blocks: the frames of one wave are held until
+	// written, so memory stays a few blocks' worth whatever the group.
+	wave := runtime.GOMAXPROCS(0)
+	for start := 0; start < len(blocks); start += wave {
+		end := min(start+wave, len(blocks))
+		if err := w.appendWave(blocks[start:end], codec, base+uint64(start), &infos); err != nil {
+			return infos, err
+		}
+	}
+	return infos, nil
+}
+
+// appendWave seals blocks (sequence numbers seq, seq+1, ...) concurrently,
+// then writes them in order.
+func (w *Writer) appendWave(blocks [][]Entry, codec Codec, seq uint64, infos *[]BlockInfo) error {
 	type sealed struct {
 		s     *sealer
 		frame []byte
@@ -239,21 +256,18 @@ func (w *Writer) AppendBlocks(blocks [][]Entry, codec Codec) ([]BlockInfo, error
 	}
 	out := make([]sealed, len(blocks))
 	var wg sync.WaitGroup
-	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
 	for i := range blocks {
 		wg.Add(1)
-		sem <- struct{}{}
 		go func(i int) {
-			defer func() { <-sem; wg.Done() }()
+			defer wg.Done()
 			s := sealers.Get().(*sealer)
 			// Sequence numbers are fixed before sealing: each block's nonce
 			// is its own, whatever order the sealing ends in.
-			frame, info, err := w.sealBlock(s, blocks[i], codec, w.seq+uint64(i))
+			frame, info, err := w.sealBlock(s, blocks[i], codec, seq+uint64(i))
 			out[i] = sealed{s, frame, info, err}
 		}(i)
 	}
 	wg.Wait()
-	infos := make([]BlockInfo, 0, len(blocks))
 	var err error
 	for i := range out {
 		if err == nil {
@@ -261,7 +275,7 @@ func (w *Writer) AppendBlocks(blocks [][]Entry, codec Codec) ([]BlockInfo, error
 				err = w.writeFrame(out[i].frame, &out[i].info)
 			}
 			if err == nil {
-				infos = append(infos, out[i].info)
+				*infos = append(*infos, out[i].info)
 			} else if w.failed == nil {
 				w.failed = err // a later block's sequence was sealed: never reuse it
 			}
@@ -269,7 +283,7 @@ func (w *Writer) AppendBlocks(blocks [][]Entry, codec Codec) ([]BlockInfo, error
 		out[i].s.zero() // plaintext goes back to the pool zeroed
 		sealers.Put(out[i].s)
 	}
-	return infos, err
+	return err
 }
 
 // zero clears the plaintext the buffers held (the raw and compressed body).
