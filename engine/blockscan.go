@@ -134,14 +134,6 @@ type candidate struct {
 // merge wants them: by max time descending (newest first) or min time
 // ascending (oldest first).
 func (b *scanBounds) candidates(segs []segView) []candidate {
-	return b.candidatesIn(segs, b.block)
-}
-
-// candidatesIn is candidates with the per-block test keep. A scan that may
-// stop early (a page) keeps by inRange and tests the filters only of the
-// blocks it reaches (scanMetas): a first page by a common value tests the
-// newest few blocks' filters, not every block's.
-func (b *scanBounds) candidatesIn(segs []segView, keep func(*blockSummary) bool) []candidate {
 	var out []candidate
 	for _, sv := range segs {
 		skip := b.skippedGroups(sv.blocks)
@@ -149,7 +141,7 @@ func (b *scanBounds) candidatesIn(segs []segView, keep func(*blockSummary) bool)
 			if skip != nil && skip[s.seq/groupBlocks] {
 				continue
 			}
-			if keep(s) {
+			if b.block(s) {
 				out = append(out, candidate{sv.id, s})
 			}
 		}
@@ -181,11 +173,7 @@ func (db *DB) scanMetas(ctx context.Context, tenant string, o ScanOptions, fn fu
 	f := &scanFaults{db: db, tenant: tenant, first: faultErr}
 	b := newScanBounds(&o)
 	keep := b.keepFor()
-	filter := o.Limit > 0 // test filters as the blocks are reached
-	cands := b.candidatesIn(segs, b.block)
-	if filter {
-		cands = b.candidatesIn(segs, b.inRange)
-	}
+	cands := b.candidates(segs)
 	h := &metaHeap{oldest: o.Oldest}
 	next := 0
 	for n := 0; ; n++ {
@@ -200,7 +188,7 @@ func (db *DB) scanMetas(ctx context.Context, tenant string, o ScanOptions, fn fu
 			}
 			c := cands[next]
 			next++
-			if f.skip(c.seg) || (filter && !c.sum.mayMatch(b.ix)) {
+			if f.skip(c.seg) {
 				continue
 			}
 			for _, m := range f.selected(&b, c, keep) {
