@@ -69,18 +69,8 @@ func (db *DB) applyRetention(ctx context.Context) (RetentionReport, error) {
 			if !expiredInManifest(tm, id, cutoff) {
 				continue // the index says expired, the authenticated manifest does not
 			}
-			deleted := false
-			if err := db.control(ctx, func() error {
-				// A journal left by a failed write awaits the next Open's
-				// replay: its records may be durable nowhere else, and a
-				// replay after a deletion would bring them back.
-				if ts := db.tenants[t]; (ts != nil && len(ts.orphans) > 0) || len(db.journalsOf(t)[id]) > 0 {
-					db.stats.retentionDeferred.Add(1)
-					return nil
-				}
-				deleted = true
-				return db.deleteSegment(t, id, st)
-			}); err != nil {
+			deleted, err := db.deleteExpired(ctx, t, id, st)
+			if err != nil {
 				return rep, err
 			}
 			if !deleted {
@@ -92,6 +82,23 @@ func (db *DB) applyRetention(ctx context.Context) (RetentionReport, error) {
 		}
 	}
 	return rep, nil
+}
+
+// deleteExpired deletes an expired segment on the writer goroutine, unless
+// a journal left by a failed write awaits the next Open's replay: its
+// records may be durable nowhere else, and a replay after the deletion would
+// bring them back (counted, Stats.RetentionDeferred; a later pass deletes).
+func (db *DB) deleteExpired(ctx context.Context, tenant string, id [16]byte, st *SegmentInfo) (bool, error) {
+	deleted := false
+	err := db.control(ctx, func() error {
+		if ts := db.tenants[tenant]; (ts != nil && len(ts.orphans) > 0) || len(db.journalsOf(tenant)[id]) > 0 {
+			db.stats.retentionDeferred.Add(1)
+			return nil
+		}
+		deleted = true
+		return db.deleteSegment(tenant, id, st)
+	})
+	return deleted, err
 }
 
 // expiredInManifest reports whether the manifest (when the tenant has one)
