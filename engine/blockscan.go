@@ -128,29 +128,37 @@ func cmpPos(t1 int64, id1 ID, t2 int64, id2 ID) int {
 type candidate struct {
 	seg [16]byte
 	sum *blockSummary
+	// lazy is set for a sealed segment not loaded yet (catalogseg.go):
+	// sum is then its rollup, which the scan replaces with its blocks.
+	lazy *lazySegment
 }
 
 // candidates lists the blocks of segs that b may need, in the order the
 // merge wants them: by max time descending (newest first) or min time
-// ascending (oldest first).
-func (b *scanBounds) candidates(segs []segView) []candidate {
+// ascending (oldest first). A lazy segment not loaded yet stands as one
+// candidate, its rollup, until the scan reaches it (expand); what a loaded
+// one's load tolerated is noted in f (nil: not reported).
+func (b *scanBounds) candidates(segs []segView, f *scanFaults) []candidate {
 	var out []candidate
 	for _, sv := range segs {
-		skip := b.skippedGroups(sv.blocks)
-		for _, s := range sv.blocks {
-			if skip != nil && skip[s.seq/groupBlocks] {
+		blocks := sv.blocks
+		if sv.lazy != nil {
+			var ok bool
+			var faults error
+			blocks, faults, ok = sv.lazy.loaded()
+			if f != nil {
+				f.note(faults)
+			}
+			if !ok {
+				if c, ok := b.lazyCandidate(sv); ok {
+					out = append(out, c)
+				}
 				continue
 			}
-			if b.block(s) {
-				out = append(out, candidate{sv.id, s})
-			}
 		}
+		out = b.appendBlocks(out, sv.id, blocks)
 	}
-	if b.oldest {
-		slices.SortFunc(out, func(x, y candidate) int { return cmp.Compare(x.sum.minTime, y.sum.minTime) })
-	} else {
-		slices.SortFunc(out, func(x, y candidate) int { return cmp.Compare(y.sum.maxTime, x.sum.maxTime) })
-	}
+	b.sortCandidates(out)
 	return out
 }
 
@@ -173,7 +181,7 @@ func (db *DB) scanMetas(ctx context.Context, tenant string, o ScanOptions, fn fu
 	f := &scanFaults{db: db, tenant: tenant, first: faultErr}
 	b := newScanBounds(&o)
 	keep := b.keepFor()
-	cands := b.candidates(segs)
+	cands := b.candidates(segs, f)
 	h := &metaHeap{oldest: o.Oldest}
 	next := 0
 	for n := 0; ; n++ {
@@ -189,6 +197,10 @@ func (db *DB) scanMetas(ctx context.Context, tenant string, o ScanOptions, fn fu
 			c := cands[next]
 			next++
 			if f.skip(c.seg) {
+				continue
+			}
+			if c.lazy != nil {
+				cands = b.expand(cands, next, f)
 				continue
 			}
 			for _, m := range f.selected(&b, c, keep) {
@@ -216,6 +228,14 @@ type scanFaults struct {
 }
 
 func (f *scanFaults) skip(seg [16]byte) bool { return f.bad[seg] }
+
+// note records what loading a segment's summaries tolerated (nil: nothing):
+// the answer is whole, but the damage is reported.
+func (f *scanFaults) note(err error) {
+	if err != nil && len(f.errs) < maxCatalogFaults {
+		f.errs = append(f.errs, err)
+	}
+}
 
 // fault records why seg could not be read, and skips its other blocks. A
 // segment that retention or DeleteTenant removed since the read began is
@@ -361,7 +381,9 @@ func (db *DB) countRecords(ctx context.Context, tenant string, o ScanOptions) (i
 	b := newScanBounds(&o)
 	keep := b.keepFor()
 	n := 0
-	for i, c := range b.candidates(segs) {
+	cands := b.candidates(segs, f)
+	for i := 0; i < len(cands); i++ {
+		c := cands[i]
 		if o.Limit > 0 && n >= o.Limit {
 			return o.Limit, f.err()
 		}
@@ -369,6 +391,16 @@ func (db *DB) countRecords(ctx context.Context, tenant string, o ScanOptions) (i
 			if err := ctx.Err(); err != nil {
 				return 0, err
 			}
+		}
+		if c.lazy != nil {
+			// A segment inside the selection counts from its rollup;
+			// else its blocks do, in any order: they go last.
+			if k, ok := b.wholeCount(c.sum); !ok {
+				cands = b.expand(cands, i+1, f)
+			} else if f.admitted(c.seg) {
+				n += k
+			}
+			continue
 		}
 		if c.sum.mem == nil && !f.admitted(c.seg) {
 			continue

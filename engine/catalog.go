@@ -71,6 +71,9 @@ type segBlocks struct {
 	minID, maxID ID // over every block of the segment
 	// byID finds blocks by id, per kind (byID[kindLog], byID[kindPayload]).
 	byID [3]idLookup
+	// lazy, for a sealed segment entered by its rollup (catalogseg.go),
+	// holds its summaries once loaded; blocks and byID stay empty.
+	lazy *lazySegment
 }
 
 // idLookup finds the blocks whose id range holds an id: blocks sorted by
@@ -128,6 +131,7 @@ type segView struct {
 	id           [16]byte
 	blocks       []*blockSummary
 	minID, maxID ID
+	lazy         *lazySegment // see segBlocks.lazy
 }
 
 func newCatalog(load func(tenant string, tb *tenantBlocks) error) *catalog {
@@ -145,7 +149,7 @@ func (c *catalog) snapshot(tenant string) ([]segView, error, error) {
 	}
 	out := make([]segView, len(tb.segs))
 	for i, s := range tb.segs {
-		out[i] = segView{id: s.id, blocks: s.blocks[:len(s.blocks):len(s.blocks)], minID: s.minID, maxID: s.maxID}
+		out[i] = segView{id: s.id, blocks: s.blocks[:len(s.blocks):len(s.blocks)], minID: s.minID, maxID: s.maxID, lazy: s.lazy}
 	}
 	return out, tb.faultErr(), nil
 }
@@ -181,38 +185,29 @@ func (c *catalog) loadLocked(tenant string) (*tenantBlocks, error) {
 }
 
 // loadFromIndex is the catalog source of a DB open for writing: the
-// tenant's 'b' entries in the index.
+// tenant's 'b' entries in the index, by segment. A sealed segment with a
+// rollup enters as its rollup, its entries read on first need
+// (catalogseg.go); the others are read now.
 // An entry that does not decode is a fault of the tenant (reported by its
 // reads), not a failure of them all. A sealed segment's entries are used
 // only if they are the summaries its manifest anchors (anchoredSummaries).
 func (db *DB) loadFromIndex(tenant string, tb *tenantBlocks) error {
 	p := tenantPrefix(keyBlock, tenant)
-	var order [][16]byte
-	bySeg := map[[16]byte][]*blockSummary{}
-	err := db.index.scanPrefix(p, func(k, v []byte) error {
-		seg, seq, err := parseBlockKey(k, len(p))
-		if err != nil {
-			tb.fault(fmt.Errorf("%w: index key %x: %w (`logstore segments reindex` rebuilds it)", ErrIndexCorrupt, k, err))
-			return nil
-		}
-		s, err := decodeSummary(seg, seq, v)
-		if err != nil {
-			tb.fault(fmt.Errorf("%w: block summary of segment %s block %d: %w (`logstore segments reindex` rebuilds it)", ErrIndexCorrupt, segHex(seg), seq, err))
-			return nil
-		}
-		if _, ok := bySeg[seg]; !ok {
-			order = append(order, seg)
-		}
-		bySeg[seg] = append(bySeg[seg], s)
-		return nil
-	})
+	segs, err := db.index.segmentsIn(p, tb.fault)
 	if err != nil {
 		return db.index.typed(err)
 	}
-	for _, seg := range order {
-		sums, _, err := db.anchoredSummaries(tenant, seg, bySeg[seg])
+	for _, seg := range segs {
+		if r := db.sealedRollup(tenant, seg, tb); r != nil {
+			tb.addLazy(seg, r, func() ([]*blockSummary, error, error) { return db.indexedSegment(tenant, seg) })
+			continue
+		}
+		sums, faults, err := db.indexedSegment(tenant, seg)
+		if faults != nil {
+			tb.fault(faults)
+		}
 		if err != nil {
-			tb.fault(fmt.Errorf("segment %s: %w", segHex(seg), err))
+			tb.fault(err)
 			continue
 		}
 		for _, s := range sums {
@@ -220,6 +215,61 @@ func (db *DB) loadFromIndex(tenant string, tb *tenantBlocks) error {
 		}
 	}
 	return nil
+}
+
+// sealedRollup returns the rollup of tenant's segment seg as a summary when
+// the catalog may enter it lazily: sealed, its summaries anchored, no
+// journal left beside it, no damage found by Open. A rollup that does not decode is a fault, and the
+// segment is then loaded now.
+func (db *DB) sealedRollup(tenant string, seg [16]byte, tb *tenantBlocks) *blockSummary {
+	tm := db.manifests.get(tenant)
+	if tm == nil || tm.body == nil {
+		return nil
+	}
+	e := tm.entry(segHex(seg))
+	if e == nil || e.State != segSealed || len(e.Summaries) == 0 || e.Rollup == nil || e.JournalID != "" ||
+		tm.problems[e.ID] != nil || tm.lost[e.ID] != nil {
+		return nil // loaded now, as before rollups: its damage is reported
+	}
+	r, err := e.Rollup.summary(seg)
+	if err != nil {
+		tb.fault(err)
+		return nil
+	}
+	return r
+}
+
+// indexedSegment returns segment seg's summaries from the index, anchored
+// when sealed (from the summary file or the segment when the index's do
+// not match), and the index entries it could not use.
+func (db *DB) indexedSegment(tenant string, seg [16]byte) ([]*blockSummary, error, error) {
+	p := segmentBlocksPrefix(tenant, seg)
+	n := len(tenantPrefix(keyBlock, tenant))
+	var have []*blockSummary
+	var bad []error
+	err := db.index.scanPrefix(p, func(k, v []byte) error {
+		_, seq, err := parseBlockKey(k, n)
+		if err != nil {
+			bad = append(bad, fmt.Errorf("%w: index key %x: %w (`logstore segments reindex` rebuilds it)", ErrIndexCorrupt, k, err))
+			return nil
+		}
+		s, err := decodeSummary(seg, seq, v)
+		if err != nil {
+			bad = append(bad, fmt.Errorf("%w: block summary of segment %s block %d: %w (`logstore segments reindex` rebuilds it)", ErrIndexCorrupt, segHex(seg), seq, err))
+			return nil
+		}
+		have = append(have, s)
+		return nil
+	})
+	if err != nil {
+		return nil, nil, db.index.typed(err)
+	}
+	faults := errors.Join(bad...)
+	sums, _, err := db.anchoredSummaries(tenant, seg, have)
+	if err != nil {
+		return nil, faults, fmt.Errorf("segment %s: %w", segHex(seg), err)
+	}
+	return sums, faults, nil
 }
 
 // parseBlockKey splits a 'b' key whose tenant prefix is n bytes long.
@@ -236,6 +286,9 @@ func parseBlockKey(k []byte, n int) (seg [16]byte, seq uint64, err error) {
 
 func (tb *tenantBlocks) add(s *blockSummary) {
 	sb := tb.bySeg[s.seg]
+	if sb != nil && sb.lazy != nil {
+		return // sealed: its load takes every block from the anchored summaries
+	}
 	if sb == nil {
 		sb = &segBlocks{id: s.seg, minID: s.minID, maxID: s.maxID}
 		tb.bySeg[s.seg] = sb
@@ -256,26 +309,46 @@ func (tb *tenantBlocks) add(s *blockSummary) {
 
 // find returns the blocks of the given kind that may hold tenant's record
 // id, by id range and bloom filter, and the error to report if none holds
-// it (entries that could not be used).
+// it (entries that could not be used). Lazy segments whose id range holds
+// id are loaded, outside the catalog's lock.
 func (c *catalog) find(tenant string, id ID, kind byte) ([]candidate, error, error) {
+	var out []candidate
+	var lazies []*segBlocks
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	tb, err := c.loadLocked(tenant)
 	if err != nil {
+		c.mu.Unlock()
 		return nil, nil, err
 	}
-	var out []candidate
 	var found []*blockSummary
 	for _, sb := range tb.segs {
 		if string(id[:]) < string(sb.minID[:]) || string(id[:]) > string(sb.maxID[:]) {
 			continue
 		}
+		if sb.lazy != nil {
+			lazies = append(lazies, sb)
+			continue
+		}
 		found = sb.byID[kind].find(id, found[:0])
 		for _, s := range found {
-			out = append(out, candidate{sb.id, s})
+			out = append(out, candidate{seg: sb.id, sum: s})
 		}
 	}
-	return out, tb.faultErr(), nil
+	faults := []error{tb.faultErr()}
+	c.mu.Unlock()
+	for _, sb := range lazies {
+		_, byID, f, err := sb.lazy.get()
+		if err != nil {
+			faults = append(faults, err)
+			continue
+		}
+		faults = append(faults, f)
+		found = byID[kind].find(id, found[:0])
+		for _, s := range found {
+			out = append(out, candidate{seg: sb.id, sum: s})
+		}
+	}
+	return out, errors.Join(faults...), nil
 }
 
 // apply makes one index job's changes at once (so a scan never sees a

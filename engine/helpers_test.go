@@ -100,3 +100,17 @@ func (db *testDB) flushJournals(t testing.TB) {
 		return nil
 	}))
 }
+
+// loadedSnapshot is the catalog's view of tenant with every lazy segment
+// loaded: each view's blocks are the segment's summaries.
+func loadedSnapshot(t testing.TB, db *DB, tenant string) []segView {
+	t.Helper()
+	segs, _, err := db.catalog.snapshot(tenant)
+	require.NoError(t, err)
+	for i := range segs {
+		blocks, _, err := segs[i].summaries()
+		require.NoError(t, err)
+		segs[i].blocks, segs[i].lazy = blocks, nil
+	}
+	return segs
+}

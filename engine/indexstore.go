@@ -7,6 +7,7 @@ import (
 	"log"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -158,6 +159,34 @@ func (v indexView) scan(lo, hi []byte, f func(k, v []byte) error) error {
 // scanPrefix is scan over the keys starting with p.
 func (v indexView) scanPrefix(p []byte, f func(k, v []byte) error) error {
 	return v.scan(p, prefixEnd(p), f)
+}
+
+// segmentsIn lists, in key order, the segment ids of the 'b' keys under
+// tenant prefix p (tenant, then a 16-byte segment id, then a sequence
+// number), seeking past each segment's keys rather than reading them. A key
+// too short to name a segment is reported to bad and skipped.
+func (v indexView) segmentsIn(p []byte, bad func(error)) ([][16]byte, error) {
+	it, err := v.r.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
+	if err != nil {
+		return nil, err
+	}
+	var out [][16]byte
+	for valid := it.First(); valid; {
+		k := it.Key()
+		if len(k) < len(p)+16 {
+			bad(fmt.Errorf("%w: index key %x: too short for a block key (`logstore segments reindex` rebuilds it)", ErrIndexCorrupt, k))
+			valid = it.Next()
+			continue
+		}
+		seg := [16]byte(k[len(p):])
+		out = append(out, seg)
+		end := prefixEnd(append(slices.Clip(p), seg[:]...))
+		if end == nil {
+			break // the last possible segment id
+		}
+		valid = it.SeekGE(end)
+	}
+	return out, errors.Join(it.Error(), it.Close())
 }
 
 // indexBatch is a set of changes committed atomically by index.commit.

@@ -97,7 +97,11 @@ func (db *DB) replayJournal(ctx context.Context, tenant, name string) (int, erro
 	var have recordSet
 	for _, sv := range segs {
 		if sv.id == seg {
-			if have, err = db.idsOfBlocks(tenant, seg, sv.blocks); err != nil {
+			blocks, _, err := sv.summaries()
+			if err != nil {
+				return 0, err
+			}
+			if have, err = db.idsOfBlocks(tenant, seg, blocks); err != nil {
 				return 0, err
 			}
 		}

@@ -106,6 +106,10 @@ type manifestEntry struct {
 	// MaxTime is the newest record's time (unix ns) in a sealed segment:
 	// retention decides by it, not by the editable index.
 	MaxTime int64 `json:"max_time,omitempty"`
+	// Rollup is, for a sealed segment, what its anchored block summaries
+	// say as a whole (rollup.go): reads decided by it never load them.
+	// Absent in manifests written before it (those load every summary).
+	Rollup *segRollup `json:"rollup,omitempty"`
 	// JournalID and JournalSize are a checkpoint of the active segment's
 	// journal (journal.go): its file id (hex) and synced size as of the
 	// segment's last checkpoint, so a journal cut or removed while the

@@ -143,6 +143,13 @@ func (db *DB) loadFromSegments(tenant string, tb *tenantBlocks) error {
 		// block this load reads, and one acknowledged from the journal
 		// before this load began is in what it read of the journal.
 		journals = append(journals, db.readSegmentJournals(tenant, ls, journalFiles[ls.id], tb)...)
+		if r := db.lazyReadOnly(tenant, ls, len(journalFiles[ls.id]) > 0, tb); r != nil {
+			tb.addLazy(ls.id, r, func() ([]*blockSummary, error, error) {
+				sums, err := db.readOnlySegment(tenant, ls)
+				return sums, nil, err
+			})
+			continue
+		}
 		sums, err := db.readOnlySegment(tenant, ls)
 		if err != nil {
 			tb.fault(err)
@@ -158,6 +165,27 @@ func (db *DB) loadFromSegments(tenant string, tb *tenantBlocks) error {
 		}
 	}
 	return nil
+}
+
+// lazyReadOnly returns the rollup of listed segment ls as a summary when a
+// read-only catalog may enter it lazily (catalogseg.go): sealed, anchored,
+// with a rollup, no journal beside it. A rollup that does not decode is a
+// fault, and the segment is then read now. So is one whose file is not
+// the size the manifest recorded (a Stat), so the loss is reported even
+// when the rollup alone would answer.
+func (db *DB) lazyReadOnly(tenant string, ls listedSegment, journals bool, tb *tenantBlocks) *blockSummary {
+	if ls.sealedBlocks == 0 || ls.rollup == nil || !ls.anchored || journals || ls.journalID != "" {
+		return nil
+	}
+	if db.checkSealedSize(db.segPath(tenant, ls.id), ls) != nil {
+		return nil
+	}
+	r, err := ls.rollup.summary(ls.id)
+	if err != nil {
+		tb.fault(err)
+		return nil
+	}
+	return r
 }
 
 // readSegmentJournals reads the journals jids of segment ls, recording in
@@ -268,14 +296,28 @@ func (db *DB) readJournalNow(tenant string, seg, jid [16]byte) (*journalData, er
 func (db *DB) addJournal(tenant string, tb *tenantBlocks, jd *journalData) error {
 	var have recordSet
 	if sb := tb.bySeg[jd.seg]; sb != nil {
-		var err error
-		if have, err = db.idsOfBlocks(tenant, jd.seg, sb.blocks); err != nil {
+		sv := segView{blocks: sb.blocks, lazy: sb.lazy}
+		blocks, _, err := sv.summaries()
+		if err != nil {
+			return err
+		}
+		if have, err = db.idsOfBlocks(tenant, jd.seg, blocks); err != nil {
 			return err
 		}
 	}
 	todo, err := jd.unstored(have, func(id ID, kind byte) (bool, error) {
 		for _, sb := range tb.segs {
-			for _, s := range sb.byID[kind].find(id, nil) {
+			byID := &sb.byID
+			if sb.lazy != nil {
+				if !sb.lazy.mayHoldID(id) {
+					continue
+				}
+				var err error
+				if _, byID, _, err = sb.lazy.get(); err != nil {
+					return false, err
+				}
+			}
+			for _, s := range byID[kind].find(id, nil) {
 				metas, err := db.readBlockMetas(tenant, sb.id, s, keepID(id))
 				if err != nil || len(metas) > 0 {
 					return len(metas) > 0, err
@@ -368,6 +410,10 @@ type listedSegment struct {
 	// crash or write error left beside a sealed segment until its replay.
 	journalID   string
 	journalSize int64
+	// rollup and anchored: a sealed segment's rollup and whether the
+	// manifest anchors its summaries (lazyReadOnly).
+	rollup   *segRollup
+	anchored bool
 }
 
 // readableSegments lists tenant's segments for a read-only DB.
@@ -381,7 +427,8 @@ func (db *DB) readableSegments(tenant string) ([]listedSegment, error) {
 			}
 			switch e.State {
 			case segSealed:
-				out = append(out, listedSegment{id: id, sealedBlocks: e.Blocks, size: e.Size, journalID: e.JournalID, journalSize: e.JournalSize})
+				out = append(out, listedSegment{id: id, sealedBlocks: e.Blocks, size: e.Size, journalID: e.JournalID, journalSize: e.JournalSize,
+					rollup: e.Rollup, anchored: len(e.Summaries) > 0})
 			case segActive:
 				out = append(out, listedSegment{id: id, journalID: e.JournalID, journalSize: e.JournalSize})
 			}

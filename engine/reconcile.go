@@ -280,7 +280,7 @@ func (db *DB) sealEntry(r *segment.Reader, e *manifestEntry, written []*blockSum
 	}
 	// A file that cannot be written is rebuilt on a later Open.
 	d := db.writeSummaryFile(r.Path(), r.Header().ID, sums)
-	e.Summaries = d[:]
+	e.Summaries, e.Rollup = d[:], rollupOf(sums)
 	return nil
 }
 
