@@ -5,6 +5,7 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"fmt"
+	"iter"
 	"math"
 	"os"
 	"strconv"
@@ -319,22 +320,48 @@ func BenchmarkQuery(b *testing.B) {
 	if err := db.Close(); err != nil {
 		b.Fatal(err)
 	}
-	b.Run(fmt.Sprintf("op=open/records=%d", n), func(b *testing.B) {
-		for i := 0; i < b.N; i++ {
-			db, err := engine.Open(dir, &engine.Options{Sync: engine.SyncNever, RetentionInterval: -1})
-			if err != nil {
-				b.Fatal(err)
+	// Open, then the first query: a count (answered by the sealed
+	// segments' rollups), a session's first page (the newest segments'
+	// summaries), a trace lookup (every segment's summaries).
+	firsts := []struct {
+		name string
+		run  func(t *engine.Tenant) error
+	}{
+		{"open", func(t *engine.Tenant) error { _, err := t.Count(ctx, engine.ScanOptions{Limit: 1}); return err }},
+		{"open+count", func(t *engine.Tenant) error { _, err := t.Count(ctx, engine.ScanOptions{}); return err }},
+		{"open+session-first-page", func(t *engine.Tenant) error {
+			return drain(t.Scan(ctx, engine.ScanOptions{Index: engine.BySession("sess-0042"), Limit: 100}))
+		}},
+		{"open+trace", func(t *engine.Tenant) error { return drain(t.Scan(ctx, engine.ScanOptions{Index: engine.ByTrace(trace)})) }},
+	}
+	for _, fq := range firsts {
+		b.Run(fmt.Sprintf("op=%s/records=%d", fq.name, n), func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				db, err := engine.Open(dir, &engine.Options{Sync: engine.SyncNever, RetentionInterval: -1})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := fq.run(mustTenant(db, "bench")); err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				if err := db.Close(); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
 			}
-			if _, err := mustTenant(db, "bench").Count(ctx, engine.ScanOptions{Limit: 1}); err != nil {
-				b.Fatal(err)
-			}
-			b.StopTimer()
-			if err := db.Close(); err != nil {
-				b.Fatal(err)
-			}
-			b.StartTimer()
+		})
+	}
+}
+
+// drain reads a scan to its end and returns its error.
+func drain(seq iter.Seq2[*engine.Meta, error]) error {
+	for _, err := range seq {
+		if err != nil {
+			return err
 		}
-	})
+	}
+	return nil
 }
 
 func TestRunReport(t *testing.T) {

@@ -32,6 +32,9 @@ func (db *DB) recover() (RecoveryReport, error) {
 			continue
 		}
 		db.ensureSummaryFiles(t)
+		ctx, cancel = context.WithTimeout(context.Background(), keyCallTimeout)
+		rep.RollupsAdded += db.addRollups(ctx, t)
+		cancel()
 	}
 	db.stats.recovered.Add(uint64(rep.SegmentsSealed))
 	db.stats.replayedBlocks.Add(uint64(rep.BlocksReplayed))

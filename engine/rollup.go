@@ -14,6 +14,7 @@ package engine
 // manifest.
 
 import (
+	"context"
 	"encoding/hex"
 	"fmt"
 	"math"
@@ -93,4 +94,52 @@ func (r *segRollup) summary(seg [16]byte) (*blockSummary, error) {
 	copy(s.minID[:], lo)
 	copy(s.maxID[:], hi)
 	return s, nil
+}
+
+// addRollups gives every sealed segment of tenant whose manifest entry has
+// anchored summaries but no rollup (sealed by a build before rollups) its
+// rollup, in one manifest write, so a store written before loads lazily
+// from its next Open on. It runs on Open, after recovery; it reads each such
+// segment's summary file (or metadata) once. It returns how many entries
+// it added; a failure leaves those segments loaded whole, as before, and is
+// counted (Stats.SummaryFileFailures).
+func (db *DB) addRollups(ctx context.Context, tenant string) int {
+	tm := db.manifests.get(tenant)
+	if tm == nil || tm.body == nil || tm.damaged != nil {
+		return 0
+	}
+	rollups := map[string]*segRollup{}
+	for _, e := range tm.body.Segments {
+		if e.State != segSealed || e.Rollup != nil || len(e.Summaries) == 0 || tm.problems[e.ID] != nil || tm.lost[e.ID] != nil {
+			continue
+		}
+		id, err := parseSegHex(e.ID)
+		if err != nil {
+			continue
+		}
+		sums, anchored, err := db.anchoredSummaries(tenant, id, nil)
+		if err != nil || !anchored {
+			db.stats.summaryFileFailures.Add(1)
+			continue
+		}
+		if r := rollupOf(sums); r != nil {
+			rollups[e.ID] = r
+		}
+	}
+	if len(rollups) == 0 {
+		return 0
+	}
+	err := db.updateManifest(ctx, tenant, false, func(body *manifestBody) error {
+		for i := range body.Segments {
+			if r := rollups[body.Segments[i].ID]; r != nil && body.Segments[i].State == segSealed {
+				body.Segments[i].Rollup = r
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.stats.summaryFileFailures.Add(1)
+		return 0
+	}
+	return len(rollups)
 }
