@@ -332,7 +332,9 @@ func BenchmarkQuery(b *testing.B) {
 		{"open+session-first-page", func(t *engine.Tenant) error {
 			return drain(t.Scan(ctx, engine.ScanOptions{Index: engine.BySession("sess-0042"), Limit: 100}))
 		}},
-		{"open+trace", func(t *engine.Tenant) error { return drain(t.Scan(ctx, engine.ScanOptions{Index: engine.ByTrace(trace)})) }},
+		{"open+trace", func(t *engine.Tenant) error {
+			return drain(t.Scan(ctx, engine.ScanOptions{Index: engine.ByTrace(trace)}))
+		}},
 	}
 	for _, fq := range firsts {
 		b.Run(fmt.Sprintf("op=%s/records=%d", fq.name, n), func(b *testing.B) {

@@ -144,12 +144,35 @@ func (fc *fieldCounts) validEntry(v string, c uint64, count int) bool {
 		(fc.field != idxStatus || len(v) == 2)
 }
 
+// exactBacking returns a copy of the value-list section d starts with as
+// one string ("" when it does not walk: decodeExact then reports why).
+func exactBacking(d decoder) string {
+	b := d.b
+	n := int(d.u8())
+	for i := 0; i < n && n <= len(indexes) && d.err == nil; i++ {
+		d.u8()
+		nv := d.uvarint()
+		for j := uint64(0); j < nv && nv <= maxExactValues && d.err == nil; j++ {
+			d.bytes()
+			d.uvarint()
+		}
+	}
+	if d.err != nil {
+		return ""
+	}
+	return string(b[:len(b)-len(d.b)])
+}
+
 func decodeExact(d *decoder, count int) ([]fieldCounts, error) {
+	// The lists' strings share one allocation, a copy of the section:
+	// loading a catalog decodes millions of them.
+	backing := exactBacking(*d)
+	start := len(d.b)
 	n := int(d.u8())
 	if n > len(indexes) {
 		return nil, fmt.Errorf("%w: %d value lists in a block summary", ErrCorrupt, n)
 	}
-	var out []fieldCounts
+	out := make([]fieldCounts, 0, n)
 	total := -1
 	for i := 0; i < n && d.err == nil; i++ {
 		fc := fieldCounts{field: d.u8()}
@@ -160,9 +183,17 @@ func decodeExact(d *decoder, count int) ([]fieldCounts, error) {
 		if nv == 0 || nv > maxExactValues+0 {
 			return nil, fmt.Errorf("%w: value list of %d values", ErrCorrupt, nv)
 		}
+		fc.values, fc.counts = make([]string, 0, nv), make([]int, 0, nv)
 		sum := 0
 		for j := uint64(0); j < nv && d.err == nil; j++ {
-			v, c := d.str(), d.uvarint()
+			var v string
+			if b := d.bytes(); backing != "" {
+				off := start - len(d.b) - len(b)
+				v = backing[off : off+len(b)]
+			} else {
+				v = string(b)
+			}
+			c := d.uvarint()
 			if !fc.validEntry(v, c, count) {
 				return nil, fmt.Errorf("%w: value list of field %d: bad entry", ErrCorrupt, fc.field)
 			}

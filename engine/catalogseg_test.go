@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
 	"math/rand"
@@ -240,5 +241,32 @@ func TestOldStoreGetsRollups(t *testing.T) {
 		require.Zero(t, loaded)
 		requireV2StoreServed(t, db.DB)
 		require.NoError(t, db.Close())
+	}
+}
+
+// TestSummaryFileDigestMatchesEncoding: the digest the catalog computes
+// from raw index values is the one of the summary file they encode.
+func TestSummaryFileDigestMatchesEncoding(t *testing.T) {
+	var sums []*blockSummary
+	var raws [][]byte
+	rng := rand.New(rand.NewSource(5))
+	for i := 0; i < 70; i++ { // past one group, so a group filter is in
+		recs := genRecords(rng, 1+rng.Intn(40), t0.Add(time.Duration(i)*time.Minute))
+		metas := make([]*Meta, len(recs))
+		for j := range recs {
+			metas[j] = &recs[j].Meta
+			metas[j].ID = ID{byte(i), byte(j)}
+		}
+		sums = append(sums, summarize(ID{9}, uint64(i), int64(i)*4096, kindLog, metas, nil))
+	}
+	var g groupBuilder
+	for _, s := range sums {
+		g.add(s)
+		raws = append(raws, appendSummary(nil, s))
+	}
+	require.NotNil(t, sums[63].group)
+	for _, n := range []int{0, 1, 64, 70} {
+		want := sha256.Sum256(encodeSummaryFile(ID{9}, sums[:n]))
+		require.Equal(t, want, summaryFileDigest(ID{9}, raws[:n]), "%d blocks", n)
 	}
 }

@@ -60,6 +60,35 @@ func encodeSummaryFile(seg [16]byte, sums []*blockSummary) []byte {
 	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, crc32c))
 }
 
+// summaryFileDigest is the SHA-256 of the summary file of segment seg
+// whose block summaries, in sequence order, are encoded as raws: what
+// sha256(encodeSummaryFile(seg, sums)) gives when each raw is
+// appendSummary of its summary, computed without re-encoding (the catalog
+// checks a sealed segment's index entries against its anchor this way).
+func summaryFileDigest(seg [16]byte, raws [][]byte) [32]byte {
+	h := sha256.New()
+	c := uint32(0)
+	write := func(b []byte) {
+		h.Write(b)
+		c = crc32.Update(c, crc32c, b)
+	}
+	var hdr [summaryHeaderLen]byte
+	copy(hdr[:], summaryMagic)
+	binary.LittleEndian.PutUint16(hdr[8:], summaryFileV1)
+	binary.LittleEndian.PutUint32(hdr[12:], uint32(len(raws)))
+	copy(hdr[16:], seg[:])
+	write(hdr[:])
+	var n [binary.MaxVarintLen64]byte
+	for _, r := range raws {
+		write(n[:binary.PutUvarint(n[:], uint64(len(r)))])
+		write(r)
+	}
+	h.Write(binary.LittleEndian.AppendUint32(nil, c))
+	var d [32]byte
+	h.Sum(d[:0])
+	return d
+}
+
 // decodeSummaryFile decodes a summary file of segment seg: ErrCorrupt when
 // it is damaged or names another segment, ErrUnknownVersion for a newer
 // format.
@@ -229,7 +258,7 @@ func (db *DB) anchoredSummaries(tenant string, seg [16]byte, have []*blockSummar
 		d := sha256.Sum256(encodeSummaryFile(seg, sums))
 		return len(sums) == e.Blocks && bytes.Equal(d[:], e.Summaries)
 	}
-	if have != nil && matches(have) {
+	if have != nil && sequential(have) && matches(have) {
 		return have, true, nil
 	}
 	path := db.segPath(tenant, seg)
