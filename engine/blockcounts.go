@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 )
 
 // maxExactValues bounds a field's value list in one block summary.
@@ -81,12 +82,71 @@ func (c exactCounter) lists() []fieldCounts {
 
 // exactFor returns the value list of field, nil when the block has none.
 func (s *blockSummary) exactFor(field byte) *fieldCounts {
-	for i := range s.exact {
-		if s.exact[i].field == field {
-			return &s.exact[i]
+	lists := s.exact
+	if le := s.lazyExact; le != nil {
+		if field >= 64 || le.fields&(1<<field) == 0 {
+			return nil
+		}
+		lists = le.decoded(s.count)
+	}
+	for i := range lists {
+		if lists[i].field == field {
+			return &lists[i]
 		}
 	}
 	return nil
+}
+
+// lazyExact holds a summary's value lists encoded until a read asks for
+// one: a catalog load of anchored summaries (bytes this engine wrote, so
+// they decode) only walks them. Most reads (a trace, a time range) never
+// decode them at all.
+type lazyExact struct {
+	raw    string // the encoded section (appendExact)
+	fields uint64 // bit f set: a list of field f is in raw
+	once   sync.Once
+	lists  []fieldCounts // decoded, once
+}
+
+// decoded returns the lists, decoding them on first use. Lists that do not
+// decode (never for anchored bytes) read as none: the reads then test the
+// bloom filter or read the block, which is always correct.
+func (le *lazyExact) decoded(count int) []fieldCounts {
+	le.once.Do(func() {
+		d := decoder{b: []byte(le.raw)}
+		if lists, err := decodeExact(&d, count); err == nil && d.err == nil && len(d.b) == 0 {
+			le.lists = lists
+		}
+	})
+	return le.lists
+}
+
+// skipExact walks the value-list section d starts with, without decoding
+// it, and returns it as a lazyExact; d.err is set if it does not walk.
+func skipExact(d *decoder) *lazyExact {
+	b := d.b
+	le := &lazyExact{}
+	n := int(d.u8())
+	if n > len(indexes) {
+		d.fail(fmt.Errorf("%d value lists in a block summary", n))
+	}
+	for i := 0; i < n && d.err == nil; i++ {
+		f := d.u8()
+		if f >= 64 {
+			d.fail(fmt.Errorf("value list of field %d", f))
+		}
+		le.fields |= 1 << f
+		nv := d.uvarint()
+		if nv > maxExactValues {
+			d.fail(fmt.Errorf("value list of %d values", nv))
+		}
+		for j := uint64(0); j < nv && d.err == nil; j++ {
+			d.bytes()
+			d.uvarint()
+		}
+	}
+	le.raw = string(b[:len(b)-len(d.b)])
+	return le
 }
 
 // exactCount returns how many of the block's records ix selects, when the

@@ -48,7 +48,7 @@ func TestGroupFiltersSkipBlocks(t *testing.T) {
 		for i := 0; i < len(recs); i += 7 {
 			o := ScanOptions{Index: ByTrace(recs[i].TraceID)}
 			b := newScanBounds(&o)
-			worst = max(worst, len(b.candidates(segs, nil)))
+			worst = max(worst, len(b.candidates(segs)))
 			filtered := 0 // blocks whose own filter the lookup tests
 			for _, sv := range segs {
 				skip := b.skippedGroups(sv.blocks)
@@ -72,7 +72,7 @@ func TestGroupFiltersSkipBlocks(t *testing.T) {
 		// but the few a filter lets through by chance.
 		o := ScanOptions{Index: ByTrace("no-such-trace")}
 		b := newScanBounds(&o)
-		require.Less(t, len(b.candidates(segs, nil)), 4, stage)
+		require.Less(t, len(b.candidates(segs)), 4, stage)
 		n, err := db.tn("acme").Count(bg, o)
 		require.NoError(t, err)
 		require.Zero(t, n, stage)

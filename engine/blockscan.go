@@ -135,28 +135,19 @@ type candidate struct {
 
 // candidates lists the blocks of segs that b may need, in the order the
 // merge wants them: by max time descending (newest first) or min time
-// ascending (oldest first). A lazy segment not loaded yet stands as one
-// candidate, its rollup, until the scan reaches it (expand); what a loaded
-// one's load tolerated is noted in f (nil: not reported).
-func (b *scanBounds) candidates(segs []segView, f *scanFaults) []candidate {
+// ascending (oldest first). A sealed segment entered by its rollup stands
+// as one candidate, the rollup, until the scan reaches it (expand), so a
+// first page touches the newest segments' blocks, not every block.
+func (b *scanBounds) candidates(segs []segView) []candidate {
 	var out []candidate
 	for _, sv := range segs {
-		blocks := sv.blocks
 		if sv.lazy != nil {
-			var ok bool
-			var faults error
-			blocks, faults, ok = sv.lazy.loaded()
-			if f != nil {
-				f.note(faults)
+			if c, ok := b.lazyCandidate(sv); ok {
+				out = append(out, c)
 			}
-			if !ok {
-				if c, ok := b.lazyCandidate(sv); ok {
-					out = append(out, c)
-				}
-				continue
-			}
+			continue
 		}
-		out = b.appendBlocks(out, sv.id, blocks)
+		out = b.appendBlocks(out, sv.id, sv.blocks)
 	}
 	b.sortCandidates(out)
 	return out
@@ -181,7 +172,7 @@ func (db *DB) scanMetas(ctx context.Context, tenant string, o ScanOptions, fn fu
 	f := &scanFaults{db: db, tenant: tenant, first: faultErr}
 	b := newScanBounds(&o)
 	keep := b.keepFor()
-	cands := b.candidates(segs, f)
+	cands := b.candidates(segs)
 	h := &metaHeap{oldest: o.Oldest}
 	next := 0
 	for n := 0; ; n++ {
@@ -381,7 +372,7 @@ func (db *DB) countRecords(ctx context.Context, tenant string, o ScanOptions) (i
 	b := newScanBounds(&o)
 	keep := b.keepFor()
 	n := 0
-	cands := b.candidates(segs, f)
+	cands := b.candidates(segs)
 	for i := 0; i < len(cands); i++ {
 		c := cands[i]
 		if o.Limit > 0 && n >= o.Limit {

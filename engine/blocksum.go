@@ -38,8 +38,10 @@ type blockSummary struct {
 	minLatency, maxLatency float64
 	bloom                  bloom
 	// exact are the value lists of the fields with few values in the
-	// block (blockcounts.go), by field byte.
-	exact []fieldCounts
+	// block (blockcounts.go), by field byte; or lazyExact holds them
+	// encoded until first use (an anchored summary, decodeAnchoredSummary).
+	exact     []fieldCounts
+	lazyExact *lazyExact
 	// mem, for a journal block (journal.go), holds its records: reads take
 	// them from memory, not from the file. Never encoded.
 	mem *memBlock
@@ -295,7 +297,11 @@ func appendSummary(b []byte, s *blockSummary) []byte {
 	for _, w := range s.bloom.words {
 		b = binary.LittleEndian.AppendUint64(b, w)
 	}
-	b = appendExact(b, s.exact)
+	if s.lazyExact != nil {
+		b = append(b, s.lazyExact.raw...)
+	} else {
+		b = appendExact(b, s.exact)
+	}
 	if ver == summaryVersion1 {
 		return b
 	}
@@ -313,6 +319,17 @@ func appendSummary(b []byte, s *blockSummary) []byte {
 // decodeSummary decodes an index value written by appendSummary; seg and
 // seq come from its key.
 func decodeSummary(seg [16]byte, seq uint64, v []byte) (*blockSummary, error) {
+	return decodeSummaryAs(seg, seq, v, false)
+}
+
+// decodeAnchoredSummary is decodeSummary for bytes a sealed segment's
+// manifest anchors (this engine wrote them): the value lists are decoded
+// on first use (lazyExact), not now.
+func decodeAnchoredSummary(seg [16]byte, seq uint64, v []byte) (*blockSummary, error) {
+	return decodeSummaryAs(seg, seq, v, true)
+}
+
+func decodeSummaryAs(seg [16]byte, seq uint64, v []byte, lazy bool) (*blockSummary, error) {
 	d := decoder{b: v}
 	ver := d.u8()
 	if d.err == nil && ver != summaryVersion1 && ver != summaryVersion {
@@ -328,7 +345,9 @@ func decodeSummary(seg [16]byte, seq uint64, v []byte) (*blockSummary, error) {
 	s.minLatency, s.maxLatency = math.Float64frombits(d.u64()), math.Float64frombits(d.u64())
 	s.bloom.k = d.u8()
 	n := decodeBloomWords(&d, &s.bloom)
-	if d.err == nil && count <= 1<<20 {
+	if lazy && d.err == nil {
+		s.lazyExact = skipExact(&d)
+	} else if d.err == nil && count <= 1<<20 {
 		var err error
 		if s.exact, err = decodeExact(&d, int(count)); err != nil && d.err == nil {
 			return nil, err

@@ -245,43 +245,67 @@ func (db *DB) sealedRollup(tenant string, seg [16]byte, tb *tenantBlocks) *block
 func (db *DB) indexedSegment(tenant string, seg [16]byte) ([]*blockSummary, error, error) {
 	p := segmentBlocksPrefix(tenant, seg)
 	n := len(tenantPrefix(keyBlock, tenant))
-	var have []*blockSummary
 	var raws [][]byte
+	var seqs []uint64
 	var bad []error
-	anchor := db.anchorOf(tenant, seg)
 	err := db.index.scanPrefix(p, func(k, v []byte) error {
 		_, seq, err := parseBlockKey(k, n)
 		if err != nil {
 			bad = append(bad, fmt.Errorf("%w: index key %x: %w (`logstore segments reindex` rebuilds it)", ErrIndexCorrupt, k, err))
 			return nil
 		}
-		s, err := decodeSummary(seg, seq, v)
-		if err != nil {
-			bad = append(bad, fmt.Errorf("%w: block summary of segment %s block %d: %w (`logstore segments reindex` rebuilds it)", ErrIndexCorrupt, segHex(seg), seq, err))
-			return nil
-		}
-		have = append(have, s)
-		if anchor != nil {
-			raws = append(raws, append([]byte(nil), v...))
-		}
+		raws, seqs = append(raws, append([]byte(nil), v...)), append(seqs, seq)
 		return nil
 	})
 	if err != nil {
 		return nil, nil, db.index.typed(err)
 	}
-	faults := errors.Join(bad...)
-	if anchor != nil && len(bad) == 0 && len(have) == anchor.Blocks && sequential(have) {
-		// The common case, checked without re-encoding: the index holds
-		// exactly the anchored summaries.
-		if d := summaryFileDigest(seg, raws); bytes.Equal(d[:], anchor.Summaries) {
-			return have, nil, nil
-		}
+	if sums := db.anchoredRaws(tenant, seg, raws, seqs); sums != nil && len(bad) == 0 {
+		return sums, nil, nil
 	}
+	have := make([]*blockSummary, 0, len(raws))
+	for i, v := range raws {
+		s, err := decodeSummary(seg, seqs[i], v)
+		if err != nil {
+			bad = append(bad, fmt.Errorf("%w: block summary of segment %s block %d: %w (`logstore segments reindex` rebuilds it)", ErrIndexCorrupt, segHex(seg), seqs[i], err))
+			continue
+		}
+		have = append(have, s)
+	}
+	faults := errors.Join(bad...)
 	sums, _, err := db.anchoredSummaries(tenant, seg, have)
 	if err != nil {
 		return nil, faults, fmt.Errorf("segment %s: %w", segHex(seg), err)
 	}
 	return sums, faults, nil
+}
+
+// anchoredRaws decodes the index values raws (blocks seqs) of sealed
+// segment seg when they are exactly the summaries its manifest anchors
+// (the common case, checked without decoding or re-encoding them), and
+// returns nil otherwise.
+func (db *DB) anchoredRaws(tenant string, seg [16]byte, raws [][]byte, seqs []uint64) []*blockSummary {
+	anchor := db.anchorOf(tenant, seg)
+	if anchor == nil || len(raws) != anchor.Blocks {
+		return nil
+	}
+	for i, q := range seqs {
+		if q != uint64(i) {
+			return nil
+		}
+	}
+	if d := summaryFileDigest(seg, raws); !bytes.Equal(d[:], anchor.Summaries) {
+		return nil
+	}
+	sums := make([]*blockSummary, len(raws))
+	for i, v := range raws {
+		s, err := decodeAnchoredSummary(seg, uint64(i), v)
+		if err != nil {
+			return nil // bytes this engine did not write: the slow path says why
+		}
+		sums[i] = s
+	}
+	return sums
 }
 
 // anchorOf returns the manifest entry anchoring tenant's segment seg's

@@ -51,12 +51,11 @@ func (l *lazySegment) get() ([]*blockSummary, *[3]idLookup, error, error) {
 	return l.blocks, &l.byID, l.faults, nil
 }
 
-// loaded returns the summaries and tolerated faults if the segment is
-// loaded (ok false if not).
-func (l *lazySegment) loaded() ([]*blockSummary, error, bool) {
+// loaded reports whether the segment's summaries are loaded.
+func (l *lazySegment) loaded() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.blocks, l.faults, l.done
+	return l.done
 }
 
 // mayHoldID reports whether the segment's id range holds id.

@@ -43,7 +43,7 @@ func loadedSegments(t *testing.T, db *DB, tenant string) (lazy, loaded int) {
 	for _, sv := range segs {
 		if sv.lazy != nil {
 			lazy++
-			if _, _, ok := sv.lazy.loaded(); ok {
+			if sv.lazy.loaded() {
 				loaded++
 			}
 		}

@@ -93,6 +93,10 @@ func summaryFileDigest(seg [16]byte, raws [][]byte) [32]byte {
 // it is damaged or names another segment, ErrUnknownVersion for a newer
 // format.
 func decodeSummaryFile(seg [16]byte, b []byte) ([]*blockSummary, error) {
+	return decodeSummaryFileAs(seg, b, decodeSummary)
+}
+
+func decodeSummaryFileAs(seg [16]byte, b []byte, decode func([16]byte, uint64, []byte) (*blockSummary, error)) ([]*blockSummary, error) {
 	if len(b) < summaryHeaderLen+4 || string(b[:8]) != summaryMagic {
 		return nil, fmt.Errorf("%w: not a block-summary file", ErrCorrupt)
 	}
@@ -117,7 +121,7 @@ func decodeSummaryFile(seg [16]byte, b []byte) ([]*blockSummary, error) {
 		if d.err != nil {
 			return nil, fmt.Errorf("%w: block-summary file: block %d: %w", ErrCorrupt, i, d.err)
 		}
-		s, err := decodeSummary(seg, uint64(i), v)
+		s, err := decode(seg, uint64(i), v)
 		if err != nil {
 			return nil, fmt.Errorf("block-summary file: block %d: %w", i, err)
 		}
@@ -169,20 +173,26 @@ func (db *DB) writeSummaryFile(segPath string, seg [16]byte, sums []*blockSummar
 // readSummaryFile returns the summaries of the segment at segPath from its
 // summary file when that file is usable and holds exactly blocks blocks;
 // ok is false otherwise (the caller derives them from the segment).
-func (db *DB) readSummaryFile(segPath string, seg [16]byte, blocks int) ([]*blockSummary, bool) {
+// anchored is true when the file's SHA-256 is digest (its value lists are
+// then decoded on first use, decodeAnchoredSummary).
+func (db *DB) readSummaryFile(segPath string, seg [16]byte, blocks int, digest []byte) (sums []*blockSummary, anchored, ok bool) {
 	b, err := vfs.ReadFileLimit(db.fs, summaryPathOf(segPath), summaryFileMax)
 	if err != nil {
 		if !errors.Is(err, vfs.ErrNotExist) {
 			db.stats.summaryFileFailures.Add(1)
 		}
-		return nil, false
+		return nil, false, false
 	}
-	sums, err := decodeSummaryFile(seg, b)
+	decode := decodeSummary
+	if d := sha256.Sum256(b); len(digest) > 0 && bytes.Equal(d[:], digest) {
+		decode, anchored = decodeAnchoredSummary, true
+	}
+	sums, err = decodeSummaryFileAs(seg, b, decode)
 	if err != nil || len(sums) != blocks {
 		db.stats.summaryFileFailures.Add(1)
-		return nil, false
+		return nil, false, false
 	}
-	return sums, true
+	return sums, anchored, true
 }
 
 // ensureSummaryFiles writes the summary file of every sealed segment of
@@ -262,7 +272,7 @@ func (db *DB) anchoredSummaries(tenant string, seg [16]byte, have []*blockSummar
 		return have, true, nil
 	}
 	path := db.segPath(tenant, seg)
-	if sums, ok := db.readSummaryFile(path, seg, e.Blocks); ok && matches(sums) {
+	if sums, anchored, ok := db.readSummaryFile(path, seg, e.Blocks, e.Summaries); ok && (anchored || matches(sums)) {
 		return sums, true, nil
 	}
 	r, err := db.readers.acquire(path, tenant, true)
