@@ -133,11 +133,11 @@ type candidate struct {
 	lazy *lazySegment
 }
 
-// candidates lists the blocks of segs that b may need, in the order the
-// merge wants them: by max time descending (newest first) or min time
-// ascending (oldest first). A sealed segment entered by its rollup stands
-// as one candidate, the rollup, until the scan reaches it (expand), so a
-// first page touches the newest segments' blocks, not every block.
+// candidates lists the blocks of segs that b may need, in no order (a scan
+// queues them, candQueue; a count takes them as they come). A sealed
+// segment entered by its rollup stands as one candidate, the rollup, until
+// the scan reaches it (lazyBlocks), so a first page touches the newest
+// segments' blocks, not every block.
 func (b *scanBounds) candidates(segs []segView) []candidate {
 	var out []candidate
 	for _, sv := range segs {
@@ -149,7 +149,6 @@ func (b *scanBounds) candidates(segs []segView) []candidate {
 		}
 		out = b.appendBlocks(out, sv.id, sv.blocks)
 	}
-	b.sortCandidates(out)
 	return out
 }
 
@@ -172,26 +171,27 @@ func (db *DB) scanMetas(ctx context.Context, tenant string, o ScanOptions, fn fu
 	f := &scanFaults{db: db, tenant: tenant, first: faultErr}
 	b := newScanBounds(&o)
 	keep := b.keepFor()
-	cands := b.candidates(segs)
+	q := &candQueue{oldest: o.Oldest, c: b.candidates(segs)}
+	heap.Init(q)
 	h := &metaHeap{oldest: o.Oldest}
-	next := 0
 	for n := 0; ; n++ {
 		if o.Limit > 0 && n >= o.Limit {
 			return f.err()
 		}
 		// Read every block that may hold a record ahead of the heap's
 		// head: blocks come in order of their newest (oldest) time.
-		for next < len(cands) && (h.Len() == 0 || b.reaches(cands[next].sum, h.ms[0])) {
+		for q.Len() > 0 && (h.Len() == 0 || b.reaches(q.c[0].sum, h.ms[0])) {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			c := cands[next]
-			next++
+			c := heap.Pop(q).(candidate)
 			if f.skip(c.seg) {
 				continue
 			}
 			if c.lazy != nil {
-				cands = b.expand(cands, next, f)
+				for _, x := range b.lazyBlocks(c, f) {
+					heap.Push(q, x)
+				}
 				continue
 			}
 			for _, m := range f.selected(&b, c, keep) {
@@ -236,7 +236,7 @@ func (f *scanFaults) fault(seg [16]byte, err error) {
 		f.bad = map[[16]byte]bool{}
 	}
 	f.bad[seg] = true
-	if errors.Is(err, ErrSegmentLoss) && f.db.deletedSince(f.tenant, seg) {
+	if f.db.deletedSince(f.tenant, seg) {
 		return
 	}
 	if len(f.errs) < maxCatalogFaults {
@@ -387,7 +387,7 @@ func (db *DB) countRecords(ctx context.Context, tenant string, o ScanOptions) (i
 			// A segment inside the selection counts from its rollup;
 			// else its blocks do, in any order: they go last.
 			if k, ok := b.wholeCount(c.sum); !ok {
-				cands = b.expand(cands, i+1, f)
+				cands = append(cands, b.lazyBlocks(c, f)...)
 			} else if f.admitted(c.seg) {
 				n += k
 			}

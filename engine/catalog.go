@@ -197,12 +197,12 @@ func (db *DB) loadFromIndex(tenant string, tb *tenantBlocks) error {
 	if err != nil {
 		return db.index.typed(err)
 	}
-	for _, seg := range segs {
-		if r := db.sealedRollup(tenant, seg, tb); r != nil {
-			tb.addLazy(seg, r, func() ([]*blockSummary, error, error) { return db.indexedSegment(tenant, seg) })
+	for _, seg := range append(segs, db.unindexedSealed(tenant, segs)...) {
+		if r, a := db.sealedRollup(tenant, seg, tb); r != nil {
+			tb.addLazy(seg, r, func() ([]*blockSummary, error, error) { return db.indexedSegment(tenant, seg, a) })
 			continue
 		}
-		sums, faults, err := db.indexedSegment(tenant, seg)
+		sums, faults, err := db.indexedSegment(tenant, seg, db.anchorOf(tenant, seg))
 		if faults != nil {
 			tb.fault(faults)
 		}
@@ -217,32 +217,56 @@ func (db *DB) loadFromIndex(tenant string, tb *tenantBlocks) error {
 	return nil
 }
 
-// sealedRollup returns the rollup of tenant's segment seg as a summary when
-// the catalog may enter it lazily: sealed, its summaries anchored, no
-// journal left beside it, no damage found by Open. A rollup that does not decode is a fault, and the
-// segment is then loaded now.
-func (db *DB) sealedRollup(tenant string, seg [16]byte, tb *tenantBlocks) *blockSummary {
+// unindexedSealed lists the sealed segments of tenant's manifest (with
+// blocks and anchored summaries) that the index lists none of, indexed
+// (the ones it lists): their entries were deleted, or the indexer has not
+// committed them yet. They are loaded from their summary files or
+// segments, so no record of theirs is hidden (counted in
+// Stats.IndexMisses).
+func (db *DB) unindexedSealed(tenant string, indexed [][16]byte) [][16]byte {
 	tm := db.manifests.get(tenant)
 	if tm == nil || tm.body == nil {
 		return nil
 	}
+	var out [][16]byte
+	for _, e := range tm.body.Segments {
+		if e.State != segSealed || e.Blocks == 0 || len(e.Summaries) == 0 || tm.problems[e.ID] != nil {
+			continue
+		}
+		if id, err := parseSegHex(e.ID); err == nil && !slices.Contains(indexed, id) {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// sealedRollup returns the rollup of tenant's segment seg as a summary, and
+// the anchor its load must match, when the catalog may enter it lazily:
+// sealed, its summaries anchored, no journal left beside it, no damage
+// found by Open. A rollup that does not decode is a fault, and the segment
+// is then loaded now.
+func (db *DB) sealedRollup(tenant string, seg [16]byte, tb *tenantBlocks) (*blockSummary, *segAnchor) {
+	tm := db.manifests.get(tenant)
+	if tm == nil || tm.body == nil {
+		return nil, nil
+	}
 	e := tm.entry(segHex(seg))
 	if e == nil || e.State != segSealed || len(e.Summaries) == 0 || e.Rollup == nil || e.JournalID != "" ||
 		tm.problems[e.ID] != nil || tm.lost[e.ID] != nil {
-		return nil // loaded now, as before rollups: its damage is reported
+		return nil, nil // loaded now, as before rollups: its damage is reported
 	}
 	r, err := e.Rollup.summary(seg)
 	if err != nil {
 		tb.fault(err)
-		return nil
+		return nil, nil
 	}
-	return r
+	return r, &segAnchor{digest: e.Summaries, blocks: e.Blocks}
 }
 
 // indexedSegment returns segment seg's summaries from the index, anchored
-// when sealed (from the summary file or the segment when the index's do
+// by a when set (from the summary file or the segment when the index's do
 // not match), and the index entries it could not use.
-func (db *DB) indexedSegment(tenant string, seg [16]byte) ([]*blockSummary, error, error) {
+func (db *DB) indexedSegment(tenant string, seg [16]byte, a *segAnchor) ([]*blockSummary, error, error) {
 	p := segmentBlocksPrefix(tenant, seg)
 	n := len(tenantPrefix(keyBlock, tenant))
 	var raws [][]byte
@@ -260,9 +284,24 @@ func (db *DB) indexedSegment(tenant string, seg [16]byte) ([]*blockSummary, erro
 	if err != nil {
 		return nil, nil, db.index.typed(err)
 	}
-	if sums := db.anchoredRaws(tenant, seg, raws, seqs); sums != nil && len(bad) == 0 {
+	if a == nil {
+		return decodeIndexed(seg, raws, seqs, bad)
+	}
+	if sums := anchoredRaws(seg, raws, seqs, *a); sums != nil && len(bad) == 0 {
 		return sums, nil, nil
 	}
+	db.stats.indexMisses.Add(1)
+	have, faults, _ := decodeIndexed(seg, raws, seqs, bad)
+	sums, err := db.anchoredSummariesAt(tenant, seg, have, *a)
+	if err != nil {
+		return nil, faults, fmt.Errorf("segment %s: %w", segHex(seg), err)
+	}
+	return sums, faults, nil
+}
+
+// decodeIndexed decodes index values raws (blocks seqs) of segment seg,
+// reporting with bad those that do not decode.
+func decodeIndexed(seg [16]byte, raws [][]byte, seqs []uint64, bad []error) ([]*blockSummary, error, error) {
 	have := make([]*blockSummary, 0, len(raws))
 	for i, v := range raws {
 		s, err := decodeSummary(seg, seqs[i], v)
@@ -272,21 +311,15 @@ func (db *DB) indexedSegment(tenant string, seg [16]byte) ([]*blockSummary, erro
 		}
 		have = append(have, s)
 	}
-	faults := errors.Join(bad...)
-	sums, _, err := db.anchoredSummaries(tenant, seg, have)
-	if err != nil {
-		return nil, faults, fmt.Errorf("segment %s: %w", segHex(seg), err)
-	}
-	return sums, faults, nil
+	return have, errors.Join(bad...), nil
 }
 
 // anchoredRaws decodes the index values raws (blocks seqs) of sealed
-// segment seg when they are exactly the summaries its manifest anchors
-// (the common case, checked without decoding or re-encoding them), and
-// returns nil otherwise.
-func (db *DB) anchoredRaws(tenant string, seg [16]byte, raws [][]byte, seqs []uint64) []*blockSummary {
-	anchor := db.anchorOf(tenant, seg)
-	if anchor == nil || len(raws) != anchor.Blocks {
+// segment seg when they are exactly the summaries anchor a covers (the
+// common case, checked without decoding or re-encoding them), and returns
+// nil otherwise.
+func anchoredRaws(seg [16]byte, raws [][]byte, seqs []uint64, a segAnchor) []*blockSummary {
+	if len(raws) != a.blocks {
 		return nil
 	}
 	for i, q := range seqs {
@@ -294,7 +327,7 @@ func (db *DB) anchoredRaws(tenant string, seg [16]byte, raws [][]byte, seqs []ui
 			return nil
 		}
 	}
-	if d := summaryFileDigest(seg, raws); !bytes.Equal(d[:], anchor.Summaries) {
+	if d := summaryFileDigest(seg, raws); !bytes.Equal(d[:], a.digest) {
 		return nil
 	}
 	sums := make([]*blockSummary, len(raws))
@@ -306,19 +339,6 @@ func (db *DB) anchoredRaws(tenant string, seg [16]byte, raws [][]byte, seqs []ui
 		sums[i] = s
 	}
 	return sums
-}
-
-// anchorOf returns the manifest entry anchoring tenant's segment seg's
-// summaries (sealed, with a digest), or nil.
-func (db *DB) anchorOf(tenant string, seg [16]byte) *manifestEntry {
-	tm := db.manifests.get(tenant)
-	if tm == nil || tm.body == nil {
-		return nil
-	}
-	if e := tm.entry(segHex(seg)); e != nil && e.State == segSealed && len(e.Summaries) > 0 {
-		return e
-	}
-	return nil
 }
 
 // sequential reports whether sums are blocks 0, 1, 2, ... in order: what a

@@ -8,8 +8,6 @@ package engine
 // they are kept, immutable, until the catalog drops the tenant.
 
 import (
-	"cmp"
-	"slices"
 	"sync"
 )
 
@@ -92,7 +90,7 @@ func (sv *segView) summaries() ([]*blockSummary, error, error) {
 
 // lazyCandidate is the candidate standing for lazy segment sv in a scan:
 // its rollup, which the scan replaces with the segment's blocks when it
-// reaches it (expand). ok is false when the scan cannot need the segment.
+// reaches it (lazyBlocks). ok is false when the scan cannot need the segment.
 func (b *scanBounds) lazyCandidate(sv segView) (candidate, bool) {
 	r := sv.lazy.rollup
 	if r.count == 0 || !b.inRange(r) {
@@ -101,26 +99,17 @@ func (b *scanBounds) lazyCandidate(sv segView) (candidate, bool) {
 	return candidate{seg: sv.id, sum: r, lazy: sv.lazy}, true
 }
 
-// expand returns cands with the lazy candidate at cands[next-1] replaced
-// by the segment's blocks that b may need, placed in scan order among
-// cands[next:] (each block's time lies within the rollup's, so none goes
-// before next). A segment whose summaries cannot be loaded is a fault.
-func (b *scanBounds) expand(cands []candidate, next int, f *scanFaults) []candidate {
-	c := cands[next-1]
+// lazyBlocks returns the blocks of lazy candidate c's segment that b may
+// need, loading its summaries; a segment that cannot be loaded is a fault
+// (nothing returned).
+func (b *scanBounds) lazyBlocks(c candidate, f *scanFaults) []candidate {
 	blocks, _, faults, err := c.lazy.get()
 	if err != nil {
 		f.fault(c.seg, err)
-		return cands
+		return nil
 	}
 	f.note(faults)
-	n := len(cands)
-	cands = b.appendBlocks(cands, c.seg, blocks)
-	if n == len(cands) {
-		return cands
-	}
-	rest := cands[next:]
-	b.sortCandidates(rest)
-	return cands
+	return b.appendBlocks(nil, c.seg, blocks)
 }
 
 // appendBlocks appends to out the blocks of segment seg b may need.
@@ -137,12 +126,26 @@ func (b *scanBounds) appendBlocks(out []candidate, seg [16]byte, blocks []*block
 	return out
 }
 
-// sortCandidates orders candidates as the merge wants them: by max time
-// descending (newest first) or min time ascending (oldest first).
-func (b *scanBounds) sortCandidates(cands []candidate) {
-	if b.oldest {
-		slices.SortStableFunc(cands, func(x, y candidate) int { return cmp.Compare(x.sum.minTime, y.sum.minTime) })
-	} else {
-		slices.SortStableFunc(cands, func(x, y candidate) int { return cmp.Compare(y.sum.maxTime, x.sum.maxTime) })
+// candQueue orders a scan's candidates as the merge wants them (a heap): by
+// max time descending (newest first) or min time ascending (oldest first).
+// A lazy segment's blocks are pushed when the scan reaches its rollup, at
+// O(log n) each, so a scan that needs every segment costs about one sort.
+type candQueue struct {
+	oldest bool
+	c      []candidate
+}
+
+func (q *candQueue) Len() int { return len(q.c) }
+func (q *candQueue) Less(i, j int) bool {
+	if q.oldest {
+		return q.c[i].sum.minTime < q.c[j].sum.minTime
 	}
+	return q.c[i].sum.maxTime > q.c[j].sum.maxTime
+}
+func (q *candQueue) Swap(i, j int) { q.c[i], q.c[j] = q.c[j], q.c[i] }
+func (q *candQueue) Push(x any)    { q.c = append(q.c, x.(candidate)) }
+func (q *candQueue) Pop() any {
+	x := q.c[len(q.c)-1]
+	q.c = q.c[:len(q.c)-1]
+	return x
 }

@@ -1,9 +1,12 @@
 package engine
 
 import (
+	"cmp"
+	"container/heap"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"math/rand"
 	"os"
 	"path/filepath"
@@ -268,5 +271,60 @@ func TestSummaryFileDigestMatchesEncoding(t *testing.T) {
 	for _, n := range []int{0, 1, 64, 70} {
 		want := sha256.Sum256(encodeSummaryFile(ID{9}, sums[:n]))
 		require.Equal(t, want, summaryFileDigest(ID{9}, raws[:n]), "%d blocks", n)
+	}
+}
+
+// BenchmarkLazySegments: a scan newest-first and a count that need every
+// lazy segment (each loaded already: the cost measured is queueing their
+// blocks). Sorting every block once is the baseline; a scan pushes each
+// segment's blocks into its queue as it reaches the segment, which should
+// cost about the same however many segments there are.
+func BenchmarkLazySegments(b *testing.B) {
+	for _, n := range []int{1000, 16000} {
+		const per = 8
+		var segs []segView
+		var all []candidate
+		for i := 0; i < n; i++ {
+			seg := [16]byte{byte(i >> 8), byte(i)}
+			var blocks []*blockSummary
+			for j := 0; j < per; j++ {
+				lo := int64(i)*1000 + int64(j)*100
+				s := &blockSummary{seg: seg, seq: uint64(j), kind: kindLog, count: 10, minTime: lo, maxTime: lo + 99}
+				blocks = append(blocks, s)
+				all = append(all, candidate{seg: seg, sum: s})
+			}
+			r := &blockSummary{seg: seg, kind: kindLog, count: 10 * per, minTime: int64(i) * 1000, maxTime: int64(i)*1000 + 100*per - 1}
+			l := &lazySegment{rollup: r, load: func() ([]*blockSummary, error, error) { return blocks, nil, nil }}
+			_, _, _, _ = l.get()
+			segs = append(segs, segView{id: seg, lazy: l})
+		}
+		o := ScanOptions{}
+		sb := newScanBounds(&o)
+		b.Run(fmt.Sprintf("op=sort-once/segments=%d", n), func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				c := slices.Clone(all)
+				slices.SortFunc(c, func(x, y candidate) int { return cmp.Compare(y.sum.maxTime, x.sum.maxTime) })
+			}
+		})
+		b.Run(fmt.Sprintf("op=queue/segments=%d", n), func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				q := &candQueue{c: sb.candidates(segs)}
+				heap.Init(q)
+				popped := 0
+				for q.Len() > 0 {
+					c := heap.Pop(q).(candidate)
+					if c.lazy != nil {
+						for _, x := range sb.lazyBlocks(c, &scanFaults{}) {
+							heap.Push(q, x)
+						}
+						continue
+					}
+					popped++
+				}
+				if popped != n*per {
+					b.Fatal(popped)
+				}
+			}
+		})
 	}
 }

@@ -35,9 +35,12 @@ type DB struct {
 	index *index // the Pebble index's owner (indexstore.go)
 	// catalog holds the index's block summaries in memory (catalog.go).
 	catalog *catalog
-	cache   *keys.Cache
-	local   *keys.Local // nil when Options.Keys was supplied
-	audit   *keys.AuditLog
+	// refreshMu serializes a read-only DB's Refresh calls, so manifests
+	// read later are never published before ones read earlier.
+	refreshMu sync.Mutex
+	cache     *keys.Cache
+	local     *keys.Local // nil when Options.Keys was supplied
+	audit     *keys.AuditLog
 
 	ids       idSource
 	readers   *readerCache

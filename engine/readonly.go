@@ -152,7 +152,9 @@ func (db *DB) loadFromSegments(tenant string, tb *tenantBlocks) error {
 		}
 		sums, err := db.readOnlySegment(tenant, ls)
 		if err != nil {
-			tb.fault(err)
+			if !db.deletedSince(tenant, ls.id) { // retention removed it since the listing: no fault
+				tb.fault(err)
+			}
 			continue
 		}
 		for _, s := range sums {
@@ -174,7 +176,7 @@ func (db *DB) loadFromSegments(tenant string, tb *tenantBlocks) error {
 // the size the manifest recorded (a Stat), so the loss is reported even
 // when the rollup alone would answer.
 func (db *DB) lazyReadOnly(tenant string, ls listedSegment, journals bool, tb *tenantBlocks) *blockSummary {
-	if ls.sealedBlocks == 0 || ls.rollup == nil || !ls.anchored || journals || ls.journalID != "" {
+	if ls.sealedBlocks == 0 || ls.rollup == nil || len(ls.summaries) == 0 || journals || ls.journalID != "" {
 		return nil
 	}
 	if db.checkSealedSize(db.segPath(tenant, ls.id), ls) != nil {
@@ -223,16 +225,16 @@ func (db *DB) readOnlySegment(tenant string, ls listedSegment) ([]*blockSummary,
 		}
 		return nil, err
 	}
-	if ls.sealedBlocks > 0 {
-		sums, anchored, err := db.anchoredSummaries(tenant, ls.id, nil)
+	// Summaries are taken only as the listing's manifest anchored them (a
+	// lazy load may run after a refresh saw retention mark the segment).
+	// An unanchored summary file (a segment sealed before manifests
+	// recorded digests) is not trusted: only its CRC vouches for it.
+	if ls.sealedBlocks > 0 && len(ls.summaries) > 0 {
+		sums, err := db.anchoredSummariesAt(tenant, ls.id, nil, segAnchor{digest: ls.summaries, blocks: ls.sealedBlocks})
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
-		// An unanchored summary file (a segment sealed before manifests
-		// recorded digests) is not trusted: only its CRC vouches for it.
-		if anchored {
-			return sums, nil
-		}
+		return sums, nil
 	}
 	if ls.unlisted && db.beingCreated(path) {
 		return nil, nil // a writer's new segment, before its header is complete
@@ -307,6 +309,8 @@ func (db *DB) addJournal(tenant string, tb *tenantBlocks, jd *journalData) error
 	}
 	todo, err := jd.unstored(have, func(id ID, kind byte) (bool, error) {
 		for _, sb := range tb.segs {
+			// A segment retention removed since the listing holds
+			// nothing any more: skipped, not a fault.
 			byID := &sb.byID
 			if sb.lazy != nil {
 				if !sb.lazy.mayHoldID(id) {
@@ -314,11 +318,17 @@ func (db *DB) addJournal(tenant string, tb *tenantBlocks, jd *journalData) error
 				}
 				var err error
 				if _, byID, _, err = sb.lazy.get(); err != nil {
+					if db.deletedSince(tenant, sb.id) {
+						continue
+					}
 					return false, err
 				}
 			}
 			for _, s := range byID[kind].find(id, nil) {
 				metas, err := db.readBlockMetas(tenant, sb.id, s, keepID(id))
+				if err != nil && db.deletedSince(tenant, sb.id) {
+					break
+				}
 				if err != nil || len(metas) > 0 {
 					return len(metas) > 0, err
 				}
@@ -410,10 +420,10 @@ type listedSegment struct {
 	// crash or write error left beside a sealed segment until its replay.
 	journalID   string
 	journalSize int64
-	// rollup and anchored: a sealed segment's rollup and whether the
-	// manifest anchors its summaries (lazyReadOnly).
-	rollup   *segRollup
-	anchored bool
+	// rollup and summaries: a sealed segment's rollup and the digest
+	// anchoring its summaries (nil: sealed before digests).
+	rollup    *segRollup
+	summaries []byte
 }
 
 // readableSegments lists tenant's segments for a read-only DB.
@@ -428,7 +438,7 @@ func (db *DB) readableSegments(tenant string) ([]listedSegment, error) {
 			switch e.State {
 			case segSealed:
 				out = append(out, listedSegment{id: id, sealedBlocks: e.Blocks, size: e.Size, journalID: e.JournalID, journalSize: e.JournalSize,
-					rollup: e.Rollup, anchored: len(e.Summaries) > 0})
+					rollup: e.Rollup, summaries: e.Summaries})
 			case segActive:
 				out = append(out, listedSegment{id: id, journalID: e.JournalID, journalSize: e.JournalSize})
 			}
@@ -472,6 +482,8 @@ func (db *DB) Refresh(ctx context.Context) error {
 		return err
 	}
 	defer db.leave()
+	db.refreshMu.Lock()
+	defer db.refreshMu.Unlock()
 	var rep RecoveryReport // Recovery keeps what Open found
 	if err := db.loadManifests(&rep); err != nil {
 		return err

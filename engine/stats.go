@@ -73,6 +73,12 @@ type Stats struct {
 	// block count or damaged by a read-only open, which then read the
 	// segment's metadata instead.
 	SummaryFileFailures uint64
+	// IndexMisses counts sealed segments whose block summaries the index
+	// did not hold as anchored when the catalog loaded them (entries
+	// deleted or damaged, or not committed yet right after a seal): they
+	// were taken from the summary file or the segment's metadata instead.
+	// `logstore segments verify` names damaged entries; reindex rebuilds.
+	IndexMisses uint64
 }
 
 // TenantStats summarise one tenant's storage.
@@ -110,7 +116,7 @@ func (db *DB) Stats(ctx context.Context) (Stats, error) {
 		SealFailures: db.stats.sealFailures.Load(), ManifestSeqFailures: db.stats.manifestSeqFailures.Load(),
 		RetentionFailures: db.stats.retentionFailures.Load(), RetentionDeferred: db.stats.retentionDeferred.Load(),
 		CleanupFailures:     db.stats.cleanupFailures.Load(),
-		SummaryFileFailures: db.stats.summaryFileFailures.Load()}
+		SummaryFileFailures: db.stats.summaryFileFailures.Load(), IndexMisses: db.stats.indexMisses.Load()}
 	s.AppendFsyncs, s.AppendFsyncRecords = db.stats.appendFsyncs.Load(), db.stats.appendFsyncRecords.Load()
 	s.JournalBlocks, s.JournalFlushes = db.stats.journalBlocks.Load(), db.stats.journalFlushes.Load()
 	s.JournalsRetired = db.stats.journalsRetired.Load()
@@ -180,4 +186,5 @@ type dbStats struct {
 	retentionFailures      atomic.Uint64
 	cleanupFailures        atomic.Uint64
 	summaryFileFailures    atomic.Uint64
+	indexMisses            atomic.Uint64
 }

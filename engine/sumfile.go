@@ -256,39 +256,67 @@ func anchoredEncoding(seg [16]byte, sums []*blockSummary, digest []byte) []*bloc
 // ErrSegmentTampered (the segment's metadata or every copy of its
 // summaries was edited).
 func (db *DB) anchoredSummaries(tenant string, seg [16]byte, have []*blockSummary) (sums []*blockSummary, anchored bool, err error) {
+	a := db.anchorOf(tenant, seg)
+	if a == nil {
+		return have, false, nil
+	}
+	sums, err = db.anchoredSummariesAt(tenant, seg, have, *a)
+	return sums, true, err
+}
+
+// segAnchor is what a sealed segment's manifest entry anchors its summaries
+// with: the summary file's SHA-256 and the block count.
+type segAnchor struct {
+	digest []byte
+	blocks int
+}
+
+// anchorOf returns the anchor of tenant's segment seg in the manifest as it
+// is now: nil unless sealed with a digest.
+func (db *DB) anchorOf(tenant string, seg [16]byte) *segAnchor {
 	tm := db.manifests.get(tenant)
 	if tm == nil || tm.body == nil {
-		return have, false, nil
+		return nil
 	}
-	e := tm.entry(segHex(seg))
-	if e == nil || e.State != segSealed || len(e.Summaries) == 0 {
-		return have, false, nil
+	if e := tm.entry(segHex(seg)); e != nil && e.State == segSealed && len(e.Summaries) > 0 {
+		return &segAnchor{digest: e.Summaries, blocks: e.Blocks}
 	}
+	return nil
+}
+
+// anchoredSummariesAt is anchoredSummaries against anchor a, taken by the
+// caller (a lazy catalog entry keeps the anchor it was entered with, so a
+// load after the manifest changed, as retention marks the segment, still
+// accepts only the summaries that anchor covers).
+func (db *DB) anchoredSummariesAt(tenant string, seg [16]byte, have []*blockSummary, a segAnchor) ([]*blockSummary, error) {
+	e := manifestEntry{Summaries: a.digest, Blocks: a.blocks}
+	var sums []*blockSummary
+	var err error
 	matches := func(sums []*blockSummary) bool {
 		d := sha256.Sum256(encodeSummaryFile(seg, sums))
 		return len(sums) == e.Blocks && bytes.Equal(d[:], e.Summaries)
 	}
 	if have != nil && sequential(have) && matches(have) {
-		return have, true, nil
+		return have, nil
 	}
 	path := db.segPath(tenant, seg)
-	if sums, anchored, ok := db.readSummaryFile(path, seg, e.Blocks, e.Summaries); ok && (anchored || matches(sums)) {
-		return sums, true, nil
+	if fsums, anchored, ok := db.readSummaryFile(path, seg, e.Blocks, e.Summaries); ok && (anchored || matches(fsums)) {
+		return fsums, nil
 	}
 	r, err := db.readers.acquire(path, tenant, true)
 	if err != nil {
-		return nil, true, err
+		return nil, err
 	}
 	sums, err = summarizeSegment(r)
 	db.readers.release(path, r)
 	if err != nil {
-		return nil, true, err
+		return nil, err
 	}
 	if !matches(sums) && matches(asVersion1(sums)) {
 		sums = asVersion1(sums) // sealed before group filters
 	}
 	if !matches(sums) {
-		return nil, true, fmt.Errorf("%w: segment %s: its blocks' metadata is not what its manifest recorded at seal (edited after it was sealed)", ErrSegmentTampered, segHex(seg))
+		return nil, fmt.Errorf("%w: segment %s: its blocks' metadata is not what its manifest recorded at seal (edited after it was sealed)", ErrSegmentTampered, segHex(seg))
 	}
-	return sums, true, nil
+	return sums, nil
 }
