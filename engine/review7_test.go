@@ -196,7 +196,11 @@ func r7Queries(recs []Record, ids []ID, rng *rand.Rand) []ScanOptions {
 // brute-force answer, writer and read-only, from a fresh Open (lazy
 // segments) and once every segment is loaded.
 func TestReview7BruteForce(t *testing.T) {
-	for _, seed := range []int64{77, 78} {
+	seeds := []int64{77, 78}
+	if raceEnabled {
+		seeds = seeds[:1] // and every 4th query (r7Stride)
+	}
+	for _, seed := range seeds {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) { r7BruteForce(t, seed) })
 	}
 }
@@ -207,6 +211,9 @@ func r7BruteForce(t *testing.T, seed int64) {
 	check := func(name string, db *DB, seed int64) {
 		rng := rand.New(rand.NewSource(seed))
 		for qi, o := range r7Queries(recs, ids, rng) {
+			if raceEnabled && qi%4 != 0 {
+				continue
+			}
 			want := r7Brute(t, recs, ids, o)
 			require.Equal(t, want, r7Scan(t, db, o), "%s: scan %d %+v", name, qi, o)
 			n, err := db.tn("acme").Count(bg, o)
