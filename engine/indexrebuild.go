@@ -161,6 +161,7 @@ func (db *DB) reindexTenant(tenant string) error {
 		if err != nil {
 			return err
 		}
+		db.rewriteSummaryFile(tenant, id)
 	}
 	return nil
 }

@@ -122,6 +122,9 @@ func (db *DB) verifySegment(ctx context.Context, iv *indexVerifier, id [16]byte)
 		c.KeyErr = db.unlockSegment(ctx, t, r)
 	}
 	c.Result = r.Verify()
+	if p, _ := db.summaryFileProblem(t, id); p != nil {
+		c.IndexProblems = append(c.IndexProblems, IndexProblem{Block: -1, Err: p})
+	}
 	return iv.segment(id, r, c)
 }
 
