@@ -21,7 +21,8 @@ type Request struct {
 	From, To time.Time
 	// Where is an expression over plaintext fields ("" matches all).
 	Where string
-	// Limit is the page size (default 100, at most 10,000).
+	// Limit is the page size (default 100, at most MaxLimit; Stream has
+	// no limit).
 	Limit int
 	// Cursor continues a previous page (Result.Next).
 	Cursor string
@@ -58,45 +59,36 @@ type Tenant interface {
 // estimateCap bounds the index entries counted per candidate when planning.
 const estimateCap = 10_000
 
+// MaxLimit bounds Request.Limit: a page is held in memory. Stream has no
+// bound.
+const MaxLimit = 10_000
+
 // Run plans and executes req on tenant t.
 func Run(ctx context.Context, t Tenant, req Request) (*Result, error) {
 	if req.Limit <= 0 {
 		req.Limit = 100
 	}
-	if req.Limit > 10_000 {
-		return nil, fmt.Errorf("%w: limit %d over 10,000", ErrBadValue, req.Limit)
+	if req.Limit > MaxLimit {
+		return nil, fmt.Errorf("%w: limit %d over %d (stream every row with Stream, or `logstore query --all`)", ErrBadValue, req.Limit, MaxLimit)
 	}
-	expr, err := Parse(req.Where)
+	p, err := prepare(ctx, t, req)
 	if err != nil {
 		return nil, err
 	}
-	from, to := narrowTime(expr, req.From, req.To)
-	base := engine.ScanOptions{From: from, To: to}
-	if req.Cursor != "" && !req.Count {
-		c, err := decodeCursor(req.Cursor, fingerprint(t.Name(), req))
-		if err != nil {
-			return nil, err
-		}
-		base.After = c
-	}
-	opts, plan, exact, err := choose(ctx, t, expr, base)
-	if err != nil {
-		return nil, err
-	}
-	res := &Result{Plan: plan}
-	if req.Count && exact {
-		res.Count, err = t.Count(ctx, opts)
+	res := &Result{Plan: p.plan}
+	if req.Count && p.exact {
+		res.Count, err = t.Count(ctx, p.opts)
 		res.Plan.Scanned = res.Count
 		return res, err
 	}
-	res.Plan.Residual = !exact
+	res.Plan.Residual = !p.exact
 	var last *engine.Meta
-	for m, err := range t.Scan(ctx, opts) {
+	for m, err := range t.Scan(ctx, p.opts) {
 		if err != nil {
 			return nil, err
 		}
 		res.Plan.Scanned++
-		if !match(expr, m) {
+		if !match(p.expr, m) {
 			continue
 		}
 		if req.Count {
@@ -115,6 +107,56 @@ func Run(ctx context.Context, t Tenant, req Request) (*Result, error) {
 	}
 	res.Count = len(res.Rows)
 	return res, nil
+}
+
+// Stream plans req on tenant t and calls fn with every matching row, newest
+// first, in constant memory (req.Limit and req.Count are ignored; a cursor
+// continues as in Run), until fn returns an error, which Stream returns.
+// It returns the plan, with the rows scanned.
+func Stream(ctx context.Context, t Tenant, req Request, fn func(m *engine.Meta) error) (Plan, error) {
+	p, err := prepare(ctx, t, Request{From: req.From, To: req.To, Where: req.Where, Cursor: req.Cursor})
+	if err != nil {
+		return Plan{}, err
+	}
+	p.plan.Residual = !p.exact
+	for m, err := range t.Scan(ctx, p.opts) {
+		if err != nil {
+			return p.plan, err
+		}
+		p.plan.Scanned++
+		if match(p.expr, m) {
+			if err := fn(m); err != nil {
+				return p.plan, err
+			}
+		}
+	}
+	return p.plan, nil
+}
+
+// prepared is a planned query.
+type prepared struct {
+	expr  Expr
+	opts  engine.ScanOptions
+	plan  Plan
+	exact bool // opts select exactly the matches (no residual filter)
+}
+
+func prepare(ctx context.Context, t Tenant, req Request) (prepared, error) {
+	expr, err := Parse(req.Where)
+	if err != nil {
+		return prepared{}, err
+	}
+	from, to := narrowTime(expr, req.From, req.To)
+	base := engine.ScanOptions{From: from, To: to}
+	if req.Cursor != "" && !req.Count {
+		c, err := decodeCursor(req.Cursor, fingerprint(t.Name(), req))
+		if err != nil {
+			return prepared{}, err
+		}
+		base.After = c
+	}
+	opts, plan, exact, err := choose(ctx, t, expr, base)
+	return prepared{expr: expr, opts: opts, plan: plan, exact: exact}, err
 }
 
 // conjuncts flattens top-level ANDs.
