@@ -2,6 +2,7 @@ package query
 
 import (
 	"fmt"
+	"math"
 	"sort"
 	"strconv"
 	"strings"
@@ -109,6 +110,13 @@ func (f *Field) parseValue(s string) (Value, error) {
 		n, err := strconv.ParseFloat(s, 64)
 		if err != nil {
 			return Value{}, fmt.Errorf("%w: %s wants a number, got %q", ErrBadValue, f.Name, s)
+		}
+		// A number no record can hold is a typo, not a query for nothing.
+		if math.Abs(n) > 1<<53 {
+			return Value{}, fmt.Errorf("%w: %s: %s is out of range", ErrBadValue, f.Name, s)
+		}
+		if (f.Name == "status" || f.Name == "upstream_status") && (n != math.Trunc(n) || n < 0 || n > 999) {
+			return Value{}, fmt.Errorf("%w: %s is an HTTP status, 0-999 or a class like 5xx, not %s", ErrBadValue, f.Name, s)
 		}
 		return Value{Num: n, Kind: KindNumber}, nil
 	case KindTime:

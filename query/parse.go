@@ -208,6 +208,9 @@ func (l *lexer) word() error {
 		return fmt.Errorf("%w at %d: unexpected %q", ErrSyntax, l.i, l.s[l.i])
 	}
 	w := l.s[l.i:j]
+	if k := strings.IndexAny(w, ";&|`"); k >= 0 {
+		return fmt.Errorf("%w at %d: unexpected %q (quote a value that contains it)", ErrSyntax, l.i+k, w[k])
+	}
 	kind := "ident"
 	if _, err := strconv.ParseFloat(w, 64); err == nil && (unicode.IsDigit(rune(w[0])) || w[0] == '-' || w[0] == '.') {
 		kind = "num"
@@ -317,8 +320,16 @@ func (p *parser) unary(d int) (Expr, error) {
 // and one value.
 func (p *parser) cmp() (Expr, error) {
 	t := p.next()
+	if t.kind == "eof" {
+		return nil, fmt.Errorf("%w at %d: expected a field name, got the end of the expression", ErrSyntax, t.pos)
+	}
 	if t.kind != "ident" {
 		return nil, fmt.Errorf("%w at %d: expected a field name, got %q", ErrSyntax, t.pos, t.text)
+	}
+	for _, k := range []string{"AND", "OR", "NOT", "IN"} {
+		if strings.EqualFold(t.text, k) {
+			return nil, fmt.Errorf("%w at %d: expected a field name, got the keyword %s", ErrSyntax, t.pos, k)
+		}
 	}
 	f, err := LookupField(t.text)
 	if err != nil {

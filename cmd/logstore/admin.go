@@ -40,6 +40,8 @@ func (a *app) segmentsCmd() *cobra.Command {
 				if tenants, err = db.Admin().Tenants(cmd.Context()); err != nil {
 					return err
 				}
+			} else if _, err := a.existingTenant(cmd.Context(), db, tenant); err != nil {
+				return err
 			}
 			tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
 			fmt.Fprintln(tw, "TENANT\tSEGMENT\tSEALED\tRECORDS\tPAYLOADS\tBLOCKS\tRAW\tSIZE\tKEY\tGEN\tNEWEST")
@@ -70,7 +72,11 @@ func (a *app) segmentsCmd() *cobra.Command {
 			// Every block of the index first: Verify compares the index with
 			// the segments and would stop at a damaged index block.
 			var ierr error
-			if tenant == "" {
+			if tenant != "" {
+				if _, err := a.existingTenant(cmd.Context(), db, tenant); err != nil {
+					return err
+				}
+			} else {
 				if ierr = db.Admin().VerifyIndex(cmd.Context()); ierr != nil {
 					fmt.Fprintf(a.stdout, "BAD  index: %v\n", ierr)
 				} else {
@@ -145,6 +151,9 @@ func (a *app) auditCmd() *cobra.Command {
 				return err
 			}
 			defer closeDB(db, &err)
+			if _, err := a.existingTenant(cmd.Context(), db, tenant); err != nil {
+				return err
+			}
 			var from time.Time
 			if since > 0 {
 				from = time.Now().Add(-since)
@@ -194,6 +203,9 @@ func (a *app) tenantsCmd() *cobra.Command {
 				return err
 			}
 			defer closeDB(db, &err)
+			if _, err := a.existingTenant(cmd.Context(), db, args[0]); err != nil {
+				return err
+			}
 			rep, err := db.Admin().DeleteTenant(cmd.Context(), args[0])
 			if err != nil {
 				return err

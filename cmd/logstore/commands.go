@@ -45,7 +45,7 @@ func (a *app) ingestCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			db, err := a.open()
+			db, err := a.openOrCreate()
 			if err != nil {
 				return err
 			}
@@ -110,10 +110,11 @@ func (a *app) ingestOne(ctx context.Context, tn *engine.Tenant, name string, o i
 
 func (a *app) queryCmd() *cobra.Command {
 	var req query.Request
-	var since time.Duration
+	var since sinceFlag
+	var all bool
 	var tenant, from, to, format string
 	cmd := &cobra.Command{
-		Use:   "query --tenant T [--since 1h | --from RFC3339 --to RFC3339] [--where EXPR] [--limit N] [--cursor TOKEN] [--format table|json] [--count]",
+		Use:   "query --tenant T [--since 1h | --from TIME --to TIME] [--where EXPR] [--limit N | --all] [--cursor TOKEN] [--format table|json] [--count]",
 		Short: "Query plaintext metadata (never needs the key); newest first",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) (err error) {
@@ -123,30 +124,29 @@ func (a *app) queryCmd() *cobra.Command {
 			if format != "table" && format != "json" {
 				return usageError{fmt.Errorf("--format must be table or json, not %q", format)}
 			}
-			if since > 0 {
-				if from != "" || to != "" {
-					return usageError{errors.New("use --since or --from/--to, not both")}
-				}
-				req.From = time.Now().Add(-since)
+			if req.From, req.To, err = timeRange(since.d, from, to, time.Now()); err != nil {
+				return usageError{err}
 			}
-			if from != "" {
-				if req.From, err = time.Parse(time.RFC3339Nano, from); err != nil {
-					return usageError{fmt.Errorf("--from: %v", err)}
-				}
+			if all && req.Count {
+				return usageError{errors.New("--all streams rows: not with --count")}
 			}
-			if to != "" {
-				if req.To, err = time.Parse(time.RFC3339Nano, to); err != nil {
-					return usageError{fmt.Errorf("--to: %v", err)}
-				}
+			if cmd.Flags().Changed("limit") && req.Limit <= 0 {
+				all = true // --limit 0: every row
+			}
+			if !all && req.Limit > query.MaxLimit {
+				return usageError{fmt.Errorf("--limit %d is over %d, the largest page: use --all to stream every row", req.Limit, query.MaxLimit)}
 			}
 			db, err := a.openForReading()
 			if err != nil {
 				return err
 			}
 			defer closeDB(db, &err)
-			tn, err := db.Tenant(tenant)
+			tn, err := a.existingTenant(cmd.Context(), db, tenant)
 			if err != nil {
 				return err
+			}
+			if all {
+				return a.streamQuery(cmd.Context(), tn, req, format)
 			}
 			res, err := query.Run(cmd.Context(), tn, req)
 			if err != nil {
@@ -157,15 +157,32 @@ func (a *app) queryCmd() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&tenant, "tenant", "", "tenant (required)")
-	f.DurationVar(&since, "since", 0, "only records newer than this (e.g. 1h)")
-	f.StringVar(&from, "from", "", "records at or after this RFC 3339 time")
-	f.StringVar(&to, "to", "", "records before this RFC 3339 time")
+	f.Var(&since, "since", "only records newer than this age (90s, 15m, 1h30m, 7d, 2w)")
+	f.StringVar(&from, "from", "", "records at or after this time (RFC 3339, 2015-05-18, or 2015-05-18T10:00 UTC)")
+	f.StringVar(&to, "to", "", "records before this time (same forms as --from)")
+	f.BoolVar(&all, "all", false, "stream every matching row (no page limit, constant memory); same as --limit 0")
 	f.StringVar(&req.Where, "where", "", "filter expression, e.g. \"status=5xx AND method IN (POST, PUT)\"")
-	f.IntVar(&req.Limit, "limit", 100, "page size")
+	f.IntVar(&req.Limit, "limit", 100, "page size, at most 10,000 (--all or --limit 0: every row)")
 	f.StringVar(&req.Cursor, "cursor", "", "continue from a previous page's cursor")
 	f.StringVar(&format, "format", "table", "table or json (JSON lines)")
 	f.BoolVar(&req.Count, "count", false, "print the number of matches")
 	return cmd
+}
+
+// streamQuery prints every row req matches (--all), as they come.
+func (a *app) streamQuery(ctx context.Context, tn *engine.Tenant, req query.Request, format string) error {
+	out := newRowStream(a.stdout, format)
+	plan, err := query.Stream(ctx, tn, req, out.write)
+	if cerr := out.close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if format == "table" {
+		fmt.Fprintf(a.stderr, "%d row(s), index %s\n", out.n, plan.Index)
+	}
+	return nil
 }
 
 // printQueryResult prints a query's count or rows in format (table or json);
@@ -222,7 +239,7 @@ func (a *app) showCmd() *cobra.Command {
 				return err
 			}
 			defer closeDB(db, &err)
-			tn, err := db.Tenant(tenant)
+			tn, err := a.existingTenant(cmd.Context(), db, tenant)
 			if err != nil {
 				return err
 			}

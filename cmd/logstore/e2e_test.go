@@ -261,7 +261,9 @@ func TestIngestQueryShowEndToEnd(t *testing.T) {
 	require.Equal(t, 2, r.code, "needs --yes")
 	r = cli(t, dir, "tenants", "delete", "acme", "--yes")
 	require.Equal(t, 0, r.code, r.stderr)
-	require.Equal(t, 0, count())
+	r = cli(t, dir, "query", "--tenant", "acme", "--count")
+	require.Equal(t, exitUsage, r.code, "a deleted tenant is unknown: %s", r.stdout)
+	require.Contains(t, r.stderr, `no tenant "acme"`)
 }
 
 func TestBadInputsExitOneWithThePlace(t *testing.T) {

@@ -33,7 +33,7 @@ func (a *app) keysLinkCmd() *cobra.Command {
 			if key == "" {
 				return usageError{errors.New("--key is required")}
 			}
-			db, err := a.open()
+			db, err := a.openOrCreate()
 			if err != nil {
 				return err
 			}
@@ -120,6 +120,9 @@ func (a *app) keysStatusCmd() *cobra.Command {
 				return err
 			}
 			defer closeDB(db, &err)
+			if _, err := a.existingTenant(cmd.Context(), db, tenant); err != nil {
+				return err
+			}
 			sts, err := db.Admin().KeyStatus(cmd.Context(), tenant)
 			if err != nil {
 				return err
@@ -175,6 +178,9 @@ func (a *app) keysRewrapCmd() *cobra.Command {
 				return err
 			}
 			defer closeDB(db, &err)
+			if _, err := a.existingTenant(cmd.Context(), db, tenant); err != nil {
+				return err
+			}
 			rep, err := db.Admin().Rewrap(cmd.Context(), tenant, to, a.printRewrapProgress)
 			if err != nil {
 				fmt.Fprintln(a.stderr, "rewrap interrupted; every segment is readable with the old or the new key. Run the same command again to resume.")

@@ -5,10 +5,12 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -44,12 +46,25 @@ type app struct {
 	stderr io.Writer
 }
 
-// open opens the data directory and warns, on stderr, about whatever Open
-// refused or could not authenticate: a damaged tenant or segment is
-// reported by every command, never silently left out of an answer.
+// open opens an existing data directory for writing and warns, on stderr,
+// about whatever Open refused or could not authenticate: a damaged tenant
+// or segment is reported by every command, never silently left out of an
+// answer. Only commands that store data (openOrCreate) create a store: a
+// mistyped --dir is an error, not a new empty store answering nothing.
 func (a *app) open() (*engine.DB, error) { return a.openWith(nil) }
 
-func (a *app) openWith(o *engine.Options) (*engine.DB, error) {
+// openOrCreate is open for the commands that store data (ingest, keys
+// link): the directory is created when missing.
+func (a *app) openOrCreate() (*engine.DB, error) { return a.openWithCreate(nil, true) }
+
+func (a *app) openWith(o *engine.Options) (*engine.DB, error) { return a.openWithCreate(o, false) }
+
+func (a *app) openWithCreate(o *engine.Options, create bool) (*engine.DB, error) {
+	if !create {
+		if err := a.requireStore(); err != nil {
+			return nil, err
+		}
+	}
 	var opts engine.Options
 	if o != nil {
 		opts = *o
@@ -80,10 +95,40 @@ func (a *app) openWith(o *engine.Options) (*engine.DB, error) {
 // whose single writer is the process that holds the store; a KMS logs them
 // on its side.
 func (a *app) openForReading() (*engine.DB, error) {
-	if _, err := os.Stat(a.dir); err != nil {
-		return nil, fmt.Errorf("%w: no logstore data directory at %s (%v)", engine.ErrNotFound, a.dir, err)
-	}
 	return a.openWith(&engine.Options{ReadOnly: true})
+}
+
+// requireStore refuses a --dir that names no directory.
+func (a *app) requireStore() error {
+	st, err := os.Stat(a.dir)
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w: no logstore data directory at %s (%v); check --dir or $LOGSTORE_DIR", engine.ErrNotFound, a.dir, err)
+	case !st.IsDir():
+		return fmt.Errorf("%w: %s is not a directory; check --dir or $LOGSTORE_DIR", engine.ErrNotFound, a.dir)
+	}
+	return nil
+}
+
+// existingTenant returns the handle of tenant name, which the store must
+// hold: a mistyped name is an error listing the tenants that exist, never
+// an empty answer.
+func (a *app) existingTenant(ctx context.Context, db *engine.DB, name string) (*engine.Tenant, error) {
+	if err := requireTenant(name); err != nil {
+		return nil, err
+	}
+	names, err := db.Admin().Tenants(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if !slices.Contains(names, name) {
+		list := "none yet"
+		if len(names) > 0 {
+			list = strings.Join(names, ", ")
+		}
+		return nil, usageError{fmt.Errorf("%w: no tenant %q in %s (tenants: %s)", engine.ErrNotFound, name, a.dir, list)}
+	}
+	return db.Tenant(name)
 }
 
 // closeDB closes db and reports a failure to do so (sealing segments,
@@ -99,6 +144,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	root := &cobra.Command{
 		Use:           "logstore",
 		Short:         "Encrypted storage for API-gateway debugger logs",
+		Version:       version(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -107,13 +153,24 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	root.SetIn(stdin)
 	root.PersistentFlags().StringVar(&a.dir, "dir", defaultDir(), "data directory ($LOGSTORE_DIR, else ./logstore-data)")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(a.demoCmd(), a.ingestCmd(), a.queryCmd(), a.showCmd(), a.keysCmd(), a.segmentsCmd(), a.auditCmd(), a.tenantsCmd(), a.benchCmd())
+	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+		if a.dir == "" {
+			return usageError{errors.New("--dir is empty: name the data directory (without --dir: $LOGSTORE_DIR, else ./logstore-data)")}
+		}
+		return nil
+	}
+	root.AddCommand(a.versionCmd(), a.demoCmd(), a.ingestCmd(), a.queryCmd(), a.showCmd(), a.keysCmd(), a.segmentsCmd(), a.auditCmd(), a.tenantsCmd(), a.benchCmd())
 	root.SetArgs(args)
 	err := root.Execute()
 	if err == nil {
 		return exitOK
 	}
-	fmt.Fprintln(stderr, "logstore:", err)
+	// Engine errors name their package ("logstore/query: ..."): no second prefix.
+	if msg := err.Error(); strings.HasPrefix(msg, "logstore/") {
+		fmt.Fprintln(stderr, msg)
+	} else {
+		fmt.Fprintln(stderr, "logstore:", msg)
+	}
 	return exitCode(err)
 }
 

@@ -20,17 +20,62 @@ import (
 // writeTable prints rows as an aligned table.
 func writeTable(w io.Writer, rows []engine.Meta) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "TIME\tID\tMETHOD\tSTATUS\tLATENCY_MS\tHOST\tROUTE\tSESSION\tPAYLOAD")
+	fmt.Fprintln(tw, tableHeader)
 	for i := range rows {
-		m := &rows[i]
-		payload := ""
-		if m.HasPayload {
-			payload = "yes"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", m.Time.Format("2006-01-02T15:04:05.000Z07:00"), m.ID,
-			m.Method, m.Status, strconv.FormatFloat(m.LatencyMs, 'f', 1, 64), dash(m.Host), dash(m.RouteID), dash(m.SessionID), payload)
+		writeRow(tw, &rows[i])
 	}
 	return tw.Flush()
+}
+
+const tableHeader = "TIME\tID\tMETHOD\tSTATUS\tLATENCY_MS\tHOST\tROUTE\tSESSION\tPAYLOAD"
+
+func writeRow(w io.Writer, m *engine.Meta) {
+	payload := ""
+	if m.HasPayload {
+		payload = "yes"
+	}
+	fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", m.Time.Format("2006-01-02T15:04:05.000Z07:00"), m.ID,
+		m.Method, m.Status, strconv.FormatFloat(m.LatencyMs, 'f', 1, 64), dash(m.Host), dash(m.RouteID), dash(m.SessionID), payload)
+}
+
+// rowStream prints streamed rows: JSON lines, or a table aligned per chunk
+// of streamChunk rows (so memory stays constant).
+type rowStream struct {
+	json  *json.Encoder
+	tw    *tabwriter.Writer
+	n     int
+	chunk int
+}
+
+const streamChunk = 1000
+
+func newRowStream(w io.Writer, format string) *rowStream {
+	if format == "json" {
+		return &rowStream{json: json.NewEncoder(w)}
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, tableHeader)
+	return &rowStream{tw: tw}
+}
+
+func (s *rowStream) write(m *engine.Meta) error {
+	s.n++
+	if s.json != nil {
+		return s.json.Encode(m)
+	}
+	writeRow(s.tw, m)
+	if s.chunk++; s.chunk == streamChunk {
+		s.chunk = 0
+		return s.tw.Flush()
+	}
+	return nil
+}
+
+func (s *rowStream) close() error {
+	if s.tw != nil {
+		return s.tw.Flush()
+	}
+	return nil
 }
 
 func dash(s string) string {

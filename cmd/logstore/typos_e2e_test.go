@@ -1,0 +1,132 @@
+package main
+
+// End-to-end tests of the first items of the CLI issue (14): mistakes get
+// a clear error and the documented exit code, never a silent wrong answer;
+// --all streams every row; time flags take days, weeks and dates.
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// sampleStore is a store holding the bundled 300-record sample as tenant acme.
+func sampleStore(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "store")
+	r := cli(t, dir, "ingest", "--tenant", "acme", "../../testdata/demo-sample.jsonl")
+	require.Equal(t, 0, r.code, r.stderr)
+	return dir
+}
+
+func TestUnknownTenantIsAnError(t *testing.T) {
+	dir := sampleStore(t)
+	for _, args := range [][]string{
+		{"query", "--tenant", "acme2"},
+		{"query", "--tenant", "acme2", "--count"},
+		{"show", "--tenant", "acme2", "019NHYJXEG0ERSTGCWMGFJGDE7"},
+		{"audit", "--tenant", "acme2"},
+		{"keys", "status", "--tenant", "acme2"},
+		{"segments", "list", "--tenant", "acme2"},
+		{"segments", "verify", "--tenant", "acme2"},
+		{"tenants", "delete", "acme2", "--yes"},
+	} {
+		r := cli(t, dir, args...)
+		require.Equal(t, exitUsage, r.code, "%v: %s", args, r.stdout+r.stderr)
+		require.Contains(t, r.stderr, `no tenant "acme2"`, args)
+		require.Contains(t, r.stderr, "(tenants: acme)", args)
+	}
+	_, err := os.Stat(filepath.Join(dir, "segments", "acme2"))
+	require.True(t, os.IsNotExist(err), "no tenant directory was created")
+}
+
+func TestMistypedDirNeverCreatesAStore(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "nosuch")
+	for _, args := range [][]string{
+		{"query", "--tenant", "acme"},
+		{"show", "--tenant", "acme", "019NHYJXEG0ERSTGCWMGFJGDE7"},
+		{"audit", "--tenant", "acme"},
+		{"keys", "status", "--tenant", "acme"},
+		{"keys", "list"},
+		{"segments", "list"},
+		{"segments", "verify"},
+		{"tenants", "delete", "acme", "--yes"},
+	} {
+		r := cli(t, missing, args...)
+		require.Equal(t, exitError, r.code, "%v: %s", args, r.stdout+r.stderr)
+		require.Contains(t, r.stderr, "no logstore data directory at "+missing, args)
+		_, err := os.Stat(missing)
+		require.True(t, os.IsNotExist(err), "%v created %s", args, missing)
+	}
+	r := cli(t, "", "query", "--tenant", "acme")
+	require.Equal(t, exitUsage, r.code, r.stderr)
+	require.Contains(t, r.stderr, "--dir is empty")
+}
+
+func TestQueryMistakesAreUsageErrors(t *testing.T) {
+	dir := sampleStore(t)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--where", "method = GET;"}, `unexpected ';'`},
+		{[]string{"--where", "method = GET AND AND status = 200"}, "got the keyword AND"},
+		{[]string{"--where", "status = 99999999999999999999"}, "out of range"},
+		{[]string{"--where", "status = 2000"}, "HTTP status"},
+		{[]string{"--where", "status = 200 AND"}, "end of the expression"},
+		{[]string{"--since", "-1h"}, "must be positive"},
+		{[]string{"--since", "7x"}, "is not an age"},
+		{[]string{"--from", "2026-11-02", "--to", "2026-11-01"}, "is not before --to"},
+		{[]string{"--from", "yesterday"}, "use RFC 3339"},
+		{[]string{"--limit", "1000000"}, "use --all"},
+		{[]string{"--all", "--count"}, "not with --count"},
+	} {
+		r := cli(t, dir, append([]string{"query", "--tenant", "acme"}, c.args...)...)
+		require.Equal(t, exitUsage, r.code, "%v: %s", c.args, r.stdout+r.stderr)
+		require.Contains(t, r.stderr, c.want, c.args)
+		require.NotContains(t, r.stderr, "logstore: logstore/", "one prefix")
+	}
+	// The sample's records are from 2026-11-01.
+	count := func(args ...string) int {
+		r := cli(t, dir, append([]string{"query", "--tenant", "acme", "--count"}, args...)...)
+		require.Equal(t, 0, r.code, r.stderr)
+		n, err := strconv.Atoi(strings.TrimSpace(r.stdout))
+		require.NoError(t, err, r.stdout)
+		return n
+	}
+	require.Equal(t, 300, count())
+	require.Equal(t, 300, count("--from", "2026-11-01", "--to", "2026-11-02"))
+	require.Equal(t, 300, count("--from", "2026-11-01T00:00", "--to", "2026-11-02 00:00"))
+	require.Zero(t, count("--from", "2026-11-02"))
+	require.Zero(t, count("--since", "7d"), "the sample is older than a week: %s", "2026-11-01")
+	require.Equal(t, 300, count("--since", "5200w"))
+	require.Equal(t, count("--where", "method = GET"), count("--where", "method = 'GET'"))
+}
+
+func TestQueryAllStreamsEveryRow(t *testing.T) {
+	dir := sampleStore(t)
+	for _, args := range [][]string{{"--all"}, {"--limit", "0"}} {
+		r := cli(t, dir, append([]string{"query", "--tenant", "acme", "--format", "json"}, args...)...)
+		require.Equal(t, 0, r.code, r.stderr)
+		require.Len(t, strings.Split(strings.TrimSpace(r.stdout), "\n"), 300, args)
+		require.NotContains(t, r.stderr, "--cursor", "no page: every row")
+	}
+	r := cli(t, dir, "query", "--tenant", "acme", "--all", "--where", "status >= 400")
+	require.Equal(t, 0, r.code, r.stderr)
+	n := len(strings.Split(strings.TrimSpace(r.stdout), "\n")) - 1 // the header
+	c := cli(t, dir, "query", "--tenant", "acme", "--count", "--where", "status >= 400")
+	require.Equal(t, strings.TrimSpace(c.stdout), strconv.Itoa(n))
+	require.Contains(t, r.stderr, strconv.Itoa(n)+" row(s)")
+}
+
+func TestVersion(t *testing.T) {
+	for _, args := range [][]string{{"version"}, {"--version"}} {
+		r := cli(t, t.TempDir(), args...)
+		require.Equal(t, 0, r.code, r.stderr)
+		require.Contains(t, r.stdout, "logstore")
+	}
+}
