@@ -143,6 +143,9 @@ func jsonRecordError(err error) error {
 		if len(name) > 66 {
 			name = name[:64] + `..."`
 		}
+		if payloadFields[strings.Trim(name, `"`)] {
+			return fmt.Errorf(`unknown field %s: bodies go under "payload", e.g. {"payload": {%s: ...}} (README: JSONL schema)`, name, name)
+		}
 		return fmt.Errorf("unknown field %s", name)
 	}
 	return errors.New("not a JSON record (details withheld: they may hold sealed fields)")
@@ -171,4 +174,11 @@ func urlProblem(err error) string {
 // badURL is the error for a URL that did not parse.
 func badURL(field string, err error) error {
 	return fmt.Errorf("%s: invalid URL (%s): %s", field, withheld, urlProblem(err))
+}
+
+// payloadFields are the fields of a JSONL record's "payload" object: one
+// of them at the top level is a misplaced body, and the error says where.
+var payloadFields = map[string]bool{
+	"request_content_type": true, "request_body": true, "request_body_base64": true,
+	"response_content_type": true, "response_body": true, "response_body_base64": true,
 }

@@ -195,7 +195,8 @@ func (r *Router) For(uri string) (Provider, error) {
 	}
 	p, ok := r.providers[s]
 	if !ok {
-		return nil, &Error{Op: "route", KeyURI: uri, Kind: ErrUnsupported, Detail: fmt.Sprintf("no provider for scheme %q is configured", s)}
+		// Also ErrBadURI: the caller named a scheme this process cannot use.
+		return nil, &Error{Op: "route", KeyURI: uri, Kind: ErrUnsupported, Err: ErrBadURI, Detail: fmt.Sprintf("no provider for scheme %q is configured", s)}
 	}
 	return p, nil
 }

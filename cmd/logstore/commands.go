@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -54,7 +56,7 @@ func (a *app) ingestCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			total, skipped := 0, 0
+			total, skipped, skippedFiles := 0, 0, 0
 			start := time.Now()
 			for _, name := range files {
 				res, err := a.ingestOne(cmd.Context(), tn, name, ingest.Options{Format: f, Session: session, SkipInvalid: skip})
@@ -64,13 +66,26 @@ func (a *app) ingestCmd() *cobra.Command {
 					fmt.Fprintf(a.stderr, "skipped: %v\n", s)
 				}
 				if err != nil {
-					fmt.Fprintf(a.stderr, "stored %d record(s) from %s before the error; they are safe\n", res.Stored, name)
+					if res.Stored > 0 {
+						fmt.Fprintf(a.stderr, "stored %d record(s) from %s before the error; they are safe\n", res.Stored, name)
+					}
+					if skip && badInputFile(err) {
+						// --skip-invalid: a file that is not input is skipped
+						// like an entry that is not a record, and counted.
+						fmt.Fprintf(a.stderr, "skipped file %s: %v\n", name, err)
+						skippedFiles++
+						continue
+					}
 					return err
 				}
 				fmt.Fprintf(a.stdout, "%s: %s, %d record(s) stored, %d skipped, %d bytes\n", name, res.Format, res.Stored, res.Skipped, res.Bytes)
 			}
 			el := time.Since(start)
-			fmt.Fprintf(a.stdout, "ingested %d record(s) for tenant %s in %s (%.0f records/s), %d skipped\n", total, tenant, el.Round(time.Millisecond), float64(total)/el.Seconds(), skipped)
+			fmt.Fprintf(a.stdout, "ingested %d record(s) for tenant %s in %s (%.0f records/s), %d skipped", total, tenant, el.Round(time.Millisecond), float64(total)/el.Seconds(), skipped)
+			if skippedFiles > 0 {
+				fmt.Fprintf(a.stdout, ", %d file(s) skipped", skippedFiles)
+			}
+			fmt.Fprintln(a.stdout)
 			return nil
 		},
 	}
@@ -79,6 +94,14 @@ func (a *app) ingestCmd() *cobra.Command {
 	cmd.Flags().StringVar(&session, "session", "", "session id for records without one")
 	cmd.Flags().BoolVar(&skip, "skip-invalid", false, "skip malformed entries (counted) instead of stopping")
 	return cmd
+}
+
+// badInputFile reports whether err is about an input file itself (missing,
+// unreadable, not a format ingest knows, malformed past what --skip-invalid
+// skips), not about the store or the key.
+func badInputFile(err error) bool {
+	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.EISDIR) ||
+		errors.Is(err, ingest.ErrUnknownFormat) || errors.Is(err, ingest.ErrMalformed) || errors.Is(err, ingest.ErrTooLarge)
 }
 
 func (a *app) ingestOne(ctx context.Context, tn *engine.Tenant, name string, o ingest.Options) (ingest.Result, error) {

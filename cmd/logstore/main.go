@@ -160,6 +160,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return nil
 	}
 	root.AddCommand(a.versionCmd(), a.demoCmd(), a.ingestCmd(), a.queryCmd(), a.showCmd(), a.keysCmd(), a.segmentsCmd(), a.auditCmd(), a.tenantsCmd(), a.benchCmd())
+	strictArgs(root)
 	root.SetArgs(args)
 	err := root.Execute()
 	if err == nil {
@@ -177,16 +178,51 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 func exitCode(err error) int {
 	var u usageError
 	switch {
+	case errors.Is(err, keys.ErrBadURI):
+		return exitUsage // before the key checks: an unknown scheme is a typo, not a revocation
 	case errors.Is(err, keys.ErrKeyUnusable), keys.IsRetryable(err), errors.Is(err, engine.ErrNoKey):
 		return exitKey
 	case errors.As(err, &u), errors.Is(err, query.ErrSyntax), errors.Is(err, query.ErrSealedField),
 		errors.Is(err, query.ErrUnknownField), errors.Is(err, query.ErrBadValue), errors.Is(err, query.ErrBadCursor),
-		errors.Is(err, engine.ErrInvalidTenant), errors.Is(err, ingest.ErrUsage),
-		strings.HasPrefix(err.Error(), "unknown command"), strings.HasPrefix(err.Error(), "accepts "),
-		strings.HasPrefix(err.Error(), "requires "), strings.Contains(err.Error(), "required flag"):
+		errors.Is(err, engine.ErrInvalidTenant), errors.Is(err, ingest.ErrUsage):
 		return exitUsage
 	}
 	return exitError
+}
+
+// strictArgs makes every way of calling a command wrongly a usageError
+// (exit 2) by construction, not by matching cobra's messages: argument
+// counts (each command's Args), and unknown or missing subcommands of the
+// command groups (which cobra would otherwise answer with help, exit 0).
+func strictArgs(c *cobra.Command) {
+	switch {
+	case c.HasSubCommands() && !c.Runnable():
+		c.Args = cobra.ArbitraryArgs
+		c.RunE = func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				cmd.SetOut(cmd.ErrOrStderr())
+				_ = cmd.Help()
+				return usageError{fmt.Errorf("%s needs a command", cmd.CommandPath())}
+			}
+			msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+			cmd.SuggestionsMinimumDistance = 2
+			if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+				msg += fmt.Sprintf("; did you mean %q?", s[0])
+			}
+			return usageError{errors.New(msg + " (see --help)")}
+		}
+	case c.Args != nil:
+		orig := c.Args
+		c.Args = func(cmd *cobra.Command, args []string) error {
+			if err := orig(cmd, args); err != nil {
+				return usageError{fmt.Errorf("%s: %w", cmd.CommandPath(), err)}
+			}
+			return nil
+		}
+	}
+	for _, sub := range c.Commands() {
+		strictArgs(sub)
+	}
 }
 
 func defaultDir() string {

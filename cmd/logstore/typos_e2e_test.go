@@ -130,3 +130,57 @@ func TestVersion(t *testing.T) {
 		require.Contains(t, r.stdout, "logstore")
 	}
 }
+
+func TestWrongCallsExitTwo(t *testing.T) {
+	dir := sampleStore(t)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"qurey"}, `did you mean "query"?`},
+		{[]string{"keys", "lnk"}, `did you mean "link"?`},
+		{[]string{"keys"}, "needs a command"},
+		{[]string{"show", "--tenant", "acme"}, "accepts 1 arg(s)"},
+		{[]string{"query", "--tenant", "acme", "extra"}, "unknown command"},
+		{[]string{"query", "--tenant", "acme", "--nosuchflag"}, "unknown flag"},
+		{[]string{"keys", "link", "--tenant", "acme", "--key", "bogus://x"}, "bad key URI"},
+		{[]string{"keys", "link", "--tenant", "acme", "--key", "not-a-uri"}, "bad key URI"},
+	} {
+		r := cli(t, dir, c.args...)
+		require.Equal(t, exitUsage, r.code, "%v: %s", c.args, r.stdout+r.stderr)
+		require.Contains(t, r.stderr, c.want, c.args)
+	}
+}
+
+func TestMisplacedBodyNamesPayload(t *testing.T) {
+	in := filepath.Join(t.TempDir(), "one.jsonl")
+	require.NoError(t, os.WriteFile(in, []byte(`{"time":"2026-11-01T09:00:00Z","method":"GET","status":200,"request_body":"{}"}`+"\n"), 0o600))
+	r := cli(t, filepath.Join(t.TempDir(), "store"), "ingest", "--tenant", "acme", in)
+	require.Equal(t, exitError, r.code, r.stdout)
+	require.Contains(t, r.stderr, `unknown field "request_body": bodies go under "payload"`)
+}
+
+func TestSkipInvalidGoesOnOverFiles(t *testing.T) {
+	tmp := t.TempDir()
+	junk := filepath.Join(tmp, "junk.bin")
+	require.NoError(t, os.WriteFile(junk, []byte("\x00\x01 not a capture \x02"), 0o600))
+	empty := filepath.Join(tmp, "empty.jsonl")
+	require.NoError(t, os.WriteFile(empty, nil, 0o600))
+	sample := "../../testdata/demo-sample.jsonl"
+	dir := filepath.Join(tmp, "store")
+	r := cli(t, dir, "ingest", "--tenant", "acme", "--skip-invalid", junk, filepath.Join(tmp, "missing.har"), sample)
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stderr, "skipped file "+junk)
+	require.Contains(t, r.stderr, "skipped file "+filepath.Join(tmp, "missing.har"))
+	require.Contains(t, r.stdout, "ingested 300 record(s)")
+	require.Contains(t, r.stdout, "2 file(s) skipped")
+	require.NotContains(t, r.stderr, "stored 0 record(s)", "nothing to reassure about")
+	// Without it, the first bad file stops the ingest, and says nothing
+	// about records it never stored.
+	r = cli(t, dir, "ingest", "--tenant", "acme", filepath.Join(tmp, "missing.har"), sample)
+	require.Equal(t, exitError, r.code)
+	require.NotContains(t, r.stderr, "stored 0 record(s)")
+	r = cli(t, dir, "ingest", "--tenant", "acme", empty)
+	t.Logf("empty input: code %d, %s%s", r.code, r.stdout, r.stderr)
+	require.NotContains(t, r.stderr, "stored 0 record(s)")
+}
