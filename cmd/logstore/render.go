@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -51,7 +52,7 @@ const streamChunk = 1000
 
 func newRowStream(w io.Writer, format string) *rowStream {
 	if format == "json" {
-		return &rowStream{json: json.NewEncoder(w)}
+		return &rowStream{json: newJSONEncoder(w)}
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, tableHeader)
@@ -61,7 +62,7 @@ func newRowStream(w io.Writer, format string) *rowStream {
 func (s *rowStream) write(m *engine.Meta) error {
 	s.n++
 	if s.json != nil {
-		return s.json.Encode(m)
+		return s.json.Encode(jsonRow(m))
 	}
 	writeRow(s.tw, m)
 	if s.chunk++; s.chunk == streamChunk {
@@ -87,13 +88,41 @@ func dash(s string) string {
 
 // writeJSONLines prints one JSON object per row (plaintext fields only).
 func writeJSONLines(w io.Writer, rows []engine.Meta) error {
-	enc := json.NewEncoder(w)
+	enc := newJSONEncoder(w)
 	for i := range rows {
-		if err := enc.Encode(&rows[i]); err != nil {
+		if err := enc.Encode(jsonRow(&rows[i])); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// newJSONEncoder writes JSON for people and tools alike: "<" and "&" as
+// themselves, not \u003c.
+func newJSONEncoder(w io.Writer) *json.Encoder {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	return enc
+}
+
+// metaJSON is a row as the CLI prints it: the time in UTC with nine
+// fractional digits (every row the same length, so they sort as text), and
+// latencies rounded to the microsecond (no binary float noise such as
+// 0.31400000000000006).
+type metaJSON struct {
+	engine.Meta
+	Time              string  `json:"time"`
+	LatencyMs         float64 `json:"latency_ms"`
+	UpstreamLatencyMs float64 `json:"upstream_latency_ms,omitempty"`
+	GatewayLatencyMs  float64 `json:"gateway_latency_ms,omitempty"`
+}
+
+const jsonTimeLayout = "2006-01-02T15:04:05.000000000Z07:00"
+
+func jsonRow(m *engine.Meta) metaJSON {
+	us := func(ms float64) float64 { return math.Round(ms*1000) / 1000 }
+	return metaJSON{Meta: *m, Time: m.Time.UTC().Format(jsonTimeLayout),
+		LatencyMs: us(m.LatencyMs), UpstreamLatencyMs: us(m.UpstreamLatencyMs), GatewayLatencyMs: us(m.GatewayLatencyMs)}
 }
 
 // writeRecordText prints a decrypted record for a person; binary bodies are

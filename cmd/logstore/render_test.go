@@ -56,3 +56,21 @@ func TestRenderBytes(t *testing.T) {
 	require.False(t, isPrintable([]byte("a\x1bb")))
 	require.False(t, isPrintable([]byte{0xc3}))
 }
+
+// TestJSONRowsAreClean: query JSON rows have fixed-length UTC times, no
+// binary float noise, and "<" as itself.
+func TestJSONRowsAreClean(t *testing.T) {
+	var b strings.Builder
+	require.NoError(t, writeJSONLines(&b, []engine.Meta{
+		{Time: time.Date(2026, 11, 1, 9, 30, 0, 0, time.FixedZone("x", 3600)), Method: "GET", Status: 200, LatencyMs: 0.1 + 0.214, RouteID: "<root>"},
+		{Time: time.Date(2026, 11, 1, 9, 30, 0, 123456789, time.UTC), Method: "GET", Status: 200, LatencyMs: 12},
+	}))
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	require.Len(t, lines, 2)
+	require.Contains(t, lines[0], `"time":"2026-11-01T08:30:00.000000000Z"`)
+	require.Contains(t, lines[0], `"latency_ms":0.314`)
+	require.NotContains(t, lines[0], `0.31400000000000006`)
+	require.Contains(t, lines[0], `"route_id":"<root>"`)
+	require.Contains(t, lines[1], `"time":"2026-11-01T09:30:00.123456789Z"`)
+	require.Equal(t, 1, strings.Count(lines[0], `"time"`), "one time field")
+}
