@@ -25,11 +25,15 @@ func contains(xs []string, x string) bool {
 
 func (a *app) segmentsCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "segments", Short: "List, verify and reindex segments"}
-	var tenant string
+	var tenant, format string
 	list := &cobra.Command{
-		Use:  "list [--tenant T]",
-		Args: cobra.NoArgs,
+		Use:   "list [--tenant T] [--format table|json]",
+		Short: "List every segment: sealed or active, records, blocks, bytes, key and newest record",
+		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) (err error) {
+			if err := checkFormat(format); err != nil {
+				return err
+			}
 			db, err := a.open()
 			if err != nil {
 				return err
@@ -44,11 +48,19 @@ func (a *app) segmentsCmd() *cobra.Command {
 				return err
 			}
 			tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "TENANT\tSEGMENT\tSEALED\tRECORDS\tPAYLOADS\tBLOCKS\tRAW\tSIZE\tKEY\tGEN\tNEWEST")
+			if format == "table" {
+				fmt.Fprintln(tw, "TENANT\tSEGMENT\tSEALED\tRECORDS\tPAYLOADS\tBLOCKS\tRAW\tSIZE\tKEY\tGEN\tNEWEST")
+			}
 			for _, t := range tenants {
 				segs, err := db.Admin().Segments(cmd.Context(), t)
 				if err != nil {
 					return err
+				}
+				if format == "json" {
+					if err := writeJSONEach(a.stdout, segs); err != nil {
+						return err
+					}
+					continue
 				}
 				for _, s := range segs {
 					fmt.Fprintf(tw, "%s\t%s\t%v\t%d\t%d\t%d\t%d\t%d\t%s\t%d\t%s\n", t, s.ID, s.Sealed, s.Records, s.Payloads, s.Blocks,
@@ -58,7 +70,8 @@ func (a *app) segmentsCmd() *cobra.Command {
 			return tw.Flush()
 		},
 	}
-	list.Flags().StringVar(&tenant, "tenant", "", "only this tenant")
+	list.Flags().StringVarP(&tenant, "tenant", "t", "", "only this tenant")
+	list.Flags().StringVarP(&format, "format", "o", "table", "table or json (JSON lines)")
 	verify := &cobra.Command{
 		Use:   "verify [--tenant T]",
 		Short: "Check every segment's checksums, authenticate every block, and compare the index with the segments (exit 3: a key is unusable)",
@@ -101,7 +114,7 @@ func (a *app) segmentsCmd() *cobra.Command {
 			return a.reportVerify(checks)
 		},
 	}
-	verify.Flags().StringVar(&tenant, "tenant", "", "only this tenant")
+	verify.Flags().StringVarP(&tenant, "tenant", "t", "", "only this tenant")
 	reindex := &cobra.Command{
 		Use:   "reindex",
 		Short: "Rebuild the metadata index from the segments alone (no key needed), also when it is damaged or cannot be opened",
@@ -180,9 +193,9 @@ func (a *app) auditCmd() *cobra.Command {
 			return tw.Flush()
 		},
 	}
-	cmd.Flags().StringVar(&tenant, "tenant", "", "tenant")
+	cmd.Flags().StringVarP(&tenant, "tenant", "t", "", "tenant")
 	cmd.Flags().DurationVar(&since, "since", 0, "only events newer than this")
-	cmd.Flags().StringVar(&format, "format", "table", "table or json")
+	cmd.Flags().StringVarP(&format, "format", "o", "table", "table or json")
 	cmd.AddCommand(a.auditVerifyCmd())
 	return cmd
 }

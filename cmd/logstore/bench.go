@@ -36,6 +36,6 @@ func (a *app) benchCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().IntVar(&records, "records", 20_000, "records per append measurement")
-	cmd.Flags().StringVar(&format, "format", "table", "table or json")
+	cmd.Flags().StringVarP(&format, "format", "o", "table", "table or json")
 	return cmd
 }

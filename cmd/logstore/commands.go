@@ -89,7 +89,7 @@ func (a *app) ingestCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&tenant, "tenant", "", "tenant (required)")
+	cmd.Flags().StringVarP(&tenant, "tenant", "t", "", "tenant (required)")
 	cmd.Flags().StringVar(&format, "format", "auto", "input format: auto, jsonl, har or combined")
 	cmd.Flags().StringVar(&session, "session", "", "session id for records without one")
 	cmd.Flags().BoolVar(&skip, "skip-invalid", false, "skip malformed entries (counted) instead of stopping")
@@ -179,15 +179,15 @@ func (a *app) queryCmd() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&tenant, "tenant", "", "tenant (required)")
+	f.StringVarP(&tenant, "tenant", "t", "", "tenant (required)")
 	f.Var(&since, "since", "only records newer than this age (90s, 15m, 1h30m, 7d, 2w)")
 	f.StringVar(&from, "from", "", "records at or after this time (RFC 3339, 2015-05-18, or 2015-05-18T10:00 UTC)")
 	f.StringVar(&to, "to", "", "records before this time (same forms as --from)")
 	f.BoolVar(&all, "all", false, "stream every matching row (no page limit, constant memory); same as --limit 0")
-	f.StringVar(&req.Where, "where", "", "filter expression, e.g. \"status=5xx AND method IN (POST, PUT)\"")
+	f.StringVarP(&req.Where, "where", "w", "", "filter expression, e.g. \"status=5xx AND method IN (POST, PUT)\"")
 	f.IntVar(&req.Limit, "limit", 100, "page size, at most 10,000 (--all or --limit 0: every row)")
 	f.StringVar(&req.Cursor, "cursor", "", "continue from a previous page's cursor")
-	f.StringVar(&format, "format", "table", "table or json (JSON lines)")
+	f.StringVarP(&format, "format", "o", "table", "table or json (JSON lines)")
 	f.BoolVar(&req.Count, "count", false, "print the number of matches")
 	return cmd
 }
@@ -294,9 +294,9 @@ func (a *app) showCmd() *cobra.Command {
 			return usageError{fmt.Errorf("--format must be text, json or raw, not %q", format)}
 		},
 	}
-	cmd.Flags().StringVar(&tenant, "tenant", "", "tenant (required)")
+	cmd.Flags().StringVarP(&tenant, "tenant", "t", "", "tenant (required)")
 	cmd.Flags().StringVar(&part, "part", "all", "log, payload or all")
-	cmd.Flags().StringVar(&format, "format", "text", "text, json, or raw (the bytes of one body, see --body)")
+	cmd.Flags().StringVarP(&format, "format", "o", "text", "text, json, or raw (the bytes of one body, see --body)")
 	cmd.Flags().StringVar(&which, "body", "response", "with --format raw: request or response")
 	return cmd
 }

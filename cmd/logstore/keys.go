@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strings"
 	"errors"
 	"fmt"
 	"text/tabwriter"
@@ -52,7 +53,7 @@ func (a *app) keysLinkCmd() *cobra.Command {
 			return nil
 		},
 	}
-	link.Flags().StringVar(&tenant, "tenant", "", "tenant")
+	link.Flags().StringVarP(&tenant, "tenant", "t", "", "tenant")
 	link.Flags().StringVar(&key, "key", "", "key URI: local://NAME or aws-kms://arn:aws:kms:REGION:ACCOUNT:key/ID")
 	return link
 }
@@ -68,12 +69,25 @@ func (a *app) printAttested(ats []engine.AttestReport) {
 	}
 }
 
+// keyListRow is one line of `keys list`.
+type keyListRow struct {
+	Tenant    string   `json:"tenant"`
+	LinkedKey string   `json:"linked_key"` // "" when the tenant uses its default key
+	Default   string   `json:"default_key,omitempty"`
+	KeysInUse []string `json:"keys_in_use"`
+	Segments  int      `json:"segments"`
+}
+
 func (a *app) keysListCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "list",
+	var format string
+	cmd := &cobra.Command{
+		Use:   "list [--format table|json]",
 		Short: "List tenants with their linked key and the keys their segments use",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) (err error) {
+			if err := checkFormat(format); err != nil {
+				return err
+			}
 			db, err := a.open()
 			if err != nil {
 				return err
@@ -87,22 +101,39 @@ func (a *app) keysListCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "TENANT\tLINKED KEY\tKEYS IN USE\tSEGMENTS")
+			var rows []keyListRow
 			for _, t := range tenants {
 				uri, err := db.Admin().KeyURI(cmd.Context(), t)
 				if err != nil {
 					return err
 				}
+				r := keyListRow{Tenant: t, LinkedKey: uri, KeysInUse: st.Tenants[t].KeysInUse, Segments: st.Tenants[t].Segments}
 				if uri == "" {
-					uri = "(default " + keys.LocalURI(t) + ")"
+					r.Default = keys.LocalURI(t)
 				}
-				ts := st.Tenants[t]
-				fmt.Fprintf(tw, "%s\t%s\t%v\t%d\n", t, uri, ts.KeysInUse, ts.Segments)
+				if r.KeysInUse == nil {
+					r.KeysInUse = []string{}
+				}
+				rows = append(rows, r)
+			}
+			if format == "json" {
+				return writeJSONEach(a.stdout, rows)
+			}
+			tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "TENANT\tLINKED KEY\tKEYS IN USE\tSEGMENTS")
+			for _, r := range rows {
+				uri := r.LinkedKey
+				if uri == "" {
+					uri = "(default " + r.Default + ")"
+				}
+				inUse := strings.Join(r.KeysInUse, ", ")
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\n", r.Tenant, uri, dash(inUse), r.Segments)
 			}
 			return tw.Flush()
 		},
 	}
+	cmd.Flags().StringVarP(&format, "format", "o", "table", "table or json (JSON lines)")
+	return cmd
 }
 
 func (a *app) keysStatusCmd() *cobra.Command {
@@ -138,7 +169,7 @@ func (a *app) keysStatusCmd() *cobra.Command {
 			return errors.Join(errs...)
 		},
 	}
-	status.Flags().StringVar(&tenant, "tenant", "", "tenant")
+	status.Flags().StringVarP(&tenant, "tenant", "t", "", "tenant")
 	return status
 }
 
@@ -190,7 +221,7 @@ func (a *app) keysRewrapCmd() *cobra.Command {
 			return nil
 		},
 	}
-	rewrap.Flags().StringVar(&tenant, "tenant", "", "tenant")
+	rewrap.Flags().StringVarP(&tenant, "tenant", "t", "", "tenant")
 	rewrap.Flags().StringVar(&to, "to", "", "the new key URI")
 	return rewrap
 }

@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/logstore/logstore/engine"
 	"github.com/logstore/logstore/ingest"
@@ -161,6 +162,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	root.AddCommand(a.versionCmd(), a.demoCmd(), a.ingestCmd(), a.queryCmd(), a.showCmd(), a.keysCmd(), a.segmentsCmd(), a.auditCmd(), a.tenantsCmd(), a.benchCmd())
 	strictArgs(root)
+	conventions(root)
 	root.SetArgs(args)
 	err := root.Execute()
 	if err == nil {
@@ -237,4 +239,22 @@ func requireTenant(t string) error {
 		return usageError{errors.New("--tenant is required")}
 	}
 	return engine.ValidateTenant(t)
+}
+
+// conventions applies what every command shares: usage lines as written in
+// Use (which lists the flags: no second "[flags]"), and --output as the
+// long alias of an output --format (-o).
+func conventions(c *cobra.Command) {
+	c.DisableFlagsInUseLine = true
+	if f := c.Flags().Lookup("format"); f != nil && f.Shorthand == "o" {
+		c.Flags().SetNormalizeFunc(func(_ *pflag.FlagSet, name string) pflag.NormalizedName {
+			if name == "output" {
+				name = "format"
+			}
+			return pflag.NormalizedName(name)
+		})
+	}
+	for _, sub := range c.Commands() {
+		conventions(sub)
+	}
 }

@@ -194,3 +194,22 @@ func isPrintable(body []byte) bool {
 	}
 	return true
 }
+
+// writeJSONEach prints one JSON object per item.
+func writeJSONEach[T any](w io.Writer, items []T) error {
+	enc := newJSONEncoder(w)
+	for i := range items {
+		if err := enc.Encode(&items[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkFormat refuses an output format other than table or json.
+func checkFormat(format string) error {
+	if format != "table" && format != "json" {
+		return usageError{fmt.Errorf("--format must be table or json, not %q", format)}
+	}
+	return nil
+}

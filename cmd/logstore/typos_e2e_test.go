@@ -5,6 +5,7 @@ package main
 // --all streams every row; time flags take days, weeks and dates.
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -183,4 +184,33 @@ func TestSkipInvalidGoesOnOverFiles(t *testing.T) {
 	r = cli(t, dir, "ingest", "--tenant", "acme", empty)
 	t.Logf("empty input: code %d, %s%s", r.code, r.stdout, r.stderr)
 	require.NotContains(t, r.stderr, "stored 0 record(s)")
+}
+
+func TestConventions(t *testing.T) {
+	dir := sampleStore(t)
+	// Short flags and --output.
+	long := cli(t, dir, "query", "--tenant", "acme", "--where", "status >= 400", "--format", "json", "--all")
+	short := cli(t, dir, "query", "-t", "acme", "-w", "status >= 400", "-o", "json", "--all")
+	alias := cli(t, dir, "query", "-t", "acme", "-w", "status >= 400", "--output", "json", "--all")
+	require.Equal(t, 0, long.code, long.stderr)
+	require.Equal(t, long.stdout, short.stdout)
+	require.Equal(t, long.stdout, alias.stdout)
+	// JSON on the listings.
+	for _, args := range [][]string{{"segments", "list", "-o", "json"}, {"keys", "list", "--output", "json"}} {
+		r := cli(t, dir, args...)
+		require.Equal(t, 0, r.code, r.stderr)
+		for _, line := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
+			require.True(t, json.Valid([]byte(line)), "%v: %s", args, line)
+			require.Contains(t, line, `"tenant":"acme"`)
+		}
+	}
+	r := cli(t, dir, "keys", "list")
+	require.NotContains(t, r.stdout, "[local://acme]", "no Go slice syntax")
+	// Usage lines are written once.
+	for _, args := range [][]string{{"query", "--help"}, {"segments", "list", "--help"}, {"ingest", "--help"}} {
+		r := cli(t, dir, args...)
+		require.Equal(t, 0, r.code)
+		require.NotContains(t, r.stdout, "[flags] [flags]", args)
+		require.NotContains(t, r.stdout, "] [flags]\n", args)
+	}
 }
