@@ -90,21 +90,9 @@ func (db *DB) replayJournal(ctx context.Context, tenant, name string) (int, erro
 		damage = fmt.Errorf("%w: journal %s holds %d bytes of blocks, the manifest's checkpoint recorded %d: acknowledged records were cut off; what remains was replayed and the file is kept",
 			ErrSegmentLoss, name, jd.validEnd, checkpointed)
 	}
-	segs, _, err := db.catalog.snapshot(tenant)
+	have, err := db.storedRecords(tenant, seg)
 	if err != nil {
 		return 0, err
-	}
-	var have recordSet
-	for _, sv := range segs {
-		if sv.id == seg {
-			blocks, _, err := sv.summaries()
-			if err != nil {
-				return 0, err
-			}
-			if have, err = db.idsOfBlocks(tenant, seg, blocks); err != nil {
-				return 0, err
-			}
-		}
 	}
 	todo, err := jd.unstored(have, func(id ID, kind byte) (bool, error) { return db.storedIn(tenant, id, kind) })
 	if err != nil {
@@ -241,4 +229,23 @@ func (db *DB) reappend(ctx context.Context, tenant string, blocks []journalBlock
 		return nil
 	})
 	return len(order), err
+}
+
+// storedRecords are the records the blocks of tenant's segment seg hold, by
+// the catalog.
+func (db *DB) storedRecords(tenant string, seg [16]byte) (recordSet, error) {
+	segs, _, err := db.catalog.snapshot(tenant)
+	if err != nil {
+		return recordSet{}, err
+	}
+	for _, sv := range segs {
+		if sv.id == seg {
+			blocks, _, err := sv.summaries()
+			if err != nil {
+				return recordSet{}, err
+			}
+			return db.idsOfBlocks(tenant, seg, blocks)
+		}
+	}
+	return recordSet{}, nil
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -30,44 +31,11 @@ func (a *app) segmentsCmd() *cobra.Command {
 		Use:   "list [--tenant T] [--format table|json]",
 		Short: "List every segment: sealed or active, records, blocks, bytes, key and newest record",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) (err error) {
+		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkFormat(format); err != nil {
 				return err
 			}
-			db, err := a.open()
-			if err != nil {
-				return err
-			}
-			defer closeDB(db, &err)
-			tenants := []string{tenant}
-			if tenant == "" {
-				if tenants, err = db.Admin().Tenants(cmd.Context()); err != nil {
-					return err
-				}
-			} else if _, err := a.existingTenant(cmd.Context(), db, tenant); err != nil {
-				return err
-			}
-			tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
-			if format == "table" {
-				fmt.Fprintln(tw, "TENANT\tSEGMENT\tSEALED\tRECORDS\tPAYLOADS\tBLOCKS\tRAW\tSIZE\tKEY\tGEN\tNEWEST")
-			}
-			for _, t := range tenants {
-				segs, err := db.Admin().Segments(cmd.Context(), t)
-				if err != nil {
-					return err
-				}
-				if format == "json" {
-					if err := writeJSONEach(a.stdout, segs); err != nil {
-						return err
-					}
-					continue
-				}
-				for _, s := range segs {
-					fmt.Fprintf(tw, "%s\t%s\t%v\t%d\t%d\t%d\t%d\t%d\t%s\t%d\t%s\n", t, s.ID, s.Sealed, s.Records, s.Payloads, s.Blocks,
-						s.RawBytes, s.Size, s.KeyURI, s.KeyGen, s.MaxTime.Format(time.RFC3339))
-				}
-			}
-			return tw.Flush()
+			return a.listSegments(cmd.Context(), tenant, format)
 		},
 	}
 	list.Flags().StringVarP(&tenant, "tenant", "t", "", "only this tenant")
@@ -342,4 +310,42 @@ func (a *app) reportUnauthenticated(t *verifyTally) error {
 	}
 	fmt.Fprintln(a.stdout, unauth)
 	return fmt.Errorf("%s: %w", unauth, t.keyErr)
+}
+
+// listSegments prints `segments list`: every tenant's segments, or one's.
+func (a *app) listSegments(ctx context.Context, tenant, format string) (err error) {
+	db, err := a.open()
+	if err != nil {
+		return err
+	}
+	defer closeDB(db, &err)
+	tenants := []string{tenant}
+	if tenant == "" {
+		if tenants, err = db.Admin().Tenants(ctx); err != nil {
+			return err
+		}
+	} else if _, err := a.existingTenant(ctx, db, tenant); err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
+	if format == "table" {
+		fmt.Fprintln(tw, "TENANT\tSEGMENT\tSEALED\tRECORDS\tPAYLOADS\tBLOCKS\tRAW\tSIZE\tKEY\tGEN\tNEWEST")
+	}
+	for _, t := range tenants {
+		segs, err := db.Admin().Segments(ctx, t)
+		if err != nil {
+			return err
+		}
+		if format == "json" {
+			if err := writeJSONEach(a.stdout, segs); err != nil {
+				return err
+			}
+			continue
+		}
+		for _, s := range segs {
+			fmt.Fprintf(tw, "%s\t%s\t%v\t%d\t%d\t%d\t%d\t%d\t%s\t%d\t%s\n", t, s.ID, s.Sealed, s.Records, s.Payloads, s.Blocks,
+				s.RawBytes, s.Size, s.KeyURI, s.KeyGen, s.MaxTime.Format(time.RFC3339))
+		}
+	}
+	return tw.Flush()
 }
