@@ -180,7 +180,13 @@ func (a *app) printKeyStatus(ks engine.KeyStatus) {
 		return
 	}
 	s := ks.State
-	desc := fmt.Sprintf("%s: %s (enabled=%v spec=%s region=%s)", ks.URI, s.State, s.Enabled, s.Spec, s.Region)
+	details := []string{fmt.Sprintf("enabled=%v", s.Enabled)}
+	for _, kv := range [][2]string{{"spec", s.Spec}, {"region", s.Region}} {
+		if kv[1] != "" { // a local key has no region
+			details = append(details, kv[0]+"="+kv[1])
+		}
+	}
+	desc := fmt.Sprintf("%s: %s (%s)", ks.URI, s.State, strings.Join(details, " "))
 	switch {
 	case !s.Enabled:
 		fmt.Fprintf(a.stdout, "%s: UNUSABLE\n", desc)

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -134,7 +136,16 @@ func writeRecordText(w io.Writer, r *engine.Record, parts engine.Part) error {
 	if r.Query != "" {
 		b.WriteString("?" + r.Query)
 	}
-	fmt.Fprintf(&b, "\nstatus    %d (upstream %d)\nlatency   %.1f ms (upstream %.1f, gateway %.1f)\n", r.Status, r.UpstreamStatus, r.LatencyMs, r.UpstreamLatencyMs, r.GatewayLatencyMs)
+	// Unknown (zero) upstream figures are left out, not shown as 0.
+	fmt.Fprintf(&b, "\nstatus    %d", r.Status)
+	if r.UpstreamStatus != 0 {
+		fmt.Fprintf(&b, " (upstream %d)", r.UpstreamStatus)
+	}
+	fmt.Fprintf(&b, "\nlatency   %.1f ms", r.LatencyMs)
+	if r.UpstreamLatencyMs != 0 || r.GatewayLatencyMs != 0 {
+		fmt.Fprintf(&b, " (upstream %.1f, gateway %.1f)", r.UpstreamLatencyMs, r.GatewayLatencyMs)
+	}
+	b.WriteString("\n")
 	for _, kv := range [][2]string{{"session", r.SessionID}, {"trace", r.TraceID}, {"span", r.SpanID}, {"route", r.RouteID},
 		{"service", r.ServiceID}, {"client ip", r.ClientIP}, {"consumer", r.ConsumerID}} {
 		if kv[1] != "" {
@@ -151,8 +162,8 @@ func writeRecordText(w io.Writer, r *engine.Record, parts engine.Part) error {
 				fmt.Fprintf(&b, "  %s: %s\n", h.Name, h.Value)
 			}
 		}
-		for k, v := range r.Attributes {
-			fmt.Fprintf(&b, "attribute %s=%s\n", k, v)
+		for _, k := range slices.Sorted(maps.Keys(r.Attributes)) {
+			fmt.Fprintf(&b, "attribute %s=%s\n", k, r.Attributes[k])
 		}
 	}
 	if parts&engine.PartPayload != 0 {
@@ -168,7 +179,15 @@ func writeRecordText(w io.Writer, r *engine.Record, parts engine.Part) error {
 }
 
 func writeBody(b *strings.Builder, title, ctype string, body []byte) {
-	fmt.Fprintf(b, "%s (%s, %d bytes)", title, dash(ctype), len(body))
+	if len(body) == 0 && ctype == "" {
+		fmt.Fprintf(b, "%s none\n", title)
+		return
+	}
+	if ctype == "" {
+		fmt.Fprintf(b, "%s (%d bytes)", title, len(body))
+	} else {
+		fmt.Fprintf(b, "%s (%s, %d bytes)", title, ctype, len(body))
+	}
 	switch {
 	case len(body) == 0:
 		b.WriteString("\n")

@@ -43,16 +43,25 @@ func TestRenderBytes(t *testing.T) {
 		want  string
 	}{
 		{engine.PartLog, "request headers (1):\n  accept: */*\nresponse headers (0):\n"},
-		{engine.PartPayload, "request body (text/plain, 8 bytes):\nhi\tthere\nresponse body (-, 3 bytes), binary, base64:\nAAH/\n"},
+		{engine.PartPayload, "request body (text/plain, 8 bytes):\nhi\tthere\nresponse body (3 bytes), binary, base64:\nAAH/\n"},
 	} {
 		var b strings.Builder
 		require.NoError(t, writeRecordText(&b, rec, c.parts))
 		require.Equal(t, "id        00000000000000000000000000\ntime      2026-11-01T09:30:00Z\nrequest   POST -/up?a=1\n"+
-			"status    201 (upstream 0)\nlatency   2.0 ms (upstream 0.0, gateway 0.0)\nsession   s1\n"+c.want, b.String())
+			"status    201\nlatency   2.0 ms\nsession   s1\n"+c.want, b.String())
 	}
 	var none strings.Builder
 	require.NoError(t, writeRecordText(&none, &engine.Record{Meta: engine.Meta{Time: t0}}, engine.PartPayload))
 	require.True(t, strings.HasSuffix(none.String(), "payload   none captured\n"), none.String())
+	var known, empty strings.Builder
+	rec.UpstreamStatus, rec.UpstreamLatencyMs, rec.GatewayLatencyMs = 502, 1.5, 0.5
+	rec.Payload = &engine.Payload{ResponseContentType: "application/json", ResponseBody: []byte("{}")}
+	require.NoError(t, writeRecordText(&known, rec, engine.PartAll))
+	require.Contains(t, known.String(), "status    201 (upstream 502)\nlatency   2.0 ms (upstream 1.5, gateway 0.5)\n")
+	require.Contains(t, known.String(), "request body none\nresponse body (application/json, 2 bytes):\n{}\n")
+	rec.Attributes = map[string]string{"b": "2", "a": "1", "c": "3"}
+	require.NoError(t, writeRecordText(&empty, rec, engine.PartLog))
+	require.Contains(t, empty.String(), "attribute a=1\nattribute b=2\nattribute c=3\n", "attributes sorted")
 	require.False(t, isPrintable([]byte("a\x1bb")))
 	require.False(t, isPrintable([]byte{0xc3}))
 }
