@@ -137,9 +137,11 @@ func (a *app) queryCmd() *cobra.Command {
 	var all bool
 	var tenant, from, to, format string
 	cmd := &cobra.Command{
-		Use:   "query --tenant T [--since 1h | --from TIME --to TIME] [--where EXPR] [--limit N | --all] [--cursor TOKEN] [--format table|json] [--count]",
-		Short: "Query plaintext metadata (never needs the key); newest first",
-		Args:  cobra.NoArgs,
+		Use:     "query --tenant T [--since 1h | --from TIME --to TIME] [--where EXPR] [--limit N | --all] [--cursor TOKEN] [--format table|json] [--count]",
+		Short:   "Query plaintext metadata (never needs the key); newest first",
+		Long:    queryLong(),
+		Example: queryExamples,
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) (err error) {
 			if err := requireTenant(tenant); err != nil {
 				return err

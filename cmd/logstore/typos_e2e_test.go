@@ -206,6 +206,14 @@ func TestConventions(t *testing.T) {
 	}
 	r := cli(t, dir, "keys", "list")
 	require.NotContains(t, r.stdout, "[local://acme]", "no Go slice syntax")
+	// Help with the grammar, the fields and examples.
+	for _, args := range [][]string{{"help", "query"}, {"query", "--help"}} {
+		r := cli(t, dir, args...)
+		require.Equal(t, 0, r.code)
+		for _, want := range []string{"Grammar of --where", "latency_ms (number)", "Sealed fields", "request_body", "Examples:"} {
+			require.Contains(t, r.stdout, want, args)
+		}
+	}
 	// Usage lines are written once.
 	for _, args := range [][]string{{"query", "--help"}, {"segments", "list", "--help"}, {"ingest", "--help"}} {
 		r := cli(t, dir, args...)
