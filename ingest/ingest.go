@@ -92,6 +92,11 @@ type Options struct {
 	BatchSize int
 	// Progress, if set, is called after each stored batch with the totals.
 	Progress func(Progress)
+	// Idempotent gives every record without an id one derived from its
+	// content and stores only the records the tenant does not hold yet
+	// (dedupe.go): the Appender must be a Finder too. Default off (the
+	// CLI turns it on).
+	Idempotent bool
 }
 
 // Progress is reported after each batch.
@@ -105,7 +110,9 @@ type Result struct {
 	Format  Format
 	Stored  int
 	Skipped int
-	Bytes   int64
+	// Duplicates counts records an idempotent ingest found stored already.
+	Duplicates int
+	Bytes      int64
 	// Skips holds the reasons for skipped entries (at most 100).
 	Skips []error
 }
@@ -134,6 +141,15 @@ func Ingest(ctx context.Context, db Appender, name string, r io.Reader, o Option
 		o.Format = f
 		res.Format = f
 	}
+	var finder Finder
+	if o.Idempotent {
+		f, ok := db.(Finder)
+		if !ok {
+			return res, fmt.Errorf("%w: an idempotent ingest needs an Appender that can look records up (GetMeta)", ErrUsage)
+		}
+		finder = f
+	}
+	var ids contentIDs
 	cr := &countingReader{r: br}
 	var batch []engine.Record
 	batchBytes := 0
@@ -141,10 +157,21 @@ func Ingest(ctx context.Context, db Appender, name string, r io.Reader, o Option
 		if len(batch) == 0 {
 			return nil
 		}
-		if _, err := db.Append(ctx, batch); err != nil {
-			return err
+		todo := batch
+		if finder != nil {
+			var dups int
+			var err error
+			if todo, dups, err = unstored(ctx, finder, batch); err != nil {
+				return err
+			}
+			res.Duplicates += dups
 		}
-		res.Stored += len(batch)
+		if len(todo) > 0 {
+			if _, err := db.Append(ctx, todo); err != nil {
+				return err
+			}
+		}
+		res.Stored += len(todo)
 		clear(batch) // drop the bodies now, not when the slots are reused
 		batch, batchBytes = batch[:0], 0
 		if o.Progress != nil {
@@ -161,6 +188,13 @@ func Ingest(ctx context.Context, db Appender, name string, r io.Reader, o Option
 		}
 		if err := rec.Validate(); err != nil {
 			return errInvalid{err}
+		}
+		if finder != nil && rec.ID == (engine.ID{}) {
+			id, err := ids.contentID(&rec)
+			if err != nil {
+				return errInvalid{err}
+			}
+			rec.ID = id
 		}
 		batch = append(batch, rec)
 		batchBytes += encodedSizeBound(&rec)

@@ -34,9 +34,9 @@ func (a *app) demoCmd() *cobra.Command {
 
 func (a *app) ingestCmd() *cobra.Command {
 	var tenant, format, session string
-	var skip bool
+	var skip, dupes bool
 	cmd := &cobra.Command{
-		Use:   "ingest --tenant T [--format auto|jsonl|har|combined] [--session S] [--skip-invalid] FILE...|-",
+		Use:   "ingest --tenant T [--format auto|jsonl|har|combined] [--session S] [--skip-invalid] [--allow-duplicates] FILE...|-",
 		Short: "Store captures: HAR 1.2, JSONL records or Apache/nginx combined access logs",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, files []string) (err error) {
@@ -56,14 +56,20 @@ func (a *app) ingestCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			total, skipped, skippedFiles := 0, 0, 0
+			total, skipped, dups, skippedFiles := 0, 0, 0, 0
 			start := time.Now()
 			for _, name := range files {
-				res, err := a.ingestOne(cmd.Context(), tn, name, ingest.Options{Format: f, Session: session, SkipInvalid: skip})
+				res, err := a.ingestOne(cmd.Context(), tn, name, ingest.Options{Format: f, Session: session, SkipInvalid: skip, Idempotent: !dupes})
 				total += res.Stored
 				skipped += res.Skipped
+				dups += res.Duplicates
 				for _, s := range res.Skips {
 					fmt.Fprintf(a.stderr, "skipped: %v\n", s)
+				}
+				if err != nil && cmd.Context().Err() != nil {
+					fmt.Fprintf(a.stderr, "interrupted: %d record(s) stored in all (%d from %s), %d were already stored; they are safe. Run the same command again to resume: records already stored are skipped.\n",
+						total, res.Stored, name, dups)
+					return fmt.Errorf("ingest interrupted (%v)", context.Cause(cmd.Context()))
 				}
 				if err != nil {
 					if res.Stored > 0 {
@@ -78,10 +84,10 @@ func (a *app) ingestCmd() *cobra.Command {
 					}
 					return err
 				}
-				fmt.Fprintf(a.stdout, "%s: %s, %d record(s) stored, %d skipped, %d bytes\n", name, res.Format, res.Stored, res.Skipped, res.Bytes)
+				fmt.Fprintf(a.stdout, "%s: %s, %d record(s) stored, %d already stored, %d skipped, %d bytes\n", name, res.Format, res.Stored, res.Duplicates, res.Skipped, res.Bytes)
 			}
 			el := time.Since(start)
-			fmt.Fprintf(a.stdout, "ingested %d record(s) for tenant %s in %s (%.0f records/s), %d skipped", total, tenant, el.Round(time.Millisecond), float64(total)/el.Seconds(), skipped)
+			fmt.Fprintf(a.stdout, "ingested %d record(s) for tenant %s in %s (%.0f records/s), %d already stored, %d skipped", total, tenant, el.Round(time.Millisecond), float64(total)/el.Seconds(), dups, skipped)
 			if skippedFiles > 0 {
 				fmt.Fprintf(a.stdout, ", %d file(s) skipped", skippedFiles)
 			}
@@ -93,6 +99,7 @@ func (a *app) ingestCmd() *cobra.Command {
 	cmd.Flags().StringVar(&format, "format", "auto", "input format: auto, jsonl, har or combined")
 	cmd.Flags().StringVar(&session, "session", "", "session id for records without one")
 	cmd.Flags().BoolVar(&skip, "skip-invalid", false, "skip malformed entries (counted) instead of stopping")
+	cmd.Flags().BoolVar(&dupes, "allow-duplicates", false, "store every record even if the tenant holds it already (default: a record with the same content is stored once, so an ingest can be re-run or resumed)")
 	return cmd
 }
 

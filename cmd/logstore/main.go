@@ -10,8 +10,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"slices"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -164,7 +166,11 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	strictArgs(root)
 	conventions(root)
 	root.SetArgs(args)
-	err := root.Execute()
+	// SIGINT/SIGTERM cancel the command's context: an ingest stops between
+	// batches and says what it stored; every command closes the store.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return exitOK
 	}
