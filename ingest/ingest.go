@@ -127,7 +127,6 @@ type Appender interface {
 // before it, and returns the *EntryError with Result.Stored set; nothing
 // acknowledged is lost either way.
 func Ingest(ctx context.Context, db Appender, name string, r io.Reader, o Options) (Result, error) {
-	res := Result{Format: o.Format}
 	if o.BatchSize <= 0 {
 		o.BatchSize = 500
 	}
@@ -136,100 +135,115 @@ func Ingest(ctx context.Context, db Appender, name string, r io.Reader, o Option
 		head, _ := br.Peek(64 << 10)
 		f, err := Detect(head)
 		if err != nil {
-			return res, fmt.Errorf("%s: %w", name, err)
+			return Result{Format: o.Format}, fmt.Errorf("%s: %w", name, err)
 		}
 		o.Format = f
-		res.Format = f
 	}
-	var finder Finder
+	in := &ingestRun{ctx: ctx, db: db, o: o, res: Result{Format: o.Format}, cr: &countingReader{r: br}}
 	if o.Idempotent {
 		f, ok := db.(Finder)
 		if !ok {
-			return res, fmt.Errorf("%w: an idempotent ingest needs an Appender that can look records up (GetMeta)", ErrUsage)
+			return in.res, fmt.Errorf("%w: an idempotent ingest needs an Appender that can look records up (GetMeta)", ErrUsage)
 		}
-		finder = f
-	}
-	var ids contentIDs
-	cr := &countingReader{r: br}
-	var batch []engine.Record
-	batchBytes := 0
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
-		todo := batch
-		if finder != nil {
-			var dups int
-			var err error
-			if todo, dups, err = unstored(ctx, finder, batch); err != nil {
-				return err
-			}
-			res.Duplicates += dups
-		}
-		if len(todo) > 0 {
-			if _, err := db.Append(ctx, todo); err != nil {
-				return err
-			}
-		}
-		res.Stored += len(todo)
-		clear(batch) // drop the bodies now, not when the slots are reused
-		batch, batchBytes = batch[:0], 0
-		if o.Progress != nil {
-			o.Progress(Progress{Records: res.Stored, Bytes: cr.n})
-		}
-		return nil
-	}
-	emit := func(rec engine.Record) error {
-		if rec.SessionID == "" {
-			rec.SessionID = o.Session
-		}
-		if err := checkRecord(&rec); err != nil {
-			return errInvalid{err}
-		}
-		if err := rec.Validate(); err != nil {
-			return errInvalid{err}
-		}
-		if finder != nil && rec.ID == (engine.ID{}) {
-			id, err := ids.contentID(&rec)
-			if err != nil {
-				return errInvalid{err}
-			}
-			rec.ID = id
-		}
-		batch = append(batch, rec)
-		batchBytes += encodedSizeBound(&rec)
-		if len(batch) >= o.BatchSize || batchBytes >= maxBatchBytes {
-			return flush()
-		}
-		return nil
-	}
-	bad := func(err error) error {
-		if !o.SkipInvalid {
-			return err
-		}
-		res.Skipped++
-		if len(res.Skips) < 100 {
-			res.Skips = append(res.Skips, err)
-		}
-		return nil
+		in.finder = f
 	}
 	var err error
 	switch o.Format {
 	case FormatHAR:
-		err = readHAR(cr, name, emit, bad)
+		err = readHAR(in.cr, name, in.emit, in.bad)
 	case FormatJSONL:
-		err = readJSONL(cr, name, emit, bad)
+		err = readJSONL(in.cr, name, in.emit, in.bad)
 	case FormatCombined:
-		err = readCombined(cr, name, emit, bad)
+		err = readCombined(in.cr, name, in.emit, in.bad)
 	default:
 		err = fmt.Errorf("%w: %q", ErrUsage, o.Format)
 	}
 	// Store what came before the failure, then report it.
-	if ferr := flush(); ferr != nil {
-		return res, errors.Join(ferr, err)
+	if ferr := in.flush(); ferr != nil {
+		return in.res, errors.Join(ferr, err)
 	}
-	res.Bytes = cr.n
-	return res, err
+	in.res.Bytes = in.cr.n
+	return in.res, err
+}
+
+// ingestRun is one Ingest: the batch being filled and the totals.
+type ingestRun struct {
+	ctx        context.Context
+	db         Appender
+	finder     Finder // set for an idempotent ingest
+	o          Options
+	res        Result
+	cr         *countingReader
+	ids        contentIDs
+	batch      []engine.Record
+	batchBytes int
+}
+
+// flush appends the batch (for an idempotent ingest, the records the
+// tenant does not hold yet).
+func (in *ingestRun) flush() error {
+	if len(in.batch) == 0 {
+		return nil
+	}
+	todo := in.batch
+	if in.finder != nil {
+		var dups int
+		var err error
+		if todo, dups, err = unstored(in.ctx, in.finder, in.batch); err != nil {
+			return err
+		}
+		in.res.Duplicates += dups
+	}
+	if len(todo) > 0 {
+		if _, err := in.db.Append(in.ctx, todo); err != nil {
+			return err
+		}
+	}
+	in.res.Stored += len(todo)
+	clear(in.batch) // drop the bodies now, not when the slots are reused
+	in.batch, in.batchBytes = in.batch[:0], 0
+	if in.o.Progress != nil {
+		in.o.Progress(Progress{Records: in.res.Stored, Bytes: in.cr.n})
+	}
+	return nil
+}
+
+// emit adds a parsed record to the batch, appending the batch when full.
+func (in *ingestRun) emit(rec engine.Record) error {
+	if rec.SessionID == "" {
+		rec.SessionID = in.o.Session
+	}
+	if err := checkRecord(&rec); err != nil {
+		return errInvalid{err}
+	}
+	if err := rec.Validate(); err != nil {
+		return errInvalid{err}
+	}
+	if in.finder != nil && rec.ID == (engine.ID{}) {
+		id, err := in.ids.contentID(&rec)
+		if err != nil {
+			return errInvalid{err}
+		}
+		rec.ID = id
+	}
+	in.batch = append(in.batch, rec)
+	in.batchBytes += encodedSizeBound(&rec)
+	if len(in.batch) >= in.o.BatchSize || in.batchBytes >= maxBatchBytes {
+		return in.flush()
+	}
+	return nil
+}
+
+// bad handles a malformed entry: the error, or (SkipInvalid) a count.
+func (in *ingestRun) bad(err error) error {
+	if !in.o.SkipInvalid {
+		return err
+	}
+	in.res.Skipped++
+	if len(in.res.Skips) < 100 {
+		in.res.Skips = append(in.res.Skips, err)
+	}
+	return nil
 }
 
 // errInvalid marks a parsed record the engine would refuse; the readers
