@@ -228,12 +228,16 @@ func (db *DB) unindexedSealed(tenant string, indexed [][16]byte) [][16]byte {
 	if tm == nil || tm.body == nil {
 		return nil
 	}
+	listed := make(map[[16]byte]bool, len(indexed))
+	for _, id := range indexed {
+		listed[id] = true
+	}
 	var out [][16]byte
 	for _, e := range tm.body.Segments {
 		if e.State != segSealed || e.Blocks == 0 || len(e.Summaries) == 0 || tm.problems[e.ID] != nil {
 			continue
 		}
-		if id, err := parseSegHex(e.ID); err == nil && !slices.Contains(indexed, id) {
+		if id, err := parseSegHex(e.ID); err == nil && !listed[id] {
 			out = append(out, id)
 		}
 	}
