@@ -34,6 +34,12 @@ func (a *app) keysLinkCmd() *cobra.Command {
 			if key == "" {
 				return usageError{errors.New("--key is required")}
 			}
+			// A URI no provider serves is refused before a store is created.
+			if s, err := keys.Scheme(key); err != nil {
+				return err
+			} else if s != keys.LocalScheme && s != awskms.Scheme {
+				return fmt.Errorf("%w: %q: this build serves %s:// and %s:// keys", keys.ErrBadURI, key, keys.LocalScheme, awskms.Scheme)
+			}
 			db, err := a.openOrCreate()
 			if err != nil {
 				return err

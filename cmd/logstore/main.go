@@ -164,7 +164,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	root.AddCommand(a.versionCmd(), a.demoCmd(), a.ingestCmd(), a.queryCmd(), a.showCmd(), a.keysCmd(), a.segmentsCmd(), a.auditCmd(), a.tenantsCmd(), a.benchCmd())
 	strictArgs(root)
-	conventions(root)
+	a.conventions(root)
 	root.SetArgs(args)
 	// SIGINT/SIGTERM cancel the command's context: an ingest stops between
 	// batches and says what it stored; every command closes the store.
@@ -248,10 +248,14 @@ func requireTenant(t string) error {
 }
 
 // conventions applies what every command shares: usage lines as written in
-// Use (which lists the flags: no second "[flags]"), and --output as the
-// long alias of an output --format (-o).
-func conventions(c *cobra.Command) {
+// Use (which lists the flags: no second "[flags]"), --output as the long
+// alias of an output --format (-o), and shell completion of --tenant with
+// the store's tenants (`logstore completion bash|zsh|fish|powershell`).
+func (a *app) conventions(c *cobra.Command) {
 	c.DisableFlagsInUseLine = true
+	if c.Flags().Lookup("tenant") != nil {
+		_ = c.RegisterFlagCompletionFunc("tenant", a.completeTenants)
+	}
 	if f := c.Flags().Lookup("format"); f != nil && f.Shorthand == "o" {
 		c.Flags().SetNormalizeFunc(func(_ *pflag.FlagSet, name string) pflag.NormalizedName {
 			if name == "output" {
@@ -261,6 +265,28 @@ func conventions(c *cobra.Command) {
 		})
 	}
 	for _, sub := range c.Commands() {
-		conventions(sub)
+		a.conventions(sub)
 	}
+}
+
+// completeTenants lists the tenants of --dir for shell completion, opening
+// the store read-only (never creating or locking it); nothing when it
+// cannot be read.
+func (a *app) completeTenants(cmd *cobra.Command, _ []string, prefix string) ([]string, cobra.ShellCompDirective) {
+	if a.requireStore() != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	db, err := engine.Open(a.dir, &engine.Options{ReadOnly: true})
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	defer db.Close()
+	names, _ := db.Admin().Tenants(cmd.Context())
+	var out []string
+	for _, n := range names {
+		if strings.HasPrefix(n, prefix) {
+			out = append(out, n)
+		}
+	}
+	return out, cobra.ShellCompDirectiveNoFileComp
 }

@@ -275,3 +275,23 @@ func TestIngestInterruptedAndResumed(t *testing.T) {
 	require.Equal(t, strconv.Itoa(n), strings.TrimSpace(c.stdout), "every record once: %s | %s", se.String(), r.stdout)
 	require.NotContains(t, r.stdout, " 0 already stored", "the resumed run skipped what the first stored")
 }
+
+func TestTenantCompletionAndKeyLinkRefusal(t *testing.T) {
+	dir := sampleStore(t)
+	r := cli(t, dir, "ingest", "-t", "beta", "../../testdata/demo-sample.jsonl")
+	require.Equal(t, 0, r.code, r.stderr)
+	r = cli(t, dir, "__complete", "query", "--tenant", "")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Equal(t, []string{"acme", "beta", ":4"}, strings.Fields(r.stdout))
+	r = cli(t, dir, "__complete", "show", "-t", "b")
+	require.Equal(t, []string{"beta", ":4"}, strings.Fields(r.stdout))
+	r = cli(t, dir, "completion", "bash")
+	require.Equal(t, 0, r.code)
+	require.Contains(t, r.stdout, "bash completion")
+
+	fresh := filepath.Join(t.TempDir(), "new")
+	r = cli(t, fresh, "keys", "link", "-t", "acme", "--key", "bogus://x")
+	require.Equal(t, exitUsage, r.code, r.stderr)
+	_, err := os.Stat(fresh)
+	require.True(t, os.IsNotExist(err), "a refused link creates no store")
+}
