@@ -207,20 +207,11 @@ func (fc *fieldCounts) validEntry(v string, c uint64, count int) bool {
 // exactBacking returns a copy of the value-list section d starts with as
 // one string ("" when it does not walk: decodeExact then reports why).
 func exactBacking(d decoder) string {
-	b := d.b
-	n := int(d.u8())
-	for i := 0; i < n && n <= len(indexes) && d.err == nil; i++ {
-		d.u8()
-		nv := d.uvarint()
-		for j := uint64(0); j < nv && nv <= maxExactValues && d.err == nil; j++ {
-			d.bytes()
-			d.uvarint()
-		}
-	}
+	le := skipExact(&d) // d is a copy: the caller's decoder does not move
 	if d.err != nil {
 		return ""
 	}
-	return string(b[:len(b)-len(d.b)])
+	return le.raw
 }
 
 func decodeExact(d *decoder, count int) ([]fieldCounts, error) {

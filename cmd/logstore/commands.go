@@ -168,15 +168,11 @@ func (a *app) queryCmd() *cobra.Command {
 			if !all && req.Limit > query.MaxLimit {
 				return usageError{fmt.Errorf("--limit %d is over %d, the largest page: use --all to stream every row", req.Limit, query.MaxLimit)}
 			}
-			db, err := a.openForReading()
+			db, tn, err := a.openTenant(cmd.Context(), tenant, a.openForReading)
 			if err != nil {
 				return err
 			}
 			defer closeDB(db, &err)
-			tn, err := a.existingTenant(cmd.Context(), db, tenant)
-			if err != nil {
-				return err
-			}
 			if all {
 				return a.streamQuery(cmd.Context(), tn, req, format)
 			}
@@ -266,15 +262,11 @@ func (a *app) showCmd() *cobra.Command {
 			if which != "request" && which != "response" {
 				return usageError{fmt.Errorf("--body must be request or response, not %q", which)}
 			}
-			db, err := a.openForReading()
+			db, tn, err := a.openTenant(cmd.Context(), tenant, a.openForReading)
 			if err != nil {
 				return err
 			}
 			defer closeDB(db, &err)
-			tn, err := a.existingTenant(cmd.Context(), db, tenant)
-			if err != nil {
-				return err
-			}
 			rec, err := tn.Get(cmd.Context(), id, parts)
 			if err != nil {
 				return err

@@ -34,15 +34,11 @@ func (a *app) exportCmd() *cobra.Command {
 			}
 			// Opened for writing (not read-only): the key uses of the
 			// decryption are recorded in the store's audit trail.
-			db, err := a.open()
+			db, tn, err := a.openTenant(cmd.Context(), tenant, a.open)
 			if err != nil {
 				return err
 			}
 			defer closeDB(db, &err)
-			tn, err := a.existingTenant(cmd.Context(), db, tenant)
-			if err != nil {
-				return err
-			}
 			n, err := a.export(cmd.Context(), tn, req)
 			fmt.Fprintf(a.stderr, "exported %d record(s)\n", n)
 			return err

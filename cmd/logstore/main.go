@@ -113,6 +113,22 @@ func (a *app) requireStore() error {
 	return nil
 }
 
+// openTenant opens the store with open and returns it with the handle of
+// tenant name, which must exist (existingTenant); on any error the store is
+// closed again. The caller closes it (closeDB).
+func (a *app) openTenant(ctx context.Context, name string, open func() (*engine.DB, error)) (*engine.DB, *engine.Tenant, error) {
+	db, err := open()
+	if err != nil {
+		return nil, nil, err
+	}
+	tn, err := a.existingTenant(ctx, db, name)
+	if err != nil {
+		_ = db.Close() // the command failed already; nothing was written
+		return nil, nil, err
+	}
+	return db, tn, nil
+}
+
 // existingTenant returns the handle of tenant name, which the store must
 // hold: a mistyped name is an error listing the tenants that exist, never
 // an empty answer.
