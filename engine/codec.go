@@ -192,8 +192,14 @@ func decodeMeta(b []byte, m *Meta) (byte, error) {
 	return kindLog, nil
 }
 
+// appendSealedLog writes version 1 unless the record has sealed originals:
+// records without any stay byte-identical to what older builds wrote.
 func appendSealedLog(b []byte, r *Record) []byte {
-	b = append(b, encodingV1)
+	v := byte(encodingV1)
+	if len(r.Originals) > 0 {
+		v = sealedLogV2
+	}
+	b = append(b, v)
 	for _, s := range []string{r.Path, r.Query, r.ClientIP, r.ConsumerID} {
 		b = appendString(b, s)
 	}
@@ -214,12 +220,20 @@ func appendSealedLog(b []byte, r *Record) []byte {
 		b = appendString(b, k)
 		b = appendString(b, r.Attributes[k])
 	}
+	if v == sealedLogV2 {
+		b = binary.AppendUvarint(b, uint64(len(r.Originals)))
+		for _, o := range r.Originals {
+			b = appendString(b, o.Where)
+			b = appendString(b, o.Value)
+		}
+	}
 	return b
 }
 
 func decodeSealedLog(b []byte, r *Record) error {
 	d := decoder{b: b}
-	if v := d.u8(); d.err == nil && v != encodingV1 {
+	v := d.u8()
+	if d.err == nil && v != encodingV1 && v != sealedLogV2 {
 		return fmt.Errorf("%w: sealed record version %d", ErrUnknownVersion, v)
 	}
 	for _, p := range []*string{&r.Path, &r.Query, &r.ClientIP, &r.ConsumerID} {
@@ -239,6 +253,18 @@ func decodeSealedLog(b []byte, r *Record) error {
 		for i := 0; i < n; i++ {
 			k := d.str()
 			r.Attributes[k] = d.str()
+		}
+	}
+	if v == sealedLogV2 {
+		n := d.count(2)
+		if n == 0 && d.err == nil {
+			d.fail(errors.New("version 2 with no originals"))
+		}
+		if n > 0 {
+			r.Originals = make([]Original, n)
+			for i := range r.Originals {
+				r.Originals[i] = Original{Where: d.str(), Value: d.str()}
+			}
 		}
 	}
 	if d.err == nil && len(d.b) != 0 {
@@ -293,6 +319,9 @@ func estimateSealed(r *Record) int {
 	}
 	for k, v := range r.Attributes {
 		n += len(k) + len(v) + 4
+	}
+	for _, o := range r.Originals {
+		n += len(o.Where) + len(o.Value) + 4
 	}
 	return n
 }

@@ -72,6 +72,9 @@ type DB struct {
 	// goroutine touches it.
 	tenants map[string]*tenantState
 
+	// redact holds the compiled redaction policies (redaction.go).
+	redact redactors
+
 	stats dbStats
 }
 
@@ -105,6 +108,7 @@ func Open(dir string, o *Options) (*DB, error) {
 		reqs: make(chan *appendReq, 1024), ctl: make(chan func()), quit: make(chan struct{}),
 		indexQ: make(chan *indexJob, 4), indexDone: make(chan struct{})}
 	db.manifests.byTenant = map[string]*tenantManifest{}
+	db.redact.fallback, _ = opts.Redaction.Compile() // validate checked it
 	if opts.ReadOnly {
 		return openReadOnly(db)
 	}

@@ -27,6 +27,8 @@ package engine
 //	| uvarint n, n x (name, value)  request headers
 //	| uvarint n, n x (name, value)  response headers
 //	| uvarint n, n x (key, value)   attributes, sorted by key
+//	version 2 only, when the record has sealed originals (n >= 1):
+//	| uvarint n, n x (where, value) originals of masked values, in order
 //
 // Sealed payload (inside the encrypted body of a payload block):
 //
@@ -63,6 +65,9 @@ package engine
 // deletes (indexmigrate.go).
 const (
 	encodingV1 = 1
+	// sealedLogV2 is the sealed request log with originals (redaction.go);
+	// metadata and payload encodings stay at version 1.
+	sealedLogV2 = 2
 
 	kindLog     = 1
 	kindPayload = 2

@@ -37,7 +37,7 @@ func genRecords(rng *rand.Rand, n int, start time.Time) []Record {
 			Query:           "expand=items",
 			ClientIP:        fmt.Sprintf("203.0.113.%d", rng.Intn(255)),
 			ConsumerID:      "consumer-7",
-			RequestHeaders:  []Header{{"accept", "application/json"}, {"authorization", fmt.Sprintf("Bearer tok-%d", i)}, {"accept", "dup"}},
+			RequestHeaders:  []Header{{"accept", "application/json"}, {"x-client-tag", fmt.Sprintf("tag-%d", i)}, {"accept", "dup"}},
 			ResponseHeaders: []Header{{"content-type", "application/json"}},
 			Attributes:      map[string]string{"region": "eu-west-1"},
 		}

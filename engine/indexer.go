@@ -115,6 +115,7 @@ func (db *DB) acknowledge(acks []*appendReq, err error) {
 				db.stats.appendedBytes.Add(uint64(len(r.recs[i].sealed) + len(r.recs[i].psealed)))
 			}
 			db.stats.appendedRecords.Add(uint64(len(r.recs)))
+			db.stats.redactedValues.Add(uint64(r.redacted))
 		}
 		r.done <- err
 	}

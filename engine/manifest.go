@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/logstore/logstore/keys"
+	"github.com/logstore/logstore/redact"
 )
 
 // Tenant manifest, format version 1 (docs/format/manifest.md). One file per
@@ -69,6 +70,8 @@ type manifestBody struct {
 	// key that wraps a listed segment's DEK.
 	Wraps     []keyWrap       `json:"wraps"`
 	Retention time.Duration   `json:"retention_ns,omitempty"`
+	// Redaction is the tenant's redaction policy (nil: Options.Redaction).
+	Redaction *redact.Policy `json:"redaction,omitempty"`
 	Segments  []manifestEntry `json:"segments"`
 	// Audit is the audit trail's head when the manifest was written.
 	Audit *auditAnchor `json:"audit,omitempty"`

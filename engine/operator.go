@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/logstore/logstore/keys"
+	"github.com/logstore/logstore/redact"
 )
 
 // Admin is the operator plane of a DB: key management, retention, deletion,
@@ -90,6 +91,31 @@ func (a *Admin) SetLocalKeyEnabled(ctx context.Context, uri string, enabled bool
 // removed by whole segments, by the background job and by ApplyRetention.
 func (a *Admin) SetRetention(ctx context.Context, tenant string, d time.Duration) error {
 	return tenantCallErr(a, ctx, tenant, func() error { return a.db.setRetention(ctx, tenant, d) })
+}
+
+// SetRedaction makes p tenant's redaction policy, applied by Append to
+// every record from now on (records already stored are not rewritten); nil
+// returns the tenant to the store's default (Options.Redaction). The policy
+// is kept in the tenant's authenticated manifest. An invalid policy is
+// ErrInvalidOptions wrapping redact.ErrInvalidPolicy, and changes nothing.
+func (a *Admin) SetRedaction(ctx context.Context, tenant string, p *redact.Policy) error {
+	return tenantCallErr(a, ctx, tenant, func() error { return a.db.setRedaction(ctx, tenant, p) })
+}
+
+// RedactionPolicy is a tenant's redaction policy as Admin.Redaction reports it.
+type RedactionPolicy struct {
+	Policy *redact.Policy
+	// Own says the tenant set it (SetRedaction); otherwise it is the
+	// store's default.
+	Own bool
+}
+
+// Redaction returns the policy tenant's appends are redacted under.
+func (a *Admin) Redaction(ctx context.Context, tenant string) (RedactionPolicy, error) {
+	return tenantCall(a, ctx, tenant, false, func() (RedactionPolicy, error) {
+		p, own := a.db.redaction(tenant)
+		return RedactionPolicy{Policy: p, Own: own}, nil
+	})
 }
 
 // ApplyRetention removes every sealed segment whose newest record is older

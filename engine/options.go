@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/logstore/logstore/keys"
+	"github.com/logstore/logstore/redact"
 	"github.com/logstore/logstore/segment"
 	"github.com/logstore/logstore/vfs"
 )
@@ -136,6 +137,11 @@ type Options struct {
 	// that is 0), every Get still asks the DEK cache for the key first, and
 	// entries are zeroed when dropped. Stats.BlockCache* report it.
 	BlockCacheBytes int
+	// Redaction is the redaction policy of tenants that have not set their
+	// own (Admin.SetRedaction): applied by Append to every record before it
+	// is sealed. Default (nil) redact.Default(), which masks credentials,
+	// API keys and card numbers; redact.None() turns redaction off.
+	Redaction *redact.Policy
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
@@ -201,6 +207,9 @@ func (c *Options) validate() error {
 		return fmt.Errorf("%w: BlockCacheBytes %d below 256 KiB (negative disables the cache)", ErrInvalidOptions, c.BlockCacheBytes)
 	case c.DEKCache.MaxAge < 0:
 		return fmt.Errorf("%w: DEK cache max age must be >= 0", ErrInvalidOptions)
+	}
+	if _, err := c.Redaction.Compile(); err != nil {
+		return fmt.Errorf("%w: Redaction: %w", ErrInvalidOptions, err)
 	}
 	return nil
 }

@@ -60,6 +60,19 @@ type Record struct {
 	ResponseHeaders []Header          `json:"response_headers,omitempty"`
 	Attributes      map[string]string `json:"attributes,omitempty"`
 	Payload         *Payload          `json:"payload,omitempty"`
+	// Originals are the values the tenant's redaction policy masked with a
+	// "seal" action (redaction.go), sealed with the request log; the
+	// record's other fields hold the masked copies. Append fills it; a
+	// caller's Originals are stored as given (an export read back).
+	Originals []Original `json:"originals,omitempty"`
+}
+
+// Original is one sealed original of a masked value: Where names the place
+// ("request_header:Authorization", "request_body:$.card.number"; the
+// redact package's Finding.Where) and Value is what was there.
+type Original struct {
+	Where string `json:"where"`
+	Value string `json:"value"`
 }
 
 // Limits bound what one record may hold.

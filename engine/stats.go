@@ -15,6 +15,9 @@ type Stats struct {
 	Tenants         map[string]TenantStats
 	DEKCache        keys.CacheStats
 	AppendedRecords uint64
+	// RedactedValues counts the values of appended records that redaction
+	// policies masked, dropped or sealed (redaction.go).
+	RedactedValues uint64
 	GroupCommits    uint64
 	// AppendFsyncs counts the segment fsyncs of SyncAlways appends (one per
 	// tenant per group commit), AppendFsyncRecords the records they made
@@ -109,7 +112,7 @@ func (db *DB) Stats(ctx context.Context) (Stats, error) {
 	}
 	defer db.leave()
 	s := Stats{Tenants: map[string]TenantStats{}, DEKCache: db.cache.Stats(),
-		AppendedRecords: db.stats.appendedRecords.Load(), GroupCommits: db.stats.groupCommits.Load(),
+		AppendedRecords: db.stats.appendedRecords.Load(), RedactedValues: db.stats.redactedValues.Load(), GroupCommits: db.stats.groupCommits.Load(),
 		BlocksWritten: db.stats.blocksWritten.Load(), SegmentsCreated: db.stats.segmentsCreated.Load(),
 		BlocksReplayed: db.stats.replayedBlocks.Load(), CheckpointFailures: db.stats.checkpointFailures.Load(),
 		SegmentsAbandoned: db.stats.segmentsAbandoned.Load(), AbandonRepairsDeferred: db.stats.abandonRepairsDeferred.Load(),
@@ -160,6 +163,7 @@ func (db *DB) Stats(ctx context.Context) (Stats, error) {
 // the indexer and the operations that tolerate a failure.
 type dbStats struct {
 	appendedRecords atomic.Uint64
+	redactedValues  atomic.Uint64
 	appendedBytes   atomic.Uint64
 	groupCommits    atomic.Uint64
 	// appendFsyncs and appendFsyncRecords: SyncAlways segment fsyncs and

@@ -29,6 +29,8 @@ type appendReq struct {
 	tenant string
 	recs   []prepared
 	done   chan error
+	// redacted is how many values the redaction policy replaced in recs.
+	redacted int
 }
 
 // appendRecords implements Tenant.Append (documented there).
@@ -45,10 +47,17 @@ func (db *DB) appendRecords(ctx context.Context, tenant string, recs []Record) (
 	if ctx == nil {
 		return nil, errNilContext
 	}
+	rd, err := db.redactorFor(tenant)
+	if err != nil {
+		return nil, err
+	}
 	req := &appendReq{tenant: tenant, recs: make([]prepared, len(recs)), done: make(chan error, 1)}
 	ids := make([]ID, len(recs))
+	redacted := 0
 	for i := range recs {
-		if err := db.prepare(&recs[i], &req.recs[i]); err != nil {
+		r, n := redactRecord(rd, &recs[i])
+		redacted += n
+		if err := db.prepare(&r, &req.recs[i]); err != nil {
 			return nil, recordErr(i, len(recs), err)
 		}
 		ids[i] = req.recs[i].m.ID
@@ -56,6 +65,7 @@ func (db *DB) appendRecords(ctx context.Context, tenant string, recs []Record) (
 	if err := db.checkNewIDs(tenant, recs, ids); err != nil {
 		return nil, err
 	}
+	req.redacted = redacted
 	if err := db.enqueue(ctx, req); err != nil {
 		return nil, err
 	}

@@ -1,0 +1,217 @@
+package redact
+
+import (
+	"bytes"
+	"net/url"
+	"strings"
+	"unicode/utf8"
+)
+
+// Finding is one value a Redactor replaced: where it was, what found it,
+// what was done, and the original (for Seal; callers must not keep
+// originals of other actions).
+type Finding struct {
+	// Where names the place: "request_header:Authorization",
+	// "query:api_key", "request_body:$.card.number", "path", ...
+	Where    string
+	Kind     Kind
+	Action   Action
+	Original string
+}
+
+// Redactor applies a compiled Policy. It is immutable and safe for
+// concurrent use.
+type Redactor struct {
+	headers  map[string]Action // lower-case header name
+	params   map[string]Action // lower-case query parameter name
+	anyDepth map[string]Action // lower-case JSON key, any depth
+	paths    map[string]Action // "$.a.b", lower-case
+	bodyKeys []string          // lower-case key names for the prefilter
+	det      detector
+	detAct   map[Kind]Action
+}
+
+// Compile validates p and prepares it for use. A nil Policy compiles to
+// Default.
+func (p *Policy) Compile() (*Redactor, error) {
+	if p == nil {
+		p = Default()
+	}
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	r := &Redactor{
+		headers: rules(p.Headers), params: rules(p.QueryParams),
+		anyDepth: map[string]Action{}, paths: map[string]Action{},
+		detAct: map[Kind]Action{KindBearer: p.Detectors.Bearer, KindAPIKey: p.Detectors.APIKey, KindCardNumber: p.Detectors.CardNumber},
+	}
+	for _, rule := range p.BodyFields {
+		name := strings.ToLower(rule.Name)
+		if strings.HasPrefix(name, "$.") {
+			r.paths[name] = rule.Action
+			name = name[strings.LastIndexByte(name, '.')+1:]
+		} else {
+			r.anyDepth[name] = rule.Action
+		}
+		r.bodyKeys = append(r.bodyKeys, `"`+name+`"`)
+	}
+	on := func(a Action) bool { return a != "" && a != Keep }
+	r.det = detector{bearer: on(p.Detectors.Bearer), apiKey: on(p.Detectors.APIKey), card: on(p.Detectors.CardNumber)}
+	return r, nil
+}
+
+func rules(rs []Rule) map[string]Action {
+	m := make(map[string]Action, len(rs))
+	for _, r := range rs {
+		m[strings.ToLower(r.Name)] = r.Action
+	}
+	return m
+}
+
+// replaceRule is the value a rule's action leaves: masked, or "" for
+// Drop (callers that can remove the value do so instead).
+func ruleValue(a Action) string {
+	if a == Drop {
+		return ""
+	}
+	return Masked
+}
+
+// Header redacts one header value. drop reports that the header must be
+// removed. A header a rule names (with any action but Keep) is replaced as
+// a whole; Keep exempts it from the detectors; others go through the
+// detectors.
+func (r *Redactor) Header(where, name, value string, rec func(Finding)) (out string, drop bool) {
+	if a, ok := r.headers[strings.ToLower(name)]; ok {
+		if a == Keep || value == Masked {
+			return value, false
+		}
+		rec(Finding{Where: where, Kind: KindRule, Action: a, Original: value})
+		return ruleValue(a), a == Drop
+	}
+	return r.Text(where, value, rec), false
+}
+
+// Text runs the detectors over s.
+func (r *Redactor) Text(where, s string, rec func(Finding)) string {
+	if !r.det.any() || s == "" {
+		return s
+	}
+	ms := r.det.find(s)
+	if len(ms) == 0 {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s))
+	last := 0
+	for _, m := range ms {
+		a := r.detAct[m.kind]
+		rec(Finding{Where: where, Kind: m.kind, Action: a, Original: s[m.start:m.end]})
+		b.WriteString(s[last:m.start])
+		if a != Drop {
+			b.WriteString(m.masked)
+		}
+		last = m.end
+	}
+	b.WriteString(s[last:])
+	return b.String()
+}
+
+// Query redacts a raw query string (or a form body): parameters a rule
+// names are masked or dropped, the others go through the detectors. The
+// parameters keep their order and their encoding.
+func (r *Redactor) Query(where, raw string, rec func(Finding)) string {
+	if raw == "" {
+		return raw
+	}
+	parts := strings.Split(raw, "&")
+	out := parts[:0]
+	changed := false
+	for _, part := range parts {
+		name, value, hasValue := strings.Cut(part, "=")
+		key, err := url.QueryUnescape(name)
+		if err != nil {
+			key = name
+		}
+		a, ruled := r.params[strings.ToLower(key)]
+		switch {
+		case ruled && a != Keep && value != url.QueryEscape(Masked):
+			rec(Finding{Where: where + ":" + key, Kind: KindRule, Action: a, Original: value})
+			changed = true
+			if a == Drop {
+				continue
+			}
+			part = name + "=" + url.QueryEscape(Masked)
+		case !ruled && hasValue:
+			if v := r.Text(where+":"+key, value, rec); v != value {
+				part, changed = name+"="+v, true
+			}
+		}
+		out = append(out, part)
+	}
+	if !changed {
+		return raw
+	}
+	return strings.Join(out, "&")
+}
+
+// Body redacts a request or response body: JSON bodies by their field
+// rules and the detectors over every string and number, form bodies like a
+// query string, anything else by the detectors over its bytes (a secret
+// in a binary body is masked too: a capture with a damaged binary body is
+// better than a leaked card number). A body with nothing to redact is
+// returned as is, without copying.
+func (r *Redactor) Body(where, contentType string, body []byte, rec func(Finding)) []byte {
+	if len(body) == 0 {
+		return body
+	}
+	ct := strings.ToLower(contentType)
+	switch {
+	case strings.Contains(ct, "x-www-form-urlencoded"):
+		s := string(body)
+		if out := r.Query(where, s, rec); out != s {
+			return []byte(out)
+		}
+		return body
+	case strings.Contains(ct, "json") || looksJSON(body):
+		if !r.mayHaveSecrets(body) {
+			return body
+		}
+		if out, ok := r.jsonBody(where, body, rec); ok {
+			return out
+		}
+	}
+	if !r.det.any() {
+		return body
+	}
+	s := string(body)
+	if out := r.Text(where, s, rec); out != s {
+		return []byte(out)
+	}
+	return body
+}
+
+// looksJSON: an object or array, for bodies captured without a content type.
+func looksJSON(b []byte) bool {
+	b = bytes.TrimLeft(b, " \t\r\n")
+	return len(b) > 0 && (b[0] == '{' || b[0] == '[') && utf8.Valid(b)
+}
+
+// mayHaveSecrets is the cheap test that lets most JSON bodies skip the
+// tokenizer: a detector match anywhere in the raw bytes, or a field rule's
+// key name (quoted, any case).
+func (r *Redactor) mayHaveSecrets(body []byte) bool {
+	if r.det.any() && len(r.det.find(string(body))) > 0 {
+		return true
+	}
+	if len(r.bodyKeys) == 0 {
+		return false
+	}
+	lower := bytes.ToLower(body)
+	for _, k := range r.bodyKeys {
+		if bytes.Contains(lower, []byte(k)) {
+			return true
+		}
+	}
+	return false
+}
