@@ -110,9 +110,13 @@ type RedactionPolicy struct {
 	Own bool
 }
 
-// Redaction returns the policy tenant's appends are redacted under.
+// Redaction returns the policy tenant's appends are redacted under (on a
+// read-only DB too).
 func (a *Admin) Redaction(ctx context.Context, tenant string) (RedactionPolicy, error) {
-	return tenantCall(a, ctx, tenant, false, func() (RedactionPolicy, error) {
+	if err := ValidateTenant(tenant); err != nil {
+		return RedactionPolicy{}, err
+	}
+	return readCall(a, ctx, func() (RedactionPolicy, error) {
 		p, own := a.db.redaction(tenant)
 		return RedactionPolicy{Policy: p, Own: own}, nil
 	})

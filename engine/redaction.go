@@ -11,6 +11,8 @@ package engine
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 
 	"github.com/logstore/logstore/redact"
@@ -89,11 +91,11 @@ func (db *DB) redaction(tenant string) (*redact.Policy, bool) {
 	return redact.Default(), false
 }
 
-// redactRecord returns in with its policy applied, and how many values
+// RedactRecord returns in with the policy rd applied, as Append does, and how many values
 // were replaced; in is not modified (its slices and maps are copied when
 // something in them changes). Originals of "seal" actions are appended to
 // the copy's Originals.
-func redactRecord(rd *redact.Redactor, in *Record) (Record, int) {
+func RedactRecord(rd *redact.Redactor, in *Record) (Record, int) {
 	out := *in
 	n := 0
 	var originals []Original
@@ -151,16 +153,14 @@ func redactHeaders(rd *redact.Redactor, where string, hs []Header, rec func(reda
 // redactAttributes runs the detectors over attribute values.
 func redactAttributes(rd *redact.Redactor, attrs map[string]string, rec func(redact.Finding)) map[string]string {
 	var out map[string]string
-	for k, v := range attrs {
+	for _, k := range slices.Sorted(maps.Keys(attrs)) { // originals in a stable order
+		v := attrs[k]
 		nv := rd.Text("attribute:"+k, v, rec)
 		if nv == v {
 			continue
 		}
 		if out == nil {
-			out = make(map[string]string, len(attrs))
-			for k2, v2 := range attrs {
-				out[k2] = v2
-			}
+			out = maps.Clone(attrs)
 		}
 		out[k] = nv
 	}

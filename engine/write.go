@@ -55,7 +55,7 @@ func (db *DB) appendRecords(ctx context.Context, tenant string, recs []Record) (
 	ids := make([]ID, len(recs))
 	redacted := 0
 	for i := range recs {
-		r, n := redactRecord(rd, &recs[i])
+		r, n := RedactRecord(rd, &recs[i])
 		redacted += n
 		if err := db.prepare(&r, &req.recs[i]); err != nil {
 			return nil, recordErr(i, len(recs), err)

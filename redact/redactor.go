@@ -135,7 +135,7 @@ func (r *Redactor) Query(where, raw string, rec func(Finding)) string {
 		}
 		a, ruled := r.params[strings.ToLower(key)]
 		switch {
-		case ruled && a != Keep && value != url.QueryEscape(Masked):
+		case ruled && a != Keep && value != "" && value != url.QueryEscape(Masked):
 			rec(Finding{Where: where + ":" + key, Kind: KindRule, Action: a, Original: value})
 			changed = true
 			if a == Drop {

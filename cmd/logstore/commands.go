@@ -58,6 +58,7 @@ func (a *app) ingestCmd() *cobra.Command {
 			}
 			total, skipped, dups, skippedFiles := 0, 0, 0, 0
 			start := time.Now()
+			defer a.reportRedacted(context.WithoutCancel(cmd.Context()), db, tenant, redactedBefore(cmd.Context(), db))
 			for _, name := range files {
 				res, err := a.ingestOne(cmd.Context(), tn, name, ingest.Options{Format: f, Session: session, SkipInvalid: skip, Idempotent: !dupes})
 				total += res.Stored
@@ -240,8 +241,9 @@ func (a *app) printQueryResult(res *query.Result, count bool, format string) err
 
 func (a *app) showCmd() *cobra.Command {
 	var tenant, part, format, which string
+	var reveal bool
 	cmd := &cobra.Command{
-		Use:   "show --tenant T ID [--part log|payload|all] [--format text|json|raw] [--body request|response]",
+		Use:   "show --tenant T ID [--part log|payload|all] [--format text|json|raw] [--body request|response] [--reveal]",
 		Short: "Decrypt and print a record",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) (err error) {
@@ -271,6 +273,10 @@ func (a *app) showCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if n := len(rec.Originals); n > 0 && !reveal {
+				rec.Originals = nil
+				fmt.Fprintf(a.stderr, "%d value(s) are shown masked; their sealed originals are withheld (--reveal prints them)\n", n)
+			}
 			switch format {
 			case "text":
 				return writeRecordText(a.stdout, rec, parts)
@@ -299,5 +305,6 @@ func (a *app) showCmd() *cobra.Command {
 	cmd.Flags().StringVar(&part, "part", "all", "log, payload or all")
 	cmd.Flags().StringVarP(&format, "format", "o", "text", "text, json, or raw (the bytes of one body, see --body)")
 	cmd.Flags().StringVar(&which, "body", "response", "with --format raw: request or response")
+	cmd.Flags().BoolVar(&reveal, "reveal", false, "also print the sealed originals of values the redaction policy masked with a seal action")
 	return cmd
 }

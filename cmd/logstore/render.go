@@ -165,6 +165,12 @@ func writeRecordText(w io.Writer, r *engine.Record, parts engine.Part) error {
 		for _, k := range slices.Sorted(maps.Keys(r.Attributes)) {
 			fmt.Fprintf(&b, "attribute %s=%s\n", k, r.Attributes[k])
 		}
+		if len(r.Originals) > 0 {
+			fmt.Fprintf(&b, "sealed originals of masked values (%d):\n", len(r.Originals))
+			for _, o := range r.Originals {
+				fmt.Fprintf(&b, "  %s: %s\n", o.Where, o.Value)
+			}
+		}
 	}
 	if parts&engine.PartPayload != 0 {
 		if r.Payload == nil {

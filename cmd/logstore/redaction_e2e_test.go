@@ -1,0 +1,151 @@
+package main
+
+import (
+	"bytes"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// Secrets the inputs below carry, one per ingest path and place.
+var e2eSecrets = []string{
+	"tok-har-bearer-0123456789",  // HAR: Authorization: Bearer
+	"4111111111111111",           // HAR: card number in a JSON body
+	"AKIAIOSFODNN7EXAMPLE",       // JSONL: API key in the query string
+	"hunter2-jsonl-password",     // JSONL: password body field
+	"5500000000000004",           // JSONL: card number in an attribute
+	"sk_live_4eC39HqLyjWDarjtT1", // combined log: API key in the URL
+	"378282246310005",            // combined log: card number in the path
+}
+
+const secretHAR = `{"log": {"version": "1.2", "creator": {"name": "t", "version": "1"}, "entries": [
+ {"startedDateTime": "2026-11-01T10:00:00.000Z", "time": 12.5,
+  "request": {"method": "POST", "url": "https://api.example.com/v1/pay", "httpVersion": "HTTP/1.1",
+   "headers": [{"name": "Authorization", "value": "Bearer tok-har-bearer-0123456789"}, {"name": "Accept", "value": "application/json"}],
+   "queryString": [], "cookies": [], "headersSize": -1, "bodySize": 60,
+   "postData": {"mimeType": "application/json", "text": "{\"card\": {\"pan\": \"4111111111111111\"}, \"amount\": 12}"}},
+  "response": {"status": 201, "statusText": "Created", "httpVersion": "HTTP/1.1", "headers": [], "cookies": [],
+   "content": {"size": 2, "mimeType": "text/plain", "text": "ok"}, "redirectURL": "", "headersSize": -1, "bodySize": 2},
+  "cache": {}, "timings": {"send": 0, "wait": 10, "receive": 2.5}}]}}`
+
+const secretJSONL = `{"time": "2026-11-01T10:00:01Z", "method": "POST", "path": "/v1/login", "query": "aws=AKIAIOSFODNN7EXAMPLE", "status": 200, "latency_ms": 3, "attributes": {"note": "card 5500000000000004"}, "payload": {"request_content_type": "application/json", "request_body": "{\"user\": \"ann\", \"password\": \"hunter2-jsonl-password\"}"}}
+`
+
+const secretCombined = `203.0.113.9 - - [01/Nov/2026:10:00:02 +0000] "GET /v1/cards/378282246310005?key=sk_live_4eC39HqLyjWDarjtT1 HTTP/1.1" 200 512 "-" "curl/8.0"
+`
+
+// scanTree lists the files under dir that hold any of secrets.
+func scanTree(t *testing.T, dir string, secrets []string) []string {
+	t.Helper()
+	var hits []string
+	require.NoError(t, filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for _, s := range secrets {
+			if bytes.Contains(b, []byte(s)) {
+				hits = append(hits, path+": "+s)
+			}
+		}
+		return nil
+	}))
+	return hits
+}
+
+func writeInputs(t *testing.T) []string {
+	in := t.TempDir()
+	var files []string
+	for name, body := range map[string]string{"a.har": secretHAR, "b.jsonl": secretJSONL, "c.log": secretCombined} {
+		p := filepath.Join(in, name)
+		require.NoError(t, os.WriteFile(p, []byte(body), 0o600))
+		files = append(files, p)
+	}
+	return files
+}
+
+// TestRedactionEveryIngestPath ingests HAR, JSONL and a combined access
+// log carrying secrets under the default policy: no secret is in the
+// decrypted export, and none anywhere on disk. The same inputs under
+// `redaction set --none` come back whole, which proves the checks can fail.
+func TestRedactionEveryIngestPath(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "store")
+	files := writeInputs(t)
+	r := cli(t, dir, append([]string{"ingest", "-t", "acme"}, files...)...)
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stdout, "ingested 3 record(s)")
+	require.Contains(t, r.stderr, "redacted 7 value(s) before sealing")
+
+	exp := cli(t, dir, "export", "-t", "acme")
+	require.Equal(t, 0, exp.code, exp.stderr)
+	require.Equal(t, 3, strings.Count(exp.stdout, "\n"))
+	for _, s := range e2eSecrets {
+		require.NotContains(t, exp.stdout, s)
+	}
+	require.Contains(t, exp.stdout, `"Authorization","value":"[REDACTED]"`)
+	require.Contains(t, exp.stdout, `************1111`)
+	require.Contains(t, exp.stdout, `/v1/cards/***********0005`)
+	require.Empty(t, scanTree(t, dir, e2eSecrets), "a secret reached the disk")
+
+	show := cli(t, dir, "redaction", "show", "-t", "acme")
+	require.Equal(t, 0, show.code, show.stderr)
+	require.Contains(t, show.stderr, "store's default")
+	require.Contains(t, show.stdout, `"card_number": "mask"`)
+
+	// Opting out stores the secrets (sealed): the export shows them.
+	r = cli(t, dir, "redaction", "set", "-t", "open", "--none")
+	require.Equal(t, 0, r.code, r.stderr)
+	r = cli(t, dir, append([]string{"ingest", "-t", "open"}, files...)...)
+	require.Equal(t, 0, r.code, r.stderr)
+	require.NotContains(t, r.stderr, "redacted")
+	exp = cli(t, dir, "export", "-t", "open")
+	for _, s := range e2eSecrets {
+		require.Contains(t, exp.stdout, s)
+	}
+}
+
+// TestRedactionSealKeepsOriginals: a policy with "seal" masks the normal
+// view and keeps the original sealed; `show --reveal` prints it, `show`
+// says it withheld it.
+func TestRedactionSealKeepsOriginals(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "store")
+	policy := filepath.Join(t.TempDir(), "policy.json")
+	require.NoError(t, os.WriteFile(policy, []byte(`{"version": 1,
+  "headers": [{"name": "authorization", "action": "seal"}],
+  "detectors": {"card_number": "mask"}}`), 0o600))
+	r := cli(t, dir, "redaction", "set", "-t", "acme", policy)
+	require.Equal(t, 0, r.code, r.stderr)
+	har := filepath.Join(t.TempDir(), "a.har")
+	require.NoError(t, os.WriteFile(har, []byte(secretHAR), 0o600))
+	r = cli(t, dir, "ingest", "-t", "acme", har)
+	require.Equal(t, 0, r.code, r.stderr)
+	q := cli(t, dir, "query", "-t", "acme", "-o", "json")
+	require.Equal(t, 0, q.code, q.stderr)
+	id := strings.SplitN(strings.SplitN(q.stdout, `"id":"`, 2)[1], `"`, 2)[0]
+
+	s := cli(t, dir, "show", "-t", "acme", id)
+	require.Equal(t, 0, s.code, s.stderr)
+	require.Contains(t, s.stdout, "Authorization: [REDACTED]")
+	require.NotContains(t, s.stdout, "tok-har-bearer")
+	require.Contains(t, s.stderr, "1 value(s) are shown masked")
+	s = cli(t, dir, "show", "-t", "acme", "--reveal", id)
+	require.Equal(t, 0, s.code, s.stderr)
+	require.Contains(t, s.stdout, "request_header:Authorization: Bearer tok-har-bearer-0123456789")
+	require.Empty(t, scanTree(t, dir, []string{"tok-har-bearer-0123456789", "4111111111111111"}))
+
+	bad := filepath.Join(t.TempDir(), "bad.json")
+	require.NoError(t, os.WriteFile(bad, []byte(`{"version": 1, "headers": [{"name": "x", "action": "hide"}]}`), 0o600))
+	r = cli(t, dir, "redaction", "set", "-t", "acme", bad)
+	require.Equal(t, 2, r.code)
+	require.Contains(t, r.stderr, `action "hide" (want keep, mask, drop or seal)`)
+	r = cli(t, dir, "redaction", "set", "-t", "acme", "--none", bad)
+	require.Equal(t, 2, r.code)
+	require.Contains(t, r.stderr, "exactly one of FILE, --none or --default")
+}
