@@ -280,7 +280,7 @@ func (db *DB) deletedSince(tenant string, seg [16]byte) bool {
 	}
 	keys.Zero(mk)
 	e := body.entry(segHex(seg))
-	return e == nil || e.State == segDeleting
+	return e == nil || e.State == segDeleting || e.State == segErasing
 }
 
 // err is the report of every fault (nil: none).

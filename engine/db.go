@@ -88,6 +88,7 @@ type RecoveryReport struct {
 	DebrisRemoved    int // segment files a crash left with a header and no block, never listed
 	JournalRecords   int // records a crash left only in a journal, appended again (journalreplay.go)
 	RollupsAdded     int // sealed segments from before rollups that got one (rollup.go)
+	ErasesRolledBack int // erases a crash cut before their commit, undone (erase.go): run them again
 	// Damaged lists what Open refused or found missing: tampered, unlisted
 	// or truncated segments, lost segments, damaged manifests. Those tenants
 	// or segments are refused; everything else works.

@@ -57,6 +57,8 @@ const (
 	segActive   = "active"   // being written; Size/Blocks are a checkpoint (a lower bound)
 	segSealed   = "sealed"   // final; Size and Digest are exact
 	segDeleting = "deleting" // retention removes it; a missing file is expected
+	// segErasing (erase.go): an erase is writing it; never read, and
+	// removed by the next Open unless the erase's commit made it sealed.
 )
 
 // manifestBody is the authenticated content of a manifest.
@@ -121,6 +123,9 @@ type manifestEntry struct {
 	// journal retired, the seal).
 	JournalID   string `json:"journal_id,omitempty"`
 	JournalSize int64  `json:"journal_size,omitempty"`
+	// Replaces is, for a segment in state "erasing", the id (hex) of the
+	// sealed segment it is being written to replace (erase.go).
+	Replaces string `json:"replaces,omitempty"`
 }
 
 type auditAnchor struct {

@@ -122,6 +122,20 @@ func (a *Admin) Redaction(ctx context.Context, tenant string) (RedactionPolicy, 
 	})
 }
 
+// Erase removes every record f selects (one debug session, or one
+// consumer) from tenant before retention would: each sealed segment holding
+// one is rewritten without them under a new DEK, or removed when nothing
+// is left, and the old files and index entries are removed, so nothing of
+// an erased record stays in the store's files. The active segment is sealed
+// first. Crash-safe: an erase cut short by a crash is either finished or
+// undone by the next Open (RecoveryReport.ErasesRolledBack), never half
+// applied; re-running it is always safe. It pauses appends while it writes
+// each replacement segment. A concurrent scan may see a kept record twice
+// while its replacement is being indexed.
+func (a *Admin) Erase(ctx context.Context, tenant string, f EraseFilter) (EraseReport, error) {
+	return tenantCall(a, ctx, tenant, false, func() (EraseReport, error) { return a.db.erase(ctx, tenant, f) })
+}
+
 // ApplyRetention removes every sealed segment whose newest record is older
 // than its tenant's retention, with its index entries.
 func (a *Admin) ApplyRetention(ctx context.Context) (RetentionReport, error) {

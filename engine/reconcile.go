@@ -78,7 +78,7 @@ func (db *DB) reconcileFile(ctx context.Context, rc *reconciliation, id [16]byte
 	rc.changed = rc.changed || c
 	rc.use(keyURI, id)
 	switch {
-	case e.State == segDeleting:
+	case e.State == segDeleting, e.State == segErasing:
 	case err != nil && c && errors.Is(err, ErrSegmentLoss):
 		// A crashed writer's segment kept fewer blocks than recorded:
 		// what remains is authentic and served; the loss is reported.
@@ -103,8 +103,8 @@ func (rc *reconciliation) dropGone() {
 	kept := rc.next.Segments[:0]
 	for _, e := range rc.next.Segments {
 		switch {
-		case rc.present[e.ID] && e.State != segDeleting:
-		case e.State == segDeleting:
+		case rc.present[e.ID] && e.State != segDeleting && e.State != segErasing:
+		case e.State == segDeleting, e.State == segErasing:
 			rc.changed = true // retention finished removing it
 			continue
 		default:
@@ -136,8 +136,17 @@ func (db *DB) checkKeys(ctx context.Context, rc *reconciliation, mk []byte, inde
 func (db *DB) reconcileSegment(ctx context.Context, tenant string, id [16]byte, e *manifestEntry, rep *RecoveryReport) (bool, string, error) {
 	path := db.segPath(tenant, id)
 	switch e.State {
+	case segErasing:
+		// An erase that did not reach its commit: its copy goes, the
+		// segment it was to replace stays (erase.go).
+		e.State = segDeleting
+		rep.ErasesRolledBack++
+		fallthrough
 	case segDeleting:
 		db.readers.invalidate(path)
+		if err := removeIfExists(db.fs, summaryPathOf(path)); err != nil {
+			return false, "", err
+		}
 		if err := removeIfExists(db.fs, path); err != nil {
 			return false, "", err
 		}

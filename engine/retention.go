@@ -116,12 +116,18 @@ func expiredInManifest(tm *tenantManifest, id [16]byte, cutoff time.Time) bool {
 // A crash in between leaves a file without index entries, which the next
 // Open indexes again and the next retention pass removes again.
 func (db *DB) deleteSegment(tenant string, id [16]byte, st *SegmentInfo) error {
-	path := db.segPath(tenant, id)
 	// The manifest says "deleting" before the file goes, so the missing
 	// file is expected, never reported as loss.
 	if err := db.setSegmentState(context.Background(), tenant, id, segDeleting); err != nil {
 		return err
 	}
+	return db.removeSegment(tenant, id)
+}
+
+// removeSegment removes a segment the manifest marks "deleting": its index
+// entries, its summary file and its file, then its manifest entry.
+func (db *DB) removeSegment(tenant string, id [16]byte) error {
+	path := db.segPath(tenant, id)
 	b := db.index.newBatch()
 	defer b.close()
 	if err := db.unindexSegment(b, tenant, id); err != nil {
