@@ -70,10 +70,10 @@ type manifestBody struct {
 	Key keyBinding `json:"key"`
 	// Wraps hold the manifest key wrapped under the linked key and under every
 	// key that wraps a listed segment's DEK.
-	Wraps     []keyWrap       `json:"wraps"`
-	Retention time.Duration   `json:"retention_ns,omitempty"`
+	Wraps     []keyWrap     `json:"wraps"`
+	Retention time.Duration `json:"retention_ns,omitempty"`
 	// Redaction is the tenant's redaction policy (nil: Options.Redaction).
-	Redaction *redact.Policy `json:"redaction,omitempty"`
+	Redaction *redact.Policy  `json:"redaction,omitempty"`
 	Segments  []manifestEntry `json:"segments"`
 	// Audit is the audit trail's head when the manifest was written.
 	Audit *auditAnchor `json:"audit,omitempty"`

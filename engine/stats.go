@@ -18,7 +18,7 @@ type Stats struct {
 	// RedactedValues counts the values of appended records that redaction
 	// policies masked, dropped or sealed (redaction.go).
 	RedactedValues uint64
-	GroupCommits    uint64
+	GroupCommits   uint64
 	// AppendFsyncs counts the segment fsyncs of SyncAlways appends (one per
 	// tenant per group commit), AppendFsyncRecords the records they made
 	// durable: AppendFsyncRecords/AppendFsyncs is the records per fsync

@@ -26,7 +26,7 @@ func Record(run, n int) engine.Record {
 		},
 		Path:     fmt.Sprintf("/%s/%d", Marker, n),
 		ClientIP: Marker + "-ip",
-		RequestHeaders: []engine.Header{{Name: "authorization", Value: "Bearer " + Marker},
+		RequestHeaders: []engine.Header{{Name: "x-sealed-marker", Value: "sealed " + Marker},
 			{Name: "x-n", Value: fmt.Sprint(n)}},
 	}
 	if n%2 == 0 {
