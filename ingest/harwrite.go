@@ -219,12 +219,12 @@ func harEntryOf(r *engine.Record) (*harOutEntry, error) {
 		Request: harOutRequest{
 			Method: r.Method, URL: harURL(r), HTTPVersion: httpVersion(r),
 			Cookies: requestCookies(r.RequestHeaders), Headers: harHeaders(r.RequestHeaders), QueryString: queryList(r.Query),
-			HeadersSize: -1, BodySize: -1,
+			HeadersSize: -1, BodySize: knownSize(r.RequestSize),
 		},
 		Response: harOutResponse{
 			Status: r.Status, StatusText: http.StatusText(r.Status), HTTPVersion: httpVersion(r),
 			Cookies: responseCookies(r.ResponseHeaders), Headers: harHeaders(r.ResponseHeaders),
-			RedirectURL: headerValue(r.ResponseHeaders, "Location"), HeadersSize: -1, BodySize: -1,
+			RedirectURL: headerValue(r.ResponseHeaders, "Location"), HeadersSize: -1, BodySize: knownSize(r.ResponseSize),
 		},
 		Timings:         harOutTimings{Wait: r.UpstreamLatencyMs, Receive: max(0, r.LatencyMs-r.UpstreamLatencyMs)},
 		ServerIPAddress: r.Attributes["server_ip"],
@@ -246,6 +246,15 @@ func harEntryOf(r *engine.Record) (*harOutEntry, error) {
 		e.Response.BodySize = c.Size
 	}
 	return e, nil
+}
+
+// knownSize is a record's request or response size as HAR's bodySize
+// without captured bodies: -1 (unknown) for 0.
+func knownSize(n int64) int64 {
+	if n > 0 {
+		return n
+	}
+	return -1
 }
 
 func logstoreOf(r *engine.Record) harLogstore {
