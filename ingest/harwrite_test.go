@@ -355,3 +355,26 @@ func FuzzHARWriter(f *testing.F) {
 		sameRecords(t, []engine.Record{rec}, readBack(t, buf.Bytes()))
 	})
 }
+
+// TestHARWriterStreams: each Write hands its entry to the output at once
+// (nothing is held back but the closing), so memory does not grow with the
+// number of records.
+func TestHARWriterStreams(t *testing.T) {
+	var out countingWriter
+	w := NewHARWriter(&out, "x")
+	rec := awkwardRecords()[0]
+	require.NoError(t, w.Write(rec))
+	first := out.n
+	require.Positive(t, first)
+	for i := 0; i < 1000; i++ {
+		before := out.n
+		require.NoError(t, w.Write(rec))
+		require.Greater(t, out.n, before, "entry %d written through", i)
+	}
+	require.Less(t, w.buf.Cap(), 4<<10, "one entry buffered at most")
+	require.NoError(t, w.Close())
+}
+
+type countingWriter struct{ n int }
+
+func (c *countingWriter) Write(p []byte) (int, error) { c.n += len(p); return len(p), nil }
