@@ -378,3 +378,27 @@ func TestHARWriterStreams(t *testing.T) {
 type countingWriter struct{ n int }
 
 func (c *countingWriter) Write(p []byte) (int, error) { c.n += len(p); return len(p), nil }
+
+// FuzzHARLogstore: whatever the _logstore member holds, the reader takes
+// the entry or reports it at its place; it never panics.
+func FuzzHARLogstore(f *testing.F) {
+	var buf bytes.Buffer
+	w := NewHARWriter(&buf, "seed")
+	if err := errors.Join(w.Write(awkwardRecords()[4]), w.Close()); err != nil {
+		f.Fatal(err)
+	}
+	har := buf.String()
+	i := strings.Index(har, `"_logstore":`)
+	f.Add(har[i+len(`"_logstore":`) : len(har)-len("}\n]}}\n")])
+	f.Add(`{"id":null,"attributes":null,"has_payload":true}`)
+	f.Add(`{"path":1}`)
+	f.Fuzz(func(t *testing.T, ls string) {
+		in := `{"log":{"entries":[{"startedDateTime":"2024-01-02T03:04:05Z","request":{"method":"GET","url":"https://h/p"},` +
+			`"response":{"status":200,"content":{"text":"x"}},"_logstore":` + ls + `}]}}`
+		s := &sink{}
+		_, err := Ingest(context.Background(), s, "f.har", strings.NewReader(in), Options{Format: FormatHAR})
+		if err != nil {
+			require.ErrorIs(t, err, ErrMalformed)
+		}
+	})
+}
