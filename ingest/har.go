@@ -31,6 +31,9 @@ type harEntry struct {
 		Receive float64 `json:"receive"`
 	} `json:"timings"`
 	ServerIPAddress string `json:"serverIPAddress"`
+	// Logstore is the custom "_logstore" field HARWriter writes
+	// (harlogstore.go); its values override what is derived.
+	Logstore *harLogstoreIn `json:"_logstore"`
 }
 
 type harRequest struct {
@@ -262,12 +265,26 @@ func harRecord(e *harEntry) (engine.Record, error) {
 		rec.Attributes = map[string]string{"server_ip": strings.Trim(e.ServerIPAddress, "[]")}
 	}
 	rec.TraceID, rec.SpanID = traceIDs(rec.RequestHeaders)
+	if rec.Payload, err = derivedPayload(e); err != nil {
+		return engine.Record{}, err
+	}
+	if e.Logstore != nil {
+		if err := e.Logstore.apply(&rec, e); err != nil {
+			return engine.Record{}, err
+		}
+	}
+	return rec, nil
+}
+
+// derivedPayload is the payload of an entry without _logstore: there is one
+// when the request has postData or the response a body.
+func derivedPayload(e *harEntry) (*engine.Payload, error) {
 	var p engine.Payload
 	has := false
 	if pd := e.Request.PostData; pd != nil {
 		body, err := decodeBody([]byte(pd.Text), pd.Encoding)
 		if err != nil {
-			return engine.Record{}, fmt.Errorf("request.postData: %v", err)
+			return nil, fmt.Errorf("request.postData: %v", err)
 		}
 		p.RequestContentType, p.RequestBody, has = pd.MimeType, body, true
 	}
@@ -275,16 +292,16 @@ func harRecord(e *harEntry) (engine.Record, error) {
 	if len(c.Text) > 0 || c.Encoding != "" {
 		body, err := decodeBody([]byte(c.Text), c.Encoding)
 		if err != nil {
-			return engine.Record{}, fmt.Errorf("response.content: %v", err)
+			return nil, fmt.Errorf("response.content: %v", err)
 		}
 		p.ResponseContentType, p.ResponseBody, has = c.MimeType, body, true
 	} else if c.MimeType != "" && has {
 		p.ResponseContentType = c.MimeType
 	}
-	if has {
-		rec.Payload = &p
+	if !has {
+		return nil, nil
 	}
-	return rec, nil
+	return &p, nil
 }
 
 func decodeBody(text []byte, encoding string) ([]byte, error) {

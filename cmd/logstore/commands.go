@@ -11,9 +11,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 
 	"github.com/logstore/logstore/engine"
 	"github.com/logstore/logstore/ingest"
@@ -125,16 +123,9 @@ func (a *app) ingestOne(ctx context.Context, tn *engine.Tenant, name string, o i
 		}
 		in = f
 	}
-	if fd, ok := a.stderr.(*os.File); ok && term.IsTerminal(int(fd.Fd())) {
-		bar := progressbar.NewOptions64(size, progressbar.OptionSetWriter(a.stderr), progressbar.OptionShowBytes(true),
-			progressbar.OptionSetDescription(filepath.Base(name)), progressbar.OptionShowCount(), progressbar.OptionThrottle(100*time.Millisecond),
-			progressbar.OptionClearOnFinish())
-		start := time.Now()
-		o.Progress = func(p ingest.Progress) {
-			_ = bar.Set64(p.Bytes)
-			bar.Describe(fmt.Sprintf("%s: %d records, %.0f/s", filepath.Base(name), p.Records, float64(p.Records)/time.Since(start).Seconds()))
-		}
-		defer bar.Finish()
+	if bar := a.newProgress(filepath.Base(name), size, true); bar != nil {
+		o.Progress = func(p ingest.Progress) { bar.set(p.Bytes, p.Records) }
+		defer bar.finish()
 	}
 	return ingest.Ingest(ctx, tn, name, in, o)
 }
