@@ -31,6 +31,7 @@ type harLogstoreIn struct {
 	ConsumerID        *string            `json:"consumer_id"`
 	Attributes        *map[string]string `json:"attributes"`
 	HasPayload        *bool              `json:"has_payload"`
+	Originals         []engine.Original  `json:"originals"`
 }
 
 func set[T any](dst *T, v *T) {
@@ -61,6 +62,7 @@ func (l *harLogstoreIn) apply(rec *engine.Record, e *harEntry) error {
 	set(&rec.ClientIP, l.ClientIP)
 	set(&rec.ConsumerID, l.ConsumerID)
 	set(&rec.Attributes, l.Attributes)
+	rec.Originals = l.Originals
 	if len(rec.Attributes) == 0 {
 		rec.Attributes = nil
 	}

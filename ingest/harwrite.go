@@ -199,6 +199,9 @@ type harLogstore struct {
 	ConsumerID        string            `json:"consumer_id"`
 	Attributes        map[string]string `json:"attributes"`
 	HasPayload        bool              `json:"has_payload"`
+	// Originals: the sealed originals of masked values, in an export made
+	// with them (logstore export --reveal).
+	Originals []engine.Original `json:"originals,omitempty"`
 }
 
 // harEntryOf maps a record to its HAR entry.
@@ -264,7 +267,7 @@ func logstoreOf(r *engine.Record) harLogstore {
 		LatencyMs: r.LatencyMs, UpstreamLatencyMs: r.UpstreamLatencyMs, GatewayLatencyMs: r.GatewayLatencyMs,
 		RouteID: r.RouteID, ServiceID: r.ServiceID, RequestSize: r.RequestSize, ResponseSize: r.ResponseSize,
 		Path: r.Path, Query: r.Query, ClientIP: r.ClientIP, ConsumerID: r.ConsumerID,
-		Attributes: r.Attributes, HasPayload: r.Payload != nil,
+		Attributes: r.Attributes, HasPayload: r.Payload != nil, Originals: r.Originals,
 	}
 	if l.Attributes == nil {
 		l.Attributes = map[string]string{}

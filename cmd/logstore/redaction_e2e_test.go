@@ -149,3 +149,50 @@ func TestRedactionSealKeepsOriginals(t *testing.T) {
 	require.Equal(t, 2, r.code)
 	require.Contains(t, r.stderr, "exactly one of FILE, --none or --default")
 }
+
+// TestExportRedaction: records stored unredacted (a tenant that opted out)
+// are redacted on the way out by --redact-policy and --redact; sealed
+// originals leave only with --reveal, in JSONL and in HAR, and a HAR
+// exported with them reads back with them.
+func TestExportRedaction(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "store")
+	files := writeInputs(t)
+	require.Equal(t, 0, cli(t, dir, "redaction", "set", "-t", "open", "--none").code)
+	r := cli(t, dir, append([]string{"ingest", "-t", "open"}, files...)...)
+	require.Equal(t, 0, r.code, r.stderr)
+	policy := filepath.Join(t.TempDir(), "p.json")
+	require.NoError(t, os.WriteFile(policy, []byte(`{"version": 1, "detectors": {"card_number": "mask", "bearer": "mask", "api_key": "mask"},
+  "body_fields": [{"name": "password", "action": "mask"}]}`), 0o600))
+	for _, format := range []string{"jsonl", "har"} {
+		e := cli(t, dir, "export", "-t", "open", "-o", format, "--redact-policy", policy)
+		require.Equal(t, 0, e.code, e.stderr)
+		for _, s := range e2eSecrets {
+			require.NotContains(t, e.stdout, s, format)
+		}
+	}
+	e := cli(t, dir, "export", "-t", "open", "--redact")
+	require.Equal(t, 0, e.code, e.stderr)
+	require.Contains(t, e.stdout, "4111111111111111", "--redact applies the tenant's policy, which is none")
+	e = cli(t, dir, "export", "-t", "open", "--redact", "--redact-policy", policy)
+	require.Equal(t, 2, e.code)
+
+	// Sealed originals: withheld by default, exported with --reveal.
+	seal := filepath.Join(t.TempDir(), "seal.json")
+	require.NoError(t, os.WriteFile(seal, []byte(`{"version": 1, "headers": [{"name": "authorization", "action": "seal"}]}`), 0o600))
+	require.Equal(t, 0, cli(t, dir, "redaction", "set", "-t", "sealed", seal).code)
+	require.Equal(t, 0, cli(t, dir, "ingest", "-t", "sealed", files[0]).code)
+	for _, format := range []string{"jsonl", "har"} {
+		e = cli(t, dir, "export", "-t", "sealed", "-o", format)
+		require.Equal(t, 0, e.code, e.stderr)
+		require.NotContains(t, e.stdout, "tok-har-bearer-0123456789")
+		e = cli(t, dir, "export", "-t", "sealed", "-o", format, "--reveal")
+		require.Equal(t, 0, e.code, e.stderr)
+		require.Contains(t, e.stdout, "tok-har-bearer-0123456789")
+		out := filepath.Join(t.TempDir(), "export."+format)
+		require.NoError(t, os.WriteFile(out, []byte(e.stdout), 0o600))
+		require.Equal(t, 0, cli(t, dir, "redaction", "set", "-t", "copy-"+format, seal).code) // the same policy
+		require.Equal(t, 0, cli(t, dir, "ingest", "-t", "copy-"+format, out).code)
+		back := cli(t, dir, "export", "-t", "copy-"+format, "-o", format, "--reveal")
+		require.Equal(t, e.stdout, back.stdout, "an export with originals reads back with them")
+	}
+}
