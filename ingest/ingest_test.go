@@ -21,8 +21,8 @@ import (
 // beside the module root); needShared says whether a test may use them.
 var shared = testenv.Path()
 
-// needShared skips without ../shared/testdata, except in CI (CI=true),
-// which always has it: there its absence fails the test.
+// needShared checks that the captures are there: ../shared/testdata, or
+// outside CI the repository's copy, testdata/shared (testenv).
 func needShared(t testing.TB) {
 	t.Helper()
 	testenv.SharedTestdata(t)

@@ -64,8 +64,8 @@ func cli(t *testing.T, dir string, args ...string) result {
 	return result{code, so.String(), se.String()}
 }
 
-// needShared skips a test that needs ../shared/testdata when it is absent
-// (a user's fresh clone), but fails it in CI, which always has it.
+// needShared checks that the captures are there: ../shared/testdata, or
+// outside CI the repository's copy, testdata/shared (testenv).
 func needShared(t testing.TB) {
 	t.Helper()
 	testenv.SharedTestdata(t)

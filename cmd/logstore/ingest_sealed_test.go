@@ -31,8 +31,7 @@ const (
 	mkConsumer    = markerPrefix + "CONSUMER"
 )
 
-// requireSharedData skips without ../shared/testdata, except in CI, where
-// its absence is a failure (CI always has it).
+// requireSharedData checks that the captures are there (needShared).
 func requireSharedData(t *testing.T) {
 	t.Helper()
 	needShared(t)

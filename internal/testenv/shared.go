@@ -1,7 +1,8 @@
 // Package testenv locates the team's shared test data for tests.
 //
 // The real-world captures live beside the repository, in ../shared/testdata
-// relative to the module root. Tests find that directory from the module
+// relative to the module root; testdata/shared is this repository's copy of
+// them (MIT and Apache-2.0, licenses beside them) for a fresh clone. Tests find that directory from the module
 // root rather than from their own package directory, so a package that
 // moves (internal/ingest became ingest) cannot silently lose its data.
 package testenv
@@ -12,43 +13,39 @@ import (
 	"testing"
 )
 
-// SharedTestdata returns the absolute path of ../shared/testdata relative to
-// the module root. A user's fresh clone has no such directory: the test is
-// skipped, saying so. CI (CI set) always has it, so there its absence fails
-// the test instead of skipping it.
+// SharedTestdata returns the directory of the real-world captures: the
+// team's ../shared/testdata (relative to the module root) when it is there,
+// so data added there is tested, and otherwise the copy of it this
+// repository carries in testdata/shared (a user's fresh clone), so no test
+// is skipped for want of it. In CI (CI set) ../shared must be there: its
+// absence fails the test.
 func SharedTestdata(t testing.TB) string {
 	t.Helper()
-	dir, err := sharedTestdata()
-	if err == nil {
-		return dir
+	root, err := moduleRoot()
+	if err != nil {
+		t.Fatalf("module root not found: %v", err)
 	}
-	if os.Getenv("CI") != "" {
-		t.Fatalf("shared test data not found (%v), and CI is set: CI must have it", err)
+	team := filepath.Join(filepath.Dir(root), "shared", "testdata")
+	if _, err := os.Stat(team); err == nil {
+		return team
+	} else if os.Getenv("CI") != "" {
+		t.Fatalf("../shared/testdata not found (%v), and CI is set: CI must have it", err)
 	}
-	t.Skipf("shared test data not found (%v): a fresh clone has none; CI does", err)
-	return ""
+	return filepath.Join(root, "testdata", "shared")
 }
 
-// Path returns where the shared test data is expected, whether or not it is
-// there: for optional uses such as fuzz seeds. An empty string means the
-// module root itself could not be found.
+// Path is SharedTestdata for uses that need no testing.TB (fuzz seeds,
+// package variables): the same choice, "" if the module root is not found.
 func Path() string {
 	root, err := moduleRoot()
 	if err != nil {
 		return ""
 	}
-	return filepath.Join(filepath.Dir(root), "shared", "testdata")
-}
-
-func sharedTestdata() (string, error) {
-	dir := Path()
-	if dir == "" {
-		return "", os.ErrNotExist
+	team := filepath.Join(filepath.Dir(root), "shared", "testdata")
+	if _, err := os.Stat(team); err == nil || os.Getenv("CI") != "" {
+		return team
 	}
-	if _, err := os.Stat(dir); err != nil {
-		return "", err
-	}
-	return dir, nil
+	return filepath.Join(root, "testdata", "shared")
 }
 
 // moduleRoot walks up from the working directory (go test runs each test in
