@@ -178,7 +178,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 		return nil
 	}
-	root.AddCommand(a.versionCmd(), a.demoCmd(), a.ingestCmd(), a.queryCmd(), a.showCmd(), a.exportCmd(), a.keysCmd(), a.segmentsCmd(), a.auditCmd(), a.tenantsCmd(), a.redactionCmd(), a.benchCmd())
+	root.AddCommand(a.versionCmd(), a.demoCmd(), a.ingestCmd(), a.queryCmd(), a.showCmd(), a.exportCmd(), a.keysCmd(), a.segmentsCmd(), a.auditCmd(), a.tenantsCmd(), a.redactionCmd(), a.eraseCmd(), a.benchCmd())
 	strictArgs(root)
 	a.conventions(root)
 	root.SetArgs(args)

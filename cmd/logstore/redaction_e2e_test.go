@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -195,4 +196,42 @@ func TestExportRedaction(t *testing.T) {
 		back := cli(t, dir, "export", "-t", "copy-"+format, "-o", format, "--reveal")
 		require.Equal(t, e.stdout, back.stdout, "an export with originals reads back with them")
 	}
+}
+
+// TestEraseSessionCLI: `logstore erase` removes one session's records;
+// the others stay, and no file of the store holds the erased session's id
+// or trace ids afterwards.
+func TestEraseSessionCLI(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "store")
+	var b strings.Builder
+	for i := 0; i < 60; i++ {
+		session := "keep-session"
+		if i%3 == 0 {
+			session = "gone-session-4f1c"
+		}
+		fmt.Fprintf(&b, `{"time": "2026-11-01T10:%02d:00Z", "session_id": %q, "trace_id": "%s-trace-%d", "method": "GET", "path": "/v1/x", "status": 200, "latency_ms": 1}`+"\n",
+			i, session, session, i)
+	}
+	in := filepath.Join(t.TempDir(), "in.jsonl")
+	require.NoError(t, os.WriteFile(in, []byte(b.String()), 0o600))
+	require.Equal(t, 0, cli(t, dir, "ingest", "-t", "acme", in).code)
+	require.NotEmpty(t, scanTree(t, dir, []string{"gone-session-4f1c"}), "the session id is plaintext metadata: on disk before the erase")
+
+	r := cli(t, dir, "erase", "-t", "acme", "--session", "gone-session-4f1c")
+	require.Equal(t, 2, r.code)
+	require.Contains(t, r.stderr, "--yes")
+	r = cli(t, dir, "erase", "-t", "acme", "--session", "gone-session-4f1c", "--consumer", "c", "--yes")
+	require.Equal(t, 2, r.code)
+	r = cli(t, dir, "erase", "-t", "nosuch", "--session", "x", "--yes")
+	require.Equal(t, 2, r.code)
+	require.Contains(t, r.stderr, "tenants: acme")
+
+	r = cli(t, dir, "erase", "-t", "acme", "--session", "gone-session-4f1c", "--yes")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stdout, "erased 20 record(s) of tenant acme")
+	q := cli(t, dir, "query", "-t", "acme", "--count")
+	require.Equal(t, 0, q.code, q.stderr)
+	require.Contains(t, q.stdout, "40")
+	require.Empty(t, scanTree(t, dir, []string{"gone-session-4f1c"}))
+	require.NotEmpty(t, scanTree(t, dir, []string{"keep-session"}))
 }

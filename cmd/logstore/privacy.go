@@ -135,3 +135,44 @@ func (a *app) reportRedacted(ctx context.Context, db *engine.DB, tenant string, 
 	fmt.Fprintf(a.stderr, "redacted %d value(s) before sealing (credentials, API keys, card numbers...): `logstore redaction show -t %s` prints the policy\n",
 		st.RedactedValues-before, tenant)
 }
+
+// eraseCmd is `logstore erase`: every record of one session or consumer,
+// removed from the disk before retention would (Admin.Erase).
+func (a *app) eraseCmd() *cobra.Command {
+	var tenant string
+	var f engine.EraseFilter
+	var yes bool
+	cmd := &cobra.Command{
+		Use:   "erase --tenant T (--session S | --consumer C) --yes",
+		Short: "Erase every record of one debug session or consumer: its segments are rewritten without them, nothing left on disk",
+		Long: `Erase every record of one debug session (--session) or one consumer
+(--consumer) before retention would. Each segment holding one is rewritten
+without them under a new data key, then the old file, its summary file and
+its index entries are removed and the index compacted. Crash-safe: run it
+again after a crash. A consumer is a sealed field: every segment of the
+tenant is decrypted to find its records.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) (err error) {
+			if (f.SessionID == "") == (f.ConsumerID == "") {
+				return usageError{errors.New("give exactly one of --session and --consumer")}
+			}
+			if !yes {
+				return usageError{errors.New("erasing destroys records for good: add --yes")}
+			}
+			db, _, err := a.openTenant(cmd.Context(), tenant, a.open)
+			if err != nil {
+				return err
+			}
+			defer closeDB(db, &err)
+			rep, err := db.Admin().Erase(cmd.Context(), tenant, f)
+			fmt.Fprintf(a.stdout, "erased %d record(s) of tenant %s: %d segment(s) rewritten (%d record(s) kept), %d removed, %d bytes of old segments deleted\n",
+				rep.Erased, tenant, rep.Rewritten, rep.Kept, rep.Removed, rep.Bytes)
+			return err
+		},
+	}
+	cmd.Flags().StringVarP(&tenant, "tenant", "t", "", "tenant (required)")
+	cmd.Flags().StringVar(&f.SessionID, "session", "", "session id whose records go")
+	cmd.Flags().StringVar(&f.ConsumerID, "consumer", "", "consumer id whose records go")
+	cmd.Flags().BoolVar(&yes, "yes", false, "confirm")
+	return cmd
+}
