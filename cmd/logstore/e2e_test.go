@@ -78,6 +78,14 @@ func TestDemoInEmptyDirectory(t *testing.T) {
 	require.Contains(t, r.stdout, "300 request logs")
 	require.Contains(t, r.stdout, "0 problem(s)")
 	require.Contains(t, r.stdout, "is sealed")
+	// Redaction and export are part of the tour: the card number is masked
+	// before sealing, the export reads back.
+	require.Contains(t, r.stdout, `"number": "**** **** **** 1111"`)
+	require.NotContains(t, r.stdout, "stored:   Authorization: Bearer")
+	har := dir + "-export.har"
+	ing := cli(t, dir, "ingest", "-t", "demo", har)
+	require.Equal(t, 0, ing.code, ing.stderr)
+	require.Contains(t, ing.stdout, "0 record(s) stored, 5 already stored")
 	st, err := os.Stat(filepath.Join(dir, "keys", "demo.key"))
 	require.NoError(t, err)
 	require.Equal(t, os.FileMode(0o600), st.Mode().Perm())
