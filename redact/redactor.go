@@ -26,7 +26,8 @@ type Redactor struct {
 	params   map[string]Action // lower-case query parameter name
 	anyDepth map[string]Action // lower-case JSON key, any depth
 	paths    map[string]Action // "$.a.b", lower-case
-	bodyKeys []string          // lower-case key names for the prefilter
+	bodyKeys []string          // `"name"`, lower-case, for the prefilter
+	keyFirst [256][]string     // bodyKeys by the first byte of their name, either case
 	det      detector
 	detAct   map[Kind]Action
 }
@@ -54,6 +55,13 @@ func (p *Policy) Compile() (*Redactor, error) {
 			r.anyDepth[name] = rule.Action
 		}
 		r.bodyKeys = append(r.bodyKeys, `"`+name+`"`)
+		if name != "" {
+			k, up := `"`+name+`"`, strings.ToUpper(name[:1])[0]
+			r.keyFirst[name[0]] = append(r.keyFirst[name[0]], k)
+			if up != name[0] {
+				r.keyFirst[up] = append(r.keyFirst[up], k)
+			}
+		}
 	}
 	on := func(a Action) bool { return a != "" && a != Keep }
 	r.det = detector{bearer: on(p.Detectors.Bearer), apiKey: on(p.Detectors.APIKey), card: on(p.Detectors.CardNumber)}
@@ -94,7 +102,7 @@ func (r *Redactor) Header(where, name, value string, rec func(Finding)) (out str
 
 // Text runs the detectors over s.
 func (r *Redactor) Text(where, s string, rec func(Finding)) string {
-	if !r.det.any() || s == "" {
+	if !r.det.any() || s == "" || !r.detectorsMayMatch(s) {
 		return s
 	}
 	ms := r.det.find(s)
@@ -162,7 +170,7 @@ func (r *Redactor) Query(where, raw string, rec func(Finding)) string {
 // better than a leaked card number). A body with nothing to redact is
 // returned as is, without copying.
 func (r *Redactor) Body(where, contentType string, body []byte, rec func(Finding)) []byte {
-	if len(body) == 0 {
+	if len(body) == 0 || !r.det.any() && len(r.bodyKeys) == 0 && len(r.params) == 0 {
 		return body
 	}
 	ct := strings.ToLower(contentType)
@@ -181,7 +189,7 @@ func (r *Redactor) Body(where, contentType string, body []byte, rec func(Finding
 			return out
 		}
 	}
-	if !r.det.any() {
+	if !r.det.any() || !r.detectorsMayMatch(bytesString(body)) {
 		return body
 	}
 	s := string(body)
@@ -195,23 +203,4 @@ func (r *Redactor) Body(where, contentType string, body []byte, rec func(Finding
 func looksJSON(b []byte) bool {
 	b = bytes.TrimLeft(b, " \t\r\n")
 	return len(b) > 0 && (b[0] == '{' || b[0] == '[') && utf8.Valid(b)
-}
-
-// mayHaveSecrets is the cheap test that lets most JSON bodies skip the
-// tokenizer: a detector match anywhere in the raw bytes, or a field rule's
-// key name (quoted, any case).
-func (r *Redactor) mayHaveSecrets(body []byte) bool {
-	if r.det.any() && len(r.det.find(string(body))) > 0 {
-		return true
-	}
-	if len(r.bodyKeys) == 0 {
-		return false
-	}
-	lower := bytes.ToLower(body)
-	for _, k := range r.bodyKeys {
-		if bytes.Contains(lower, []byte(k)) {
-			return true
-		}
-	}
-	return false
 }
