@@ -202,3 +202,66 @@ func TestFollowFilterAndClose(t *testing.T) {
 		require.ErrorIs(t, err, ErrInvalidOptions)
 	}
 }
+
+// TestFollowRetriesFailedRefresh: while the read-only DB's files cannot be
+// read (every Refresh and read fails) the follow keeps its position, yields
+// one ErrFollowStalled after FailAfter failed ticks, and once the files read
+// again yields what was appended meanwhile, exactly once.
+func TestFollowRetriesFailedRefresh(t *testing.T) {
+	dir := t.TempDir()
+	w := openTest(t, vfs.Default, dir, func(o *Options) { o.SegmentSize = 1 << 20 })
+	defer w.Close()
+	acme := w.tn("acme")
+	rng := rand.New(rand.NewSource(15))
+	_, err := acme.Append(bg, genRecords(rng, 100, t0))
+	require.NoError(t, err)
+	efs := vfs.NewErrorFS(vfs.Default, nil)
+	ro, err := Open(dir, &Options{ReadOnly: true, FS: efs})
+	require.NoError(t, err)
+	defer ro.Close()
+	ctx, cancel := context.WithCancel(bg)
+	defer cancel()
+	c := startFollow(ctx, ro.tn("acme"), FollowOptions{Interval: 5 * time.Millisecond, FailAfter: 3})
+	<-c.started
+
+	want := map[ID]bool{}
+	appendSome := func(n int) {
+		for i := 0; i < n; i++ {
+			ids, err := acme.Append(bg, genRecords(rng, 1+rng.Intn(3)*100, t0.Add(-time.Duration(rng.Intn(100))*time.Hour)))
+			require.NoError(t, err)
+			for _, id := range ids {
+				want[id] = true
+			}
+		}
+	}
+	appendSome(5)
+	efs.SetInjector(func(op vfs.Op, name string) error {
+		if op == vfs.OpOpen || op == vfs.OpRead || op == vfs.OpList {
+			return vfs.ErrIO
+		}
+		return nil
+	})
+	appendSome(10)
+	require.Eventually(t, func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return len(c.errs) > 0
+	}, 30*time.Second, 5*time.Millisecond)
+	appendSome(10)
+	w.flushJournals(t)
+	appendSome(5)
+	efs.SetInjector(nil)
+	last, err := acme.Append(bg, genRecords(rng, 1, t0))
+	require.NoError(t, err)
+	want[last[0]] = true
+	require.Eventually(t, func() bool { return c.has(last[0]) }, 30*time.Second, 5*time.Millisecond)
+	cancel()
+	<-c.done
+	c.mu.Lock()
+	require.Len(t, c.errs, 1, "one report per outage")
+	require.ErrorIs(t, c.errs[0], ErrFollowStalled)
+	require.ErrorIs(t, c.errs[0], vfs.ErrInjected)
+	c.errs = nil
+	c.mu.Unlock()
+	c.requireExactly(t, want, "after the outage")
+}
