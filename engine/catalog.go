@@ -33,6 +33,9 @@ type catalog struct {
 	mems map[string][]*blockSummary
 	// changes wakes the follows of the DB (follow.go) on every change.
 	changes notifier
+	// roSums, in a read-only DB, keeps active segments' summaries across
+	// reset (rosums.go).
+	roSums roSumCache
 }
 
 // tenantBlocks are one tenant's summaries, by segment in key order.
