@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"iter"
 	"slices"
+	"sort"
 	"sync"
 	"time"
 )
@@ -352,10 +353,9 @@ func (f *follower) segment(sv *segView) ([]*Meta, error) {
 		return nil, nil
 	}
 	var out []*Meta
-	for _, s := range blocks {
-		if s.seq < fs.next {
-			continue
-		}
+	// Blocks are in sequence order: start at the first one not read.
+	from := sort.Search(len(blocks), func(i int) bool { return blocks[i].seq >= fs.next })
+	for _, s := range blocks[from:] {
 		metas, err := f.block(sv.id, s, fs.journal)
 		if err != nil {
 			return out, err
