@@ -265,3 +265,29 @@ func TestFollowRetriesFailedRefresh(t *testing.T) {
 	c.mu.Unlock()
 	c.requireExactly(t, want, "after the outage")
 }
+
+// TestFollowReadOnlyClose: closing a read-only DB ends a follow waiting for
+// its next tick (a long Interval) with ErrClosed, and Close does not wait
+// for the follow.
+func TestFollowReadOnlyClose(t *testing.T) {
+	dir := t.TempDir()
+	w := openTest(t, vfs.Default, dir, nil)
+	defer w.Close()
+	_, err := w.tn("acme").Append(bg, genRecords(rand.New(rand.NewSource(1)), 10, t0))
+	require.NoError(t, err)
+	ro, err := Open(dir, &Options{ReadOnly: true})
+	require.NoError(t, err)
+	c := startFollow(bg, ro.tn("acme"), FollowOptions{Interval: time.Hour})
+	<-c.started
+	require.NoError(t, ro.Close())
+	select {
+	case <-c.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("follow did not end on Close")
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	require.Len(t, c.errs, 1)
+	require.ErrorIs(t, c.errs[0], ErrClosed)
+	require.Empty(t, c.got)
+}
