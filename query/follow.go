@@ -74,3 +74,63 @@ func followPlan(req Request, opts *engine.FollowOptions) (Expr, error) {
 	opts.Index, opts.From, opts.To, opts.Ranges = base.Index, base.From, base.To, base.Ranges
 	return expr, nil
 }
+
+// FollowTenant is what FollowLast runs against (*engine.Tenant).
+type FollowTenant interface {
+	Tenant
+	Follower
+}
+
+// FollowLast is Follow that first yields the newest n existing records req
+// selects, oldest first, like `tail -n N -f`. The page is read once the
+// follow's position is taken, and a followed record that is on it is not
+// yielded again: every record is yielded once, in the page or after it.
+// n is at most MaxLimit (ErrBadValue); 0 is Follow.
+func FollowLast(ctx context.Context, t FollowTenant, req Request, n int, opts engine.FollowOptions) iter.Seq2[*engine.Meta, error] {
+	if n == 0 {
+		return Follow(ctx, t, req, opts)
+	}
+	return func(yield func(*engine.Meta, error) bool) {
+		if n < 0 || n > MaxLimit {
+			yield(nil, fmt.Errorf("%w: %d existing records to show first: from 0 to %d", ErrBadValue, n, MaxLimit))
+			return
+		}
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		var onPage map[engine.ID]bool
+		stopped := false
+		started := opts.Started
+		opts.Started = func() {
+			res, err := Run(ctx, t, Request{From: req.From, To: req.To, Where: req.Where, Limit: n})
+			if err != nil {
+				yield(nil, err) // the follow cannot start as asked
+				stopped = true
+				cancel()
+				return
+			}
+			if started != nil {
+				started()
+			}
+			onPage = make(map[engine.ID]bool, len(res.Rows))
+			for i := len(res.Rows) - 1; i >= 0 && !stopped; i-- {
+				onPage[res.Rows[i].ID] = true
+				stopped = !yield(&res.Rows[i], nil)
+			}
+			if stopped {
+				cancel()
+			}
+		}
+		for m, err := range Follow(ctx, t, req, opts) {
+			if stopped {
+				return
+			}
+			if err == nil && onPage[m.ID] {
+				delete(onPage, m.ID)
+				continue
+			}
+			if !yield(m, err) {
+				return
+			}
+		}
+	}
+}

@@ -3,11 +3,13 @@ package query
 import (
 	"context"
 	"fmt"
+	"iter"
 	"math/rand"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/logstore/logstore/engine"
@@ -84,5 +86,73 @@ func TestFollowFilters(t *testing.T) {
 		for _, err := range Follow(context.Background(), acme, bad, engine.FollowOptions{}) {
 			require.Error(t, err)
 		}
+	}
+}
+
+// appendOnScan is a tenant whose first Scan appends a record first: one
+// acknowledged after the follow's position was taken that is also on the
+// page FollowLast reads.
+type appendOnScan struct {
+	*engine.Tenant
+	once sync.Once
+	rec  engine.Record
+	id   engine.ID
+}
+
+func (a *appendOnScan) Scan(ctx context.Context, o engine.ScanOptions) iter.Seq2[*engine.Meta, error] {
+	a.once.Do(func() {
+		ids, err := a.Tenant.Append(ctx, []engine.Record{a.rec})
+		if err != nil {
+			panic(err)
+		}
+		a.id = ids[0]
+	})
+	return a.Tenant.Scan(ctx, o)
+}
+
+// TestFollowLast: the newest n existing matches come first, oldest first,
+// then the new ones; a record both on the page and followed comes once.
+func TestFollowLast(t *testing.T) {
+	acme, _, _ := newDB(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	t0 := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	req := Request{Where: "status = 5xx"}
+	res, err := Run(ctx, acme, Request{Where: req.Where, Limit: 4})
+	require.NoError(t, err)
+	racer := &appendOnScan{Tenant: acme, rec: engine.Record{Meta: engine.Meta{Time: t0.Add(24 * time.Hour), Method: "GET", Status: 500}, Path: "/z"}}
+	var mu sync.Mutex
+	var got []engine.ID
+	done := make(chan struct{})
+	started := make(chan struct{})
+	go func() {
+		defer close(done)
+		for m, err := range FollowLast(ctx, racer, req, 5, engine.FollowOptions{Started: func() { close(started) }}) {
+			if !assert.NoError(t, err) {
+				return
+			}
+			mu.Lock()
+			got = append(got, m.ID)
+			mu.Unlock()
+		}
+	}()
+	<-started
+	ids, err := acme.Append(ctx, []engine.Record{
+		{Meta: engine.Meta{Time: t0.Add(-time.Hour), Method: "GET", Status: 503}, Path: "/a"},
+		{Meta: engine.Meta{Time: t0.Add(-time.Hour), Method: "GET", Status: 200}, Path: "/b"},
+	})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got) >= 6
+	}, 30*time.Second, 5*time.Millisecond)
+	cancel()
+	<-done
+	want := []engine.ID{res.Rows[3].ID, res.Rows[2].ID, res.Rows[1].ID, res.Rows[0].ID, racer.id, ids[0]}
+	require.Equal(t, want, got)
+
+	for _, err := range FollowLast(context.Background(), acme, req, MaxLimit+1, engine.FollowOptions{}) {
+		require.ErrorIs(t, err, ErrBadValue)
 	}
 }
