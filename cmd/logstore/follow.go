@@ -13,12 +13,22 @@ import (
 	"github.com/logstore/logstore/query"
 )
 
-// `logstore query --follow`: print the matching records a writer (another
-// process: the store is open read-only) acknowledges from now on, until
-// SIGINT or SIGTERM, which end it with exit 0.
+// `logstore query --follow [--last N]`: print the newest N matching records
+// (default none), then those a writer (another process: the store is open
+// read-only) acknowledges from now on, until SIGINT or SIGTERM, which end
+// it with exit 0.
 
-// checkFollow refuses the query flags that make no sense with --follow.
-func checkFollow(cmd *cobra.Command) error {
+// checkFollow refuses the query flags that make no sense with --follow,
+// and --last without it.
+func checkFollow(cmd *cobra.Command, follow bool, last int) error {
+	switch {
+	case !follow && cmd.Flags().Changed("last"):
+		return usageError{errors.New("--last N prints the newest N matches before following: use it with --follow")}
+	case !follow:
+		return nil
+	case last < 0 || last > query.MaxLimit:
+		return usageError{fmt.Errorf("--last must be from 0 to %d, not %d", query.MaxLimit, last)}
+	}
 	for _, name := range []string{"all", "limit", "cursor", "count"} {
 		if cmd.Flags().Changed(name) {
 			return usageError{fmt.Errorf("--follow prints new records as they come: not with --%s", name)}
@@ -31,12 +41,12 @@ func checkFollow(cmd *cobra.Command) error {
 // starts, each as soon as the store shows it (a table row flushed at once,
 // or a JSON line). A store it cannot read for a while is reported on stderr
 // and retried; the context's end (a signal) ends it without error.
-func (a *app) followQuery(ctx context.Context, tn *engine.Tenant, req query.Request, format string) error {
+func (a *app) followQuery(ctx context.Context, tn *engine.Tenant, req query.Request, last int, format string) error {
 	out := newFollowPrinter(a.stdout, format)
 	opts := engine.FollowOptions{Started: func() {
 		fmt.Fprintf(a.stderr, "following tenant %s (new records as they are acknowledged; Ctrl-C stops)\n", tn.Name())
 	}}
-	for m, err := range query.Follow(ctx, tn, req, opts) {
+	for m, err := range query.FollowLast(ctx, tn, req, last, opts) {
 		switch {
 		case errors.Is(err, engine.ErrFollowStalled):
 			fmt.Fprintf(a.stderr, "logstore: warning: %v (retrying)\n", err)

@@ -124,9 +124,36 @@ func TestQueryFollowUsage(t *testing.T) {
 	dir := t.TempDir()
 	r := cli(t, dir, "demo")
 	require.Equal(t, 0, r.code, r.stderr)
-	for _, extra := range [][]string{{"--all"}, {"--limit", "5"}, {"--cursor", "x"}, {"--count"}} {
+	for _, extra := range [][]string{{"--all"}, {"--limit", "5"}, {"--cursor", "x"}, {"--count"}, {"--last", "-1"}, {"--last", "10001"}} {
 		r := cli(t, dir, append([]string{"query", "--tenant", "demo", "--follow"}, extra...)...)
 		require.Equal(t, 2, r.code, "%v: %s", extra, r.stderr)
-		require.Contains(t, r.stderr, "--follow", extra)
+		require.Contains(t, r.stderr, "--", extra)
 	}
+	r = cli(t, dir, "query", "--tenant", "demo", "--last", "3")
+	require.Equal(t, 2, r.code, r.stderr)
+	require.Contains(t, r.stderr, "--follow")
+}
+
+// TestQueryFollowLast: --follow --last N prints the newest N matches
+// first, oldest first (the page `query --limit N` prints, reversed), then
+// waits; SIGTERM ends it with exit 0.
+func TestQueryFollowLast(t *testing.T) {
+	dir := t.TempDir()
+	r := cli(t, dir, "demo")
+	require.Equal(t, 0, r.code, r.stderr)
+	r = cli(t, dir, "query", "--tenant", "demo", "--where", "status >= 300", "--limit", "3", "-o", "json")
+	require.Equal(t, 0, r.code, r.stderr)
+	page := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	require.Len(t, page, 3)
+
+	follow := exec.Command(binary, "--dir", dir, "query", "--tenant", "demo", "--where", "status >= 300", "--follow", "--last", "3", "-o", "json")
+	var stdout, stderr lockedBuffer
+	follow.Stdout, follow.Stderr = &stdout, &stderr
+	require.NoError(t, follow.Start())
+	defer follow.Process.Kill()
+	require.Eventually(t, func() bool { return strings.Count(stdout.String(), "\n") >= 3 }, 30*time.Second, 10*time.Millisecond,
+		"stderr: %s", &stderr)
+	require.NoError(t, follow.Process.Signal(syscall.SIGTERM))
+	require.NoError(t, follow.Wait(), "stderr: %s", stderr.String())
+	require.Equal(t, []string{page[2], page[1], page[0]}, strings.Split(strings.TrimSpace(stdout.String()), "\n"))
 }
