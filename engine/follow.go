@@ -368,21 +368,22 @@ func (f *follower) segment(sv *segView) ([]*Meta, error) {
 }
 
 // block returns the records of new block s of segment seg that the follow
-// selects: a journal block's are remembered (their flush is skipped), a
-// segment block's that a journal served are skipped.
+// selects: a journal block's are remembered (their flush is skipped), and a
+// record already remembered (a segment block's flushed from a journal, or
+// a journal block's carried over from another journal) is skipped.
 func (f *follower) block(seg [16]byte, s *blockSummary, journal bool) ([]*Meta, error) {
 	if s.kind != kindLog {
 		return nil, nil
 	}
-	if journal {
-		f.skipJournal(segView{id: seg, blocks: []*blockSummary{s}})
-	}
 	if f.empty || (!f.bounds.block(s) && (journal || len(f.skip) == 0)) {
+		if journal {
+			f.skipJournal(segView{id: seg, blocks: []*blockSummary{s}})
+		}
 		return nil, nil
 	}
 	var served []ID
 	keep := func(raw []byte) bool {
-		if !journal && len(f.skip) > 0 && len(raw) >= 18 {
+		if len(f.skip) > 0 && len(raw) >= 18 {
 			if _, ok := f.skip[ID(raw[2:18])]; ok {
 				served = append(served, ID(raw[2:18]))
 				return false
@@ -394,8 +395,12 @@ func (f *follower) block(seg [16]byte, s *blockSummary, journal bool) ([]*Meta, 
 	if err != nil {
 		return nil, err
 	}
-	for _, id := range served {
-		delete(f.skip, id)
+	if journal {
+		f.skipJournal(segView{id: seg, blocks: []*blockSummary{s}})
+	} else {
+		for _, id := range served {
+			delete(f.skip, id)
+		}
 	}
 	out := metas[:0]
 	for _, m := range metas {
