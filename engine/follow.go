@@ -84,7 +84,9 @@ func (o *FollowOptions) scanOptions() (ScanOptions, error) {
 // and that is acknowledged after Follow starts (the iteration's first
 // step): each exactly once, whatever its capture time, across flushes of
 // journals, seals and retention. Records acknowledged before are never
-// yielded (scan them with Scan first if wanted; see query.Follow).
+// yielded (query.FollowLast yields the newest existing matches first,
+// exactly). "Starts" is the first tick that reads the store: a failed
+// Refresh delays it; FollowOptions.Started is called then.
 //
 // Visibility: on the writer DB a record is yielded soon after its Append
 // returns (an append wakes the follow); on a read-only DB within about one
