@@ -5,7 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"text/tabwriter"
+	"strconv"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -62,8 +63,8 @@ func (a *app) followQuery(ctx context.Context, tn *engine.Tenant, req query.Requ
 }
 
 // followPrinter prints followed rows one at a time: JSON lines, or table
-// rows flushed at once (aligned while the values fit the minimum widths;
-// the time and id columns always do).
+// rows written at once in fixed-width columns (the query table's columns;
+// a value longer than its column shifts the rest of its row).
 type followPrinter struct {
 	w      io.Writer
 	json   bool
@@ -74,18 +75,30 @@ func newFollowPrinter(w io.Writer, format string) *followPrinter {
 	return &followPrinter{w: w, json: format == "json"}
 }
 
+// followRow is the table row format: time, id, method, status, latency,
+// host, route, session, payload.
+const followRow = "%-24s  %-26s  %-7s  %-6s  %-10s  %-24s  %-12s  %-12s  %s"
+
 func (p *followPrinter) write(m *engine.Meta) error {
 	if p.json {
 		return newJSONEncoder(p.w).Encode(jsonRow(m))
 	}
-	tw := tabwriter.NewWriter(p.w, 10, 0, 2, ' ', 0)
 	if !p.header {
 		p.header = true
-		fmt.Fprintln(tw, tableHeader)
-		if err := tw.Flush(); err != nil {
+		if err := p.line("TIME", "ID", "METHOD", "STATUS", "LATENCY_MS", "HOST", "ROUTE", "SESSION", "PAYLOAD"); err != nil {
 			return err
 		}
 	}
-	writeRow(tw, m)
-	return tw.Flush()
+	payload := ""
+	if m.HasPayload {
+		payload = "yes"
+	}
+	return p.line(m.Time.Format("2006-01-02T15:04:05.000Z07:00"), m.ID, m.Method, strconv.Itoa(m.Status),
+		strconv.FormatFloat(m.LatencyMs, 'f', 1, 64), dash(m.Host), dash(m.RouteID), dash(m.SessionID), payload)
+}
+
+// line writes one table line, without trailing blanks.
+func (p *followPrinter) line(cols ...any) error {
+	_, err := io.WriteString(p.w, strings.TrimRight(fmt.Sprintf(followRow, cols...), " ")+"\n")
+	return err
 }
