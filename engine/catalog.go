@@ -31,6 +31,11 @@ type catalog struct {
 	// no block of a segment holds yet: the index never has them, so they
 	// outlive reset and are added to every load, until a flush drops them.
 	mems map[string][]*blockSummary
+	// changes wakes the follows of the DB (follow.go) on every change.
+	changes notifier
+	// roSums, in a read-only DB, keeps active segments' summaries across
+	// reset (rosums.go).
+	roSums roSumCache
 }
 
 // tenantBlocks are one tenant's summaries, by segment in key order.
@@ -467,6 +472,7 @@ func (c *catalog) commitAndApply(kvs []kv, commit func() error) error {
 }
 
 func (c *catalog) applyLocked(kvs []kv) {
+	defer c.changes.signal()
 	for _, e := range kvs {
 		tb := c.tenants[e.tenant]
 		switch {
@@ -534,4 +540,5 @@ func (c *catalog) reset() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.tenants = map[string]*tenantBlocks{}
+	c.changes.signal()
 }

@@ -380,6 +380,11 @@ func (db *DB) readOnlySummaries(tenant string, r *segment.Reader) ([]*blockSumma
 	if tm == nil || tm.body == nil || h.Cipher == segment.CipherNone {
 		return summarizeSegment(r)
 	}
+	blocks := r.Blocks()
+	kept, groups := db.catalog.roSums.get(r.Path(), blocks)
+	if len(kept) == len(blocks) {
+		return kept, nil
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), keyCallTimeout)
 	defer cancel()
 	dek, err := db.cache.Unwrap(ctx, h.Slot.KeyURI, h.Slot.Wrapped, keys.SegmentContext(tenant, segHex(h.ID)))
@@ -387,9 +392,8 @@ func (db *DB) readOnlySummaries(tenant string, r *segment.Reader) ([]*blockSumma
 		return nil, err
 	}
 	defer keys.Zero(dek)
-	sums := make([]*blockSummary, 0, len(r.Blocks()))
-	var groups groupBuilder
-	for _, bi := range r.Blocks() {
+	sums := append(make([]*blockSummary, 0, len(blocks)), kept...)
+	for _, bi := range blocks[len(kept):] {
 		blk, err := r.ReadBlockWith(dek, bi.Offset, bi.Seq)
 		if err != nil {
 			return nil, err
@@ -405,6 +409,7 @@ func (db *DB) readOnlySummaries(tenant string, r *segment.Reader) ([]*blockSumma
 			return nil, err
 		}
 	}
+	db.catalog.roSums.put(r.Path(), blocks, sums, groups)
 	return sums, nil
 }
 

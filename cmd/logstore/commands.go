@@ -133,10 +133,11 @@ func (a *app) ingestOne(ctx context.Context, tn *engine.Tenant, name string, o i
 func (a *app) queryCmd() *cobra.Command {
 	var req query.Request
 	var since sinceFlag
-	var all bool
+	var all, follow bool
+	var last int
 	var tenant, from, to, format string
 	cmd := &cobra.Command{
-		Use:     "query --tenant T [--since 1h | --from TIME --to TIME] [--where EXPR] [--limit N | --all] [--cursor TOKEN] [--format table|json] [--count]",
+		Use:     "query --tenant T [--since 1h | --from TIME --to TIME] [--where EXPR] [--limit N | --all | --follow [--last N]] [--cursor TOKEN] [--format table|json] [--count]",
 		Short:   "Query plaintext metadata (never needs the key); newest first",
 		Long:    queryLong(),
 		Example: queryExamples,
@@ -150,6 +151,9 @@ func (a *app) queryCmd() *cobra.Command {
 			}
 			if req.From, req.To, err = timeRange(since.d, from, to, time.Now()); err != nil {
 				return usageError{err}
+			}
+			if err := checkFollow(cmd, follow, last); err != nil {
+				return err
 			}
 			if all && req.Count {
 				return usageError{errors.New("--all streams rows: not with --count")}
@@ -165,6 +169,10 @@ func (a *app) queryCmd() *cobra.Command {
 				return err
 			}
 			defer closeDB(db, &err)
+			if follow {
+				req.Limit = 0
+				return a.followQuery(cmd.Context(), tn, req, last, format)
+			}
 			if all {
 				return a.streamQuery(cmd.Context(), tn, req, format)
 			}
@@ -186,6 +194,8 @@ func (a *app) queryCmd() *cobra.Command {
 	f.StringVar(&req.Cursor, "cursor", "", "continue from a previous page's cursor")
 	f.StringVarP(&format, "format", "o", "table", "table or json (JSON lines)")
 	f.BoolVar(&req.Count, "count", false, "print the number of matches")
+	f.BoolVarP(&follow, "follow", "f", false, "print new matching records as a writer acknowledges them, until Ctrl-C (store opened read-only)")
+	f.IntVar(&last, "last", 0, "with --follow: first print the newest N existing matches (oldest first), like tail -n N -f")
 	return cmd
 }
 

@@ -39,7 +39,8 @@ Times: --since 90s|15m|1h30m|7d|2w; --from/--to RFC 3339, 2015-05-18 or 2015-05-
 const queryExamples = `  logstore query -t acme --since 1h -w "status = 5xx"
   logstore query -t acme -w "method IN (POST, PUT) AND latency_ms > 300" --limit 20
   logstore query -t acme -w "session_id = 'sess-42'" --all -o json > session.jsonl
-  logstore query -t acme --from 2015-05-17 --to 2015-05-18 -w "status = 404" --count`
+  logstore query -t acme --from 2015-05-17 --to 2015-05-18 -w "status = 404" --count
+  logstore query -t acme -w "status = 5xx" --follow          # new matches as an ingest stores them; Ctrl-C stops`
 
 // wrapList joins items with ", ", wrapping lines at width.
 func wrapList(items []string, width int) string {
