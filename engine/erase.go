@@ -137,7 +137,8 @@ func (db *DB) eraseSegment(ctx context.Context, tenant string, id [16]byte, e ma
 		return err
 	}
 	return db.control(ctx, func() error {
-		if cur := db.manifests.get(tenant).entry(e.ID); cur == nil || cur.State != segSealed || string(cur.Digest) != string(e.Digest) {
+		tm := db.manifests.get(tenant)
+		if tm == nil || tm.entry(e.ID) == nil || tm.entry(e.ID).State != segSealed || string(tm.entry(e.ID).Digest) != string(e.Digest) {
 			return fmt.Errorf("%w: the segment changed during the erase (rewrapped or deleted): run it again", ErrInvalidOptions)
 		}
 		if sv.kept > 0 {
@@ -347,8 +348,7 @@ func (db *DB) commitReplacement(ctx context.Context, tenant, path string, sums [
 		if err := db.sealEntry(r, e, sums); err != nil {
 			return err
 		}
-		e.Replaces = ""
-		o.State = segDeleting
+		o.State = segDeleting // e keeps Replaces: a follow skips its records, already seen in o
 		return nil
 	})
 }

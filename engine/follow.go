@@ -308,6 +308,17 @@ func (f *follower) tick() ([]*Meta, error) {
 	return out, errors.Join(append(errs, faults)...)
 }
 
+// rewritten reports whether segment id was written by an erase to replace
+// another (its manifest entry names it): its records are not new.
+func (f *follower) rewritten(id [16]byte) bool {
+	tm := f.db.manifests.get(f.tenant)
+	if tm == nil {
+		return false
+	}
+	e := tm.entry(segHex(id))
+	return e != nil && e.Replaces != ""
+}
+
 // prune forgets, after a tick that read everything, the segments that are
 // gone (retention, deletion) and the journals retired: their records are
 // in blocks this tick read, or deleted.
@@ -331,6 +342,9 @@ func (f *follower) segment(sv *segView) ([]*Meta, error) {
 	if fs == nil {
 		fs = &followSeg{journal: isJournal(*sv)}
 		f.segs[sv.id] = fs
+		if f.rewritten(sv.id) {
+			fs.done = true // an erase's rewrite of a segment already followed: nothing new
+		}
 	}
 	if fs.done {
 		return nil, nil

@@ -123,8 +123,9 @@ type manifestEntry struct {
 	// journal retired, the seal).
 	JournalID   string `json:"journal_id,omitempty"`
 	JournalSize int64  `json:"journal_size,omitempty"`
-	// Replaces is, for a segment in state "erasing", the id (hex) of the
-	// sealed segment it is being written to replace (erase.go).
+	// Replaces is, for a segment an erase wrote (state "erasing", then
+	// "sealed"), the id (hex) of the sealed segment it replaces (erase.go):
+	// its records are not new, and a follow skips them.
 	Replaces string `json:"replaces,omitempty"`
 }
 
