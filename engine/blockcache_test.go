@@ -48,7 +48,7 @@ func requireZeroed(t *testing.T, bufs [][]byte) {
 
 // appendSealed appends recs in batches of per, sealing the segment after
 // each batch so that they land in distinct segment files.
-func appendSealed(t *testing.T, db *testDB, tenant string, recs []Record, per int) []ID {
+func appendSealed(t testing.TB, db *testDB, tenant string, recs []Record, per int) []ID {
 	t.Helper()
 	var ids []ID
 	for i := 0; i < len(recs); i += per {
