@@ -78,27 +78,38 @@ func (db *DB) erase(ctx context.Context, tenant string, f EraseFilter) (EraseRep
 	if tm == nil || tm.body == nil {
 		return rep, fmt.Errorf("%w: tenant %s has no authenticated manifest (%v)", ErrNotFound, tenant, tmErr(tm))
 	}
+	err := db.eraseSegments(ctx, tenant, tm, f, &rep)
+	// Deleted index entries stay in Pebble's files until a compaction
+	// rewrites them: the tenant's key ranges are compacted whatever
+	// happened, also when this run found nothing left (a re-run after a
+	// crash, whose Open finished the removal) or failed part-way.
+	return rep, errors.Join(err, db.compactTenant(context.WithoutCancel(ctx), tenant))
+}
+
+// eraseSegments erases f's records from each sealed segment of tm.
+func (db *DB) eraseSegments(ctx context.Context, tenant string, tm *tenantManifest, f EraseFilter, rep *EraseReport) error {
 	for _, e := range tm.body.Segments {
 		if e.State != segSealed {
 			continue
 		}
 		id, err := parseSegHex(e.ID)
 		if err != nil {
-			return rep, err
+			return err
 		}
 		if err := ctx.Err(); err != nil {
-			return rep, err
+			return err
 		}
-		if err := db.eraseSegment(ctx, tenant, id, e, f, &rep); err != nil {
-			return rep, fmt.Errorf("logstore/engine: erase: segment %s: %w", e.ID, err)
+		if err := db.eraseSegment(ctx, tenant, id, e, f, rep); err != nil {
+			return fmt.Errorf("logstore/engine: erase: segment %s: %w", e.ID, err)
 		}
 	}
-	if rep.Rewritten+rep.Removed == 0 {
-		return rep, nil
-	}
-	// Deleted index entries stay in Pebble's files until a compaction
-	// rewrites them: compact the tenant's key ranges now.
-	return rep, db.control(ctx, func() error {
+	return nil
+}
+
+// compactTenant compacts tenant's index key ranges, so entries deleted
+// from them leave Pebble's files.
+func (db *DB) compactTenant(ctx context.Context, tenant string) error {
+	return db.control(ctx, func() error {
 		for _, k := range []byte{keySegment, keyBlock} {
 			p := tenantPrefix(k, tenant)
 			if err := db.index.compact(p, prefixEnd(p)); err != nil {

@@ -372,6 +372,16 @@ func (db *DB) unlistedSegment(tenant string, id [16]byte, rep *RecoveryReport) (
 // as before and adopted (a manifest is written) when its key is usable.
 func (db *DB) recoverUnmanifested(ctx context.Context, tenant string, files [][16]byte, rep *RecoveryReport) error {
 	if len(files) == 0 {
+		if _, ok := db.indexedManifestSeq(tenant, nil); ok {
+			// No segment yet, but a manifest was written (a key linked, a
+			// redaction policy set) and is gone: refused, never taken for
+			// a new tenant whose defaults would replace what it said.
+			err := fmt.Errorf("%w: %s had a manifest (the index saw it) and it is gone; run `logstore keys link --tenant %s --key URI` to re-attest",
+				ErrManifestMissing, tenant, tenant)
+			db.manifests.set(tenant, &tenantManifest{damaged: err})
+			rep.Damaged = append(rep.Damaged, fmt.Sprintf("tenant %s: %v", tenant, err))
+			return nil
+		}
 		return nil
 	}
 	for _, id := range files {

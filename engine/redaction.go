@@ -105,17 +105,20 @@ func RedactRecord(rd *redact.Redactor, in *Record) (Record, int) {
 			originals = append(originals, Original{Where: f.Where, Value: f.Original})
 		}
 	}
-	// Plaintext metadata: the detectors only (no rule names these).
+	// Identifiers (plaintext, or searched and erased by value): the
+	// detectors but the card number's, whose Luhn check one numeric id in
+	// ten passes (redact.Redactor.Identifier).
 	for _, f := range []struct {
 		where string
 		v     *string
 	}{{"session_id", &out.SessionID}, {"trace_id", &out.TraceID}, {"span_id", &out.SpanID},
-		{"host", &out.Host}, {"route_id", &out.RouteID}, {"service_id", &out.ServiceID}} {
-		*f.v = rd.Text(f.where, *f.v, rec)
+		{"host", &out.Host}, {"route_id", &out.RouteID}, {"service_id", &out.ServiceID}, {"consumer_id", &out.ConsumerID}} {
+		*f.v = rd.Identifier(f.where, *f.v, rec)
 	}
+	out.Method = rd.Text("method", in.Method, rec)
+	out.ResponseSource = rd.Text("response_source", in.ResponseSource, rec)
 	out.Path = rd.Text("path", in.Path, rec)
 	out.Query = rd.Query("query", in.Query, rec)
-	out.ConsumerID = rd.Text("consumer_id", in.ConsumerID, rec)
 	out.RequestHeaders = redactHeaders(rd, "request_header:", in.RequestHeaders, rec)
 	out.ResponseHeaders = redactHeaders(rd, "response_header:", in.ResponseHeaders, rec)
 	out.Attributes = redactAttributes(rd, in.Attributes, rec)
@@ -125,8 +128,17 @@ func RedactRecord(rd *redact.Redactor, in *Record) (Record, int) {
 		p.ResponseBody = rd.Body("response_body", p.ResponseContentType, p.ResponseBody, rec)
 		out.Payload = &p
 	}
+	// A caller's originals (an export read back) are kept only under a
+	// policy that seals: under one that masks, they would store what it
+	// masks (counted as redacted values).
+	kept := in.Originals
+	if len(kept) > 0 && !rd.Seals() {
+		n += len(kept)
+		kept = nil
+		out.Originals = nil
+	}
 	if len(originals) > 0 {
-		out.Originals = append(append(make([]Original, 0, len(in.Originals)+len(originals)), in.Originals...), originals...)
+		out.Originals = append(append(make([]Original, 0, len(kept)+len(originals)), kept...), originals...)
 	}
 	return out, n
 }

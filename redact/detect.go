@@ -1,6 +1,10 @@
 package redact
 
-import "strings"
+import (
+	"cmp"
+	"slices"
+	"strings"
+)
 
 // Kind names what found a secret: a policy rule or one of the detectors.
 type Kind string
@@ -17,6 +21,9 @@ type match struct {
 	start, end int
 	kind       Kind
 	masked     string
+	// dropStart is where a Drop cuts from: start, or the "Bearer" before a
+	// bearer token.
+	dropStart int
 }
 
 // apiKeyPrefix describes a key format by its prefix: the token after the
@@ -79,6 +86,7 @@ func (d detector) find(s string) []match {
 	}
 	if d.apiKey {
 		ms = findAPIKeys(s, ms)
+		ms = findURLPasswords(s, ms)
 	}
 	if d.card {
 		ms = findCards(s, ms)
@@ -92,11 +100,7 @@ func sortMatches(ms []match) []match {
 	if len(ms) < 2 {
 		return ms
 	}
-	for i := 1; i < len(ms); i++ { // insertion sort: a handful of matches
-		for j := i; j > 0 && (ms[j].start < ms[j-1].start || ms[j].start == ms[j-1].start && ms[j].end > ms[j-1].end); j-- {
-			ms[j], ms[j-1] = ms[j-1], ms[j]
-		}
-	}
+	slices.SortFunc(ms, func(a, b match) int { return cmp.Or(cmp.Compare(a.start, b.start), cmp.Compare(b.end, a.end)) })
 	out := ms[:1]
 	for _, m := range ms[1:] {
 		if m.start >= out[len(out)-1].end {
@@ -137,7 +141,7 @@ func findBearer(s string, ms []match) []match {
 		if end-k < 8 {
 			continue
 		}
-		ms = append(ms, match{start: k, end: end, kind: KindBearer, masked: Masked})
+		ms = append(ms, match{start: k, end: end, kind: KindBearer, masked: Masked, dropStart: at})
 		i = end
 	}
 	return ms
@@ -171,7 +175,7 @@ func findAPIKeys(s string, ms []match) []match {
 			if p.prefix == "eyJ" && !isJWT(s[at:end]) {
 				continue
 			}
-			ms = append(ms, match{start: at, end: end, kind: KindAPIKey, masked: Masked})
+			ms = append(ms, match{start: at, end: end, kind: KindAPIKey, masked: Masked, dropStart: at})
 			i = end
 		}
 	}
@@ -182,42 +186,125 @@ func findAPIKeys(s string, ms []match) []match {
 // base64url parts whose first two encode JSON objects ("eyJ" is `{"`).
 func isJWT(t string) bool {
 	parts := strings.Split(t, ".")
-	return len(parts) == 3 && strings.HasPrefix(parts[1], "eyJ") && len(parts[0]) >= 10 && len(parts[1]) >= 10
+	switch len(parts) {
+	case 3: // JWS: header.payload.signature
+		return strings.HasPrefix(parts[1], "eyJ") && len(parts[0]) >= 10 && len(parts[1]) >= 10
+	case 5: // JWE: header.key.iv.ciphertext.tag (the key is empty for "dir")
+		return len(parts[0]) >= 10 && len(parts[3]) >= 10
+	}
+	return false
 }
 
-// findCards finds runs of 13 to 19 digits, single spaces or dashes allowed
-// between them, at word boundaries, that pass the Luhn check.
-func findCards(s string, ms []match) []match {
+// findURLPasswords finds the password of URL user info: the part after the
+// colon in "scheme://user:password@host".
+func findURLPasswords(s string, ms []match) []match {
 	for i := 0; i < len(s); {
-		if !isDigit(s[i]) || i > 0 && (isAlnum(s[i-1])) {
-			i++
-			continue
-		}
-		start, end, digits := i, i, 0
-		for k := i; k < len(s); {
-			if isDigit(s[k]) {
-				digits++
-				k++
-				end = k
-				continue
-			}
-			if (s[k] == ' ' || s[k] == '-') && k+1 < len(s) && isDigit(s[k+1]) && k > start && isDigit(s[k-1]) {
-				k++
-				continue
-			}
+		j := strings.Index(s[i:], "://")
+		if j < 0 {
 			break
 		}
+		start := i + j + 3
+		i = start
+		end := start
+		for end < len(s) && strings.IndexByte("/?#@ \t\r\n\"'<>", s[end]) < 0 {
+			end++
+		}
+		if end >= len(s) || s[end] != '@' {
+			continue
+		}
+		c := strings.IndexByte(s[start:end], ':')
+		if c < 0 || c == end-start-1 {
+			continue
+		}
+		ms = append(ms, match{start: start + c + 1, end: end, kind: KindAPIKey, masked: Masked, dropStart: start + c + 1})
 		i = end
-		if digits < 13 || digits > 19 || end < len(s) && isAlnum(s[end]) {
-			continue
-		}
-		if !luhn(s[start:end]) {
-			continue
-		}
-		ms = append(ms, match{start: start, end: end, kind: KindCardNumber, masked: maskCard(s[start:end])})
 	}
 	return ms
 }
+
+// findCards finds card numbers: 13 to 19 digits, single spaces or dashes
+// allowed between them, at word boundaries, passing the Luhn check. A run
+// of digit groups (a date and a card, two cards, a quantity and a card) is
+// searched for every window of whole groups that could be one: the longest
+// valid window starting at each group is taken.
+func findCards(s string, ms []match) []match {
+	for i := 0; i < len(s); {
+		if !isDigit(s[i]) || i > 0 && cardWord(s[i-1]) {
+			i++
+			continue
+		}
+		groups, end := digitGroups(s, i)
+		if end < len(s) && cardWord(s[end]) {
+			i = end
+			continue
+		}
+		ms = cardWindows(s, groups, ms)
+		i = end
+	}
+	return ms
+}
+
+// group is one maximal digit sequence of a run, s[start:end].
+type group struct{ start, end int }
+
+// digitGroups returns the digit groups of the run at s[i] (groups joined
+// by one space or dash) and where the run ends.
+func digitGroups(s string, i int) ([]group, int) {
+	var gs []group
+	for k := i; ; {
+		g := group{start: k}
+		for k < len(s) && isDigit(s[k]) {
+			k++
+		}
+		g.end = k
+		gs = append(gs, g)
+		if k+1 < len(s) && (s[k] == ' ' || s[k] == '-') && isDigit(s[k+1]) && len(gs) < 64 {
+			k++
+			continue
+		}
+		return gs, k
+	}
+}
+
+// cardWindows appends the card numbers among windows of whole groups.
+func cardWindows(s string, gs []group, ms []match) []match {
+	for a := 0; a < len(gs); {
+		best, digits := -1, 0
+		for b := a; b < len(gs); b++ {
+			digits += gs[b].end - gs[b].start
+			if digits > 19 {
+				break
+			}
+			if digits >= 13 && luhn(s[gs[a].start:gs[b].end]) {
+				best = b
+			}
+		}
+		if best < 0 {
+			a++
+			continue
+		}
+		start, end := gs[a].start, gs[best].end
+		masked := maskCard(s[start:end])
+		if best < len(gs)-1 {
+			// More digit groups follow: the last four digits are masked too,
+			// or they could make a new card with those (not idempotent).
+			masked = strings.Map(func(c rune) rune {
+				if c >= '0' && c <= '9' {
+					return '*'
+				}
+				return c
+			}, masked)
+		}
+		ms = append(ms, match{start: start, end: end, kind: KindCardNumber, masked: masked, dropStart: start})
+		a = best + 1
+	}
+	return ms
+}
+
+// cardWord reports whether c continues a word a card number cannot be
+// part of: a letter, a digit, or the '*' of a masked card (so the digits
+// a mask leaves never start a new match: redaction stays idempotent).
+func cardWord(c byte) bool { return isAlnum(c) || c == '*' }
 
 // luhn checks the digits of s (other characters skipped).
 func luhn(s string) bool {

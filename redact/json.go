@@ -81,7 +81,9 @@ func (w *jsonWalk) value() {
 	case c == '"':
 		start := w.i
 		w.skipValue()
-		if w.r.det.any() && w.r.detectorsMayMatch(bytesString(w.b[start:w.i])) {
+		raw := w.b[start:w.i]
+		// An escaped string is tested decoded ("\u0034111..." is a card).
+		if w.r.det.any() && (bytes.IndexByte(raw, '\\') >= 0 || w.r.detectorsMayMatch(bytesString(raw))) {
 			end := w.i
 			w.i = start
 			w.scalar(w.str(), start, end)
@@ -113,7 +115,9 @@ func (w *jsonWalk) object() {
 			w.i++
 			continue
 		}
+		keyStart := w.i
 		key := w.str()
+		w.scalar(key, keyStart, w.i) // a secret can be a key too
 		w.skipSpace()
 		w.i++ // :
 		w.skipSpace()

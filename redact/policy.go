@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -70,15 +71,15 @@ type Rule struct {
 
 // Detectors turns each built-in detector on (Mask, Drop or Seal) or off
 // (Keep or empty). They run over every header value, the query string, the
-// path, attribute values, text and JSON bodies, and the plaintext metadata
-// strings (which are never sealed: a detected secret there is masked
-// whatever the action).
+// path, attribute values, text, form, multipart and JSON bodies, and the
+// identifiers (Redactor.Identifier: not for card numbers).
 type Detectors struct {
 	// Bearer finds "Bearer <token>" credentials; the token is replaced.
 	Bearer Action `json:"bearer,omitempty"`
 	// APIKey finds keys by their well-known prefixes (AWS AKIA/ASIA,
 	// Stripe sk_live_/rk_live_, GitHub ghp_/github_pat_, Slack xox?-,
-	// Google AIza, GitLab glpat-, OpenAI sk-) and JSON Web Tokens.
+	// Google AIza, GitLab glpat-, OpenAI sk-), JSON Web Tokens (signed or
+	// encrypted) and the password of a URL's user info (scheme://user:pass@).
 	APIKey Action `json:"api_key,omitempty"`
 	// CardNumber finds 13 to 19 digit runs (single spaces or dashes
 	// allowed between digits) that pass the Luhn check; all digits but the
@@ -110,11 +111,12 @@ func Default() *Policy {
 	}
 	return &Policy{
 		Version: Version,
-		Headers: mask("authorization", "proxy-authorization", "cookie", "set-cookie",
-			"x-api-key", "api-key", "x-auth-token", "x-amz-security-token"),
+		Headers: mask("authorization", "proxy-authorization", "x-forwarded-authorization", "cookie", "set-cookie",
+			"x-api-key", "api-key", "x-auth-token", "x-access-token", "x-refresh-token", "x-csrf-token", "x-xsrf-token",
+			"x-amz-security-token"),
 		QueryParams: mask("api_key", "apikey", "access_token", "token", "password", "secret", "client_secret", "signature", "x-amz-signature"),
-		BodyFields: mask("password", "passwd", "secret", "client_secret", "access_token", "refresh_token",
-			"api_key", "apikey", "card_number", "cvv", "cvc"),
+		BodyFields: mask("password", "passwd", "secret", "client_secret", "token", "access_token", "refresh_token",
+			"id_token", "authorization", "private_key", "api_key", "apikey", "card_number", "cvv", "cvc"),
 		Detectors: Detectors{Bearer: Mask, APIKey: Mask, CardNumber: Mask},
 	}
 }
@@ -151,12 +153,18 @@ func (p *Policy) Validate() error {
 		what  string
 		rules []Rule
 	}{{"headers", p.Headers}, {"query_params", p.QueryParams}, {"body_fields", p.BodyFields}} {
+		seen := map[string]bool{}
 		for i, r := range g.rules {
-			if strings.TrimSpace(r.Name) == "" || r.Name == "$" || strings.HasSuffix(r.Name, ".") {
-				return fmt.Errorf("%w: %s[%d]: empty or malformed name", ErrInvalidPolicy, g.what, i)
+			if err := validName(g.what, r.Name); err != nil {
+				return fmt.Errorf("%w: %s[%d]: %v", ErrInvalidPolicy, g.what, i, err)
 			}
 			if !r.Action.valid() {
 				return fmt.Errorf("%w: %s[%d] %q: action %q (want keep, mask, drop or seal)", ErrInvalidPolicy, g.what, i, r.Name, r.Action)
+			}
+			if k := strings.ToLower(r.Name); seen[k] {
+				return fmt.Errorf("%w: %s[%d]: %q is named twice (names are case-insensitive)", ErrInvalidPolicy, g.what, i, r.Name)
+			} else {
+				seen[k] = true
 			}
 		}
 	}
@@ -164,6 +172,30 @@ func (p *Policy) Validate() error {
 		if a != "" && !a.valid() {
 			return fmt.Errorf("%w: detector %s: action %q (want keep, mask, drop or seal)", ErrInvalidPolicy, name, a)
 		}
+	}
+	return nil
+}
+
+// validName refuses a rule name that could never match: empty, with
+// surrounding spaces, or, for body fields, a path with an empty step or
+// JSONPath syntax this build does not read ("$..a", "$.a[*].b", "a[0]").
+func validName(what, name string) error {
+	switch {
+	case strings.TrimSpace(name) == "":
+		return errors.New("empty name")
+	case strings.TrimSpace(name) != name:
+		return fmt.Errorf("%q: spaces around the name", name)
+	case what != "body_fields":
+		return nil
+	case strings.ContainsAny(name, "[]*"):
+		return fmt.Errorf("%q: only key names and $.a.b paths are read (arrays are looked through)", name)
+	case strings.HasPrefix(name, "$"):
+		steps := strings.Split(name, ".")
+		if steps[0] != "$" || len(steps) < 2 || slices.Contains(steps[1:], "") {
+			return fmt.Errorf("%q: a path is $.key.key...", name)
+		}
+	case strings.Contains(name, "."):
+		return fmt.Errorf("%q: a dotted name must be a path from the top: $.%s", name, name)
 	}
 	return nil
 }

@@ -1,6 +1,10 @@
 package redact
 
-import "unsafe"
+import (
+	"bytes"
+	"strings"
+	"unsafe"
+)
 
 // The prefilter lets a body with nothing to redact (most of them) pass
 // with one pass over its bytes, instead of one per detector, API-key
@@ -32,8 +36,11 @@ func bytesString(b []byte) string { return unsafe.String(unsafe.SliceData(b), le
 // tokenizer: it reports whether the body could hold a detector match or a
 // field rule's key, erring only towards true.
 func (r *Redactor) mayHaveSecrets(body []byte) bool {
+	if bytes.IndexByte(body, '\\') >= 0 {
+		return true // escapes can spell any key or secret: the walk decodes them
+	}
 	s := bytesString(body)
-	if r.det.any() && r.detectorsMayMatch(s) {
+	if r.det.any() && r.mayMatch(r.det, s) {
 		return true
 	}
 	if len(r.bodyKeys) == 0 {
@@ -58,22 +65,29 @@ func (r *Redactor) keyAt(s string) bool {
 	return false
 }
 
-// detectorsMayMatch reports whether the detectors could find anything in
-// s, in one pass that looks further only at the starts of words (false
-// positives are settled by find).
-func (r *Redactor) detectorsMayMatch(s string) bool {
+// detectorsMayMatch reports whether the policy's detectors could find
+// anything in s.
+func (r *Redactor) detectorsMayMatch(s string) bool { return r.mayMatch(r.det, s) }
+
+// mayMatch reports whether detectors d could find anything in s, in one
+// pass that looks further only at the starts of words (false positives are
+// settled by find).
+func (r *Redactor) mayMatch(d detector, s string) bool {
+	if d.apiKey && strings.Contains(s, "://") && len(findURLPasswords(s, nil)) > 0 {
+		return true
+	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if !starts[c] || i > 0 && isAlnum(s[i-1]) {
 			continue
 		}
 		if isDigit(c) {
-			if r.det.card && cardRunAt(s, i) {
+			if d.card && (i == 0 || s[i-1] != '*') && cardRunAt(s, i) {
 				return true
 			}
 			continue
 		}
-		if i+1 < len(s) && pairs[pair(c, s[i+1])] && r.detectAt(s, i) {
+		if i+1 < len(s) && pairs[pair(c, s[i+1])] && detectAt(d, s, i) {
 			return true
 		}
 	}
@@ -83,26 +97,31 @@ func (r *Redactor) detectorsMayMatch(s string) bool {
 // cardRunAt reports whether a card-number-like run (13 to 19 digits,
 // single spaces or dashes between) starts at s[i].
 func cardRunAt(s string, i int) bool {
-	digits := 0
-	for k := i; k < len(s) && k < i+40; k++ {
+	digits, k := 0, i
+	for ; k < len(s); k++ { // count first: most runs are short, and this allocates nothing
 		switch c := s[k]; {
 		case isDigit(c):
 			digits++
+			continue
 		case (c == ' ' || c == '-') && k+1 < len(s) && isDigit(s[k+1]) && isDigit(s[k-1]):
-		default:
-			return digits >= 13 && len(findCards(s[i:min(len(s), i+40)], nil)) > 0
+			continue
 		}
+		break
 	}
-	return digits >= 13 && len(findCards(s[i:min(len(s), i+40)], nil)) > 0
+	if digits < 13 || k < len(s) && cardWord(s[k]) {
+		return false
+	}
+	gs, _ := digitGroups(s, i)
+	return len(cardWindows(s, gs, nil)) > 0
 }
 
-// detectAt runs the detectors from s[i], a possible start of a secret.
-func (r *Redactor) detectAt(s string, i int) bool {
+// detectAt runs detectors d from s[i], a possible start of a secret.
+func detectAt(d detector, s string, i int) bool {
 	end := min(len(s), i+512) // the longest prefix match the detectors need is far shorter
-	if r.det.bearer && (s[i] == 'b' || s[i] == 'B') && len(findBearer(s[i:end], nil)) > 0 {
+	if d.bearer && (s[i] == 'b' || s[i] == 'B') && len(findBearer(s[i:end], nil)) > 0 {
 		return true
 	}
-	if r.det.apiKey {
+	if d.apiKey {
 		for _, p := range apiKeyPrefixes {
 			if p.prefix[0] == s[i] && len(s)-i >= len(p.prefix) && s[i:i+len(p.prefix)] == p.prefix {
 				return true // the full check runs on the tokens

@@ -2,7 +2,6 @@ package redact
 
 import (
 	"bytes"
-	"net/url"
 	"strings"
 	"unicode/utf8"
 )
@@ -30,7 +29,11 @@ type Redactor struct {
 	keyFirst [256][]string     // bodyKeys by the first byte of their name, either case
 	det      detector
 	detAct   map[Kind]Action
+	seals    bool // some rule or detector seals
 }
+
+// Seals reports whether the policy keeps any original (a "seal" action).
+func (r *Redactor) Seals() bool { return r.seals }
 
 // Compile validates p and prepares it for use. A nil Policy compiles to
 // Default.
@@ -62,6 +65,14 @@ func (p *Policy) Compile() (*Redactor, error) {
 				r.keyFirst[up] = append(r.keyFirst[up], k)
 			}
 		}
+	}
+	for _, rs := range [][]Rule{p.Headers, p.QueryParams, p.BodyFields} {
+		for _, rule := range rs {
+			r.seals = r.seals || rule.Action == Seal
+		}
+	}
+	for _, a := range r.detAct {
+		r.seals = r.seals || a == Seal
 	}
 	on := func(a Action) bool { return a != "" && a != Keep }
 	r.det = detector{bearer: on(p.Detectors.Bearer), apiKey: on(p.Detectors.APIKey), card: on(p.Detectors.CardNumber)}
@@ -97,15 +108,29 @@ func (r *Redactor) Header(where, name, value string, rec func(Finding)) (out str
 		rec(Finding{Where: where, Kind: KindRule, Action: a, Original: value})
 		return ruleValue(a), a == Drop
 	}
-	return r.Text(where, value, rec), false
+	return r.urlQueries(where, r.Text(where, value, rec), rec), false
 }
 
 // Text runs the detectors over s.
 func (r *Redactor) Text(where, s string, rec func(Finding)) string {
-	if !r.det.any() || s == "" || !r.detectorsMayMatch(s) {
+	return r.text(r.det, where, s, rec)
+}
+
+// Identifier is Text for an identifier (a session, trace or consumer id):
+// the card-number detector is left out, because numeric ids of 13 to 19
+// digits (snowflake ids, say) pass the Luhn check one time in ten, and an
+// id masked by mistake could no longer be queried or erased by its value.
+func (r *Redactor) Identifier(where, s string, rec func(Finding)) string {
+	d := r.det
+	d.card = false
+	return r.text(d, where, s, rec)
+}
+
+func (r *Redactor) text(d detector, where, s string, rec func(Finding)) string {
+	if !d.any() || s == "" || !r.mayMatch(d, s) {
 		return s
 	}
-	ms := r.det.find(s)
+	ms := d.find(s)
 	if len(ms) == 0 {
 		return s
 	}
@@ -115,52 +140,24 @@ func (r *Redactor) Text(where, s string, rec func(Finding)) string {
 	for _, m := range ms {
 		a := r.detAct[m.kind]
 		rec(Finding{Where: where, Kind: m.kind, Action: a, Original: s[m.start:m.end]})
-		b.WriteString(s[last:m.start])
-		if a != Drop {
+		switch {
+		case a == Drop:
+			// The whole credential goes ("Bearer" too), so a second pass
+			// finds nothing new: dropping is idempotent.
+			b.WriteString(s[last:max(last, m.dropStart)])
+		case len(m.masked) > m.end-m.start:
+			// Never longer than the secret: a field at its size limit
+			// stays within it.
+			b.WriteString(s[last:m.start])
+			b.WriteString(strings.Repeat("*", m.end-m.start))
+		default:
+			b.WriteString(s[last:m.start])
 			b.WriteString(m.masked)
 		}
 		last = m.end
 	}
 	b.WriteString(s[last:])
 	return b.String()
-}
-
-// Query redacts a raw query string (or a form body): parameters a rule
-// names are masked or dropped, the others go through the detectors. The
-// parameters keep their order and their encoding.
-func (r *Redactor) Query(where, raw string, rec func(Finding)) string {
-	if raw == "" {
-		return raw
-	}
-	parts := strings.Split(raw, "&")
-	out := parts[:0]
-	changed := false
-	for _, part := range parts {
-		name, value, hasValue := strings.Cut(part, "=")
-		key, err := url.QueryUnescape(name)
-		if err != nil {
-			key = name
-		}
-		a, ruled := r.params[strings.ToLower(key)]
-		switch {
-		case ruled && a != Keep && value != "" && value != url.QueryEscape(Masked):
-			rec(Finding{Where: where + ":" + key, Kind: KindRule, Action: a, Original: value})
-			changed = true
-			if a == Drop {
-				continue
-			}
-			part = name + "=" + url.QueryEscape(Masked)
-		case !ruled && hasValue:
-			if v := r.Text(where+":"+key, value, rec); v != value {
-				part, changed = name+"="+v, true
-			}
-		}
-		out = append(out, part)
-	}
-	if !changed {
-		return raw
-	}
-	return strings.Join(out, "&")
 }
 
 // Body redacts a request or response body: JSON bodies by their field
@@ -175,12 +172,16 @@ func (r *Redactor) Body(where, contentType string, body []byte, rec func(Finding
 	}
 	ct := strings.ToLower(contentType)
 	switch {
-	case strings.Contains(ct, "x-www-form-urlencoded"):
+	case strings.Contains(ct, "x-www-form-urlencoded") || ct == "" && looksForm(body):
 		s := string(body)
 		if out := r.Query(where, s, rec); out != s {
 			return []byte(out)
 		}
 		return body
+	case strings.HasPrefix(ct, "multipart/"):
+		if out, ok := r.multipart(where, contentType, body, rec); ok {
+			return out
+		}
 	case strings.Contains(ct, "json") || looksJSON(body):
 		if !r.mayHaveSecrets(body) {
 			return body
@@ -188,6 +189,9 @@ func (r *Redactor) Body(where, contentType string, body []byte, rec func(Finding
 		if out, ok := r.jsonBody(where, body, rec); ok {
 			return out
 		}
+		// Not valid JSON (a capture cut at a size limit, NDJSON, a BOM or
+		// an anti-XSSI prefix): the field rules still apply, leniently.
+		body = r.lenientFields(where, body, rec)
 	}
 	if !r.det.any() || !r.detectorsMayMatch(bytesString(body)) {
 		return body
