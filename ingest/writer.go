@@ -27,14 +27,11 @@ func NewWriter(format Format, w io.Writer, creator string) (RecordWriter, error)
 	return nil, fmt.Errorf("%w: cannot write the format %q (want jsonl or har)", ErrUsage, format)
 }
 
-// JSONLWriter writes one MarshalJSONL line per record.
+// JSONLWriter writes one MarshalJSONL line per record (NewWriter(FormatJSONL, ...)).
 type JSONLWriter struct {
 	w   io.Writer
 	err error
 }
-
-// NewJSONLWriter returns a writer to w.
-func NewJSONLWriter(w io.Writer) *JSONLWriter { return &JSONLWriter{w: w} }
 
 func (j *JSONLWriter) Write(rec engine.Record) error {
 	if j.err != nil {
