@@ -86,6 +86,9 @@ func (a *app) openWithCreate(o *engine.Options, create bool) (*engine.DB, error)
 	for _, u := range rep.Unverified {
 		fmt.Fprintln(a.stderr, "logstore: warning: not authenticated:", u)
 	}
+	if n := rep.ErasesRolledBack; n > 0 {
+		fmt.Fprintf(a.stderr, "logstore: warning: %d erase(s) cut short by a crash were undone: run `logstore erase` again\n", n)
+	}
 	return db, nil
 }
 
