@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"bytes"
 	"context"
 	"math/rand"
 	"os"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/logstore/logstore/internal/testenv"
 	"github.com/logstore/logstore/vfs"
 )
 
@@ -114,19 +114,19 @@ func TestEraseLeakScan(t *testing.T) {
 	db, _, _ := eraseStore(t, dir)
 	ctx := context.Background()
 	before := segmentFiles(t, dir)
-	require.NotEmpty(t, filesContaining(t, dir, []string{"erase-me", "trace-of-erased-record"}))
+	require.NotEmpty(t, testenv.FilesContaining(t, dir, "erase-me", "trace-of-erased-record"))
 	_, err := db.Admin().Erase(ctx, "acme", EraseFilter{SessionID: "erase-me"})
 	require.NoError(t, err)
 	require.NoError(t, db.Close())
 
-	require.Empty(t, filesContaining(t, dir, []string{"erase-me", "trace-of-erased-record"}))
-	require.NotEmpty(t, filesContaining(t, dir, []string{"sess-1"}), "the scan finds what is kept")
+	require.Empty(t, testenv.FilesContaining(t, dir, "erase-me", "trace-of-erased-record"))
+	require.NotEmpty(t, testenv.FilesContaining(t, dir, "sess-1"), "the scan finds what is kept")
 	for path, data := range before {
 		_, err := os.Stat(path)
 		require.ErrorIs(t, err, os.ErrNotExist, "an erased segment's file is gone: %s", path)
 		// 64 bytes from the middle of the old file: ciphertext of its blocks.
 		mid := data[len(data)/2 : len(data)/2+64]
-		require.Empty(t, filesContainingBytes(t, dir, mid), "ciphertext of %s survives", filepath.Base(path))
+		require.Empty(t, testenv.FilesContaining(t, dir, string(mid)), "ciphertext of %s survives", filepath.Base(path))
 	}
 }
 
@@ -186,22 +186,6 @@ func segmentFiles(t *testing.T, dir string) map[string][]byte {
 	}
 	require.NotEmpty(t, out)
 	return out
-}
-
-func filesContainingBytes(t *testing.T, dir string, needle []byte) []string {
-	t.Helper()
-	var hits []string
-	require.NoError(t, filepath.Walk(dir, func(path string, info os.FileInfo, err error) error {
-		if err != nil || info.IsDir() {
-			return err
-		}
-		b, err := os.ReadFile(path)
-		if err == nil && bytes.Contains(b, needle) {
-			hits = append(hits, path)
-		}
-		return err
-	}))
-	return hits
 }
 
 // TestEraseFollowSeesNothingNew: a follow running across an erase prints

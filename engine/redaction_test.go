@@ -1,16 +1,13 @@
 package engine
 
 import (
-	"bytes"
 	"context"
-	"io/fs"
 	"math/rand"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/logstore/logstore/internal/testenv"
 	"github.com/logstore/logstore/redact"
 	"github.com/logstore/logstore/vfs"
 )
@@ -36,28 +33,6 @@ func secretRecord() Record {
 			RequestBody:  []byte(`{"card": {"pan": "4111111111111111", "exp": "12/30"}, "user": {"password": "hunter2-password"}}`),
 			ResponseBody: []byte(`ok`)},
 	}
-}
-
-// filesContaining lists the files under dir holding any of secrets.
-func filesContaining(t *testing.T, dir string, secrets []string) []string {
-	t.Helper()
-	var hits []string
-	require.NoError(t, filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		for _, s := range secrets {
-			if bytes.Contains(b, []byte(s)) {
-				hits = append(hits, filepath.Base(path)+": "+s)
-			}
-		}
-		return nil
-	}))
-	return hits
 }
 
 func TestRedactionDefaultPolicy(t *testing.T) {
@@ -108,7 +83,7 @@ func TestRedactionLeakScan(t *testing.T) {
 			_, err := db.tn("acme").Append(context.Background(), []Record{secretRecord()}) // one left in the journal
 			require.NoError(t, err)
 			require.NoError(t, db.Close())
-			hits := filesContaining(t, dir, testSecrets)
+			hits := testenv.FilesContaining(t, dir, testSecrets...)
 			if c.leaks {
 				require.NotEmpty(t, hits, "without redaction the secrets are on disk: the scan works")
 				return

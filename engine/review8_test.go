@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/logstore/logstore/internal/testenv"
 	"github.com/logstore/logstore/keys"
 	"github.com/logstore/logstore/redact"
 	"github.com/logstore/logstore/vfs"
@@ -65,7 +66,7 @@ func TestReview8PlaintextMetaNotScanned(t *testing.T) {
 			assert.NotContains(t, got.Method+" "+got.ResponseSource, "4111111111111111", "a detected card number in plaintext metadata")
 			db.flushJournals(t)
 			require.NoError(t, db.Close())
-			require.Empty(t, filesContaining(t, dir, []string{"4111111111111111"}), "in the clear on disk of an encrypted store")
+			require.Empty(t, testenv.FilesContaining(t, dir, "4111111111111111"), "in the clear on disk of an encrypted store")
 		})
 	}
 }
@@ -331,7 +332,7 @@ func TestReview8EraseCrashAfterCommit(t *testing.T) {
 	require.NoError(t, err)
 	require.Zero(t, rep.Erased)
 	require.NoError(t, db.Close())
-	require.Empty(t, filesContaining(t, dir, []string{"crash-erase", "trace-crash-erase"}), "the erased records' metadata after a crash-finished erase, run again")
+	require.Empty(t, testenv.FilesContaining(t, dir, "crash-erase", "trace-crash-erase"), "the erased records' metadata after a crash-finished erase, run again")
 }
 
 // TestReview8EraseLeakBeforeClose: what a kill -9 right after Erase
@@ -343,11 +344,11 @@ func TestReview8EraseLeakBeforeClose(t *testing.T) {
 	defer db.Close()
 	_, err := db.tn("acme").Append(bg, []Record{{Meta: Meta{Time: t0.Add(time.Hour), SessionID: "crash-erase", TraceID: "trace-crash-erase", Method: "GET"}, Path: "/x"}})
 	require.NoError(t, err) // one in the journal of the active segment
-	require.NotEmpty(t, filesContaining(t, dir, []string{"crash-erase"}))
+	require.NotEmpty(t, testenv.FilesContaining(t, dir, "crash-erase"))
 	rep, err := db.Admin().Erase(bg, "acme", EraseFilter{SessionID: "crash-erase"})
 	require.NoError(t, err)
 	require.NotZero(t, rep.Erased)
-	require.Empty(t, filesContaining(t, dir, []string{"crash-erase", "trace-crash-erase"}), "on disk while the store is open after Erase returned")
+	require.Empty(t, testenv.FilesContaining(t, dir, "crash-erase", "trace-crash-erase"), "on disk while the store is open after Erase returned")
 }
 
 // TestReview8CallerOriginalsBypassRedaction: Append stores a caller's
@@ -363,7 +364,7 @@ func TestReview8CallerOriginalsBypassRedaction(t *testing.T) {
 	require.NoError(t, err)
 	db.flushJournals(t)
 	require.NoError(t, db.Close())
-	require.Empty(t, filesContaining(t, dir, []string{"4111111111111111"}))
+	require.Empty(t, testenv.FilesContaining(t, dir, "4111111111111111"))
 }
 
 // TestReview8ManifestReplayRevertsPolicy: a tenant with records tightens
@@ -661,13 +662,13 @@ func TestReview8EraseFailingLaterSegmentSkipsCompaction(t *testing.T) {
 	// SST files, not only in the memtable.
 	require.NoError(t, db.Close())
 	db = openTest(t, vfs.Default, dir, nil)
-	require.NotEmpty(t, filesContaining(t, dir, []string{"first-erased.example"}))
+	require.NotEmpty(t, testenv.FilesContaining(t, dir, "first-erased.example"))
 
 	rep, err := db.Admin().Erase(bg, "acme", EraseFilter{SessionID: "erase-me"})
 	require.Error(t, err)
 	require.Equal(t, 1, rep.Rewritten, "the first segment was rewritten before the failure")
 	require.NoError(t, db.Close())
-	require.Empty(t, filesContaining(t, dir, []string{"first-erased.example"}),
+	require.Empty(t, testenv.FilesContaining(t, dir, "first-erased.example"),
 		"the first segment's erased records after an erase that failed on a later segment")
 }
 

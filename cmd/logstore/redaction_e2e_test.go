@@ -1,15 +1,15 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/logstore/logstore/internal/testenv"
 )
 
 // Secrets the inputs below carry, one per ingest path and place.
@@ -38,28 +38,6 @@ const secretJSONL = `{"time": "2026-11-01T10:00:01Z", "method": "POST", "path": 
 
 const secretCombined = `203.0.113.9 - - [01/Nov/2026:10:00:02 +0000] "GET /v1/cards/378282246310005?key=sk_live_4eC39HqLyjWDarjtT1 HTTP/1.1" 200 512 "-" "curl/8.0"
 `
-
-// scanTree lists the files under dir that hold any of secrets.
-func scanTree(t *testing.T, dir string, secrets []string) []string {
-	t.Helper()
-	var hits []string
-	require.NoError(t, filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		for _, s := range secrets {
-			if bytes.Contains(b, []byte(s)) {
-				hits = append(hits, path+": "+s)
-			}
-		}
-		return nil
-	}))
-	return hits
-}
 
 func writeInputs(t *testing.T) []string {
 	in := t.TempDir()
@@ -93,7 +71,7 @@ func TestRedactionEveryIngestPath(t *testing.T) {
 	require.Contains(t, exp.stdout, `"Authorization","value":"[REDACTED]"`)
 	require.Contains(t, exp.stdout, `************1111`)
 	require.Contains(t, exp.stdout, `/v1/cards/***********0005`)
-	require.Empty(t, scanTree(t, dir, e2eSecrets), "a secret reached the disk")
+	require.Empty(t, testenv.FilesContaining(t, dir, e2eSecrets...), "a secret reached the disk")
 
 	show := cli(t, dir, "redaction", "show", "-t", "acme")
 	require.Equal(t, 0, show.code, show.stderr)
@@ -139,7 +117,7 @@ func TestRedactionSealKeepsOriginals(t *testing.T) {
 	s = cli(t, dir, "show", "-t", "acme", "--reveal", id)
 	require.Equal(t, 0, s.code, s.stderr)
 	require.Contains(t, s.stdout, "request_header:Authorization: Bearer tok-har-bearer-0123456789")
-	require.Empty(t, scanTree(t, dir, []string{"tok-har-bearer-0123456789", "4111111111111111"}))
+	require.Empty(t, testenv.FilesContaining(t, dir, "tok-har-bearer-0123456789", "4111111111111111"))
 
 	bad := filepath.Join(t.TempDir(), "bad.json")
 	require.NoError(t, os.WriteFile(bad, []byte(`{"version": 1, "headers": [{"name": "x", "action": "hide"}]}`), 0o600))
@@ -215,7 +193,7 @@ func TestEraseSessionCLI(t *testing.T) {
 	in := filepath.Join(t.TempDir(), "in.jsonl")
 	require.NoError(t, os.WriteFile(in, []byte(b.String()), 0o600))
 	require.Equal(t, 0, cli(t, dir, "ingest", "-t", "acme", in).code)
-	require.NotEmpty(t, scanTree(t, dir, []string{"gone-session-4f1c"}), "the session id is plaintext metadata: on disk before the erase")
+	require.NotEmpty(t, testenv.FilesContaining(t, dir, "gone-session-4f1c"), "the session id is plaintext metadata: on disk before the erase")
 
 	r := cli(t, dir, "erase", "-t", "acme", "--session", "gone-session-4f1c")
 	require.Equal(t, 2, r.code)
@@ -232,6 +210,6 @@ func TestEraseSessionCLI(t *testing.T) {
 	q := cli(t, dir, "query", "-t", "acme", "--count")
 	require.Equal(t, 0, q.code, q.stderr)
 	require.Contains(t, q.stdout, "40")
-	require.Empty(t, scanTree(t, dir, []string{"gone-session-4f1c"}))
-	require.NotEmpty(t, scanTree(t, dir, []string{"keep-session"}))
+	require.Empty(t, testenv.FilesContaining(t, dir, "gone-session-4f1c"))
+	require.NotEmpty(t, testenv.FilesContaining(t, dir, "keep-session"))
 }

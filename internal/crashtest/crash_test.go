@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/logstore/logstore/engine"
+	"github.com/logstore/logstore/internal/testenv"
 )
 
 func iterations() int {
@@ -152,7 +153,7 @@ func TestKill9(t *testing.T) {
 			sizes[p] = st.Size()
 		}
 	}
-	require.Empty(t, filesContaining(t, dir, []byte(Marker)), "a sealed field reached the disk in plaintext")
+	require.Empty(t, testenv.FilesContaining(t, dir, Marker), "a sealed field reached the disk in plaintext")
 	t.Logf("%d kills in %s; %d acknowledged records, all checked after the last kill", iters, time.Since(start).Round(time.Millisecond), len(acked))
 }
 
@@ -234,24 +235,6 @@ func countUnacked(rows []string, acked map[engine.ID]ack) int {
 		}
 	}
 	return n
-}
-
-func filesContaining(t *testing.T, dir string, needle []byte) []string {
-	var hits []string
-	require.NoError(t, filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
-		if err != nil || fi.IsDir() {
-			return err
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		if bytes.Contains(b, needle) {
-			hits = append(hits, p)
-		}
-		return nil
-	}))
-	return hits
 }
 
 // mustTenant is the handle of a valid tenant name.

@@ -8,6 +8,8 @@
 package testenv
 
 import (
+	"bytes"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"testing"
@@ -65,4 +67,31 @@ func moduleRoot() (string, error) {
 		}
 		dir = parent
 	}
+}
+
+// FilesContaining is a leak scan: the files under dir (every file, any
+// depth) that hold any of needles, as "path: needle". A walk or read error
+// fails the test.
+func FilesContaining(t testing.TB, dir string, needles ...string) []string {
+	t.Helper()
+	var hits []string
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for _, n := range needles {
+			if bytes.Contains(b, []byte(n)) {
+				hits = append(hits, path+": "+n)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("leak scan of %s: %v", dir, err)
+	}
+	return hits
 }
