@@ -42,9 +42,9 @@ const secretCombined = `203.0.113.9 - - [01/Nov/2026:10:00:02 +0000] "GET /v1/ca
 func writeInputs(t *testing.T) []string {
 	in := t.TempDir()
 	var files []string
-	for name, body := range map[string]string{"a.har": secretHAR, "b.jsonl": secretJSONL, "c.log": secretCombined} {
-		p := filepath.Join(in, name)
-		require.NoError(t, os.WriteFile(p, []byte(body), 0o600))
+	for _, f := range [][2]string{{"a.har", secretHAR}, {"b.jsonl", secretJSONL}, {"c.log", secretCombined}} { // files[0] is the HAR
+		p := filepath.Join(in, f[0])
+		require.NoError(t, os.WriteFile(p, []byte(f[1]), 0o600))
 		files = append(files, p)
 	}
 	return files
