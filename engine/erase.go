@@ -50,6 +50,10 @@ type EraseReport struct {
 	Rewritten int   // segments rewritten without the erased records
 	Removed   int   // segments removed whole (every record erased)
 	Bytes     int64 // bytes of the old segment files removed
+	// IndexFilesPending counts index files holding deleted entries that
+	// were still in use by readers when Erase returned (it waits up to
+	// 10 s): Pebble deletes them once released. 0 normally.
+	IndexFilesPending int
 }
 
 // erase implements Admin.Erase.
@@ -82,8 +86,11 @@ func (db *DB) erase(ctx context.Context, tenant string, f EraseFilter) (EraseRep
 	// Deleted index entries stay in Pebble's files until a compaction
 	// rewrites them: the tenant's key ranges are compacted whatever
 	// happened, also when this run found nothing left (a re-run after a
-	// crash, whose Open finished the removal) or failed part-way.
-	return rep, errors.Join(err, db.compactTenant(context.WithoutCancel(ctx), tenant))
+	// crash, whose Open finished the removal) or failed part-way; then the
+	// files it made obsolete are waited for.
+	err = errors.Join(err, db.compactTenant(context.WithoutCancel(ctx), tenant))
+	rep.IndexFilesPending = int(db.index.awaitObsoleteRemoved(10 * time.Second))
+	return rep, err
 }
 
 // eraseSegments erases f's records from each sealed segment of tm.

@@ -234,6 +234,30 @@ func (x *index) compact(lo, hi []byte) error {
 	return x.typed(guardIndex(func() error { return x.db.Compact(context.Background(), lo, hi, false) }))
 }
 
+// awaitObsoleteRemoved waits, up to max, until Pebble has deleted the
+// files a compaction made obsolete (it deletes them in the background, and
+// keeps those an open iterator still reads), and returns how many remain.
+// A compaction that must leave no deleted entry on disk (an erase) waits
+// for it before returning.
+func (x *index) awaitObsoleteRemoved(max time.Duration) int64 {
+	deadline := time.Now().Add(max)
+	for {
+		m := x.db.Metrics()
+		n := m.Table.ObsoleteCount + m.Table.ZombieCount
+		if n <= 0 || time.Now().After(deadline) {
+			return max64(n, 0)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func max64(a, b int64) int64 {
+	if a > b {
+		return a
+	}
+	return b
+}
+
 // writable is nil when the index may take writes, else why not.
 func (x *index) writable() error { return x.health.writable() }
 
