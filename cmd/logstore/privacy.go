@@ -167,6 +167,9 @@ tenant is decrypted to find its records.`,
 			rep, err := db.Admin().Erase(cmd.Context(), tenant, f)
 			fmt.Fprintf(a.stdout, "erased %d record(s) of tenant %s: %d segment(s) rewritten (%d record(s) kept), %d removed, %d bytes of old segments deleted\n",
 				rep.Erased, tenant, rep.Rewritten, rep.Kept, rep.Removed, rep.Bytes)
+			if rep.IndexFilesPending > 0 {
+				fmt.Fprintf(a.stderr, "note: %d index file(s) holding erased entries are still read by another operation; the index deletes them when it is done\n", rep.IndexFilesPending)
+			}
 			return err
 		},
 	}
