@@ -68,6 +68,9 @@ func FuzzDecodeRecordEncodings(f *testing.F) {
 		m := recs[i].meta()
 		f.Add(appendMeta(nil, &m, kindLog))
 		f.Add(appendSealedLog(nil, &recs[i]))
+		withOriginals := recs[i]
+		withOriginals.Originals = []Original{{Where: "request_header:Authorization", Value: "Bearer x"}}
+		f.Add(appendSealedLog(nil, &withOriginals)) // version 2
 		if recs[i].Payload != nil {
 			f.Add(appendSealedPayload(nil, recs[i].Payload))
 		}
