@@ -306,10 +306,34 @@ func (db *DB) writeReplacement(ctx context.Context, tenant string, old [16]byte,
 	if err != nil {
 		return err
 	}
-	db.indexQ <- &indexJob{kvs: append(kvs, kv{k: k, v: v})}
-	db.indexBarrier()
+	return db.swapIndexed(tenant, old, append(kvs, kv{k: k, v: v}))
+}
+
+// swapIndexed indexes the replacement (kvs) and unindexes the segment it
+// replaces in one batch, so no read of the index ever sees both (a scan
+// would otherwise count a kept record twice), then resets the catalog.
+// Runs on the writer goroutine, after the erase's commit.
+func (db *DB) swapIndexed(tenant string, old [16]byte, kvs []kv) error {
+	db.indexBarrier() // the appends queued before the erase are indexed first
+	b := db.index.newBatch()
+	defer b.close()
+	for _, x := range kvs {
+		if x.k == nil {
+			continue
+		}
+		if err := b.set(x.k, x.v); err != nil {
+			return err
+		}
+	}
+	if err := db.unindexSegment(b, tenant, old); err != nil {
+		return err
+	}
+	if err := b.delete(segmentKey(tenant, old)); err != nil {
+		return err
+	}
+	err := db.index.commit(b)
 	db.catalog.reset()
-	return nil
+	return err
 }
 
 // createErasing creates the replacement segment under a fresh DEK from uri

@@ -130,8 +130,8 @@ func (a *Admin) Redaction(ctx context.Context, tenant string) (RedactionPolicy, 
 // first. Crash-safe: an erase cut short by a crash is either finished or
 // undone by the next Open (RecoveryReport.ErasesRolledBack), never half
 // applied; re-running it is always safe. It pauses appends while it writes
-// each replacement segment. A concurrent scan may see a kept record twice
-// while its replacement is being indexed.
+// each replacement segment; reads go on, and see each kept record once (the
+// index swaps the old segment for its replacement in one batch).
 func (a *Admin) Erase(ctx context.Context, tenant string, f EraseFilter) (EraseReport, error) {
 	return tenantCall(a, ctx, tenant, false, func() (EraseReport, error) { return a.db.erase(ctx, tenant, f) })
 }
