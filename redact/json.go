@@ -193,7 +193,7 @@ func (w *jsonWalk) ruledValue(key string) bool {
 		a, ok = w.r.paths[w.path()]
 	}
 	if !ok {
-		a, ok = w.r.anyDepth[strings.ToLower(key)]
+		a, ok = lookupFold(w.r.anyDepth, key)
 	}
 	if !ok {
 		return false

@@ -79,6 +79,25 @@ func (p *Policy) Compile() (*Redactor, error) {
 	return r, nil
 }
 
+// lookupFold looks name up in m, whose keys are lower-case, without
+// allocating for names of up to 64 bytes (header names, JSON keys).
+func lookupFold(m map[string]Action, name string) (Action, bool) {
+	if len(name) > 64 {
+		a, ok := m[strings.ToLower(name)]
+		return a, ok
+	}
+	var buf [64]byte
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		buf[i] = c
+	}
+	a, ok := m[string(buf[:len(name)])] // no allocation: a map index by a converted slice
+	return a, ok
+}
+
 func rules(rs []Rule) map[string]Action {
 	m := make(map[string]Action, len(rs))
 	for _, r := range rs {
@@ -101,7 +120,7 @@ func ruleValue(a Action) string {
 // a whole; Keep exempts it from the detectors; others go through the
 // detectors.
 func (r *Redactor) Header(where, name, value string, rec func(Finding)) (out string, drop bool) {
-	if a, ok := r.headers[strings.ToLower(name)]; ok {
+	if a, ok := lookupFold(r.headers, name); ok {
 		if a == Keep || value == Masked {
 			return value, false
 		}
