@@ -122,11 +122,14 @@ func RedactRecord(rd *redact.Redactor, in *Record) (Record, int) {
 	out.RequestHeaders = redactHeaders(rd, "request_header:", in.RequestHeaders, rec)
 	out.ResponseHeaders = redactHeaders(rd, "response_header:", in.ResponseHeaders, rec)
 	out.Attributes = redactAttributes(rd, in.Attributes, rec)
-	if in.Payload != nil {
-		p := *in.Payload
-		p.RequestBody = rd.Body("request_body", p.RequestContentType, p.RequestBody, rec)
-		p.ResponseBody = rd.Body("response_body", p.ResponseContentType, p.ResponseBody, rec)
-		out.Payload = &p
+	if p := in.Payload; p != nil {
+		req := rd.Body("request_body", p.RequestContentType, p.RequestBody, rec)
+		resp := rd.Body("response_body", p.ResponseContentType, p.ResponseBody, rec)
+		if !sameBytes(req, p.RequestBody) || !sameBytes(resp, p.ResponseBody) { // copied only when changed
+			c := *p
+			c.RequestBody, c.ResponseBody = req, resp
+			out.Payload = &c
+		}
 	}
 	// A caller's originals (an export read back) are kept only under a
 	// policy that seals: under one that masks, they would store what it
@@ -164,6 +167,16 @@ func redactHeaders(rd *redact.Redactor, where string, hs []Header, rec func(reda
 
 // redactAttributes runs the detectors over attribute values.
 func redactAttributes(rd *redact.Redactor, attrs map[string]string, rec func(redact.Finding)) map[string]string {
+	changed := false
+	for _, v := range attrs { // most records have nothing to redact here: no sorting for them
+		if rd.Text("", v, func(redact.Finding) {}) != v {
+			changed = true
+			break
+		}
+	}
+	if !changed {
+		return attrs
+	}
 	var out map[string]string
 	for _, k := range slices.Sorted(maps.Keys(attrs)) { // originals in a stable order
 		v := attrs[k]
@@ -180,4 +193,10 @@ func redactAttributes(rd *redact.Redactor, attrs map[string]string, rec func(red
 		return attrs
 	}
 	return out
+}
+
+// sameBytes reports whether a and b are the same slice (Body returns its
+// argument when it changes nothing).
+func sameBytes(a, b []byte) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
