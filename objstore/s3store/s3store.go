@@ -1,0 +1,426 @@
+// Package s3store implements objstore.Bucket over the S3 API with
+// aws-sdk-go-v2, for AWS S3 and the servers that speak its protocol (MinIO,
+// Ceph RGW, SeaweedFS, moto, gofakes3).
+//
+// Configuration is the SDK's standard chain: credentials from the
+// environment, shared files, SSO or the instance role; the region from
+// AWS_REGION or the shared config (us-east-1 when neither sets one); the
+// endpoint from AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL. A custom endpoint
+// gets path-style addressing (http://HOST/BUCKET/KEY), which local servers
+// need; Options.PathStyle overrides that.
+//
+//	b, err := s3store.Open(ctx, "s3://my-bucket/logstore", nil)
+package s3store
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/smithy-go"
+
+	"github.com/logstore/logstore/objstore"
+)
+
+// Options configure Open. A nil *Options is valid: every field has a default.
+type Options struct {
+	// Endpoint overrides the S3 endpoint (default: the SDK's resolution,
+	// which honours AWS_ENDPOINT_URL_S3 and AWS_ENDPOINT_URL).
+	Endpoint string
+	// Region overrides the region (default: the SDK's chain, else us-east-1).
+	Region string
+	// PathStyle forces path-style (true) or virtual-hosted (false)
+	// addressing (default: path-style exactly when a custom endpoint is set).
+	PathStyle *bool
+	// Credentials overrides the credential chain (tests).
+	Credentials aws.CredentialsProvider
+	// MaxAttempts bounds the SDK's attempts per request, throttling and
+	// server errors included (default 5).
+	MaxAttempts int
+	// MaxBackoff bounds the SDK's wait between attempts (default 2s).
+	MaxBackoff time.Duration
+	// OpTimeout bounds one operation, retries included, when the caller's
+	// context has no earlier deadline (default 2m).
+	OpTimeout time.Duration
+	// HTTPClient is the client the SDK uses (default: the SDK's).
+	HTTPClient *http.Client
+}
+
+// Bucket is an objstore.Bucket on S3.
+type Bucket struct {
+	client *s3.Client
+	bucket string
+	prefix string // "" or ending in "/"
+	opts   Options
+}
+
+var _ objstore.Bucket = (*Bucket)(nil)
+
+// ParseURL splits s3://BUCKET/PREFIX.
+func ParseURL(raw string) (bucket, prefix string, err error) {
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme != "s3" || u.Host == "" {
+		return "", "", fmt.Errorf("%w: bucket %q: want s3://BUCKET[/PREFIX]", objstore.ErrInvalid, raw)
+	}
+	prefix = strings.Trim(u.Path, "/")
+	if strings.Contains(prefix, "//") {
+		return "", "", fmt.Errorf("%w: bucket %q: empty path element", objstore.ErrInvalid, raw)
+	}
+	return u.Host, prefix, nil
+}
+
+// Open returns the bucket named by rawURL (s3://BUCKET[/PREFIX]). It does
+// not contact the server: the first request reports a missing bucket or
+// refused credentials.
+func Open(ctx context.Context, rawURL string, opts *Options) (*Bucket, error) {
+	name, prefix, err := ParseURL(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	if o.MaxAttempts == 0 {
+		o.MaxAttempts = 5
+	}
+	if o.MaxBackoff == 0 {
+		o.MaxBackoff = 2 * time.Second
+	}
+	if o.OpTimeout == 0 {
+		o.OpTimeout = 2 * time.Minute
+	}
+	loads := []func(*config.LoadOptions) error{
+		config.WithRetryer(func() aws.Retryer {
+			return retry.NewStandard(func(so *retry.StandardOptions) {
+				so.MaxAttempts = o.MaxAttempts
+				so.MaxBackoff = o.MaxBackoff
+			})
+		}),
+	}
+	if o.Region != "" {
+		loads = append(loads, config.WithRegion(o.Region))
+	}
+	if o.Credentials != nil {
+		loads = append(loads, config.WithCredentialsProvider(o.Credentials))
+	}
+	if o.HTTPClient != nil {
+		loads = append(loads, config.WithHTTPClient(o.HTTPClient))
+	}
+	cfg, err := config.LoadDefaultConfig(ctx, loads...)
+	if err != nil {
+		return nil, fmt.Errorf("%w: AWS configuration: %w", objstore.ErrInvalid, err)
+	}
+	if cfg.Region == "" {
+		cfg.Region = "us-east-1"
+	}
+	endpoint := o.Endpoint
+	if endpoint == "" {
+		endpoint = firstEnv("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+	}
+	pathStyle := endpoint != ""
+	if o.PathStyle != nil {
+		pathStyle = *o.PathStyle
+	}
+	client := s3.NewFromConfig(cfg, func(so *s3.Options) {
+		if o.Endpoint != "" {
+			so.BaseEndpoint = aws.String(o.Endpoint)
+		}
+		so.UsePathStyle = pathStyle
+		// We send our own SHA-256 with every put; no extra CRC trailer,
+		// which some S3-compatible servers store as part of the body.
+		so.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
+		so.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
+	})
+	if prefix != "" {
+		prefix += "/"
+	}
+	return &Bucket{client: client, bucket: name, prefix: prefix, opts: o}, nil
+}
+
+func firstEnv(names ...string) string {
+	for _, n := range names {
+		if v := os.Getenv(n); v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+func (b *Bucket) String() string { return "s3://" + b.bucket + "/" + strings.TrimSuffix(b.prefix, "/") }
+
+func (b *Bucket) full(key string) string { return b.prefix + key }
+
+func (b *Bucket) rel(full string) string { return strings.TrimPrefix(full, b.prefix) }
+
+func (b *Bucket) opCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < b.opts.OpTimeout {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, b.opts.OpTimeout)
+}
+
+// Put implements objstore.Bucket. The server is sent the SHA-256 to check on
+// receipt; the put is then verified by the checksum the server reports for
+// the stored object, or, from servers that report none, by reading the
+// object back and hashing it.
+func (b *Bucket) Put(ctx context.Context, key string, body io.ReadSeeker, size int64, sum []byte, cond objstore.Cond) (objstore.ObjectInfo, error) {
+	ctx, cancel := b.opCtx(ctx)
+	defer cancel()
+	if len(sum) != sha256.Size {
+		return objstore.ObjectInfo{}, &objstore.Error{Op: "put", Key: key, Kind: objstore.ErrInvalid, Err: errors.New("a SHA-256 is required")}
+	}
+	in := &s3.PutObjectInput{
+		Bucket:         aws.String(b.bucket),
+		Key:            aws.String(b.full(key)),
+		Body:           body,
+		ContentLength:  aws.Int64(size),
+		ChecksumSHA256: aws.String(base64.StdEncoding.EncodeToString(sum)),
+		ContentType:    aws.String("application/octet-stream"),
+	}
+	if cond.IfNoneMatch {
+		in.IfNoneMatch = aws.String("*")
+	}
+	if cond.IfMatch != "" {
+		in.IfMatch = aws.String(quote(cond.IfMatch))
+	}
+	out, err := b.client.PutObject(ctx, in)
+	if err != nil {
+		return objstore.ObjectInfo{}, classify("put", key, err)
+	}
+	info := objstore.ObjectInfo{Key: key, Size: size, ETag: unquote(aws.ToString(out.ETag)), Modified: time.Now()}
+	if got := aws.ToString(out.ChecksumSHA256); got != "" {
+		if got != *in.ChecksumSHA256 {
+			return info, &objstore.Error{Op: "put", Key: key, Kind: objstore.ErrChecksum, Retryable: true,
+				Err: fmt.Errorf("server stored SHA-256 %s, sent %s", got, *in.ChecksumSHA256)}
+		}
+		return info, nil
+	}
+	return info, b.verifyByReading(ctx, key, size, sum, &info)
+}
+
+// verifyByReading reads a just-written object back and compares its hash.
+func (b *Bucket) verifyByReading(ctx context.Context, key string, size int64, sum []byte, info *objstore.ObjectInfo) error {
+	data, got, err := b.GetRange(ctx, key, 0, -1, "")
+	if err != nil {
+		return err
+	}
+	h := sha256.Sum256(data)
+	if int64(len(data)) != size || !bytes.Equal(h[:], sum) {
+		return &objstore.Error{Op: "put", Key: key, Kind: objstore.ErrChecksum, Retryable: true,
+			Err: fmt.Errorf("read back %d bytes that do not hash to what was sent (%d bytes)", len(data), size)}
+	}
+	if info.ETag == "" {
+		info.ETag = got.ETag
+	}
+	return nil
+}
+
+// GetRange implements objstore.Bucket. A body cut short in transit is read
+// again (up to 3 times) before it is reported as ErrTruncated.
+func (b *Bucket) GetRange(ctx context.Context, key string, off, n int64, etag string) ([]byte, objstore.ObjectInfo, error) {
+	ctx, cancel := b.opCtx(ctx)
+	defer cancel()
+	var lastErr error
+	for attempt := 0; attempt < 3; attempt++ {
+		data, info, err := b.getOnce(ctx, key, off, n, etag)
+		if err == nil || !errors.Is(err, objstore.ErrTruncated) || ctx.Err() != nil {
+			return data, info, err
+		}
+		lastErr = err
+	}
+	return nil, objstore.ObjectInfo{}, lastErr
+}
+
+func (b *Bucket) getOnce(ctx context.Context, key string, off, n int64, etag string) ([]byte, objstore.ObjectInfo, error) {
+	in := &s3.GetObjectInput{Bucket: aws.String(b.bucket), Key: aws.String(b.full(key))}
+	switch {
+	case n > 0:
+		in.Range = aws.String(fmt.Sprintf("bytes=%d-%d", off, off+n-1))
+	case n < 0 && off > 0:
+		in.Range = aws.String(fmt.Sprintf("bytes=%d-", off))
+	case n == 0:
+		return nil, objstore.ObjectInfo{Key: key}, nil
+	}
+	if etag != "" {
+		in.IfMatch = aws.String(quote(etag))
+	}
+	out, err := b.client.GetObject(ctx, in)
+	if err != nil {
+		return nil, objstore.ObjectInfo{}, classify("get", key, err)
+	}
+	defer out.Body.Close()
+	info := objstore.ObjectInfo{Key: key, ETag: unquote(aws.ToString(out.ETag)), Modified: aws.ToTime(out.LastModified)}
+	info.Size = objectSize(out)
+	want := aws.ToInt64(out.ContentLength)
+	data, err := io.ReadAll(io.LimitReader(out.Body, want+1))
+	if err != nil || int64(len(data)) != want {
+		return nil, info, &objstore.Error{Op: "get", Key: key, Kind: objstore.ErrTruncated, Retryable: true,
+			Err: fmt.Errorf("read %d of %d bytes: %v", len(data), want, err)}
+	}
+	if n > 0 && int64(len(data)) < n {
+		return nil, info, &objstore.Error{Op: "get", Key: key, Kind: objstore.ErrTruncated,
+			Err: fmt.Errorf("asked for %d bytes at %d, the object gave %d (size %d)", n, off, len(data), info.Size)}
+	}
+	return data, info, nil
+}
+
+// objectSize is the whole object's size: from Content-Range for a ranged
+// reply, else the body's length.
+func objectSize(out *s3.GetObjectOutput) int64 {
+	if cr := aws.ToString(out.ContentRange); cr != "" {
+		if i := strings.LastIndexByte(cr, '/'); i >= 0 {
+			var total int64
+			if _, err := fmt.Sscan(cr[i+1:], &total); err == nil {
+				return total
+			}
+		}
+	}
+	return aws.ToInt64(out.ContentLength)
+}
+
+// Head implements objstore.Bucket.
+func (b *Bucket) Head(ctx context.Context, key string) (objstore.ObjectInfo, error) {
+	ctx, cancel := b.opCtx(ctx)
+	defer cancel()
+	out, err := b.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(b.bucket), Key: aws.String(b.full(key))})
+	if err != nil {
+		return objstore.ObjectInfo{}, classify("head", key, err)
+	}
+	return objstore.ObjectInfo{Key: key, Size: aws.ToInt64(out.ContentLength), ETag: unquote(aws.ToString(out.ETag)),
+		Modified: aws.ToTime(out.LastModified)}, nil
+}
+
+// List implements objstore.Bucket.
+func (b *Bucket) List(ctx context.Context, prefix, delimiter string) (objstore.Listing, error) {
+	ctx, cancel := b.opCtx(ctx)
+	defer cancel()
+	in := &s3.ListObjectsV2Input{Bucket: aws.String(b.bucket), Prefix: aws.String(b.full(prefix))}
+	if delimiter != "" {
+		in.Delimiter = aws.String(delimiter)
+	}
+	var l objstore.Listing
+	p := s3.NewListObjectsV2Paginator(b.client, in)
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return objstore.Listing{}, classify("list", prefix, err)
+		}
+		for _, o := range page.Contents {
+			l.Objects = append(l.Objects, objstore.ObjectInfo{Key: b.rel(aws.ToString(o.Key)), Size: aws.ToInt64(o.Size),
+				ETag: unquote(aws.ToString(o.ETag)), Modified: aws.ToTime(o.LastModified)})
+		}
+		for _, cp := range page.CommonPrefixes {
+			l.Prefixes = append(l.Prefixes, b.rel(aws.ToString(cp.Prefix)))
+		}
+	}
+	return l, nil
+}
+
+// Delete implements objstore.Bucket.
+func (b *Bucket) Delete(ctx context.Context, key string) error {
+	ctx, cancel := b.opCtx(ctx)
+	defer cancel()
+	_, err := b.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(b.bucket), Key: aws.String(b.full(key))})
+	if err != nil {
+		if e := classify("delete", key, err); errors.Is(e, objstore.ErrNotFound) && !isNoSuchBucket(err) {
+			return nil
+		}
+		return classify("delete", key, err)
+	}
+	return nil
+}
+
+// CreateBucket creates the bucket (tests, `logstore segments upload
+// --create-bucket`); one that exists and is ours is not an error.
+func (b *Bucket) CreateBucket(ctx context.Context) error {
+	_, err := b.client.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(b.bucket)})
+	var owned *types.BucketAlreadyOwnedByYou
+	if err != nil && !errors.As(err, &owned) {
+		var ae smithy.APIError
+		if errors.As(err, &ae) && ae.ErrorCode() == "BucketAlreadyOwnedByYou" {
+			return nil
+		}
+		return classify("create-bucket", b.bucket, err)
+	}
+	return nil
+}
+
+func quote(etag string) string   { return `"` + unquote(etag) + `"` }
+func unquote(etag string) string { return strings.Trim(etag, `"`) }
+
+func isNoSuchBucket(err error) bool {
+	var ae smithy.APIError
+	return errors.As(err, &ae) && ae.ErrorCode() == "NoSuchBucket"
+}
+
+// classify turns an SDK error into an *objstore.Error.
+func classify(op, key string, err error) error {
+	kind, retry := kindOf(err)
+	return &objstore.Error{Op: op, Key: key, Kind: kind, Retryable: retry, Err: err}
+}
+
+func kindOf(err error) (kind error, retryable bool) {
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		switch ae.ErrorCode() {
+		case "NoSuchKey", "NotFound", "NoSuchBucket":
+			return objstore.ErrNotFound, false
+		case "PreconditionFailed", "ConditionalRequestConflict":
+			return objstore.ErrPrecondition, false
+		case "AccessDenied", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled":
+			return objstore.ErrAccessDenied, false
+		case "SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "Throttling", "ThrottlingException":
+			return objstore.ErrUnavailable, true
+		case "BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch", "InvalidChecksum":
+			return objstore.ErrChecksum, true
+		case "InvalidRange":
+			return objstore.ErrTruncated, false
+		}
+	}
+	var re *awshttp.ResponseError
+	if errors.As(err, &re) {
+		switch code := re.HTTPStatusCode(); {
+		case code == 0: // no response: the request was never answered
+			return objstore.ErrUnavailable, true
+		case code == http.StatusNotFound:
+			return objstore.ErrNotFound, false
+		case code == http.StatusPreconditionFailed || code == http.StatusConflict:
+			return objstore.ErrPrecondition, false
+		case code == http.StatusForbidden || code == http.StatusUnauthorized:
+			return objstore.ErrAccessDenied, false
+		case code == http.StatusRequestedRangeNotSatisfiable:
+			return objstore.ErrTruncated, false
+		case code >= 500 || code == http.StatusTooManyRequests:
+			return objstore.ErrUnavailable, true
+		default:
+			return objstore.ErrInvalid, false
+		}
+	}
+	var ne net.Error
+	if errors.As(err, &ne) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, io.EOF) || errors.Is(err, context.Canceled) {
+		return objstore.ErrUnavailable, !errors.Is(err, context.Canceled)
+	}
+	var re2 *retry.MaxAttemptsError
+	if errors.As(err, &re2) {
+		return objstore.ErrUnavailable, true
+	}
+	return objstore.ErrUnavailable, true // transport errors of every other kind
+}
