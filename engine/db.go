@@ -76,6 +76,13 @@ type DB struct {
 	redact redactors
 
 	stats dbStats
+
+	// uploader copies sealed segments to Options.Bucket (upload.go); nil
+	// without a bucket and in read-only DBs.
+	uploader *uploader
+	// remote is a stateless reader's view of the bucket (remote.go); nil
+	// unless Options.ReadOnly with Options.Bucket.
+	remote *remoteStore
 }
 
 // RecoveryReport says what Open repaired.
@@ -171,6 +178,16 @@ func Open(dir string, o *Options) (*DB, error) {
 		db.wg.Add(1)
 		go db.retentionLoop()
 	}
+	if opts.Bucket != nil {
+		node, err := db.nodeID()
+		if err != nil {
+			db.Close()
+			return nil, err
+		}
+		db.uploader = newUploader(db, opts.Bucket, node)
+		db.wg.Add(1)
+		go db.uploader.loop(opts.UploadInterval)
+	}
 	return db, nil
 }
 
@@ -212,8 +229,12 @@ func (db *DB) Close() error {
 	db.closed = true
 	close(db.quit)
 	db.closeMu.Unlock()
+	if db.uploader != nil {
+		db.uploader.cancel() // a pass in flight stops; the final one below redoes it
+	}
 	db.wg.Wait()
 	db.inUse.Wait()
+	db.finalUpload()
 	return db.closeResources()
 }
 

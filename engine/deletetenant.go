@@ -6,6 +6,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"time"
@@ -25,6 +26,11 @@ type DeleteReport struct {
 	// destroyed, with the reason: a local key another tenant uses, or a
 	// customer-managed KMS key.
 	KeysKept []KeptKey
+	// BucketObjects and BucketBytes are what was removed from the bucket
+	// (Options.Bucket): every node's segments, summaries and manifests of
+	// the tenant.
+	BucketObjects int
+	BucketBytes   int64
 }
 
 // KeptKey is a key DeleteTenant did not destroy, and why.
@@ -48,6 +54,14 @@ func (db *DB) deleteTenant(ctx context.Context, tenant string) (DeleteReport, er
 		defer db.catalog.dropTenant(tenant) // its journal blocks too
 		return db.deleteTenantLocked(tenant, &rep)
 	})
+	if err == nil && db.uploader != nil {
+		// After the local files and keys: the shredded keys make any copy
+		// left behind by a failure here unreadable; a re-run removes it.
+		rep.BucketObjects, rep.BucketBytes, err = db.uploader.deleteTenant(ctx, tenant)
+		if err != nil {
+			err = fmt.Errorf("logstore/engine: delete %s from %s (its keys are destroyed; run again to remove the objects): %w", tenant, db.uploader.b, err)
+		}
+	}
 	return rep, err
 }
 

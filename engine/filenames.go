@@ -172,3 +172,47 @@ func isPebbleFile(name string) bool {
 	}
 	return false
 }
+
+// Names in the bucket (Options.Bucket, docs/format/bucket.md,
+// docs/scale-out.md), relative to its prefix. Each writer node owns its own
+// directory under each tenant, so writers never write the same object:
+//
+//	LOGSTORE                           the bucket's format marker (bucketMarker)
+//	tenants/TENANT/NODE/MANIFEST       node NODE's manifest of TENANT, verbatim
+//	tenants/TENANT/NODE/HEXID.lss      a sealed segment, verbatim
+//	tenants/TENANT/NODE/HEXID.lsb      its block-summary file, verbatim
+const (
+	// nodeFileName is DIR/NODE: this data directory's writer-node id (32 hex
+	// digits, random), created by the first Open with a bucket.
+	nodeFileName      = "NODE"
+	bucketMarkerKey   = "LOGSTORE"
+	bucketTenantsDir  = "tenants/"
+	bucketManifestKey = manifestFile
+)
+
+func bucketTenantDir(tenant string) string { return bucketTenantsDir + tenant + "/" }
+
+func bucketNodeDir(tenant, node string) string { return bucketTenantDir(tenant) + node + "/" }
+
+func bucketSegmentKey(tenant, node, hexID string) string {
+	return bucketNodeDir(tenant, node) + segmentFileName(hexID)
+}
+
+func bucketSummaryKey(tenant, node, hexID string) string {
+	return bucketNodeDir(tenant, node) + hexID + summaryExt
+}
+
+func bucketManifestOf(tenant, node string) string { return bucketNodeDir(tenant, node) + bucketManifestKey }
+
+// isNodeID matches a writer-node id: 32 lower-case hex digits.
+func isNodeID(s string) bool {
+	if len(s) != 32 {
+		return false
+	}
+	for _, c := range s {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}

@@ -244,6 +244,9 @@ func (db *DB) rewrapSegment(ctx context.Context, tenant string, id [16]byte, toU
 		return false, err
 	}
 	db.readers.invalidate(path)
+	if db.uploader != nil {
+		db.uploader.forget(tenant, segHex(id)) // same size, new slot: upload it again
+	}
 	// Record the new slot in the manifest (what readers check) and in the
 	// index's segment state (display): the slot as written, never as re-read
 	// from the file. Done on the writer goroutine, which owns the manifest

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/logstore/logstore/keys"
+	"github.com/logstore/logstore/objstore"
 	"github.com/logstore/logstore/redact"
 	"github.com/logstore/logstore/segment"
 	"github.com/logstore/logstore/vfs"
@@ -52,6 +53,24 @@ func (m SyncMode) String() string {
 type Options struct {
 	// FS holds the segments, the lock and the local keys (default: the OS).
 	FS vfs.FS
+	// Bucket, when set, is where sealed segments go (docs/scale-out.md;
+	// default nil: the store is local only). A writer uploads every sealed
+	// segment, its summary file and then the tenant's manifest to its own
+	// node directory there, in the background; records are acknowledged by
+	// the local write as without a bucket. With ReadOnly the DB is a
+	// stateless reader of the bucket: it reads every writer node's
+	// manifests and segments from it, with ranged reads, and keeps only a
+	// bounded cache (BucketCacheBytes) and, for local:// keys, DIR/keys.
+	Bucket objstore.Bucket
+	// UploadInterval is how often a writer retries uploads that failed
+	// (default 10s); a seal or any manifest change starts a pass at once.
+	UploadInterval time.Duration
+	// UploadOnClose bounds the upload pass Close runs after sealing the
+	// active segments (default 30s; negative: none, the next Open uploads).
+	UploadOnClose time.Duration
+	// BucketCacheBytes bounds a stateless reader's in-memory cache of
+	// object ranges (default 64 MiB).
+	BucketCacheBytes int
 	// IndexInMemory keeps the Pebble index in memory (tests, benchmarks);
 	// default false: on disk in IndexDir.
 	IndexInMemory bool
@@ -179,6 +198,15 @@ func (o *Options) withDefaults() (Options, error) {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.UploadInterval == 0 {
+		c.UploadInterval = 10 * time.Second
+	}
+	if c.UploadOnClose == 0 {
+		c.UploadOnClose = 30 * time.Second
+	}
+	if c.BucketCacheBytes == 0 {
+		c.BucketCacheBytes = 64 << 20
+	}
 	c.Limits.setDefaults()
 	return c, c.validate()
 }
@@ -199,6 +227,10 @@ func (c *Options) validate() error {
 		return fmt.Errorf("%w: SyncInterval needs a positive interval", ErrInvalidOptions)
 	case c.Limits.MaxRecordBytes > segment.MaxBlockRaw/2:
 		return fmt.Errorf("%w: MaxRecordBytes %d over %d", ErrInvalidOptions, c.Limits.MaxRecordBytes, segment.MaxBlockRaw/2)
+	case c.Bucket != nil && c.Plaintext:
+		return fmt.Errorf("%w: Plaintext with a Bucket (only sealed, encrypted segments leave the machine)", ErrInvalidOptions)
+	case c.UploadInterval < 0 || c.BucketCacheBytes < 0:
+		return fmt.Errorf("%w: UploadInterval and BucketCacheBytes must not be negative", ErrInvalidOptions)
 	case c.ReadOnly && c.RebuildIndex:
 		return fmt.Errorf("%w: ReadOnly with RebuildIndex", ErrInvalidOptions)
 	case c.BlockCacheBytes > 0 && c.BlockCacheBytes < 256<<10:

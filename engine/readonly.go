@@ -22,6 +22,11 @@ import (
 
 // openReadOnly finishes Open for Options.ReadOnly.
 func openReadOnly(db *DB) (*DB, error) {
+	if db.opts.Bucket != nil {
+		if err := openRemote(db); err != nil {
+			return nil, err
+		}
+	}
 	if _, err := db.fs.Stat(segmentsDirOf(db.dir)); err != nil {
 		if errors.Is(err, vfs.ErrNotExist) {
 			return nil, fmt.Errorf("%w: no logstore data directory at %s", ErrNotFound, db.dir)
@@ -56,6 +61,10 @@ func (db *DB) loadManifests(rep *RecoveryReport) error {
 	tenants, err := db.listTenants()
 	if err != nil {
 		return err
+	}
+	if db.remote != nil {
+		db.loadRemoteManifests(tenants, rep)
+		return nil
 	}
 	for _, t := range tenants {
 		if db.opts.Plaintext {

@@ -13,6 +13,10 @@ import (
 // Stats are per-tenant and engine-wide figures.
 type Stats struct {
 	Tenants         map[string]TenantStats
+	// Upload is the uploader's counters (nil without Options.Bucket);
+	// Bucket a stateless reader's (nil unless ReadOnly with a Bucket).
+	Upload *UploadStats
+	Bucket *BucketReadStats
 	DEKCache        keys.CacheStats
 	AppendedRecords uint64
 	// RedactedValues counts the values of appended records that redaction
@@ -125,6 +129,14 @@ func (db *DB) Stats(ctx context.Context) (Stats, error) {
 	s.JournalsRetired = db.stats.journalsRetired.Load()
 	s.JournalRecordsReplayed = db.stats.journalReplayed.Load()
 	s.BlockCacheHits, s.BlockCacheMisses, s.BlockCacheEntries, s.BlockCacheBytes = db.blocks.stats()
+	if db.uploader != nil {
+		us := db.uploader.stats()
+		s.Upload = &us
+	}
+	if db.remote != nil {
+		rs := db.remote.fs.stats()
+		s.Bucket = &rs
+	}
 	tenants, err := db.listTenants()
 	if err != nil {
 		return s, err

@@ -84,6 +84,13 @@ func (m *manifests) set(tenant string, tm *tenantManifest) {
 // readManifest reads and authenticates a tenant's manifest, returning the
 // body and the manifest key (zero it). vfs.ErrNotExist: there is none.
 func (db *DB) readManifest(ctx context.Context, tenant string) (*manifestBody, []byte, error) {
+	if db.remote != nil {
+		body, _, err := db.readRemoteManifest(ctx, tenant)
+		if errors.Is(err, errNoRemoteManifest) {
+			return nil, nil, fmt.Errorf("%w: %w", vfs.ErrNotExist, err)
+		}
+		return body, nil, err // merged: no one manifest key
+	}
 	raw, err := vfs.ReadFileLimit(db.fs, db.manifestPath(tenant), manifestHeaderLen+manifestMaxBody+manifestMACLen+4)
 	if errors.Is(err, vfs.ErrTooLarge) || errors.Is(err, vfs.ErrNotRegular) {
 		return nil, nil, fmt.Errorf("%w: %s: %w", ErrManifestCorrupt, tenant, err)
@@ -233,6 +240,9 @@ func (db *DB) commitManifest(ctx context.Context, tenant string, body *manifestB
 		next.problems, next.lost = prev.problems, prev.lost
 	}
 	db.manifests.set(tenant, next)
+	if db.uploader != nil {
+		db.uploader.notify() // a seal, a retention or erase removal, a key or policy change
+	}
 	return nil
 }
 

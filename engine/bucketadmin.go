@@ -1,0 +1,128 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// SegmentLocation says where a segment is (Admin.Locations).
+type SegmentLocation struct {
+	Tenant, ID string
+	// Node is the writer node whose directory in the bucket holds it ("" for
+	// a segment of this node not uploaded yet).
+	Node string
+	// State is the manifest state ("active", "sealed"...) where this DB
+	// knows it, "unlisted" for an object no manifest it read lists (an
+	// upload whose manifest is not written yet, or debris).
+	State  string
+	Size   int64
+	Local  bool // on this data directory's disk
+	Remote bool // in the bucket
+}
+
+// Upload runs an upload pass now and waits for it: every sealed segment not
+// yet in the bucket, its summary file, then the tenant manifests, then the
+// removal of objects of segments no longer sealed (retention, erase). The
+// uploader's own passes run in the background anyway; this is for
+// operators (`logstore segments upload`) and tests. ErrInvalidOptions
+// without a bucket; the errors of the tenants that failed otherwise, typed
+// (objstore.ErrUnavailable, ErrAccessDenied...), with the report of what
+// did succeed.
+func (a *Admin) Upload(ctx context.Context) (UploadReport, error) {
+	return call(a, ctx, func() (UploadReport, error) { return a.db.upload(ctx) })
+}
+
+// Locations lists the segments of tenant (every tenant when empty) with
+// where each is: on local disk, in the bucket, or both. A writer lists its
+// manifest's segments and every object in the bucket's tenant directories
+// (other nodes' too); a stateless reader what the node manifests list.
+func (a *Admin) Locations(ctx context.Context, tenant string) ([]SegmentLocation, error) {
+	return call(a, ctx, func() ([]SegmentLocation, error) { return a.db.locations(ctx, tenant) })
+}
+
+func (db *DB) locations(ctx context.Context, tenant string) ([]SegmentLocation, error) {
+	tenants := []string{tenant}
+	if tenant == "" {
+		var err error
+		if tenants, err = db.listTenants(); err != nil {
+			return nil, err
+		}
+	} else if err := ValidateTenant(tenant); err != nil {
+		return nil, err
+	}
+	var out []SegmentLocation
+	for _, t := range tenants {
+		locs, err := db.tenantLocations(ctx, t)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, locs...)
+	}
+	return out, nil
+}
+
+func (db *DB) tenantLocations(ctx context.Context, tenant string) ([]SegmentLocation, error) {
+	byID := map[string]*SegmentLocation{}
+	var order []string
+	at := func(id string) *SegmentLocation {
+		if l := byID[id]; l != nil {
+			return l
+		}
+		byID[id] = &SegmentLocation{Tenant: tenant, ID: id, State: "unlisted"}
+		order = append(order, id)
+		return byID[id]
+	}
+	node := ""
+	if db.uploader != nil {
+		node = db.uploader.node
+	}
+	if tm := db.manifests.get(tenant); tm != nil && tm.body != nil {
+		for _, e := range tm.body.Segments {
+			l := at(e.ID)
+			l.State, l.Size = e.State, e.Size
+			if db.remote == nil {
+				id, err := parseSegHex(e.ID)
+				if err != nil {
+					return nil, err
+				}
+				_, err = db.fs.Stat(db.segPath(tenant, id))
+				l.Local = err == nil
+			}
+		}
+	}
+	b := db.opts.Bucket
+	if b != nil {
+		l, err := b.List(ctx, bucketTenantDir(tenant), "")
+		if err != nil {
+			return nil, fmt.Errorf("logstore/engine: list %s in %s: %w", tenant, b, err)
+		}
+		for _, o := range l.Objects {
+			rest := strings.TrimPrefix(o.Key, bucketTenantDir(tenant))
+			n, name, ok := strings.Cut(rest, "/")
+			hexID, isSeg := strings.CutSuffix(name, segmentExt)
+			if !ok || !isSeg || !isNodeID(n) {
+				continue
+			}
+			loc := at(hexID)
+			if loc.Remote && loc.Node != n {
+				loc.State = "duplicate" // two nodes hold the id: readers serve neither
+			}
+			loc.Remote, loc.Node = true, n
+			if loc.Size == 0 {
+				loc.Size = o.Size
+			}
+		}
+	}
+	out := make([]SegmentLocation, 0, len(order))
+	for _, id := range order {
+		l := byID[id]
+		if l.Node == "" && l.Local {
+			l.Node = node
+		}
+		out = append(out, *l)
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}

@@ -1,0 +1,446 @@
+package engine
+
+// Uploading sealed segments to the bucket (Options.Bucket; docs/scale-out.md).
+// A record is acknowledged by the local write as without a bucket; the
+// uploader then copies every sealed segment, its block-summary file and
+// then the tenant's manifest to the node's own directory in the bucket
+// (filenames.go), verified by checksum. It runs on its own goroutine, woken
+// by every manifest commit and by a ticker that retries failures, so an
+// unreachable bucket never slows appends: what is not uploaded yet is
+// uploaded by a later pass, or by the next Open after a crash.
+
+import (
+	"context"
+	"crypto/md5"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/logstore/logstore/objstore"
+	"github.com/logstore/logstore/vfs"
+)
+
+// UploadReport says what an upload pass did.
+type UploadReport struct {
+	Uploaded int   // objects written (segments, summary files)
+	Bytes    int64 // their bytes
+	Verified int   // objects found in the bucket already and verified
+	// Manifests counts the tenant manifests written to the bucket.
+	Manifests int
+	// Deleted counts the objects of segments no longer sealed here
+	// (retention, erase) removed from the node's directory.
+	Deleted int
+	// Pending counts the sealed segments not in the bucket after the pass.
+	Pending int
+	// Lost lists the sealed segments that are neither on local disk nor in
+	// the bucket (the manifest still lists them; readers report them).
+	Lost []string
+	// Errors lists, per tenant, what failed; those tenants are retried.
+	Errors []string
+}
+
+// UploadStats are the uploader's counters (Stats.Upload).
+type UploadStats struct {
+	Node                      string // this node's id in the bucket
+	Bucket                    string
+	Uploaded, Bytes, Verified uint64
+	Deleted, Manifests        uint64
+	// Failures counts failed tenant passes; LastError is the latest.
+	Failures  uint64
+	Pending   int64
+	LastError string
+}
+
+// uploader copies sealed segments to the bucket (see the file comment).
+type uploader struct {
+	db   *DB
+	b    objstore.Bucket
+	node string
+	wake chan struct{}
+	// ctx is cancelled by Close, so a pass in flight stops promptly.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	// passMu serializes passes and guards the maps below.
+	passMu    sync.Mutex
+	marker    bool                    // the bucket's format marker was checked
+	objects   map[string]bucketObject // object key -> what the bucket holds
+	listed    map[string]bool         // tenants whose node directory was listed since Open
+	published map[string][32]byte     // tenant -> fingerprint of the manifest view last uploaded
+
+	uploaded, bytes, verified, deleted, manifests, failures atomic.Uint64
+	pending                                                 atomic.Int64
+	lastErr                                                 atomic.Value // string
+}
+
+// bucketObject is what the uploader knows of an object of its own.
+type bucketObject struct {
+	size int64
+	etag string
+	// md5 is the local file's MD5 when the object was uploaded or verified
+	// in this process; nil for an object only seen in a listing.
+	md5 []byte
+}
+
+// uploadDebounce batches the manifest commits of a burst into one pass.
+const uploadDebounce = 50 * time.Millisecond
+
+func newUploader(db *DB, b objstore.Bucket, node string) *uploader {
+	u := &uploader{db: db, b: b, node: node, wake: make(chan struct{}, 1),
+		objects: map[string]bucketObject{}, listed: map[string]bool{}, published: map[string][32]byte{}}
+	u.ctx, u.cancel = context.WithCancel(context.Background())
+	u.lastErr.Store("")
+	return u
+}
+
+// notify asks for a pass soon; it never blocks.
+func (u *uploader) notify() {
+	select {
+	case u.wake <- struct{}{}:
+	default:
+	}
+}
+
+// loop runs passes until Close; failures are retried every interval.
+func (u *uploader) loop(interval time.Duration) {
+	defer u.db.wg.Done()
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	u.notify() // what a crash left unuploaded goes first
+	for {
+		select {
+		case <-u.db.quit:
+			return
+		case <-u.wake:
+			select {
+			case <-time.After(uploadDebounce):
+			case <-u.db.quit:
+				return
+			}
+		case <-t.C:
+		}
+		_, _ = u.pass(u.ctx) // counted in the stats; retried on the next tick
+	}
+}
+
+// pass uploads what every tenant's manifest lists as sealed and is not in
+// the bucket yet, then the manifests, then removes the objects of segments
+// no longer sealed. A failure in one tenant does not stop the others.
+func (u *uploader) pass(ctx context.Context) (UploadReport, error) {
+	u.passMu.Lock()
+	defer u.passMu.Unlock()
+	var rep UploadReport
+	var errs []error
+	fail := func(what string, err error) {
+		errs = append(errs, fmt.Errorf("%s: %w", what, err))
+		rep.Errors = append(rep.Errors, what+": "+err.Error())
+		u.failures.Add(1)
+		u.lastErr.Store(what + ": " + err.Error())
+	}
+	if !u.marker {
+		if err := checkBucketMarker(ctx, u.b, true); err != nil {
+			fail("bucket", err)
+			return rep, errors.Join(errs...)
+		}
+		u.marker = true
+	}
+	tenants, err := u.db.listTenants()
+	if err != nil {
+		fail("tenants", err)
+		return rep, errors.Join(errs...)
+	}
+	for _, t := range tenants {
+		if err := u.tenantPass(ctx, t, &rep); err != nil {
+			fail("tenant "+t, err)
+		}
+	}
+	u.pending.Store(int64(rep.Pending))
+	return rep, errors.Join(errs...)
+}
+
+// tenantPass runs a pass for one tenant.
+func (u *uploader) tenantPass(ctx context.Context, tenant string, rep *UploadReport) error {
+	raw, err := vfs.ReadFileLimit(u.db.fs, u.db.manifestPath(tenant), manifestHeaderLen+manifestMaxBody+manifestMACLen+4)
+	if errors.Is(err, vfs.ErrNotExist) {
+		return nil // nothing written yet, or deleted
+	}
+	if err != nil {
+		return err
+	}
+	p, err := decodeManifest(raw, tenant)
+	if err != nil {
+		return err // never publish a manifest this node cannot read itself
+	}
+	if !u.listed[tenant] {
+		if err := u.list(ctx, tenant); err != nil {
+			return err
+		}
+	}
+	sealed := map[string]bool{}
+	var firstErr error
+	for _, e := range p.body.Segments {
+		if e.State != segSealed {
+			continue
+		}
+		sealed[e.ID] = true
+		if err := u.ensureSegment(ctx, tenant, e, rep); err != nil {
+			rep.Pending++
+			if firstErr == nil {
+				firstErr = err
+			}
+		}
+	}
+	if firstErr != nil {
+		return firstErr // the manifest waits until every segment it lists is there
+	}
+	if err := u.publishManifest(ctx, tenant, raw, &p.body, rep); err != nil {
+		return err
+	}
+	return u.removeUnlisted(ctx, tenant, sealed, rep)
+}
+
+// list learns what the node's directory of tenant holds (after an Open).
+func (u *uploader) list(ctx context.Context, tenant string) error {
+	l, err := u.b.List(ctx, bucketNodeDir(tenant, u.node), "")
+	if err != nil {
+		return err
+	}
+	for _, o := range l.Objects {
+		if _, ok := u.objects[o.Key]; !ok {
+			u.objects[o.Key] = bucketObject{size: o.Size, etag: o.ETag}
+		}
+	}
+	u.listed[tenant] = true
+	return nil
+}
+
+// ensureSegment puts sealed segment e and its summary file in the bucket.
+func (u *uploader) ensureSegment(ctx context.Context, tenant string, e manifestEntry, rep *UploadReport) error {
+	id, err := parseSegHex(e.ID)
+	if err != nil {
+		return err
+	}
+	path := u.db.segPath(tenant, id)
+	key := bucketSegmentKey(tenant, u.node, e.ID)
+	err = u.ensureFile(ctx, path, key, rep)
+	if errors.Is(err, vfs.ErrNotExist) {
+		if o, ok := u.objects[key]; ok && o.size == e.Size {
+			return nil // gone from local disk, kept in the bucket
+		}
+		rep.Lost = append(rep.Lost, tenant+"/"+e.ID)
+		return nil // lost: the manifest says so, and readers report it
+	}
+	if err != nil {
+		return err
+	}
+	err = u.ensureFile(ctx, summaryPathOf(path), bucketSummaryKey(tenant, u.node, e.ID), rep)
+	if errors.Is(err, vfs.ErrNotExist) {
+		return nil // derived: readers summarize the segment instead
+	}
+	return err
+}
+
+// ensureFile makes object key hold the bytes of the local file at path:
+// skipped when this process uploaded or verified them already, verified
+// against a listed object's MD5 ETag, else put (create-only, or replacing
+// exactly the version seen) with the SHA-256 checked by the bucket.
+func (u *uploader) ensureFile(ctx context.Context, path, key string, rep *UploadReport) error {
+	have, known := u.objects[key]
+	if known && have.md5 != nil {
+		return nil
+	}
+	f, err := u.db.fs.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	size, err := f.Size()
+	if err != nil {
+		return err
+	}
+	sum, md, err := hashFile(f, size)
+	if err != nil {
+		return err
+	}
+	if known && have.size == size && have.etag == hex.EncodeToString(md) {
+		u.objects[key] = bucketObject{size: size, etag: have.etag, md5: md}
+		rep.Verified++
+		u.verified.Add(1)
+		return nil
+	}
+	cond := objstore.Cond{IfNoneMatch: true}
+	if known {
+		cond = objstore.Cond{IfMatch: have.etag}
+	}
+	info, err := u.b.Put(ctx, key, io.NewSectionReader(f, 0, size), size, sum, cond)
+	if errors.Is(err, objstore.ErrPrecondition) {
+		// Someone else's bytes under our key (a planted or stale copy): ours
+		// replace exactly the version now there.
+		head, herr := u.b.Head(ctx, key)
+		if herr != nil {
+			return herr
+		}
+		if head.Size == size && head.ETag == hex.EncodeToString(md) {
+			info, err = head, nil
+		} else {
+			info, err = u.b.Put(ctx, key, io.NewSectionReader(f, 0, size), size, sum, objstore.Cond{IfMatch: head.ETag})
+		}
+	}
+	if err != nil {
+		return err
+	}
+	u.objects[key] = bucketObject{size: size, etag: info.ETag, md5: md}
+	rep.Uploaded++
+	rep.Bytes += size
+	u.uploaded.Add(1)
+	u.bytes.Add(uint64(size))
+	return nil
+}
+
+func hashFile(f io.ReaderAt, size int64) (sum, md []byte, err error) {
+	hs, hm := sha256.New(), md5.New()
+	if _, err := io.Copy(io.MultiWriter(hs, hm), io.NewSectionReader(f, 0, size)); err != nil {
+		return nil, nil, err
+	}
+	return hs.Sum(nil), hm.Sum(nil), nil
+}
+
+// publishedView is what readers take from a manifest: a new one is uploaded
+// only when it changes (not on every checkpoint of an active segment).
+func publishedView(b *manifestBody) [32]byte {
+	v := struct {
+		Key       keyBinding
+		Wraps     []keyWrap
+		Retention time.Duration
+		Redaction any
+		Sealed    []manifestEntry
+	}{Key: b.Key, Wraps: b.Wraps, Retention: b.Retention, Redaction: b.Redaction}
+	for _, e := range b.Segments {
+		if e.State == segSealed {
+			v.Sealed = append(v.Sealed, e)
+		}
+	}
+	raw, _ := json.Marshal(v)
+	return sha256.Sum256(raw)
+}
+
+// publishManifest uploads the manifest raw (verbatim: readers authenticate
+// it with the tenant's key) when its published view changed.
+func (u *uploader) publishManifest(ctx context.Context, tenant string, raw []byte, body *manifestBody, rep *UploadReport) error {
+	view := publishedView(body)
+	if last, ok := u.published[tenant]; ok && last == view {
+		return nil
+	}
+	sum := sha256.Sum256(raw)
+	if _, err := u.b.Put(ctx, bucketManifestOf(tenant, u.node), strings.NewReader(string(raw)), int64(len(raw)), sum[:], objstore.Cond{}); err != nil {
+		return err
+	}
+	u.published[tenant] = view
+	rep.Manifests++
+	u.manifests.Add(1)
+	return nil
+}
+
+// removeUnlisted deletes the node's objects of tenant whose segment the
+// manifest just published no longer lists as sealed: expired, erased, or
+// left by a crash between an upload and its manifest.
+func (u *uploader) removeUnlisted(ctx context.Context, tenant string, sealed map[string]bool, rep *UploadReport) error {
+	dir := bucketNodeDir(tenant, u.node)
+	var doomed []string
+	for key := range u.objects {
+		name, ok := strings.CutPrefix(key, dir)
+		if !ok || name == bucketManifestKey {
+			continue
+		}
+		hexID := strings.TrimSuffix(strings.TrimSuffix(name, segmentExt), summaryExt)
+		if !sealed[hexID] {
+			doomed = append(doomed, key)
+		}
+	}
+	sort.Strings(doomed)
+	for _, key := range doomed {
+		if err := u.b.Delete(ctx, key); err != nil {
+			return err
+		}
+		delete(u.objects, key)
+		rep.Deleted++
+		u.deleted.Add(1)
+	}
+	return nil
+}
+
+// forget makes the next pass upload segment hexID of tenant again (its key
+// slot was rewritten: same size, other bytes).
+func (u *uploader) forget(tenant, hexID string) {
+	u.passMu.Lock()
+	defer u.passMu.Unlock()
+	for _, key := range []string{bucketSegmentKey(tenant, u.node, hexID), bucketSummaryKey(tenant, u.node, hexID)} {
+		if o, ok := u.objects[key]; ok {
+			o.md5 = nil
+			o.etag += "-stale" // never equal to an MD5: the next pass re-hashes and replaces
+			u.objects[key] = o
+		}
+	}
+	u.notify()
+}
+
+// deleteTenant removes every object of tenant from the bucket, every
+// node's: the tenant's keys are shredded, so other nodes' copies are
+// unreadable anyway, and the report says what went.
+func (u *uploader) deleteTenant(ctx context.Context, tenant string) (objects int, bytes int64, err error) {
+	u.passMu.Lock()
+	defer u.passMu.Unlock()
+	l, err := u.b.List(ctx, bucketTenantDir(tenant), "")
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, o := range l.Objects {
+		if err := u.b.Delete(ctx, o.Key); err != nil {
+			return objects, bytes, err
+		}
+		delete(u.objects, o.Key)
+		objects++
+		bytes += o.Size
+	}
+	delete(u.listed, tenant)
+	delete(u.published, tenant)
+	return objects, bytes, nil
+}
+
+func (u *uploader) stats() UploadStats {
+	return UploadStats{Node: u.node, Bucket: u.b.String(), Uploaded: u.uploaded.Load(), Bytes: u.bytes.Load(),
+		Verified: u.verified.Load(), Deleted: u.deleted.Load(), Manifests: u.manifests.Load(),
+		Failures: u.failures.Load(), Pending: u.pending.Load(), LastError: u.lastErr.Load().(string)}
+}
+
+// upload implements Admin.Upload (documented there).
+func (db *DB) upload(ctx context.Context) (UploadReport, error) {
+	if db.uploader == nil {
+		return UploadReport{}, fmt.Errorf("%w: no bucket (Options.Bucket)", ErrInvalidOptions)
+	}
+	rep, err := db.uploader.pass(ctx)
+	if err != nil {
+		return rep, fmt.Errorf("logstore/engine: upload to %s: %w", db.uploader.b, err)
+	}
+	return rep, nil
+}
+
+// finalUpload runs one last pass at Close, after every active segment was
+// sealed, bounded by Options.UploadOnClose: what it cannot upload, the next
+// Open does.
+func (db *DB) finalUpload() {
+	if db.uploader == nil || db.opts.UploadOnClose < 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), db.opts.UploadOnClose)
+	defer cancel()
+	_, _ = db.uploader.pass(ctx) // counted; the next Open retries
+}
