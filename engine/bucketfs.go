@@ -368,4 +368,3 @@ func (c *pageCache) size() int64 {
 	defer c.mu.Unlock()
 	return c.bytes
 }
-

@@ -202,7 +202,9 @@ func bucketSummaryKey(tenant, node, hexID string) string {
 	return bucketNodeDir(tenant, node) + hexID + summaryExt
 }
 
-func bucketManifestOf(tenant, node string) string { return bucketNodeDir(tenant, node) + bucketManifestKey }
+func bucketManifestOf(tenant, node string) string {
+	return bucketNodeDir(tenant, node) + bucketManifestKey
+}
 
 // isNodeID matches a writer-node id: 32 lower-case hex digits.
 func isNodeID(s string) bool {

@@ -12,11 +12,11 @@ import (
 
 // Stats are per-tenant and engine-wide figures.
 type Stats struct {
-	Tenants         map[string]TenantStats
+	Tenants map[string]TenantStats
 	// Upload is the uploader's counters (nil without Options.Bucket);
 	// Bucket a stateless reader's (nil unless ReadOnly with a Bucket).
-	Upload *UploadStats
-	Bucket *BucketReadStats
+	Upload          *UploadStats
+	Bucket          *BucketReadStats
 	DEKCache        keys.CacheStats
 	AppendedRecords uint64
 	// RedactedValues counts the values of appended records that redaction

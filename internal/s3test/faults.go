@@ -153,6 +153,9 @@ type bufferWriter struct {
 	body   []byte
 }
 
-func (b *bufferWriter) Header() http.Header         { return b.header }
-func (b *bufferWriter) WriteHeader(code int)        { b.code = code }
-func (b *bufferWriter) Write(p []byte) (int, error) { b.body = append(b.body, p...); return len(p), nil }
+func (b *bufferWriter) Header() http.Header  { return b.header }
+func (b *bufferWriter) WriteHeader(code int) { b.code = code }
+func (b *bufferWriter) Write(p []byte) (int, error) {
+	b.body = append(b.body, p...)
+	return len(p), nil
+}
