@@ -459,6 +459,14 @@ func (db *DB) readableSegments(tenant string) ([]listedSegment, error) {
 		}
 		return out, nil
 	}
+	if tm := db.manifests.get(tenant); db.remote != nil && tm != nil {
+		// A stateless reader knows a tenant's objects only from manifests
+		// it authenticated: with none, it serves nothing, and says why.
+		if tm.damaged != nil {
+			return nil, fmt.Errorf("%w: %s: %w", ErrTenantDamaged, tenant, tm.damaged)
+		}
+		return nil, tm.unverified
+	}
 	files, err := db.listSegmentFiles(tenant)
 	if err != nil {
 		return nil, err
