@@ -106,10 +106,35 @@ func (db *DB) readRemoteManifest(ctx context.Context, tenant string) (*manifestB
 		}
 		return nil, problems, fmt.Errorf("%w: tenant %s has no node manifest in %s", errNoRemoteManifest, tenant, r.b)
 	}
+	db.headUnlisted(ctx, tenant, nodes, byNode)
 	body, files, conflicts := mergeNodeManifests(tenant, nodes, byNode, db.opts.Now())
 	problems = append(problems, conflicts...)
 	r.fs.setTenant(tenant, files)
 	return body, problems, nil
+}
+
+// headUnlisted looks up the objects of sealed segments that a node manifest
+// lists but the listing did not show: uploaded between the LIST and the
+// manifest's GET (a node uploads a segment before the manifest that lists
+// it). One that is really missing stays out, and reads report it lost.
+func (db *DB) headUnlisted(ctx context.Context, tenant string, nodes []nodeManifest, byNode map[string]map[string]objstore.ObjectInfo) {
+	for _, nm := range nodes {
+		for _, e := range nm.body.Segments {
+			if e.State != segSealed {
+				continue
+			}
+			for _, name := range []string{segmentFileName(e.ID), e.ID + summaryExt} {
+				if _, ok := byNode[nm.node][name]; ok {
+					continue
+				}
+				db.remote.fs.gets.Add(1)
+				o, err := db.remote.b.Head(ctx, bucketNodeDir(tenant, nm.node)+name)
+				if err == nil {
+					byNode[nm.node][name] = o
+				}
+			}
+		}
+	}
 }
 
 var errNoRemoteManifest = errors.New("logstore/engine: no manifest yet")

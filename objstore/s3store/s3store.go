@@ -34,6 +34,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
+	"github.com/aws/smithy-go/logging"
 
 	"github.com/logstore/logstore/objstore"
 )
@@ -107,6 +108,8 @@ func Open(ctx context.Context, rawURL string, opts *Options) (*Bucket, error) {
 		o.OpTimeout = 2 * time.Minute
 	}
 	loads := []func(*config.LoadOptions) error{
+		// A library does not print: failures come back as typed errors.
+		config.WithLogger(logging.Nop{}),
 		config.WithRetryer(func() aws.Retryer {
 			return retry.NewStandard(func(so *retry.StandardOptions) {
 				so.MaxAttempts = o.MaxAttempts
@@ -319,6 +322,9 @@ func (b *Bucket) List(ctx context.Context, prefix, delimiter string) (objstore.L
 	p := s3.NewListObjectsV2Paginator(b.client, in)
 	for p.HasMorePages() {
 		page, err := p.NextPage(ctx)
+		for attempt := 1; attempt < 3 && errors.Is(err, io.ErrUnexpectedEOF) && ctx.Err() == nil; attempt++ {
+			page, err = p.NextPage(ctx) // a page cut short in transit: the SDK does not retry those
+		}
 		if err != nil {
 			return objstore.Listing{}, classify("list", prefix, err)
 		}
@@ -377,6 +383,9 @@ func classify(op, key string, err error) error {
 }
 
 func kindOf(err error) (kind error, retryable bool) {
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return objstore.ErrUnavailable, true // a reply cut short in transit
+	}
 	var ae smithy.APIError
 	if errors.As(err, &ae) {
 		switch ae.ErrorCode() {
