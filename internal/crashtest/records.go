@@ -7,8 +7,25 @@ import (
 	"math/rand"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/credentials"
+
 	"github.com/logstore/logstore/engine"
+	"github.com/logstore/logstore/objstore/s3store"
 )
+
+// The bucket test hands the driver its S3 endpoint in BucketEndpointEnv;
+// both sides open BucketURL with BucketOptions.
+const (
+	BucketEndpointEnv = "LOGSTORE_CRASH_S3_ENDPOINT"
+	BucketURL         = "s3://crash/fleet"
+)
+
+// BucketOptions are the S3 options for the test server at endpoint.
+func BucketOptions(endpoint string) *s3store.Options {
+	return &s3store.Options{Endpoint: endpoint, Region: "us-east-1",
+		Credentials: credentials.NewStaticCredentialsProvider("testing", "testing", ""),
+		MaxAttempts: 2, MaxBackoff: 20 * time.Millisecond, OpTimeout: 5 * time.Second}
+}
 
 // Marker is carried by every sealed field, so leak scans can look for it.
 const Marker = "CRASH-SEALED-7d1e"

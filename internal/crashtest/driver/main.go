@@ -9,9 +9,11 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"time"
 
 	"github.com/logstore/logstore/engine"
 	"github.com/logstore/logstore/internal/crashtest"
+	"github.com/logstore/logstore/objstore/s3store"
 )
 
 func main() {
@@ -24,7 +26,17 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
-	db, err := engine.Open(os.Args[1], &engine.Options{Sync: engine.SyncAlways, BlockSize: 4 << 10, SegmentSize: 1 << 20})
+	opts := &engine.Options{Sync: engine.SyncAlways, BlockSize: 4 << 10, SegmentSize: 1 << 20}
+	if ep := os.Getenv(crashtest.BucketEndpointEnv); ep != "" {
+		// The bucket test: sealed segments go to an S3 server too.
+		b, err := s3store.Open(context.Background(), crashtest.BucketURL, crashtest.BucketOptions(ep))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		opts.Bucket, opts.UploadInterval = b, 50*time.Millisecond
+	}
+	db, err := engine.Open(os.Args[1], opts)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
