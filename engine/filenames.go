@@ -178,6 +178,7 @@ func isPebbleFile(name string) bool {
 // directory under each tenant, so writers never write the same object:
 //
 //	LOGSTORE                           the bucket's format marker (bucketMarker)
+//	tenants/TENANT/CONFIG              the tenant's shared configuration (tenantconfig.go)
 //	tenants/TENANT/NODE/MANIFEST       node NODE's manifest of TENANT, verbatim
 //	tenants/TENANT/NODE/HEXID.lss      a sealed segment, verbatim
 //	tenants/TENANT/NODE/HEXID.lsb      its block-summary file, verbatim
@@ -188,6 +189,7 @@ const (
 	bucketMarkerKey   = "LOGSTORE"
 	bucketTenantsDir  = "tenants/"
 	bucketManifestKey = manifestFile
+	bucketConfigKey   = "CONFIG"
 )
 
 func bucketTenantDir(tenant string) string { return bucketTenantsDir + tenant + "/" }

@@ -77,6 +77,9 @@ type manifestBody struct {
 	Segments  []manifestEntry `json:"segments"`
 	// Audit is the audit trail's head when the manifest was written.
 	Audit *auditAnchor `json:"audit,omitempty"`
+	// ConfigSeq is the sequence of the bucket's shared tenant config
+	// (tenantconfig.go) this node applied last; 0 without a bucket.
+	ConfigSeq uint64 `json:"config_seq,omitempty"`
 }
 
 type keyBinding struct {

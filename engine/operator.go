@@ -46,7 +46,13 @@ func (a *Admin) Segments(ctx context.Context, tenant string) ([]SegmentInfo, err
 // no segment; the alias is kept as a display name (KeyAlias). On a tenant
 // whose manifest was lost, LinkKey re-attests its segment files (Attested).
 func (a *Admin) LinkKey(ctx context.Context, tenant, uri string) (keys.KeyState, error) {
-	return tenantCall(a, ctx, tenant, false, func() (keys.KeyState, error) { return a.db.linkKey(ctx, tenant, uri) })
+	return tenantCall(a, ctx, tenant, false, func() (keys.KeyState, error) {
+		st, err := a.db.linkKey(ctx, tenant, uri)
+		if err == nil {
+			err = a.db.publishBinding(ctx, tenant)
+		}
+		return st, err
+	})
 }
 
 // KeyURI returns the key linked to tenant ("" when none is linked).
@@ -72,7 +78,13 @@ func (a *Admin) CheckKey(ctx context.Context, tenant, uri string) error {
 // toURI are skipped. When it returns nil, the old key may be deleted.
 // progress, when not nil, is called after each segment.
 func (a *Admin) Rewrap(ctx context.Context, tenant, toURI string, progress func(RewrapProgress)) (RewrapReport, error) {
-	return tenantCall(a, ctx, tenant, false, func() (RewrapReport, error) { return a.db.rewrap(ctx, tenant, toURI, progress) })
+	return tenantCall(a, ctx, tenant, false, func() (RewrapReport, error) {
+		rep, err := a.db.rewrap(ctx, tenant, toURI, progress)
+		if err == nil {
+			err = a.db.publishBinding(ctx, tenant)
+		}
+		return rep, err
+	})
 }
 
 // SetLocalKeyEnabled disables or re-enables a key of the embedded local
@@ -90,7 +102,12 @@ func (a *Admin) SetLocalKeyEnabled(ctx context.Context, uri string, enabled bool
 // SetRetention keeps a tenant's records for d (0: forever). Expired data is
 // removed by whole segments, by the background job and by ApplyRetention.
 func (a *Admin) SetRetention(ctx context.Context, tenant string, d time.Duration) error {
-	return tenantCallErr(a, ctx, tenant, func() error { return a.db.setRetention(ctx, tenant, d) })
+	return tenantCallErr(a, ctx, tenant, func() error {
+		if err := a.db.setRetention(ctx, tenant, d); err != nil {
+			return err
+		}
+		return a.db.publishConfig(ctx, tenant, configChange{retention: &d})
+	})
 }
 
 // SetRedaction makes p tenant's redaction policy, applied by Append to
@@ -99,7 +116,12 @@ func (a *Admin) SetRetention(ctx context.Context, tenant string, d time.Duration
 // is kept in the tenant's authenticated manifest. An invalid policy is
 // ErrInvalidOptions wrapping redact.ErrInvalidPolicy, and changes nothing.
 func (a *Admin) SetRedaction(ctx context.Context, tenant string, p *redact.Policy) error {
-	return tenantCallErr(a, ctx, tenant, func() error { return a.db.setRedaction(ctx, tenant, p) })
+	return tenantCallErr(a, ctx, tenant, func() error {
+		if err := a.db.setRedaction(ctx, tenant, p); err != nil {
+			return err
+		}
+		return a.db.publishConfig(ctx, tenant, configChange{redaction: &p})
+	})
 }
 
 // RedactionPolicy is a tenant's redaction policy as Admin.Redaction reports it.

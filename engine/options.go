@@ -68,6 +68,10 @@ type Options struct {
 	// UploadOnClose bounds the upload pass Close runs after sealing the
 	// active segments (default 30s; negative: none, the next Open uploads).
 	UploadOnClose time.Duration
+	// ConfigPollInterval is how often a writer reads the tenants' shared
+	// configurations in the bucket (tenantconfig.go) to adopt other nodes'
+	// changes (default 30s; the first upload pass after Open reads them).
+	ConfigPollInterval time.Duration
 	// BucketCacheBytes bounds a stateless reader's in-memory cache of
 	// object ranges (default 64 MiB).
 	BucketCacheBytes int
@@ -200,6 +204,9 @@ func (o *Options) withDefaults() (Options, error) {
 	}
 	if c.UploadInterval == 0 {
 		c.UploadInterval = 10 * time.Second
+	}
+	if c.ConfigPollInterval == 0 {
+		c.ConfigPollInterval = 30 * time.Second
 	}
 	if c.UploadOnClose == 0 {
 		c.UploadOnClose = 30 * time.Second

@@ -75,6 +75,8 @@ type uploader struct {
 	objects   map[string]bucketObject // object key -> what the bucket holds
 	listed    map[string]bool         // tenants whose node directory was listed since Open
 	published map[string][32]byte     // tenant -> fingerprint of the manifest view last uploaded
+	// lastConfigPoll is when the shared tenant configs were last read.
+	lastConfigPoll time.Time
 
 	uploaded, bytes, verified, deleted, manifests, failures atomic.Uint64
 	pending                                                 atomic.Int64
@@ -152,6 +154,12 @@ func (u *uploader) pass(ctx context.Context) (UploadReport, error) {
 		}
 		u.marker = true
 	}
+	if time.Since(u.lastConfigPoll) >= u.db.opts.ConfigPollInterval {
+		for _, err := range u.adoptConfigs(ctx) {
+			fail("config", err)
+		}
+		u.lastConfigPoll = time.Now()
+	}
 	tenants, err := u.db.listTenants()
 	if err != nil {
 		fail("tenants", err)
@@ -205,6 +213,27 @@ func (u *uploader) tenantPass(ctx context.Context, tenant string, rep *UploadRep
 		return err
 	}
 	return u.removeUnlisted(ctx, tenant, sealed, rep)
+}
+
+// adoptConfigs applies every tenant's shared configuration that is newer
+// than what this node applied (tenantconfig.go), tenants this node has not
+// written yet included.
+func (u *uploader) adoptConfigs(ctx context.Context) []error {
+	l, err := u.b.List(ctx, bucketTenantsDir, "/")
+	if err != nil {
+		return []error{err}
+	}
+	var errs []error
+	for _, p := range l.Prefixes {
+		tenant := strings.TrimSuffix(strings.TrimPrefix(p, bucketTenantsDir), "/")
+		if ValidateTenant(tenant) != nil {
+			continue
+		}
+		if err := u.db.adoptConfig(ctx, u.b, tenant); err != nil {
+			errs = append(errs, fmt.Errorf("tenant %s: %w", tenant, err))
+		}
+	}
+	return errs
 }
 
 // list learns what the node's directory of tenant holds (after an Open).
@@ -426,6 +455,9 @@ func (db *DB) upload(ctx context.Context) (UploadReport, error) {
 	if db.uploader == nil {
 		return UploadReport{}, fmt.Errorf("%w: no bucket (Options.Bucket)", ErrInvalidOptions)
 	}
+	db.uploader.passMu.Lock()
+	db.uploader.lastConfigPoll = time.Time{} // an operator's pass reads the shared configs too
+	db.uploader.passMu.Unlock()
 	rep, err := db.uploader.pass(ctx)
 	if err != nil {
 		return rep, fmt.Errorf("logstore/engine: upload to %s: %w", db.uploader.b, err)

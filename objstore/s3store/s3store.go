@@ -15,8 +15,10 @@ package s3store
 import (
 	"bytes"
 	"context"
+	"crypto/md5"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -189,13 +191,23 @@ func (b *Bucket) Put(ctx context.Context, key string, body io.ReadSeeker, size i
 	if len(sum) != sha256.Size {
 		return objstore.ObjectInfo{}, &objstore.Error{Op: "put", Key: key, Kind: objstore.ErrInvalid, Err: errors.New("a SHA-256 is required")}
 	}
+	md, got, err := hashBody(body)
+	if err != nil {
+		return objstore.ObjectInfo{}, &objstore.Error{Op: "put", Key: key, Kind: objstore.ErrInvalid, Err: err}
+	}
+	if !bytes.Equal(got, sum) {
+		return objstore.ObjectInfo{}, &objstore.Error{Op: "put", Key: key, Kind: objstore.ErrChecksum, Retryable: true,
+			Err: errors.New("the body does not hash to the SHA-256 given (it changed since it was hashed?)")}
+	}
 	in := &s3.PutObjectInput{
 		Bucket:         aws.String(b.bucket),
 		Key:            aws.String(b.full(key)),
 		Body:           body,
 		ContentLength:  aws.Int64(size),
 		ChecksumSHA256: aws.String(base64.StdEncoding.EncodeToString(sum)),
-		ContentType:    aws.String("application/octet-stream"),
+		// Content-MD5 too: servers without SHA-256 checksums check it.
+		ContentMD5:  aws.String(base64.StdEncoding.EncodeToString(md)),
+		ContentType: aws.String("application/octet-stream"),
 	}
 	if cond.IfNoneMatch {
 		in.IfNoneMatch = aws.String("*")
@@ -215,12 +227,30 @@ func (b *Bucket) Put(ctx context.Context, key string, body io.ReadSeeker, size i
 		}
 		return info, nil
 	}
+	if info.ETag == hex.EncodeToString(md) {
+		return info, nil // a single-part object's ETag is its MD5 (S3, MinIO, moto...)
+	}
 	return info, b.verifyByReading(ctx, key, size, sum, &info)
+}
+
+// hashBody returns the MD5 and SHA-256 of body and rewinds it.
+func hashBody(body io.ReadSeeker) (md, sum []byte, err error) {
+	hm, hs := md5.New(), sha256.New()
+	if _, err := io.Copy(io.MultiWriter(hm, hs), body); err != nil {
+		return nil, nil, err
+	}
+	if _, err := body.Seek(0, io.SeekStart); err != nil {
+		return nil, nil, err
+	}
+	return hm.Sum(nil), hs.Sum(nil), nil
 }
 
 // verifyByReading reads a just-written object back and compares its hash.
 func (b *Bucket) verifyByReading(ctx context.Context, key string, size int64, sum []byte, info *objstore.ObjectInfo) error {
-	data, got, err := b.GetRange(ctx, key, 0, -1, "")
+	data, got, err := b.GetRange(ctx, key, 0, -1, info.ETag)
+	if errors.Is(err, objstore.ErrPrecondition) && info.ETag != "" {
+		return nil // replaced since by a newer version (a conditional writer's): ours was there
+	}
 	if err != nil {
 		return err
 	}

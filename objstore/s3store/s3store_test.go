@@ -79,8 +79,8 @@ func exercise(t *testing.T, b objstore.Bucket) {
 	_, err = b.Head(bg, "segments/acme/b.lsb")
 	require.ErrorIs(t, err, objstore.ErrNotFound)
 
-	// A wrong checksum is refused by servers that check it, and caught by
-	// the read-back of those that do not.
+	// A SHA-256 that is not the body's (the file changed after it was
+	// hashed) is refused before anything is sent.
 	sum := sha256.Sum256([]byte("not these bytes"))
 	_, err = b.Put(bg, "segments/acme/bad.lss", bytes.NewReader(data), int64(len(data)), sum[:], objstore.Cond{})
 	require.ErrorIs(t, err, objstore.ErrChecksum)

@@ -1,0 +1,281 @@
+package engine
+
+// A tenant's configuration shared by the writer nodes of a bucket
+// (docs/scale-out.md, docs/format/bucket.md): the object
+// tenants/TENANT/CONFIG holds the linked key, the retention and the
+// redaction policy, in the manifest's format and MAC'd under a config key
+// that the linked key wraps (encryption context purpose "config-key", so a
+// node manifest is never taken for a config). An operator's change on any
+// node (LinkKey, Rewrap, SetRetention, SetRedaction) is applied locally,
+// then published with a compare-and-swap: read CONFIG, apply the one change
+// to it, put it only if the ETag read is still there (If-Match, or
+// If-None-Match for the first), else read again and retry. Every node
+// adopts a CONFIG whose sequence is above the one it applied last
+// (manifestBody.ConfigSeq), so changes reach every node within a config
+// poll, and concurrent changes to different fields both survive.
+//
+// Trust: a node accepts a CONFIG that moves its tenant to another key only
+// if the CONFIG also wraps its config key under the key the node trusts now
+// (the previous linked key): someone with write access to the bucket and a
+// key of their own cannot point the fleet at it. Options.ExpectedKey applies
+// as to manifests. A CONFIG older than the one a node applied is
+// ErrManifestRollback.
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/logstore/logstore/keys"
+	"github.com/logstore/logstore/objstore"
+	"github.com/logstore/logstore/redact"
+)
+
+const (
+	// purposeConfigKey is the encryption-context purpose of a config key.
+	purposeConfigKey = "config-key"
+	// configPublishAttempts bounds the compare-and-swap retries of a publish.
+	configPublishAttempts = 8
+)
+
+func configContext(tenant string) keys.EncryptionContext {
+	return keys.EncryptionContext{keys.CtxTenant: tenant, keys.CtxSegment: "config", keys.CtxPurpose: purposeConfigKey}
+}
+
+func bucketConfigOf(tenant string) string { return bucketTenantDir(tenant) + bucketConfigKey }
+
+// sharedConfig is a verified CONFIG.
+type sharedConfig struct {
+	body *manifestBody
+	ck   []byte // the config key (zero it)
+	etag string
+}
+
+// readSharedConfig reads and authenticates tenant's CONFIG; nil when there
+// is none. trusted, when set, is the key the caller trusts now: a CONFIG
+// linked to another key must wrap its config key under trusted too.
+func (db *DB) readSharedConfig(ctx context.Context, b objstore.Bucket, tenant, trusted string) (*sharedConfig, error) {
+	raw, info, err := b.GetRange(ctx, bucketConfigOf(tenant), 0, -1, "")
+	if errors.Is(err, objstore.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if len(raw) > manifestHeaderLen+manifestMaxBody+manifestMACLen+4 {
+		return nil, fmt.Errorf("%w: %s: shared config of %d bytes", ErrManifestCorrupt, tenant, len(raw))
+	}
+	p, err := decodeManifest(raw, tenant)
+	if err != nil {
+		return nil, fmt.Errorf("shared config: %w", err)
+	}
+	ck, err := db.unwrapConfigKey(ctx, tenant, &p.body, p.body.Key.URI)
+	if err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*sharedConfig, error) { keys.Zero(ck); return nil, err }
+	if err := p.verify(ck); err != nil {
+		return fail(fmt.Errorf("shared config: %w", err))
+	}
+	if trusted != "" && trusted != p.body.Key.URI {
+		other, err := db.unwrapConfigKey(ctx, tenant, &p.body, trusted)
+		if err != nil {
+			return fail(fmt.Errorf("%w: %s: the shared config moves the tenant from %s to %s without proof of %s: %w",
+				ErrManifestAuth, tenant, trusted, p.body.Key.URI, trusted, err))
+		}
+		same := bytes.Equal(other, ck)
+		keys.Zero(other)
+		if !same {
+			return fail(fmt.Errorf("%w: %s: the shared config's key under %s differs from the one under %s", ErrManifestAuth, tenant, trusted, p.body.Key.URI))
+		}
+	}
+	if err := db.checkExpectedKey(tenant, p.body.Key); err != nil {
+		return fail(err)
+	}
+	return &sharedConfig{body: &p.body, ck: ck, etag: info.ETag}, nil
+}
+
+func (db *DB) unwrapConfigKey(ctx context.Context, tenant string, body *manifestBody, uri string) ([]byte, error) {
+	w := body.wrapFor(uri)
+	if w == nil {
+		return nil, fmt.Errorf("%w: %s: shared config: no key wrapped under %s", ErrManifestAuth, tenant, uri)
+	}
+	ck, err := db.cache.Unwrap(ctx, uri, w.Wrapped, configContext(tenant))
+	if errors.Is(err, keys.ErrInvalidCiphertext) {
+		return nil, fmt.Errorf("%w: %s: the shared config's key does not unwrap under %s: %w", ErrManifestAuth, tenant, uri, err)
+	}
+	return ck, err
+}
+
+// configChange is one operator change to a tenant's configuration.
+type configChange struct {
+	key       *keyBinding
+	retention *time.Duration
+	redaction **redact.Policy
+}
+
+func (c configChange) apply(b *manifestBody) {
+	if c.key != nil {
+		b.Key = *c.key
+	}
+	if c.retention != nil {
+		b.Retention = *c.retention
+	}
+	if c.redaction != nil {
+		b.Redaction = *c.redaction
+	}
+}
+
+// publishConfig applies change to tenant's CONFIG with a compare-and-swap
+// (see the file comment) and records the sequence it wrote as applied here.
+// It runs after the change was made locally; an error says the change is
+// not shared yet (re-running the operator call publishes it).
+func (db *DB) publishConfig(ctx context.Context, tenant string, change configChange) error {
+	if db.uploader == nil {
+		return nil
+	}
+	b := db.uploader.b
+	local := db.localBinding(tenant)
+	for attempt := 0; attempt < configPublishAttempts; attempt++ {
+		cur, err := db.readSharedConfig(ctx, b, tenant, "")
+		if err != nil {
+			return fmt.Errorf("logstore/engine: share the configuration of %s: %w", tenant, err)
+		}
+		next, err := db.putConfig(ctx, b, tenant, cur, change, local)
+		if cur != nil {
+			keys.Zero(cur.ck)
+		}
+		if errors.Is(err, objstore.ErrPrecondition) {
+			continue // another node changed it since: apply ours to theirs
+		}
+		if err != nil {
+			return fmt.Errorf("logstore/engine: share the configuration of %s: %w", tenant, err)
+		}
+		// What we wrote holds the other nodes' changes we had not adopted
+		// yet: take all of it, not just ours.
+		return db.applyConfig(ctx, tenant, next)
+	}
+	return fmt.Errorf("logstore/engine: share the configuration of %s: %w after %d attempts", tenant, objstore.ErrPrecondition, configPublishAttempts)
+}
+
+// publishBinding shares tenant's key binding as it is here now (after
+// LinkKey or Rewrap).
+func (db *DB) publishBinding(ctx context.Context, tenant string) error {
+	b := db.localBinding(tenant)
+	if b == nil || db.uploader == nil {
+		return nil
+	}
+	return db.publishConfig(ctx, tenant, configChange{key: b})
+}
+
+// localBinding is tenant's key binding in this node's manifest.
+func (db *DB) localBinding(tenant string) *keyBinding {
+	if tm := db.manifests.get(tenant); tm != nil && tm.body != nil {
+		k := tm.body.Key
+		return &k
+	}
+	return nil
+}
+
+// putConfig writes the CONFIG that cur (nil: none yet) becomes with change,
+// conditional on cur's ETag, and returns its sequence. A new linked key gets
+// a new config key, wrapped under the new key and under the previous one
+// (so nodes still on it can verify the move).
+func (db *DB) putConfig(ctx context.Context, b objstore.Bucket, tenant string, cur *sharedConfig, change configChange, local *keyBinding) (*manifestBody, error) {
+	next := &manifestBody{Tenant: tenant}
+	cond := objstore.Cond{IfNoneMatch: true}
+	if cur != nil {
+		next = cur.body.clone()
+		next.Segments = nil
+		cond = objstore.Cond{IfMatch: cur.etag}
+	} else if local != nil {
+		next.Key = *local
+	}
+	change.apply(next)
+	if next.Key.URI == "" {
+		return nil, fmt.Errorf("%w: %s has no linked key to protect its shared configuration", ErrNoKey, tenant)
+	}
+	var ck []byte
+	if cur != nil && cur.body.Key.URI == next.Key.URI {
+		ck = append([]byte(nil), cur.ck...)
+	} else {
+		dk, err := db.cache.Provider().GenerateDataKey(ctx, next.Key.URI, configContext(tenant))
+		if err != nil {
+			return nil, err
+		}
+		ck = dk.Plaintext
+		next.Wraps = []keyWrap{{URI: next.Key.URI, Wrapped: dk.Wrapped}}
+		if cur != nil {
+			if w, err := db.cache.Wrap(ctx, cur.body.Key.URI, ck, configContext(tenant)); err == nil {
+				next.Wraps = append(next.Wraps, keyWrap{URI: cur.body.Key.URI, Wrapped: w})
+			} else if !errors.Is(err, keys.ErrKeyUnusable) {
+				keys.Zero(ck)
+				return nil, err
+			} // a revoked previous key: nodes still on it cannot follow, and say so
+		}
+	}
+	defer keys.Zero(ck)
+	next.Seq++
+	next.Written = db.opts.Now().UTC()
+	raw, err := encodeManifest(next, ck)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(raw)
+	if _, err := b.Put(ctx, bucketConfigOf(tenant), bytes.NewReader(raw), int64(len(raw)), sum[:], cond); err != nil {
+		return nil, err
+	}
+	return next, nil
+}
+
+// adoptConfig applies tenant's CONFIG on this node when it is newer than
+// the one applied here. A tenant this node has no manifest for yet is
+// created with the shared binding.
+func (db *DB) adoptConfig(ctx context.Context, b objstore.Bucket, tenant string) error {
+	var applied uint64
+	trusted := ""
+	tm := db.manifests.get(tenant)
+	if tm != nil && tm.body != nil {
+		applied, trusted = tm.body.ConfigSeq, tm.body.Key.URI
+	}
+	cfg, err := db.readSharedConfig(ctx, b, tenant, trusted)
+	if err != nil || cfg == nil {
+		return err
+	}
+	keys.Zero(cfg.ck)
+	if cfg.body.Seq < applied {
+		return fmt.Errorf("%w: %s: the shared config has sequence %d, this node applied %d (an older copy was put back)",
+			ErrManifestRollback, tenant, cfg.body.Seq, applied)
+	}
+	return db.applyConfig(ctx, tenant, cfg.body)
+}
+
+// applyConfig makes this node's configuration of tenant the verified shared
+// config c, unless it applied c or a newer one already.
+func (db *DB) applyConfig(ctx context.Context, tenant string, c *manifestBody) error {
+	tm := db.manifests.get(tenant)
+	if tm != nil && tm.body != nil && c.Seq <= tm.body.ConfigSeq {
+		return nil
+	}
+	if tm == nil || tm.body == nil || tm.body.Key.URI != c.Key.URI {
+		if _, err := db.linkKey(ctx, tenant, c.Key.URI); err != nil {
+			return fmt.Errorf("logstore/engine: adopt the shared key of %s: %w", tenant, err)
+		}
+	}
+	return db.control(ctx, func() error {
+		return db.updateManifest(ctx, tenant, true, func(mb *manifestBody) error {
+			if c.Seq <= mb.ConfigSeq {
+				return nil // a newer one was applied meanwhile (an adopt beside a publish)
+			}
+			mb.Retention, mb.Redaction = c.Retention, c.Redaction
+			if c.Key.Alias != "" {
+				mb.Key.Alias = c.Key.Alias
+			}
+			mb.ConfigSeq = c.Seq
+			return nil
+		})
+	})
+}
