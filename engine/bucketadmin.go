@@ -14,8 +14,10 @@ type SegmentLocation struct {
 	// a segment of this node not uploaded yet).
 	Node string
 	// State is the manifest state ("active", "sealed"...) where this DB
-	// knows it, "unlisted" for an object no manifest it read lists (an
-	// upload whose manifest is not written yet, or debris).
+	// knows it; on a writer, "other-node" for another node's object; else
+	// "unlisted" for an object no manifest read lists (an upload whose
+	// manifest is not written yet, or debris), "duplicate" for an id two
+	// nodes hold.
 	State  string
 	Size   int64
 	Local  bool // on this data directory's disk
@@ -39,7 +41,7 @@ func (a *Admin) Upload(ctx context.Context) (UploadReport, error) {
 // manifest's segments and every object in the bucket's tenant directories
 // (other nodes' too); a stateless reader what the node manifests list.
 func (a *Admin) Locations(ctx context.Context, tenant string) ([]SegmentLocation, error) {
-	return call(a, ctx, func() ([]SegmentLocation, error) { return a.db.locations(ctx, tenant) })
+	return readCall(a, ctx, func() ([]SegmentLocation, error) { return a.db.locations(ctx, tenant) })
 }
 
 func (db *DB) locations(ctx context.Context, tenant string) ([]SegmentLocation, error) {
@@ -106,6 +108,9 @@ func (db *DB) tenantLocations(ctx context.Context, tenant string) ([]SegmentLoca
 				continue
 			}
 			loc := at(hexID)
+			if loc.State == "unlisted" && db.uploader != nil && n != node {
+				loc.State = "other-node" // a writer does not read the other nodes' manifests
+			}
 			if loc.Remote && loc.Node != n {
 				loc.State = "duplicate" // two nodes hold the id: readers serve neither
 			}

@@ -35,6 +35,9 @@ func (a *app) segmentsCmd() *cobra.Command {
 			if err := checkFormat(format); err != nil {
 				return err
 			}
+			if a.bucket != "" {
+				return a.listLocations(cmd.Context(), tenant, format)
+			}
 			return a.listSegments(cmd.Context(), tenant, format)
 		},
 	}
@@ -112,7 +115,7 @@ func (a *app) segmentsCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.AddCommand(list, verify, reindex)
+	cmd.AddCommand(list, verify, reindex, a.uploadCmd())
 	return cmd
 }
 

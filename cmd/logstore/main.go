@@ -44,6 +44,7 @@ func (u usageError) Unwrap() error { return u.error }
 // app carries the global flags.
 type app struct {
 	dir    string
+	bucket string // --bucket s3://NAME/PREFIX ("": local only)
 	stdin  io.Reader
 	stdout io.Writer
 	stderr io.Writer
@@ -63,7 +64,9 @@ func (a *app) openOrCreate() (*engine.DB, error) { return a.openWithCreate(nil, 
 func (a *app) openWith(o *engine.Options) (*engine.DB, error) { return a.openWithCreate(o, false) }
 
 func (a *app) openWithCreate(o *engine.Options, create bool) (*engine.DB, error) {
-	if !create {
+	// A stateless reader of a bucket needs no local store (only its keys,
+	// for local:// keys).
+	if !create && !(a.bucket != "" && o != nil && o.ReadOnly) {
 		if err := a.requireStore(); err != nil {
 			return nil, err
 		}
@@ -73,8 +76,12 @@ func (a *app) openWithCreate(o *engine.Options, create bool) (*engine.DB, error)
 		opts = *o
 	}
 	// The CLI is the composition root: it adds AWS KMS (the standard AWS
-	// configuration chain) beside the engine's built-in local provider.
+	// configuration chain) beside the engine's built-in local provider, and
+	// the S3 bucket of --bucket.
 	opts.KMS = []keys.Provider{awskms.New(awskms.Options{})}
+	if err := a.withBucket(context.Background(), &opts); err != nil {
+		return nil, err
+	}
 	db, err := engine.Open(a.dir, &opts)
 	if err != nil {
 		return nil, err
@@ -174,6 +181,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	root.SetErr(stderr)
 	root.SetIn(stdin)
 	root.PersistentFlags().StringVar(&a.dir, "dir", defaultDir(), "data directory ($LOGSTORE_DIR, else ./logstore-data)")
+	root.PersistentFlags().StringVar(&a.bucket, "bucket", defaultBucket(),
+		"S3 bucket for sealed segments, s3://NAME/PREFIX ($LOGSTORE_BUCKET; default none: local only). Reading commands then read the bucket")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
 	root.PersistentPreRunE = func(*cobra.Command, []string) error {
 		if a.dir == "" {
