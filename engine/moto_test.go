@@ -2,13 +2,7 @@ package engine
 
 import (
 	"context"
-	"fmt"
 	"math/rand"
-	"net"
-	"net/http"
-	"os"
-	"os/exec"
-	"syscall"
 	"testing"
 	"time"
 
@@ -17,54 +11,15 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/stretchr/testify/require"
 
+	"github.com/logstore/logstore/internal/s3test"
 	"github.com/logstore/logstore/keys/awskms"
 	"github.com/logstore/logstore/vfs"
 )
 
 // startMoto runs moto_server (a KMS implementation nobody here wrote) on a
-// free port of 127.0.0.1 and stops it by PID when the test ends. The test
-// skips, saying why, where moto_server is not installed.
-func startMoto(t *testing.T) string {
-	bin, err := exec.LookPath("moto_server")
-	if err != nil {
-		t.Skip("moto_server is not installed (pip install 'moto[server]'): skipping the smoke test against a third-party KMS")
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	port := ln.Addr().(*net.TCPAddr).Port
-	require.NoError(t, ln.Close())
-	cmd := exec.Command(bin, "-H", "127.0.0.1", "-p", fmt.Sprint(port))
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if testing.Verbose() {
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	}
-	require.NoError(t, cmd.Start())
-	pid := cmd.Process.Pid
-	t.Cleanup(func() {
-		_ = syscall.Kill(-pid, syscall.SIGTERM) // the whole process group: the shim and python
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			_ = syscall.Kill(-pid, syscall.SIGKILL)
-			<-done
-		}
-	})
-	url := fmt.Sprintf("http://127.0.0.1:%d", port)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(url + "/moto-api/")
-		if err == nil {
-			resp.Body.Close()
-			return url
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("moto_server did not start on %s: %v", url, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
+// free port of 127.0.0.1, stopped by PID when the test ends; the test skips,
+// saying why, where moto_server is not installed.
+func startMoto(t *testing.T) string { return s3test.StartMoto(t).URL }
 
 func TestMotoSmoke(t *testing.T) {
 	url := startMoto(t)
