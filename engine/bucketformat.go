@@ -43,7 +43,7 @@ var ErrBucketCorrupt = errors.New("logstore/engine: the bucket's format marker i
 // at once agree).
 func checkBucketMarker(ctx context.Context, b objstore.Bucket, create bool) error {
 	for attempt := 0; attempt < 2; attempt++ {
-		raw, _, err := b.GetRange(ctx, bucketMarkerKey, 0, -1, "")
+		raw, _, err := getSmall(ctx, b, bucketMarkerKey, bucketMarkerMax)
 		if errors.Is(err, objstore.ErrNotFound) && create {
 			want, _ := json.Marshal(bucketMarker{Format: bucketFormatName, Version: bucketVersion})
 			sum := sha256.Sum256(want)
@@ -62,6 +62,39 @@ func checkBucketMarker(ctx context.Context, b objstore.Bucket, create bool) erro
 		return parseBucketMarker(raw, b.String())
 	}
 	return fmt.Errorf("%w: %s: the marker vanished while it was written", ErrBucketCorrupt, b)
+}
+
+// getSmall reads a small object whole: its size is checked first (a HEAD),
+// so an object someone made huge is refused (ErrManifestCorrupt) rather
+// than read into memory, and the read is pinned to the version the HEAD saw.
+func getSmall(ctx context.Context, b objstore.Bucket, key string, limit int64) ([]byte, objstore.ObjectInfo, error) {
+	var lastErr error
+	for attempt := 0; attempt < 3; attempt++ {
+		info, err := b.Head(ctx, key)
+		if err != nil {
+			return nil, info, err
+		}
+		if info.Size > limit {
+			return nil, info, fmt.Errorf("%w: %s in %s is %d bytes, at most %d are read", ErrManifestCorrupt, key, b, info.Size, limit)
+		}
+		raw, got, err := b.GetRange(ctx, key, 0, -1, info.ETag)
+		switch {
+		case errors.Is(err, objstore.ErrPrecondition):
+			lastErr = err // replaced since the HEAD (a config's compare-and-swap): again
+			continue
+		case err != nil:
+			return nil, info, err
+		case int64(len(raw)) != info.Size:
+			lastErr = fmt.Errorf("%w: %s changed between its HEAD and its GET", objstore.ErrPrecondition, key)
+			continue // a server that ignores If-Match on GET
+		}
+		got.Size = info.Size
+		if got.ETag == "" {
+			got.ETag = info.ETag
+		}
+		return raw, got, nil
+	}
+	return nil, objstore.ObjectInfo{}, lastErr
 }
 
 func parseBucketMarker(raw []byte, where string) error {

@@ -143,12 +143,9 @@ var errNoRemoteManifest = errors.New("logstore/engine: no manifest yet")
 func (db *DB) readNodeManifest(ctx context.Context, tenant, node string) (nodeManifest, error) {
 	r := db.remote
 	r.fs.gets.Add(1)
-	raw, _, err := r.b.GetRange(ctx, bucketManifestOf(tenant, node), 0, -1, "")
+	raw, _, err := getSmall(ctx, r.b, bucketManifestOf(tenant, node), manifestHeaderLen+manifestMaxBody+manifestMACLen+4)
 	if err != nil {
 		return nodeManifest{}, err
-	}
-	if len(raw) > manifestHeaderLen+manifestMaxBody+manifestMACLen+4 {
-		return nodeManifest{}, fmt.Errorf("%w: %s: node %s: %d bytes", ErrManifestCorrupt, tenant, node, len(raw))
 	}
 	p, err := decodeManifest(raw, tenant)
 	if err != nil {

@@ -27,6 +27,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	"github.com/logstore/logstore/keys"
@@ -37,8 +38,10 @@ import (
 const (
 	// purposeConfigKey is the encryption-context purpose of a config key.
 	purposeConfigKey = "config-key"
+	// configMaxBytes bounds a CONFIG read (a policy and a few wraps).
+	configMaxBytes = 1 << 20
 	// configPublishAttempts bounds the compare-and-swap retries of a publish.
-	configPublishAttempts = 8
+	configPublishAttempts = 16
 )
 
 func configContext(tenant string) keys.EncryptionContext {
@@ -58,15 +61,12 @@ type sharedConfig struct {
 // is none. trusted, when set, is the key the caller trusts now: a CONFIG
 // linked to another key must wrap its config key under trusted too.
 func (db *DB) readSharedConfig(ctx context.Context, b objstore.Bucket, tenant, trusted string) (*sharedConfig, error) {
-	raw, info, err := b.GetRange(ctx, bucketConfigOf(tenant), 0, -1, "")
+	raw, info, err := getSmall(ctx, b, bucketConfigOf(tenant), configMaxBytes)
 	if errors.Is(err, objstore.ErrNotFound) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
-	}
-	if len(raw) > manifestHeaderLen+manifestMaxBody+manifestMACLen+4 {
-		return nil, fmt.Errorf("%w: %s: shared config of %d bytes", ErrManifestCorrupt, tenant, len(raw))
 	}
 	p, err := decodeManifest(raw, tenant)
 	if err != nil {
@@ -141,15 +141,23 @@ func (db *DB) publishConfig(ctx context.Context, tenant string, change configCha
 	local := db.localBinding(tenant)
 	for attempt := 0; attempt < configPublishAttempts; attempt++ {
 		cur, err := db.readSharedConfig(ctx, b, tenant, "")
-		if err != nil {
-			return fmt.Errorf("logstore/engine: share the configuration of %s: %w", tenant, err)
-		}
-		next, err := db.putConfig(ctx, b, tenant, cur, change, local)
-		if cur != nil {
-			keys.Zero(cur.ck)
+		var next *manifestBody
+		if err == nil {
+			next, err = db.putConfig(ctx, b, tenant, cur, change, local)
+			if cur != nil {
+				keys.Zero(cur.ck)
+			}
 		}
 		if errors.Is(err, objstore.ErrPrecondition) {
-			continue // another node changed it since: apply ours to theirs
+			// Another node changed it since: apply ours to theirs, after a
+			// jittered, growing pause so contending nodes spread out.
+			pause := time.Duration(rand.Int64N(int64(10*time.Millisecond) << min(attempt, 5)))
+			select {
+			case <-time.After(pause):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			continue
 		}
 		if err != nil {
 			return fmt.Errorf("logstore/engine: share the configuration of %s: %w", tenant, err)
