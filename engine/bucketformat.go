@@ -35,9 +35,6 @@ type bucketMarker struct {
 	Version int    `json:"version"`
 }
 
-// ErrBucketCorrupt: the bucket's format marker is not a logstore marker.
-var ErrBucketCorrupt = errors.New("logstore/engine: the bucket's format marker is damaged or another program's")
-
 // checkBucketMarker reads the bucket's marker; create writes it when it is
 // missing (a writer's first use; a create-only put, so two writers starting
 // at once agree).

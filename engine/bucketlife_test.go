@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"bytes"
+	"math/rand"
 	"testing"
 	"time"
 
@@ -146,4 +148,46 @@ func TestBucketDeleteTenant(t *testing.T) {
 	require.Len(t, f.objects("tenants/beta/", ""), 7, "the other tenant is untouched")
 	r := f.reader(nil)
 	require.Equal(t, 600, countAll(t, r, "beta", ScanOptions{}))
+}
+
+// TestBucketEraseLeavesNothing: after an erase, no object in the bucket
+// holds the erased session's id (the scan can fail: before the erase, one
+// does), and a reader no longer returns its records.
+func TestBucketEraseLeavesNothing(t *testing.T) {
+	f := newFleet(t, s3test.StartGofakes3(t))
+	w := f.writer(t.TempDir(), func(o *Options) { o.Compression = "none" })
+	defer w.Close()
+	_, err := w.Admin().LinkKey(bg, "acme", f.key)
+	require.NoError(t, err)
+	recs := genRecords(rand.New(rand.NewSource(9)), 600, t0)
+	const secret = "sess-ERASE-ME-4f1c"
+	for i := range recs {
+		if i%10 == 0 {
+			recs[i].SessionID = secret
+		}
+	}
+	_, err = w.tn("acme").Append(bg, recs)
+	require.NoError(t, err)
+	w.flushJournals(t)
+	_, err = w.Admin().Upload(bg)
+	require.NoError(t, err)
+	holding := func() int {
+		n := 0
+		for _, k := range f.objects("tenants/", "") {
+			if bytes.Contains(f.getRaw(k), []byte(secret)) {
+				n++
+			}
+		}
+		return n
+	}
+	require.Positive(t, holding(), "the session id is in the bucket before the erase")
+
+	rep, err := w.Admin().Erase(bg, "acme", EraseFilter{SessionID: secret})
+	require.NoError(t, err)
+	require.Equal(t, 60, rep.Erased)
+	_, err = w.Admin().Upload(bg)
+	require.NoError(t, err)
+	require.Zero(t, holding(), "an object still holds the erased session")
+	r := f.reader(nil)
+	require.Equal(t, 540, countAll(t, r, "acme", ScanOptions{}))
 }

@@ -108,4 +108,7 @@ var (
 	// are the customer's; several tenants of one customer may share one, the
 	// encryption context keeps their DEKs apart.)
 	ErrKeyInUse = errors.New("logstore/engine: local key belongs to another tenant")
+	// ErrBucketCorrupt: the bucket's format marker (docs/format/bucket.md)
+	// is damaged or another program's.
+	ErrBucketCorrupt = errors.New("logstore/engine: the bucket's format marker is damaged or another program's")
 )
