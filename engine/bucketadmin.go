@@ -65,64 +65,37 @@ func (db *DB) locations(ctx context.Context, tenant string) ([]SegmentLocation, 
 	return out, nil
 }
 
-func (db *DB) tenantLocations(ctx context.Context, tenant string) ([]SegmentLocation, error) {
-	byID := map[string]*SegmentLocation{}
-	var order []string
-	at := func(id string) *SegmentLocation {
-		if l := byID[id]; l != nil {
-			return l
-		}
-		byID[id] = &SegmentLocation{Tenant: tenant, ID: id, State: "unlisted"}
-		order = append(order, id)
-		return byID[id]
+// locationSet collects one tenant's segment locations in listing order.
+type locationSet struct {
+	tenant string
+	byID   map[string]*SegmentLocation
+	order  []string
+}
+
+func (ls *locationSet) at(id string) *SegmentLocation {
+	if l := ls.byID[id]; l != nil {
+		return l
 	}
+	ls.byID[id] = &SegmentLocation{Tenant: ls.tenant, ID: id, State: "unlisted"}
+	ls.order = append(ls.order, id)
+	return ls.byID[id]
+}
+
+func (db *DB) tenantLocations(ctx context.Context, tenant string) ([]SegmentLocation, error) {
+	ls := &locationSet{tenant: tenant, byID: map[string]*SegmentLocation{}}
 	node := ""
 	if db.uploader != nil {
 		node = db.uploader.node
 	}
-	if tm := db.manifests.get(tenant); tm != nil && tm.body != nil {
-		for _, e := range tm.body.Segments {
-			l := at(e.ID)
-			l.State, l.Size = e.State, e.Size
-			if db.remote == nil {
-				id, err := parseSegHex(e.ID)
-				if err != nil {
-					return nil, err
-				}
-				_, err = db.fs.Stat(db.segPath(tenant, id))
-				l.Local = err == nil
-			}
-		}
+	if err := db.manifestLocations(tenant, ls); err != nil {
+		return nil, err
 	}
-	b := db.opts.Bucket
-	if b != nil {
-		l, err := b.List(ctx, bucketTenantDir(tenant), "")
-		if err != nil {
-			return nil, fmt.Errorf("logstore/engine: list %s in %s: %w", tenant, b, err)
-		}
-		for _, o := range l.Objects {
-			rest := strings.TrimPrefix(o.Key, bucketTenantDir(tenant))
-			n, name, ok := strings.Cut(rest, "/")
-			hexID, isSeg := strings.CutSuffix(name, segmentExt)
-			if !ok || !isSeg || !isNodeID(n) {
-				continue
-			}
-			loc := at(hexID)
-			if loc.State == "unlisted" && db.uploader != nil && n != node {
-				loc.State = "other-node" // a writer does not read the other nodes' manifests
-			}
-			if loc.Remote && loc.Node != n {
-				loc.State = "duplicate" // two nodes hold the id: readers serve neither
-			}
-			loc.Remote, loc.Node = true, n
-			if loc.Size == 0 {
-				loc.Size = o.Size
-			}
-		}
+	if err := db.bucketLocations(ctx, tenant, node, ls); err != nil {
+		return nil, err
 	}
-	out := make([]SegmentLocation, 0, len(order))
-	for _, id := range order {
-		l := byID[id]
+	out := make([]SegmentLocation, 0, len(ls.order))
+	for _, id := range ls.order {
+		l := ls.byID[id]
 		if l.Node == "" && l.Local {
 			l.Node = node
 		}
@@ -130,4 +103,59 @@ func (db *DB) tenantLocations(ctx context.Context, tenant string) ([]SegmentLoca
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out, nil
+}
+
+// manifestLocations adds the segments tenant's manifest lists (the merged
+// one on a stateless reader), and whether each is on local disk.
+func (db *DB) manifestLocations(tenant string, ls *locationSet) error {
+	tm := db.manifests.get(tenant)
+	if tm == nil || tm.body == nil {
+		return nil
+	}
+	for _, e := range tm.body.Segments {
+		l := ls.at(e.ID)
+		l.State, l.Size = e.State, e.Size
+		if db.remote != nil {
+			continue
+		}
+		id, err := parseSegHex(e.ID)
+		if err != nil {
+			return err
+		}
+		_, err = db.fs.Stat(db.segPath(tenant, id))
+		l.Local = err == nil
+	}
+	return nil
+}
+
+// bucketLocations adds every node's segment objects of tenant.
+func (db *DB) bucketLocations(ctx context.Context, tenant, node string, ls *locationSet) error {
+	b := db.opts.Bucket
+	if b == nil {
+		return nil
+	}
+	l, err := b.List(ctx, bucketTenantDir(tenant), "")
+	if err != nil {
+		return fmt.Errorf("logstore/engine: list %s in %s: %w", tenant, b, err)
+	}
+	for _, o := range l.Objects {
+		rest := strings.TrimPrefix(o.Key, bucketTenantDir(tenant))
+		n, name, ok := strings.Cut(rest, "/")
+		hexID, isSeg := strings.CutSuffix(name, segmentExt)
+		if !ok || !isSeg || !isNodeID(n) {
+			continue
+		}
+		loc := ls.at(hexID)
+		if loc.State == "unlisted" && db.uploader != nil && n != node {
+			loc.State = "other-node" // a writer does not read the other nodes' manifests
+		}
+		if loc.Remote && loc.Node != n {
+			loc.State = "duplicate" // two nodes hold the id: readers serve neither
+		}
+		loc.Remote, loc.Node = true, n
+		if loc.Size == 0 {
+			loc.Size = o.Size
+		}
+	}
+	return nil
 }

@@ -22,7 +22,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -418,48 +417,56 @@ func kindOf(err error) (kind error, retryable bool) {
 	}
 	var ae smithy.APIError
 	if errors.As(err, &ae) {
-		switch ae.ErrorCode() {
-		case "NoSuchKey", "NotFound", "NoSuchBucket":
-			return objstore.ErrNotFound, false
-		case "PreconditionFailed", "ConditionalRequestConflict":
-			return objstore.ErrPrecondition, false
-		case "AccessDenied", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled":
-			return objstore.ErrAccessDenied, false
-		case "SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "Throttling", "ThrottlingException":
-			return objstore.ErrUnavailable, true
-		case "BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch", "InvalidChecksum":
-			return objstore.ErrChecksum, true
-		case "InvalidRange":
-			return objstore.ErrTruncated, false
+		if kind, retryable, ok := codeKind(ae.ErrorCode()); ok {
+			return kind, retryable
 		}
 	}
 	var re *awshttp.ResponseError
 	if errors.As(err, &re) {
-		switch code := re.HTTPStatusCode(); {
-		case code == 0: // no response: the request was never answered
-			return objstore.ErrUnavailable, true
-		case code == http.StatusNotFound:
-			return objstore.ErrNotFound, false
-		case code == http.StatusPreconditionFailed || code == http.StatusConflict:
-			return objstore.ErrPrecondition, false
-		case code == http.StatusForbidden || code == http.StatusUnauthorized:
-			return objstore.ErrAccessDenied, false
-		case code == http.StatusRequestedRangeNotSatisfiable:
-			return objstore.ErrTruncated, false
-		case code >= 500 || code == http.StatusTooManyRequests:
-			return objstore.ErrUnavailable, true
-		default:
-			return objstore.ErrInvalid, false
-		}
+		return statusKind(re.HTTPStatusCode())
 	}
-	var ne net.Error
-	if errors.As(err, &ne) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		errors.Is(err, io.EOF) || errors.Is(err, context.Canceled) {
-		return objstore.ErrUnavailable, !errors.Is(err, context.Canceled)
+	if errors.Is(err, context.Canceled) {
+		return objstore.ErrUnavailable, false // the caller gave up
 	}
-	var re2 *retry.MaxAttemptsError
-	if errors.As(err, &re2) {
+	// Timeouts, refused or reset connections, retries exhausted: the store
+	// did not answer.
+	return objstore.ErrUnavailable, true
+}
+
+// codeKind classifies S3's error codes; ok is false for a code it does not know.
+func codeKind(code string) (kind error, retryable, ok bool) {
+	switch code {
+	case "NoSuchKey", "NotFound", "NoSuchBucket":
+		return objstore.ErrNotFound, false, true
+	case "PreconditionFailed", "ConditionalRequestConflict":
+		return objstore.ErrPrecondition, false, true
+	case "AccessDenied", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled":
+		return objstore.ErrAccessDenied, false, true
+	case "SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "Throttling", "ThrottlingException":
+		return objstore.ErrUnavailable, true, true
+	case "BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch", "InvalidChecksum":
+		return objstore.ErrChecksum, true, true
+	case "InvalidRange":
+		return objstore.ErrTruncated, false, true
+	}
+	return nil, false, false
+}
+
+// statusKind classifies an HTTP status without a known error code.
+func statusKind(code int) (kind error, retryable bool) {
+	switch {
+	case code == 0: // no response: the request was never answered
+		return objstore.ErrUnavailable, true
+	case code == http.StatusNotFound:
+		return objstore.ErrNotFound, false
+	case code == http.StatusPreconditionFailed || code == http.StatusConflict:
+		return objstore.ErrPrecondition, false
+	case code == http.StatusForbidden || code == http.StatusUnauthorized:
+		return objstore.ErrAccessDenied, false
+	case code == http.StatusRequestedRangeNotSatisfiable:
+		return objstore.ErrTruncated, false
+	case code >= 500 || code == http.StatusTooManyRequests:
 		return objstore.ErrUnavailable, true
 	}
-	return objstore.ErrUnavailable, true // transport errors of every other kind
+	return objstore.ErrInvalid, false
 }
