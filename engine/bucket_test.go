@@ -110,6 +110,13 @@ func TestBucketTwoWritersOneReader(t *testing.T) {
 			require.NotNil(t, st.Bucket)
 			require.Positive(t, st.Bucket.Gets)
 			t.Logf("reader: %d GETs, %d LISTs, %d bytes fetched, %d cache hits", st.Bucket.Gets, st.Bucket.Lists, st.Bucket.BytesFetched, st.Bucket.CacheHits)
+			// A refresh of an unchanged bucket lists it and reuses the node
+			// manifests it authenticated (same ETags): no GET, no key call.
+			require.NoError(t, r.Refresh(bg))
+			st2, err := r.Stats(bg)
+			require.NoError(t, err)
+			require.Equal(t, st.Bucket.Gets, st2.Bucket.Gets)
+			require.Equal(t, len(want), countAll(t, r, "acme", ScanOptions{}))
 		})
 	}
 }

@@ -33,7 +33,7 @@ const bucketReadTimeout = time.Minute
 
 // BucketReadStats are a stateless reader's bucket counters (Stats.Bucket).
 type BucketReadStats struct {
-	Gets, Lists    uint64 // requests made
+	Gets, Lists    uint64 // requests made (Gets counts GETs and HEADs)
 	BytesFetched   uint64
 	CacheHits      uint64 // pages served from the cache
 	CacheBytes     int64

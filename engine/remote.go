@@ -26,11 +26,20 @@ type remoteStore struct {
 	b  objstore.Bucket
 	fs *bucketFS
 
-	mu sync.Mutex // guards seen
+	mu sync.Mutex // guards seen and verified
 	// seen is the highest manifest sequence read per tenant/node: a node
 	// manifest put back to an older copy while this process runs is
 	// ErrManifestRollback.
 	seen map[string]uint64
+	// verified holds, per tenant/node, the last manifest authenticated and
+	// the ETag it had: a Refresh that lists the same ETag reuses it (no GET,
+	// no key call).
+	verified map[string]verifiedManifest
+}
+
+type verifiedManifest struct {
+	etag string
+	body *manifestBody
 }
 
 // openRemote prepares db to read the bucket: its file system and the
@@ -43,7 +52,7 @@ func openRemote(db *DB) error {
 	if err := checkBucketMarker(ctx, db.opts.Bucket, false); err != nil {
 		return err
 	}
-	db.remote = &remoteStore{b: db.opts.Bucket, fs: fs, seen: map[string]uint64{}}
+	db.remote = &remoteStore{b: db.opts.Bucket, fs: fs, seen: map[string]uint64{}, verified: map[string]verifiedManifest{}}
 	db.fs = fs
 	return nil
 }
@@ -82,8 +91,13 @@ func (db *DB) readRemoteManifest(ctx context.Context, tenant string) (*manifestB
 	var problems []string
 	var firstErr error
 	for node, objs := range byNode {
-		if _, ok := objs[bucketManifestKey]; !ok {
+		mo, ok := objs[bucketManifestKey]
+		if !ok {
 			continue // segments uploaded, manifest not yet: not visible yet
+		}
+		if body := r.cached(tenant, node, mo.ETag); body != nil {
+			nodes = append(nodes, nodeManifest{node: node, body: body})
+			continue
 		}
 		nm, err := db.readNodeManifest(ctx, tenant, node)
 		if err != nil {
@@ -142,8 +156,9 @@ var errNoRemoteManifest = errors.New("logstore/engine: no manifest yet")
 // readNodeManifest reads and authenticates node's manifest of tenant.
 func (db *DB) readNodeManifest(ctx context.Context, tenant, node string) (nodeManifest, error) {
 	r := db.remote
-	r.fs.gets.Add(1)
-	raw, _, err := getSmall(ctx, r.b, bucketManifestOf(tenant, node), manifestHeaderLen+manifestMaxBody+manifestMACLen+4)
+	r.fs.gets.Add(2) // a HEAD, then the GET
+	raw, info, err := getSmall(ctx, r.b, bucketManifestOf(tenant, node), manifestHeaderLen+manifestMaxBody+manifestMACLen+4)
+	etag := info.ETag
 	if err != nil {
 		return nodeManifest{}, err
 	}
@@ -171,7 +186,20 @@ func (db *DB) readNodeManifest(ctx context.Context, tenant, node string) (nodeMa
 			ErrManifestRollback, tenant, node, p.body.Seq, seen)
 	}
 	r.seen[tenant+"/"+node] = p.body.Seq
+	r.verified[tenant+"/"+node] = verifiedManifest{etag: etag, body: p.body.clone()}
 	return nodeManifest{node: node, body: &p.body, mk: mk}, nil
+}
+
+// cached returns the manifest of tenant/node authenticated before, if the
+// object still has that ETag (nil otherwise).
+func (r *remoteStore) cached(tenant, node, etag string) *manifestBody {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	v, ok := r.verified[tenant+"/"+node]
+	if !ok || etag == "" || v.etag != etag {
+		return nil
+	}
+	return v.body.clone()
 }
 
 // mergeNodeManifests builds the one manifest a reader serves: the newest
