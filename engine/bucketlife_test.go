@@ -191,3 +191,26 @@ func TestBucketEraseLeavesNothing(t *testing.T) {
 	r := f.reader(nil)
 	require.Equal(t, 540, countAll(t, r, "acme", ScanOptions{}))
 }
+
+// TestBucketNodeManifestDeleted: a node manifest deleted from the bucket
+// under a running reader makes the tenant's reads fail, never answer
+// without that node's records.
+func TestBucketNodeManifestDeleted(t *testing.T) {
+	f := newFleet(t, s3test.StartGofakes3(t))
+	w := f.writer(t.TempDir(), nil)
+	defer w.Close()
+	_, err := w.Admin().LinkKey(bg, "acme", f.key)
+	require.NoError(t, err)
+	fill(t, w, "acme", 6, 1, 300)
+	w.flushJournals(t)
+	_, err = w.Admin().Upload(bg)
+	require.NoError(t, err)
+	r := f.reader(nil)
+	require.Equal(t, 300, countAll(t, r, "acme", ScanOptions{}))
+	man := f.objects("tenants/acme/", "/"+manifestFile)
+	require.Len(t, man, 1)
+	require.NoError(t, f.b.Delete(bg, man[0]))
+	require.NoError(t, r.Refresh(bg))
+	_, err = r.tn("acme").Count(bg, ScanOptions{})
+	require.ErrorIs(t, err, ErrManifestMissing)
+}

@@ -114,6 +114,11 @@ func (db *DB) readRemoteManifest(ctx context.Context, tenant string) (*manifestB
 			keys.Zero(nm.mk)
 		}
 	}()
+	if gone := r.vanished(tenant, byNode); len(gone) > 0 {
+		err := fmt.Errorf("%w: %s: the manifest of node %s, read before by this reader, is gone from %s: its records would be missing from every answer",
+			ErrManifestMissing, tenant, strings.Join(gone, ", "), r.b)
+		return nil, append(problems, err.Error()), err
+	}
 	if len(nodes) == 0 {
 		if firstErr != nil {
 			return nil, problems, firstErr
@@ -188,6 +193,27 @@ func (db *DB) readNodeManifest(ctx context.Context, tenant, node string) (nodeMa
 	r.seen[tenant+"/"+node] = p.body.Seq
 	r.verified[tenant+"/"+node] = verifiedManifest{etag: etag, body: p.body.clone()}
 	return nodeManifest{node: node, body: &p.body, mk: mk}, nil
+}
+
+// vanished lists the nodes of tenant whose manifest this reader read before
+// and that the listing no longer shows. A node never deletes its manifest
+// (DeleteTenant removes the whole tenant), so a vanished one was deleted by
+// someone else: fail closed rather than answer without its records.
+func (r *remoteStore) vanished(tenant string, byNode map[string]map[string]objstore.ObjectInfo) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var gone []string
+	for k := range r.seen {
+		t, node, _ := strings.Cut(k, "/")
+		if t != tenant {
+			continue
+		}
+		if _, ok := byNode[node][bucketManifestKey]; !ok {
+			gone = append(gone, node)
+		}
+	}
+	sort.Strings(gone)
+	return gone
 }
 
 // cached returns the manifest of tenant/node authenticated before, if the
@@ -267,7 +293,7 @@ func (db *DB) loadRemoteManifests(tenants []string, rep *RecoveryReport) {
 			continue // nothing visible yet
 		case err == nil:
 			db.manifests.set(t, &tenantManifest{body: body})
-		case manifestDamage(err):
+		case manifestDamage(err), errors.Is(err, ErrManifestMissing):
 			db.manifests.set(t, &tenantManifest{damaged: err})
 		default:
 			db.manifests.set(t, &tenantManifest{unverified: err})
