@@ -234,3 +234,33 @@ func TestBucketForgeries(t *testing.T) {
 	f.putRaw(man[0], origMan)
 	require.NoError(t, readAll(f.reader(nil), "acme", want), "restored")
 }
+
+// TestBucketMarker: a prefix without the marker holds no logstore data; a
+// marker of a newer layout is ErrUnknownVersion, anything else
+// ErrBucketCorrupt, for readers and writers alike (a writer then uploads
+// nothing and says why).
+func TestBucketMarker(t *testing.T) {
+	f := newFleet(t, s3test.StartGofakes3(t))
+	open := func() error {
+		r, err := Open(t.TempDir(), &Options{ReadOnly: true, Bucket: f.b, KMS: kmsProviders(f.kms.kopts)})
+		if err == nil {
+			r.Close()
+		}
+		return err
+	}
+	require.ErrorIs(t, open(), ErrNotFound)
+	f.putRaw(bucketMarkerKey, []byte(`{"format":"logstore-bucket","version":2}`))
+	require.ErrorIs(t, open(), ErrUnknownVersion)
+	w := f.writer(t.TempDir(), nil)
+	defer w.Close()
+	_, err := w.Admin().Upload(bg)
+	require.ErrorIs(t, err, ErrUnknownVersion)
+	for _, bad := range []string{`{"format":"other","version":1}`, `not json`, ``} {
+		f.putRaw(bucketMarkerKey, []byte(bad))
+		require.ErrorIs(t, open(), ErrBucketCorrupt, bad)
+	}
+	require.NoError(t, f.b.Delete(bg, bucketMarkerKey))
+	_, err = w.Admin().Upload(bg)
+	require.NoError(t, err, "a writer writes a missing marker")
+	require.NoError(t, open())
+}
