@@ -8,6 +8,7 @@ package engine
 // engine asks for maps to exactly one object: tenants/TENANT/NODE/NAME.
 
 import (
+	"bytes"
 	"container/list"
 	"context"
 	"fmt"
@@ -302,7 +303,9 @@ func (f *bucketFile) fetch(from, to int64, into [][]byte) error {
 		if lo >= int64(len(data)) {
 			return fmt.Errorf("%w: %s: short read", objstore.ErrTruncated, f.o.Key)
 		}
-		pg := data[lo:min(lo+bucketPageSize, int64(len(data)))]
+		// A copy: a page must not pin the whole fetch's buffer, or the
+		// cache's bound would not bound memory.
+		pg := bytes.Clone(data[lo:min(lo+bucketPageSize, int64(len(data)))])
 		into[i] = pg
 		f.fs.cache.put(f.o.Key, f.o.ETag, from+int64(i), pg)
 	}

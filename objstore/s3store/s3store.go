@@ -25,6 +25,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -301,7 +302,26 @@ func (b *Bucket) getOnce(ctx context.Context, key string, off, n int64, etag str
 	info := objstore.ObjectInfo{Key: key, ETag: unquote(aws.ToString(out.ETag)), Modified: aws.ToTime(out.LastModified)}
 	info.Size = objectSize(out)
 	want := aws.ToInt64(out.ContentLength)
-	data, err := io.ReadAll(io.LimitReader(out.Body, want+1))
+	body := io.Reader(out.Body)
+	if in.Range != nil {
+		start, ranged := rangeStart(aws.ToString(out.ContentRange))
+		switch {
+		case !ranged && off > 0:
+			// The Range was ignored (HTTP allows it): the whole object came;
+			// skip to off instead of taking byte 0 for byte off.
+			if _, err := io.CopyN(io.Discard, body, off); err != nil {
+				return nil, info, &objstore.Error{Op: "get", Key: key, Kind: objstore.ErrTruncated, Retryable: true, Err: err}
+			}
+			want -= off
+		case ranged && start != off:
+			return nil, info, &objstore.Error{Op: "get", Key: key, Kind: objstore.ErrInvalid,
+				Err: fmt.Errorf("asked for bytes from %d, the reply starts at %d", off, start)}
+		}
+		if n > 0 && want > n {
+			want = n
+		}
+	}
+	data, err := io.ReadAll(io.LimitReader(body, want))
 	if err != nil || int64(len(data)) != want {
 		return nil, info, &objstore.Error{Op: "get", Key: key, Kind: objstore.ErrTruncated, Retryable: true,
 			Err: fmt.Errorf("read %d of %d bytes: %v", len(data), want, err)}
@@ -311,6 +331,20 @@ func (b *Bucket) getOnce(ctx context.Context, key string, off, n int64, etag str
 			Err: fmt.Errorf("asked for %d bytes at %d, the object gave %d (size %d)", n, off, len(data), info.Size)}
 	}
 	return data, info, nil
+}
+
+// rangeStart parses the first byte of a Content-Range ("bytes 10-19/100").
+func rangeStart(cr string) (int64, bool) {
+	rest, ok := strings.CutPrefix(cr, "bytes ")
+	if !ok {
+		return 0, false
+	}
+	first, _, ok := strings.Cut(rest, "-")
+	if !ok {
+		return 0, false
+	}
+	v, err := strconv.ParseInt(first, 10, 64)
+	return v, err == nil
 }
 
 // objectSize is the whole object's size: from Content-Range for a ranged
@@ -448,6 +482,8 @@ func codeKind(code string) (kind error, retryable, ok bool) {
 		return objstore.ErrChecksum, true, true
 	case "InvalidRange":
 		return objstore.ErrTruncated, false, true
+	case "NotImplemented":
+		return objstore.ErrInvalid, false, true
 	}
 	return nil, false, false
 }
@@ -465,6 +501,8 @@ func statusKind(code int) (kind error, retryable bool) {
 		return objstore.ErrAccessDenied, false
 	case code == http.StatusRequestedRangeNotSatisfiable:
 		return objstore.ErrTruncated, false
+	case code == http.StatusNotImplemented:
+		return objstore.ErrInvalid, false // a feature the server lacks (conditional writes): not an outage
 	case code >= 500 || code == http.StatusTooManyRequests:
 		return objstore.ErrUnavailable, true
 	}
