@@ -69,8 +69,9 @@ type uploader struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	// passMu serializes passes and guards the maps below.
-	passMu    sync.Mutex
+	// passLock (a one-slot semaphore, so waiting honours a context)
+	// serializes passes and guards the fields below it.
+	passLock  chan struct{}
 	marker    bool                    // the bucket's format marker was checked
 	objects   map[string]bucketObject // object key -> what the bucket holds
 	listed    map[string]bool         // tenants whose node directory was listed since Open
@@ -78,8 +79,12 @@ type uploader struct {
 	// lastConfigPoll is when the shared tenant configs were last read.
 	lastConfigPoll time.Time
 
+	forgetMu  sync.Mutex      // guards forgotten
+	forgotten map[string]bool // object keys to upload again (forget), taken by the next pass
+
 	uploaded, bytes, verified, deleted, manifests, failures atomic.Uint64
 	pending                                                 atomic.Int64
+	forceConfigPoll                                         atomic.Bool
 	lastErr                                                 atomic.Value // string
 }
 
@@ -96,7 +101,8 @@ type bucketObject struct {
 const uploadDebounce = 50 * time.Millisecond
 
 func newUploader(db *DB, b objstore.Bucket, node string) *uploader {
-	u := &uploader{db: db, b: b, node: node, wake: make(chan struct{}, 1),
+	u := &uploader{db: db, b: b, node: node, wake: make(chan struct{}, 1), passLock: make(chan struct{}, 1),
+		forgotten: map[string]bool{},
 		objects: map[string]bucketObject{}, listed: map[string]bool{}, published: map[string][32]byte{}}
 	u.ctx, u.cancel = context.WithCancel(context.Background())
 	u.lastErr.Store("")
@@ -137,9 +143,12 @@ func (u *uploader) loop(interval time.Duration) {
 // the bucket yet, then the manifests, then removes the objects of segments
 // no longer sealed. A failure in one tenant does not stop the others.
 func (u *uploader) pass(ctx context.Context) (UploadReport, error) {
-	u.passMu.Lock()
-	defer u.passMu.Unlock()
 	var rep UploadReport
+	if err := u.lock(ctx); err != nil {
+		return rep, err
+	}
+	defer u.unlock()
+	u.takeForgotten()
 	var errs []error
 	fail := func(what string, err error) {
 		errs = append(errs, fmt.Errorf("%s: %w", what, err))
@@ -154,7 +163,7 @@ func (u *uploader) pass(ctx context.Context) (UploadReport, error) {
 		}
 		u.marker = true
 	}
-	if time.Since(u.lastConfigPoll) >= u.db.opts.ConfigPollInterval {
+	if u.forceConfigPoll.Swap(false) || time.Since(u.lastConfigPoll) >= u.db.opts.ConfigPollInterval {
 		for _, err := range u.adoptConfigs(ctx) {
 			fail("config", err)
 		}
@@ -406,27 +415,51 @@ func (u *uploader) removeUnlisted(ctx context.Context, tenant string, sealed map
 	return nil
 }
 
+// lock takes the pass lock, or gives up with ctx.
+func (u *uploader) lock(ctx context.Context) error {
+	select {
+	case u.passLock <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("logstore/engine: waiting for the upload pass in progress: %w", ctx.Err())
+	}
+}
+
+func (u *uploader) unlock() { <-u.passLock }
+
 // forget makes the next pass upload segment hexID of tenant again (its key
-// slot was rewritten: same size, other bytes).
+// slot was rewritten: same size, other bytes). It never waits for a pass.
 func (u *uploader) forget(tenant, hexID string) {
-	u.passMu.Lock()
-	defer u.passMu.Unlock()
-	for _, key := range []string{bucketSegmentKey(tenant, u.node, hexID), bucketSummaryKey(tenant, u.node, hexID)} {
+	u.forgetMu.Lock()
+	u.forgotten[bucketSegmentKey(tenant, u.node, hexID)] = true
+	u.forgotten[bucketSummaryKey(tenant, u.node, hexID)] = true
+	u.forgetMu.Unlock()
+	u.notify()
+}
+
+// takeForgotten marks the objects forget named as to be checked again.
+// The caller holds the pass lock.
+func (u *uploader) takeForgotten() {
+	u.forgetMu.Lock()
+	keys := u.forgotten
+	u.forgotten = map[string]bool{}
+	u.forgetMu.Unlock()
+	for key := range keys {
 		if o, ok := u.objects[key]; ok {
-			o.md5 = nil
-			o.etag += "-stale" // never equal to an MD5: the next pass re-hashes and replaces
+			o.md5 = nil // re-hash; an ETag that is not the new MD5 is replaced (If-Match)
 			u.objects[key] = o
 		}
 	}
-	u.notify()
 }
 
 // deleteTenant removes every object of tenant from the bucket, every
 // node's: the tenant's keys are shredded, so other nodes' copies are
 // unreadable anyway, and the report says what went.
 func (u *uploader) deleteTenant(ctx context.Context, tenant string) (objects int, bytes int64, err error) {
-	u.passMu.Lock()
-	defer u.passMu.Unlock()
+	if err := u.lock(ctx); err != nil {
+		return 0, 0, err
+	}
+	defer u.unlock()
 	l, err := u.b.List(ctx, bucketTenantDir(tenant), "")
 	if err != nil {
 		return 0, 0, err
@@ -455,9 +488,7 @@ func (db *DB) upload(ctx context.Context) (UploadReport, error) {
 	if db.uploader == nil {
 		return UploadReport{}, fmt.Errorf("%w: no bucket (Options.Bucket)", ErrInvalidOptions)
 	}
-	db.uploader.passMu.Lock()
-	db.uploader.lastConfigPoll = time.Time{} // an operator's pass reads the shared configs too
-	db.uploader.passMu.Unlock()
+	db.uploader.forceConfigPoll.Store(true) // an operator's pass reads the shared configs too
 	rep, err := db.uploader.pass(ctx)
 	if err != nil {
 		return rep, fmt.Errorf("logstore/engine: upload to %s: %w", db.uploader.b, err)
