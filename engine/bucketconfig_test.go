@@ -3,6 +3,7 @@ package engine
 import (
 	"math/rand"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,7 +24,14 @@ func TestBucketSharedConfig(t *testing.T) {
 	}{{"gofakes3", s3test.StartGofakes3}, {"moto", s3test.StartMoto}} {
 		t.Run("server="+srv.name, func(t *testing.T) {
 			f := newFleet(t, srv.start(t))
-			a, b := f.writer(t.TempDir(), nil), f.writer(t.TempDir(), nil)
+			// b learns acme from the bucket: its embedder vouches for the
+			// key (ExpectedKey), as a fleet's control plane would.
+			var expected atomic.Value
+			expected.Store(f.key)
+			a := f.writer(t.TempDir(), nil)
+			b := f.writer(t.TempDir(), func(o *Options) {
+				o.ExpectedKey = func(string) string { return expected.Load().(string) }
+			})
 			defer a.Close()
 			defer b.Close()
 			_, err := a.Admin().LinkKey(bg, "acme", f.key)
@@ -71,6 +79,7 @@ func TestBucketSharedConfig(t *testing.T) {
 
 			// A new key linked on b: a follows (the CONFIG proves the old key).
 			key2 := f.kms.newKey(t)
+			expected.Store(key2)
 			_, err = b.Admin().LinkKey(bg, "acme", key2)
 			require.NoError(t, err)
 			_, err = a.Admin().Upload(bg)
@@ -88,7 +97,8 @@ func TestBucketSharedConfig(t *testing.T) {
 // older copy is refused as a rollback.
 func TestBucketSharedConfigForgery(t *testing.T) {
 	f := newFleet(t, s3test.StartGofakes3(t))
-	a, b := f.writer(t.TempDir(), nil), f.writer(t.TempDir(), nil)
+	a := f.writer(t.TempDir(), nil)
+	b := f.writer(t.TempDir(), func(o *Options) { o.ExpectedKey = func(string) string { return f.key } })
 	defer a.Close()
 	defer b.Close()
 	_, err := a.Admin().LinkKey(bg, "acme", f.key)

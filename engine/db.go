@@ -80,6 +80,10 @@ type DB struct {
 	// uploader copies sealed segments to Options.Bucket (upload.go); nil
 	// without a bucket and in read-only DBs.
 	uploader *uploader
+	// configMu serializes operator configuration changes (with their
+	// publish to the bucket) and adoptions of the shared config
+	// (tenantconfig.go).
+	configMu sync.Mutex
 	// remote is a stateless reader's view of the bucket (remote.go); nil
 	// unless Options.ReadOnly with Options.Bucket.
 	remote *remoteStore

@@ -14,6 +14,12 @@ import (
 
 // linkKey implements Admin.LinkKey (documented there).
 func (db *DB) linkKey(ctx context.Context, tenant, uri string) (keys.KeyState, error) {
+	return db.linkKeyAs(ctx, tenant, uri, false)
+}
+
+// linkKeyAs links uri; adopted says the shared config asked for it (else
+// an operator did, and with a bucket the change is marked unpublished).
+func (db *DB) linkKeyAs(ctx context.Context, tenant, uri string, adopted bool) (keys.KeyState, error) {
 	if err := ValidateTenant(tenant); err != nil {
 		return keys.KeyState{}, err
 	}
@@ -55,7 +61,13 @@ func (db *DB) linkKey(ctx context.Context, tenant, uri string) (keys.KeyState, e
 		return st, fmt.Errorf("%w: round trip through %s returned a different data key", ErrKeyValidation, uri)
 	}
 	return st, db.control(ctx, func() error {
-		return db.bindKey(ctx, tenant, keyBinding{URI: uri, Alias: aliasOf(display, uri), LinkedAt: db.opts.Now().UTC()})
+		if err := db.bindKey(ctx, tenant, keyBinding{URI: uri, Alias: aliasOf(display, uri), LinkedAt: db.opts.Now().UTC()}); err != nil {
+			return err
+		}
+		if adopted || db.uploader == nil {
+			return nil
+		}
+		return db.updateManifest(ctx, tenant, false, func(b *manifestBody) error { b.ConfigDirty = true; return nil })
 	})
 }
 

@@ -80,6 +80,12 @@ type manifestBody struct {
 	// ConfigSeq is the sequence of the bucket's shared tenant config
 	// (tenantconfig.go) this node applied last; 0 without a bucket.
 	ConfigSeq uint64 `json:"config_seq,omitempty"`
+	// ConfigKey is the key of that shared config: the key this node trusts
+	// the next one under (a config linked to another key must prove it).
+	ConfigKey string `json:"config_key,omitempty"`
+	// ConfigDirty: an operator changed the configuration here and the
+	// change is not in the shared config yet; adoption waits for it.
+	ConfigDirty bool `json:"config_dirty,omitempty"`
 }
 
 type keyBinding struct {

@@ -47,9 +47,11 @@ func (a *Admin) Segments(ctx context.Context, tenant string) ([]SegmentInfo, err
 // whose manifest was lost, LinkKey re-attests its segment files (Attested).
 func (a *Admin) LinkKey(ctx context.Context, tenant, uri string) (keys.KeyState, error) {
 	return tenantCall(a, ctx, tenant, false, func() (keys.KeyState, error) {
+		defer a.db.lockConfig()()
+		prev := a.db.boundKey(tenant)
 		st, err := a.db.linkKey(ctx, tenant, uri)
 		if err == nil {
-			err = a.db.publishBinding(ctx, tenant)
+			err = a.db.publishBinding(ctx, tenant, prev)
 		}
 		return st, err
 	})
@@ -79,9 +81,11 @@ func (a *Admin) CheckKey(ctx context.Context, tenant, uri string) error {
 // progress, when not nil, is called after each segment.
 func (a *Admin) Rewrap(ctx context.Context, tenant, toURI string, progress func(RewrapProgress)) (RewrapReport, error) {
 	return tenantCall(a, ctx, tenant, false, func() (RewrapReport, error) {
+		defer a.db.lockConfig()()
+		prev := a.db.boundKey(tenant)
 		rep, err := a.db.rewrap(ctx, tenant, toURI, progress)
 		if err == nil {
-			err = a.db.publishBinding(ctx, tenant)
+			err = a.db.publishBinding(ctx, tenant, prev)
 		}
 		return rep, err
 	})
@@ -103,10 +107,11 @@ func (a *Admin) SetLocalKeyEnabled(ctx context.Context, uri string, enabled bool
 // removed by whole segments, by the background job and by ApplyRetention.
 func (a *Admin) SetRetention(ctx context.Context, tenant string, d time.Duration) error {
 	return tenantCallErr(a, ctx, tenant, func() error {
+		defer a.db.lockConfig()()
 		if err := a.db.setRetention(ctx, tenant, d); err != nil {
 			return err
 		}
-		return a.db.publishConfig(ctx, tenant, configChange{retention: &d})
+		return a.db.publishConfig(ctx, tenant, configChange{retention: &d}, "")
 	})
 }
 
@@ -117,10 +122,11 @@ func (a *Admin) SetRetention(ctx context.Context, tenant string, d time.Duration
 // ErrInvalidOptions wrapping redact.ErrInvalidPolicy, and changes nothing.
 func (a *Admin) SetRedaction(ctx context.Context, tenant string, p *redact.Policy) error {
 	return tenantCallErr(a, ctx, tenant, func() error {
+		defer a.db.lockConfig()()
 		if err := a.db.setRedaction(ctx, tenant, p); err != nil {
 			return err
 		}
-		return a.db.publishConfig(ctx, tenant, configChange{redaction: &p})
+		return a.db.publishConfig(ctx, tenant, configChange{redaction: &p}, "")
 	})
 }
 

@@ -76,7 +76,11 @@ func (db *DB) setRedaction(ctx context.Context, tenant string, p *redact.Policy)
 		return fmt.Errorf("%w: a Plaintext store has no manifests to keep a tenant policy in", ErrInvalidOptions)
 	}
 	return db.control(ctx, func() error {
-		return db.updateManifest(ctx, tenant, true, func(b *manifestBody) error { b.Redaction = p; return nil })
+		return db.updateManifest(ctx, tenant, true, func(b *manifestBody) error {
+			b.Redaction = p
+			b.ConfigDirty = b.ConfigDirty || db.uploader != nil
+			return nil
+		})
 	})
 }
 

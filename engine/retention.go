@@ -19,7 +19,11 @@ func (db *DB) setRetention(ctx context.Context, tenant string, d time.Duration) 
 		return fmt.Errorf("%w: retention %v must be >= 0", ErrInvalidOptions, d)
 	}
 	return db.control(ctx, func() error {
-		return db.updateManifest(ctx, tenant, true, func(b *manifestBody) error { b.Retention = d; return nil })
+		return db.updateManifest(ctx, tenant, true, func(b *manifestBody) error {
+			b.Retention = d
+			b.ConfigDirty = b.ConfigDirty || db.uploader != nil
+			return nil
+		})
 	})
 }
 

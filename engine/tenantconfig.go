@@ -61,6 +61,13 @@ type sharedConfig struct {
 // is none. trusted, when set, is the key the caller trusts now: a CONFIG
 // linked to another key must wrap its config key under trusted too.
 func (db *DB) readSharedConfig(ctx context.Context, b objstore.Bucket, tenant, trusted string) (*sharedConfig, error) {
+	return db.readSharedConfigAs(ctx, b, tenant, trusted, true)
+}
+
+// readSharedConfigAs is readSharedConfig; expected says whether
+// Options.ExpectedKey applies (to a config to adopt, not to the one a
+// publish replaces).
+func (db *DB) readSharedConfigAs(ctx context.Context, b objstore.Bucket, tenant, trusted string, expected bool) (*sharedConfig, error) {
 	raw, info, err := getSmall(ctx, b, bucketConfigOf(tenant), configMaxBytes)
 	if errors.Is(err, objstore.ErrNotFound) {
 		return nil, nil
@@ -92,8 +99,10 @@ func (db *DB) readSharedConfig(ctx context.Context, b objstore.Bucket, tenant, t
 			return fail(fmt.Errorf("%w: %s: the shared config's key under %s differs from the one under %s", ErrManifestAuth, tenant, trusted, p.body.Key.URI))
 		}
 	}
-	if err := db.checkExpectedKey(tenant, p.body.Key); err != nil {
-		return fail(err)
+	if expected {
+		if err := db.checkExpectedKey(tenant, p.body.Key); err != nil {
+			return fail(err)
+		}
 	}
 	return &sharedConfig{body: &p.body, ck: ck, etag: info.ETag}, nil
 }
@@ -108,6 +117,22 @@ func (db *DB) unwrapConfigKey(ctx context.Context, tenant string, body *manifest
 		return nil, fmt.Errorf("%w: %s: the shared config's key does not unwrap under %s: %w", ErrManifestAuth, tenant, uri, err)
 	}
 	return ck, err
+}
+
+// lockConfig serializes an operator's configuration change and its publish
+// with adoptions (configMu), so an adoption read before the change never
+// lands after it; it returns the unlock.
+func (db *DB) lockConfig() func() {
+	db.configMu.Lock()
+	return db.configMu.Unlock
+}
+
+// boundKey is the key tenant is linked to here ("" when none).
+func (db *DB) boundKey(tenant string) string {
+	if b := db.localBinding(tenant); b != nil {
+		return b.URI
+	}
+	return ""
 }
 
 // configChange is one operator change to a tenant's configuration.
@@ -130,20 +155,30 @@ func (c configChange) apply(b *manifestBody) {
 }
 
 // publishConfig applies change to tenant's CONFIG with a compare-and-swap
-// (see the file comment) and records the sequence it wrote as applied here.
-// It runs after the change was made locally; an error says the change is
-// not shared yet (re-running the operator call publishes it).
-func (db *DB) publishConfig(ctx context.Context, tenant string, change configChange) error {
+// (see the file comment), then applies the config it wrote here (it holds
+// the other nodes' changes too) and clears ConfigDirty. It runs after the
+// change was made locally; an error says the change is not shared yet (the
+// config poll retries it). prev is the key the tenant was linked to before
+// a key change ("" otherwise). The CONFIG it builds on must pass the
+// adoption rules: proven under the key this node trusts, not older than
+// the one it applied.
+func (db *DB) publishConfig(ctx context.Context, tenant string, change configChange, prev string) error {
 	if db.uploader == nil {
 		return nil
 	}
 	b := db.uploader.b
-	local := db.localBinding(tenant)
 	for attempt := 0; attempt < configPublishAttempts; attempt++ {
-		cur, err := db.readSharedConfig(ctx, b, tenant, "")
+		applied, trusted := db.configTrust(tenant, prev)
+		cur, err := db.readSharedConfigAs(ctx, b, tenant, trusted, false)
 		var next *manifestBody
-		if err == nil {
-			next, err = db.putConfig(ctx, b, tenant, cur, change, local)
+		switch {
+		case err != nil:
+		case cur != nil && cur.body.Seq < applied:
+			keys.Zero(cur.ck)
+			err = fmt.Errorf("%w: %s: the shared config has sequence %d, this node applied %d (an older copy was put back)",
+				ErrManifestRollback, tenant, cur.body.Seq, applied)
+		default:
+			next, err = db.putConfig(ctx, b, tenant, cur, change, db.localBinding(tenant))
 			if cur != nil {
 				keys.Zero(cur.ck)
 			}
@@ -162,21 +197,51 @@ func (db *DB) publishConfig(ctx context.Context, tenant string, change configCha
 		if err != nil {
 			return fmt.Errorf("logstore/engine: share the configuration of %s: %w", tenant, err)
 		}
-		// What we wrote holds the other nodes' changes we had not adopted
-		// yet: take all of it, not just ours.
-		return db.applyConfig(ctx, tenant, next)
+		return db.applyConfig(ctx, tenant, next, true)
 	}
 	return fmt.Errorf("logstore/engine: share the configuration of %s: %w after %d attempts", tenant, objstore.ErrPrecondition, configPublishAttempts)
 }
 
+// configTrust returns the sequence of the shared config this node applied
+// last and the key it trusts the next one under: that config's key, else
+// the key the tenant was linked to before (prev), else its binding now.
+func (db *DB) configTrust(tenant, prev string) (applied uint64, trusted string) {
+	tm := db.manifests.get(tenant)
+	if tm == nil || tm.body == nil {
+		return 0, prev
+	}
+	switch {
+	case tm.body.ConfigKey != "":
+		return tm.body.ConfigSeq, tm.body.ConfigKey
+	case prev != "":
+		return tm.body.ConfigSeq, prev
+	}
+	return tm.body.ConfigSeq, tm.body.Key.URI
+}
+
+// publishLocal publishes this node's whole configuration of tenant (a
+// change whose publish failed, retried by the config poll).
+func (db *DB) publishLocal(ctx context.Context, tenant string) error {
+	tm := db.manifests.get(tenant)
+	if tm == nil || tm.body == nil {
+		return nil
+	}
+	k, ret, red := tm.body.Key, tm.body.Retention, tm.body.Redaction
+	return db.publishConfig(ctx, tenant, configChange{key: &k, retention: &ret, redaction: &red}, "")
+}
+
 // publishBinding shares tenant's key binding as it is here now (after
-// LinkKey or Rewrap).
-func (db *DB) publishBinding(ctx context.Context, tenant string) error {
+// LinkKey or Rewrap); prev is the key it was linked to before.
+func (db *DB) publishBinding(ctx context.Context, tenant string, prev ...string) error {
 	b := db.localBinding(tenant)
 	if b == nil || db.uploader == nil {
 		return nil
 	}
-	return db.publishConfig(ctx, tenant, configChange{key: b})
+	p := ""
+	if len(prev) > 0 {
+		p = prev[0]
+	}
+	return db.publishConfig(ctx, tenant, configChange{key: b}, p)
 }
 
 // localBinding is tenant's key binding in this node's manifest.
@@ -240,14 +305,22 @@ func (db *DB) putConfig(ctx context.Context, b objstore.Bucket, tenant string, c
 }
 
 // adoptConfig applies tenant's CONFIG on this node when it is newer than
-// the one applied here. A tenant this node has no manifest for yet is
-// created with the shared binding.
+// the one applied here. A tenant this node has no manifest for is created
+// only when Options.ExpectedKey names the config's key: with nothing to
+// trust, a config alone (which anyone with a key of their own and write
+// access to the bucket can make) never binds a tenant. A tenant with an
+// operator change not yet published publishes it instead (that merges).
 func (db *DB) adoptConfig(ctx context.Context, b objstore.Bucket, tenant string) error {
-	var applied uint64
-	trusted := ""
+	db.configMu.Lock()
+	defer db.configMu.Unlock()
 	tm := db.manifests.get(tenant)
-	if tm != nil && tm.body != nil {
-		applied, trusted = tm.body.ConfigSeq, tm.body.Key.URI
+	known := tm != nil && tm.body != nil
+	if known && tm.body.ConfigDirty {
+		return db.publishLocal(ctx, tenant)
+	}
+	applied, trusted := db.configTrust(tenant, "")
+	if !known && (db.opts.ExpectedKey == nil || db.opts.ExpectedKey(tenant) == "") {
+		return nil // not ours to create: an operator links it here, or ExpectedKey vouches for it
 	}
 	cfg, err := db.readSharedConfig(ctx, b, tenant, trusted)
 	if err != nil || cfg == nil {
@@ -258,31 +331,34 @@ func (db *DB) adoptConfig(ctx context.Context, b objstore.Bucket, tenant string)
 		return fmt.Errorf("%w: %s: the shared config has sequence %d, this node applied %d (an older copy was put back)",
 			ErrManifestRollback, tenant, cfg.body.Seq, applied)
 	}
-	return db.applyConfig(ctx, tenant, cfg.body)
+	return db.applyConfig(ctx, tenant, cfg.body, false)
 }
 
 // applyConfig makes this node's configuration of tenant the verified shared
-// config c, unless it applied c or a newer one already.
-func (db *DB) applyConfig(ctx context.Context, tenant string, c *manifestBody) error {
+// config c, unless it applied c or a newer one already, or (for an
+// adoption, published false) an operator changed it here since and has not
+// published that yet. Callers hold configMu, or run the publish of a
+// change made under it.
+func (db *DB) applyConfig(ctx context.Context, tenant string, c *manifestBody, published bool) error {
 	tm := db.manifests.get(tenant)
-	if tm != nil && tm.body != nil && c.Seq <= tm.body.ConfigSeq {
+	if tm != nil && tm.body != nil && (c.Seq <= tm.body.ConfigSeq || (!published && tm.body.ConfigDirty)) {
 		return nil
 	}
 	if tm == nil || tm.body == nil || tm.body.Key.URI != c.Key.URI {
-		if _, err := db.linkKey(ctx, tenant, c.Key.URI); err != nil {
+		if _, err := db.linkKeyAs(ctx, tenant, c.Key.URI, true); err != nil {
 			return fmt.Errorf("logstore/engine: adopt the shared key of %s: %w", tenant, err)
 		}
 	}
 	return db.control(ctx, func() error {
 		return db.updateManifest(ctx, tenant, true, func(mb *manifestBody) error {
-			if c.Seq <= mb.ConfigSeq {
-				return nil // a newer one was applied meanwhile (an adopt beside a publish)
+			if c.Seq <= mb.ConfigSeq || (!published && mb.ConfigDirty) {
+				return nil // a newer one was applied meanwhile, or an operator's change waits
 			}
 			mb.Retention, mb.Redaction = c.Retention, c.Redaction
 			if c.Key.Alias != "" {
 				mb.Key.Alias = c.Key.Alias
 			}
-			mb.ConfigSeq = c.Seq
+			mb.ConfigSeq, mb.ConfigKey, mb.ConfigDirty = c.Seq, c.Key.URI, false
 			return nil
 		})
 	})
