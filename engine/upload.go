@@ -103,7 +103,7 @@ const uploadDebounce = 50 * time.Millisecond
 func newUploader(db *DB, b objstore.Bucket, node string) *uploader {
 	u := &uploader{db: db, b: b, node: node, wake: make(chan struct{}, 1), passLock: make(chan struct{}, 1),
 		forgotten: map[string]bool{},
-		objects: map[string]bucketObject{}, listed: map[string]bool{}, published: map[string][32]byte{}}
+		objects:   map[string]bucketObject{}, listed: map[string]bool{}, published: map[string][32]byte{}}
 	u.ctx, u.cancel = context.WithCancel(context.Background())
 	u.lastErr.Store("")
 	return u
