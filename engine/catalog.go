@@ -15,6 +15,8 @@ import (
 	"slices"
 	"sort"
 	"sync"
+
+	"github.com/logstore/logstore/objstore"
 )
 
 // catalog holds the loaded tenants' block summaries.
@@ -184,6 +186,9 @@ func (c *catalog) loadLocked(tenant string) (*tenantBlocks, error) {
 	}
 	for _, s := range c.mems[tenant] {
 		tb.add(s)
+	}
+	if objstore.IsRetryable(tb.faultErr()) {
+		return tb, nil // a transient fault (a throttled bucket): the next read loads again
 	}
 	c.tenants[tenant] = tb
 	return tb, nil

@@ -80,6 +80,9 @@ type DB struct {
 	// uploader copies sealed segments to Options.Bucket (upload.go); nil
 	// without a bucket and in read-only DBs.
 	uploader *uploader
+	// node is this directory's writer-node id with a bucket (DIR/NODE),
+	// written into every manifest; "" without one.
+	node string
 	// configMu serializes operator configuration changes (with their
 	// publish to the bucket) and adoptions of the shared config
 	// (tenantconfig.go).
@@ -142,6 +145,12 @@ func Open(dir string, o *Options) (*DB, error) {
 	if db.index, err = openIndex(dir, opts); err != nil {
 		return fail(err)
 	}
+	if opts.Bucket != nil {
+		// Before recovery: every manifest written from now on names its node.
+		if db.node, err = db.nodeID(); err != nil {
+			return fail(err)
+		}
+	}
 	db.catalog = newCatalog(db.loadFromIndex)
 	provider := opts.Keys
 	if provider == nil {
@@ -183,12 +192,7 @@ func Open(dir string, o *Options) (*DB, error) {
 		go db.retentionLoop()
 	}
 	if opts.Bucket != nil {
-		node, err := db.nodeID()
-		if err != nil {
-			db.Close()
-			return nil, err
-		}
-		db.uploader = newUploader(db, opts.Bucket, node)
+		db.uploader = newUploader(db, opts.Bucket, db.node)
 		db.wg.Add(1)
 		go db.uploader.loop(opts.UploadInterval)
 	}

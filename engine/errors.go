@@ -111,4 +111,8 @@ var (
 	// ErrBucketCorrupt: the bucket's format marker (docs/format/bucket.md)
 	// is damaged or another program's.
 	ErrBucketCorrupt = errors.New("logstore/engine: the bucket's format marker is damaged or another program's")
+	// ErrNodeConflict: another data directory uploads under this one's
+	// writer-node id (a copied DIR/NODE); this one stops uploading that
+	// tenant rather than overwrite, or delete, the other's objects.
+	ErrNodeConflict = errors.New("logstore/engine: another data directory uses this node id in the bucket")
 )

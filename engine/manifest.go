@@ -86,6 +86,23 @@ type manifestBody struct {
 	// ConfigDirty: an operator changed the configuration here and the
 	// change is not in the shared config yet; adoption waits for it.
 	ConfigDirty bool `json:"config_dirty,omitempty"`
+	// Node is, with a bucket, the writer node that wrote the manifest: a
+	// reader refuses it in any other node's directory.
+	Node string `json:"node,omitempty"`
+	// Erasures are, in a bucket's shared CONFIG only, the erases every
+	// node applies to its own segments (tenantconfig.go).
+	Erasures []eraseRequest `json:"erasures,omitempty"`
+}
+
+// eraseRequest is an erase shared through the CONFIG: Seq is the config
+// sequence that added it; a node that applied an older config applies it.
+// The filter is sealed (AES-256-GCM under the config key, AAD the tenant
+// and Seq): a session or consumer id is personal data, and the CONFIG is
+// readable by anyone who can read the bucket.
+type eraseRequest struct {
+	Seq    uint64    `json:"seq"`
+	Filter []byte    `json:"filter"` // nonce || AES-GCM(JSON EraseFilter)
+	At     time.Time `json:"at"`
 }
 
 type keyBinding struct {
@@ -239,6 +256,7 @@ func (b *manifestBody) clone() *manifestBody {
 	c := *b
 	c.Wraps = append([]keyWrap(nil), b.Wraps...)
 	c.Segments = append([]manifestEntry(nil), b.Segments...)
+	c.Erasures = append([]eraseRequest(nil), b.Erasures...)
 	if b.Audit != nil {
 		a := *b.Audit
 		c.Audit = &a

@@ -161,7 +161,16 @@ func (a *Admin) Redaction(ctx context.Context, tenant string) (RedactionPolicy, 
 // each replacement segment; reads go on, and see each kept record once (the
 // index swaps the old segment for its replacement in one batch).
 func (a *Admin) Erase(ctx context.Context, tenant string, f EraseFilter) (EraseReport, error) {
-	return tenantCall(a, ctx, tenant, false, func() (EraseReport, error) { return a.db.erase(ctx, tenant, f) })
+	return tenantCall(a, ctx, tenant, false, func() (EraseReport, error) {
+		defer a.db.lockConfig()()
+		rep, err := a.db.erase(ctx, tenant, f)
+		if err == nil {
+			// Every other writer node erases its own segments when it adopts
+			// this (tenantconfig.go); an error here says they were not told.
+			err = a.db.publishConfig(ctx, tenant, configChange{erase: &f, at: a.db.opts.Now().UTC()}, "")
+		}
+		return rep, err
+	})
 }
 
 // ApplyRetention removes every sealed segment whose newest record is older

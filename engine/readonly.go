@@ -140,6 +140,9 @@ func (db *DB) reportUnlisted(tenant string, body *manifestBody, rep *RecoveryRep
 // has no authenticated manifest), from the summary file of a sealed segment
 // when it is usable, else from the segment's metadata sections.
 func (db *DB) loadFromSegments(tenant string, tb *tenantBlocks) error {
+	if db.remote != nil {
+		db.remoteFaults(tenant, tb)
+	}
 	listed, err := db.readableSegments(tenant)
 	if err != nil {
 		return err

@@ -10,6 +10,7 @@ package engine
 // authenticates segments and summary files as it would on a local disk.
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -35,6 +36,9 @@ type remoteStore struct {
 	// the ETag it had: a Refresh that lists the same ETag reuses it (no GET,
 	// no key call).
 	verified map[string]verifiedManifest
+	// problems are, per tenant, the node manifests (or CONFIG) the last
+	// read could not serve: every read of the tenant reports them.
+	problems map[string][]error
 }
 
 type verifiedManifest struct {
@@ -52,7 +56,8 @@ func openRemote(db *DB) error {
 	if err := checkBucketMarker(ctx, db.opts.Bucket, false); err != nil {
 		return err
 	}
-	db.remote = &remoteStore{b: db.opts.Bucket, fs: fs, seen: map[string]uint64{}, verified: map[string]verifiedManifest{}}
+	db.remote = &remoteStore{b: db.opts.Bucket, fs: fs, seen: map[string]uint64{}, verified: map[string]verifiedManifest{},
+		problems: map[string][]error{}}
 	db.fs = fs
 	return nil
 }
@@ -64,9 +69,19 @@ type nodeManifest struct {
 	mk   []byte
 }
 
+// unpublishedGrace is how long a node directory may hold segments without
+// a manifest before a reader reports it: a node uploads its manifest right
+// after the segments it lists, so only a deleted manifest is older.
+const unpublishedGrace = 5 * time.Minute
+
 // readRemoteManifest reads, authenticates and merges the node manifests of
-// tenant. A node manifest that fails is reported in problems and left out;
-// the others are served. It fails only when none can be read.
+// tenant. Every node manifest must be authentic, name its own directory's
+// node, and be linked to a key the tenant's CONFIG vouches for (its key or
+// the previous one it is wrapped under; without a CONFIG, every node must
+// agree on one key). A node that fails any of that, or that holds segments
+// and no manifest, is a problem: reads of the tenant report it (the other
+// nodes' records are served with the error), retried on the next read when
+// it is transient. It fails only when no node can be served.
 func (db *DB) readRemoteManifest(ctx context.Context, tenant string) (*manifestBody, []string, error) {
 	r := db.remote
 	r.fs.lists.Add(1)
@@ -74,10 +89,80 @@ func (db *DB) readRemoteManifest(ctx context.Context, tenant string) (*manifestB
 	if err != nil {
 		return nil, nil, err
 	}
-	// What each node directory holds, by file name.
+	byNode, configObj := groupByNode(tenant, l.Objects)
+	var problems []error
+	accept, cfg, err := db.remoteConfigKeys(ctx, tenant, configObj)
+	if err != nil {
+		problems = append(problems, fmt.Errorf("shared config: %w", err))
+	}
+	var nodes []nodeManifest
+	for node, objs := range byNode {
+		mo, ok := objs[bucketManifestKey]
+		if !ok {
+			if oldest := oldestObject(objs); !oldest.IsZero() && db.opts.Now().Sub(oldest) > unpublishedGrace {
+				problems = append(problems, fmt.Errorf("%w: node %s holds segments of %s and no manifest (deleted?): its records are not served",
+					ErrManifestMissing, node, tenant))
+			}
+			continue // a node's first upload in flight: not visible yet
+		}
+		nm, err := db.nodeManifestOf(ctx, tenant, node, mo.ETag)
+		if err == nil {
+			err = checkNodeManifest(nm, node, accept)
+		}
+		if err != nil {
+			problems = append(problems, fmt.Errorf("node %s: %w", node, err))
+			continue
+		}
+		nodes = append(nodes, nm)
+	}
+	read := nodes
+	defer func() {
+		for _, nm := range read {
+			keys.Zero(nm.mk)
+		}
+	}()
+	if accept == nil { // no CONFIG: the nodes must agree on one key
+		if err := agreeOnKey(nodes); err != nil {
+			problems, nodes = append(problems, err), nil
+		}
+	}
+	if gone := r.vanished(tenant, byNode); len(gone) > 0 {
+		problems = append(problems, fmt.Errorf("%w: %s: the manifest of node %s, read before by this reader, is gone from %s: its records would be missing from every answer",
+			ErrManifestMissing, tenant, strings.Join(gone, ", "), r.b))
+	}
+	r.setProblems(tenant, problems)
+	texts := make([]string, len(problems))
+	for i, p := range problems {
+		texts[i] = fmt.Sprintf("tenant %s: %v", tenant, p)
+	}
+	if len(nodes) == 0 {
+		if len(problems) > 0 {
+			return nil, texts, errors.Join(problems...)
+		}
+		return nil, texts, fmt.Errorf("%w: tenant %s has no node manifest in %s", errNoRemoteManifest, tenant, r.b)
+	}
+	db.headUnlisted(ctx, tenant, nodes, byNode)
+	body, files, conflicts := mergeNodeManifests(tenant, nodes, byNode, cfg, db.opts.Now())
+	for _, c := range conflicts {
+		r.addProblem(tenant, c)
+		texts = append(texts, fmt.Sprintf("tenant %s: %v", tenant, c))
+	}
+	r.fs.setTenant(tenant, files)
+	return body, texts, nil
+}
+
+// groupByNode sorts a tenant directory's listing by node directory and file
+// name, and picks out its CONFIG.
+func groupByNode(tenant string, objs []objstore.ObjectInfo) (map[string]map[string]objstore.ObjectInfo, *objstore.ObjectInfo) {
 	byNode := map[string]map[string]objstore.ObjectInfo{}
-	for _, o := range l.Objects {
+	var config *objstore.ObjectInfo
+	for _, o := range objs {
 		rest := strings.TrimPrefix(o.Key, bucketTenantDir(tenant))
+		if rest == bucketConfigKey {
+			c := o
+			config = &c
+			continue
+		}
 		node, name, ok := strings.Cut(rest, "/")
 		if !ok || !isNodeID(node) || strings.Contains(name, "/") {
 			continue
@@ -87,49 +172,123 @@ func (db *DB) readRemoteManifest(ctx context.Context, tenant string) (*manifestB
 		}
 		byNode[node][name] = o
 	}
-	var nodes []nodeManifest
-	var problems []string
-	var firstErr error
-	for node, objs := range byNode {
-		mo, ok := objs[bucketManifestKey]
-		if !ok {
-			continue // segments uploaded, manifest not yet: not visible yet
+	return byNode, config
+}
+
+func oldestObject(objs map[string]objstore.ObjectInfo) time.Time {
+	var t time.Time
+	for _, o := range objs {
+		if t.IsZero() || o.Modified.Before(t) {
+			t = o.Modified
 		}
-		if body := r.cached(tenant, node, mo.ETag); body != nil {
-			nodes = append(nodes, nodeManifest{node: node, body: body})
+	}
+	return t
+}
+
+// remoteConfigKeys reads tenant's CONFIG and returns the keys a node
+// manifest may be linked to: the CONFIG's key and every key its config key
+// is proven wrapped under (the previous key, during a rotation). nil means
+// no CONFIG (or none readable: err says why, and then no key is accepted).
+func (db *DB) remoteConfigKeys(ctx context.Context, tenant string, obj *objstore.ObjectInfo) (map[string]bool, *manifestBody, error) {
+	if obj == nil {
+		return nil, nil, nil
+	}
+	cfg, err := db.readSharedConfig(ctx, db.remote.b, tenant, "")
+	if err != nil || cfg == nil {
+		return map[string]bool{}, nil, err
+	}
+	defer keys.Zero(cfg.ck)
+	accept := map[string]bool{cfg.body.Key.URI: true}
+	for _, w := range cfg.body.Wraps {
+		if w.URI == cfg.body.Key.URI {
 			continue
 		}
-		nm, err := db.readNodeManifest(ctx, tenant, node)
-		if err != nil {
-			problems = append(problems, fmt.Sprintf("tenant %s node %s: %v", tenant, node, err))
-			if firstErr == nil {
-				firstErr = err
-			}
-			continue
+		other, err := db.unwrapConfigKey(ctx, tenant, cfg.body, w.URI)
+		if err == nil && bytes.Equal(other, cfg.ck) {
+			accept[w.URI] = true
 		}
-		nodes = append(nodes, nm)
+		keys.Zero(other)
 	}
-	defer func() {
-		for _, nm := range nodes {
-			keys.Zero(nm.mk)
+	return accept, cfg.body, nil
+}
+
+// checkNodeManifest applies the reader's rules to an authentic node manifest.
+func checkNodeManifest(nm nodeManifest, node string, accept map[string]bool) error {
+	if nm.body.Node != node {
+		return fmt.Errorf("%w: the manifest in node %s's directory was written by node %q", ErrManifestAuth, node, nm.body.Node)
+	}
+	if accept != nil && !accept[nm.body.Key.URI] {
+		return fmt.Errorf("%w: the manifest is linked to %s, a key the tenant's shared config does not vouch for", ErrManifestAuth, nm.body.Key.URI)
+	}
+	return nil
+}
+
+// agreeOnKey is the rule without a CONFIG: every node linked to one key.
+func agreeOnKey(nodes []nodeManifest) error {
+	for _, nm := range nodes[min(1, len(nodes)):] {
+		if nm.body.Key.URI != nodes[0].body.Key.URI {
+			return fmt.Errorf("%w: nodes %s and %s are linked to different keys (%s, %s) and no shared config says which is the tenant's",
+				ErrManifestAuth, nodes[0].node, nm.node, nodes[0].body.Key.URI, nm.body.Key.URI)
 		}
-	}()
-	if gone := r.vanished(tenant, byNode); len(gone) > 0 {
-		err := fmt.Errorf("%w: %s: the manifest of node %s, read before by this reader, is gone from %s: its records would be missing from every answer",
-			ErrManifestMissing, tenant, strings.Join(gone, ", "), r.b)
-		return nil, append(problems, err.Error()), err
 	}
-	if len(nodes) == 0 {
-		if firstErr != nil {
-			return nil, problems, firstErr
-		}
-		return nil, problems, fmt.Errorf("%w: tenant %s has no node manifest in %s", errNoRemoteManifest, tenant, r.b)
+	return nil
+}
+
+// nodeManifestOf returns node's manifest of tenant, authenticated: the one
+// this reader verified before when the object still has that ETag.
+func (db *DB) nodeManifestOf(ctx context.Context, tenant, node, etag string) (nodeManifest, error) {
+	if body := db.remote.cached(tenant, node, etag); body != nil {
+		return nodeManifest{node: node, body: body}, nil
 	}
-	db.headUnlisted(ctx, tenant, nodes, byNode)
-	body, files, conflicts := mergeNodeManifests(tenant, nodes, byNode, db.opts.Now())
-	problems = append(problems, conflicts...)
-	r.fs.setTenant(tenant, files)
-	return body, problems, nil
+	return db.readNodeManifest(ctx, tenant, node)
+}
+
+// setProblems records tenant's node problems: reads report them.
+func (r *remoteStore) setProblems(tenant string, errs []error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.problems[tenant] = errs
+}
+
+func (r *remoteStore) addProblem(tenant string, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.problems[tenant] = append(r.problems[tenant], err)
+}
+
+// problemsOf returns tenant's node problems and whether one is transient.
+func (r *remoteStore) problemsOf(tenant string) ([]error, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	errs := r.problems[tenant]
+	transient := false
+	for _, e := range errs {
+		transient = transient || objstore.IsRetryable(e)
+	}
+	return errs, transient
+}
+
+// remoteFaults prepares a stateless reader's load of tenant: a transient
+// problem of the last read (a throttled GET) is retried now, and the
+// problems that remain are faults of the load, which its reads report.
+func (db *DB) remoteFaults(tenant string, tb *tenantBlocks) {
+	tm := db.manifests.get(tenant)
+	if _, transient := db.remote.problemsOf(tenant); transient || (tm != nil && objstore.IsRetryable(tm.unverified)) {
+		db.refreshTenant(tenant)
+	}
+	errs, _ := db.remote.problemsOf(tenant)
+	for _, e := range errs {
+		tb.fault(e)
+	}
+}
+
+// refreshTenant reads tenant's node manifests again (a transient problem
+// of the last read), for a read about to load the tenant.
+func (db *DB) refreshTenant(tenant string) {
+	ctx, cancel := context.WithTimeout(context.Background(), bucketReadTimeout)
+	defer cancel()
+	var rep RecoveryReport
+	db.loadRemoteTenant(ctx, tenant, &rep)
 }
 
 // headUnlisted looks up the objects of sealed segments that a node manifest
@@ -233,17 +392,26 @@ func (r *remoteStore) cached(tenant, node, etag string) *manifestBody {
 // sealed segments of every node, less those past the retention, each
 // mapped to its node's objects. A segment id that two nodes list is served
 // from neither (ids are random: it is a copy, reported).
-func mergeNodeManifests(tenant string, nodes []nodeManifest, byNode map[string]map[string]objstore.ObjectInfo, now time.Time) (*manifestBody, map[string]objstore.ObjectInfo, []string) {
+func mergeNodeManifests(tenant string, nodes []nodeManifest, byNode map[string]map[string]objstore.ObjectInfo, cfg *manifestBody, now time.Time) (*manifestBody, map[string]objstore.ObjectInfo, []error) {
+	// The configuration: the shared config's, else the node that applied
+	// the newest one (ConfigSeq), then the latest written.
 	sort.Slice(nodes, func(i, j int) bool {
-		if !nodes[i].body.Written.Equal(nodes[j].body.Written) {
-			return nodes[i].body.Written.After(nodes[j].body.Written)
+		a, b := nodes[i].body, nodes[j].body
+		if a.ConfigSeq != b.ConfigSeq {
+			return a.ConfigSeq > b.ConfigSeq
+		}
+		if !a.Written.Equal(b.Written) {
+			return a.Written.After(b.Written)
 		}
 		return nodes[i].node < nodes[j].node
 	})
 	merged := nodes[0].body.clone()
+	if cfg != nil {
+		merged.Retention, merged.Redaction = cfg.Retention, cfg.Redaction
+	}
 	merged.Segments = nil
 	owner := map[string]string{}
-	var problems []string
+	var problems []error
 	files := map[string]objstore.ObjectInfo{}
 	for _, nm := range nodes {
 		for _, e := range nm.body.Segments {
@@ -254,8 +422,7 @@ func mergeNodeManifests(tenant string, nodes []nodeManifest, byNode map[string]m
 				continue // expired: its node removes it when it runs next
 			}
 			if other, dup := owner[e.ID]; dup {
-				problems = append(problems, fmt.Sprintf("tenant %s: %v", tenant,
-					fmt.Errorf("%w: segment %s is listed by nodes %s and %s: served from neither", ErrSegmentTampered, e.ID, other, nm.node)))
+				problems = append(problems, fmt.Errorf("%w: segment %s is listed by nodes %s and %s: served from neither", ErrSegmentTampered, e.ID, other, nm.node))
 				owner[e.ID] = "" // poisoned
 				continue
 			}
@@ -285,19 +452,27 @@ func mergeNodeManifests(tenant string, nodes []nodeManifest, byNode map[string]m
 func (db *DB) loadRemoteManifests(tenants []string, rep *RecoveryReport) {
 	for _, t := range tenants {
 		ctx, cancel := context.WithTimeout(context.Background(), bucketReadTimeout)
-		body, problems, err := db.readRemoteManifest(ctx, t)
+		db.loadRemoteTenant(ctx, t, rep)
 		cancel()
-		rep.Damaged = append(rep.Damaged, problems...)
-		switch {
-		case errors.Is(err, errNoRemoteManifest):
-			continue // nothing visible yet
-		case err == nil:
-			db.manifests.set(t, &tenantManifest{body: body})
-		case manifestDamage(err), errors.Is(err, ErrManifestMissing):
-			db.manifests.set(t, &tenantManifest{damaged: err})
-		default:
-			db.manifests.set(t, &tenantManifest{unverified: err})
-			rep.Unverified = append(rep.Unverified, fmt.Sprintf("tenant %s: %v", t, err))
-		}
+	}
+}
+
+// loadRemoteTenant reads tenant's node manifests and publishes the merged
+// one (or why there is none).
+func (db *DB) loadRemoteTenant(ctx context.Context, t string, rep *RecoveryReport) {
+	body, problems, err := db.readRemoteManifest(ctx, t)
+	rep.Damaged = append(rep.Damaged, problems...)
+	switch {
+	case errors.Is(err, errNoRemoteManifest):
+	case err == nil:
+		db.manifests.set(t, &tenantManifest{body: body})
+	case objstore.IsRetryable(err):
+		db.manifests.set(t, &tenantManifest{unverified: err})
+		rep.Unverified = append(rep.Unverified, fmt.Sprintf("tenant %s: %v", t, err))
+	case manifestDamage(err), errors.Is(err, ErrManifestMissing):
+		db.manifests.set(t, &tenantManifest{damaged: err})
+	default:
+		db.manifests.set(t, &tenantManifest{unverified: err})
+		rep.Unverified = append(rep.Unverified, fmt.Sprintf("tenant %s: %v", t, err))
 	}
 }

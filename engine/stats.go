@@ -15,8 +15,11 @@ type Stats struct {
 	Tenants map[string]TenantStats
 	// Upload is the uploader's counters (nil without Options.Bucket);
 	// Bucket a stateless reader's (nil unless ReadOnly with a Bucket).
-	Upload          *UploadStats
-	Bucket          *BucketReadStats
+	Upload *UploadStats
+	Bucket *BucketReadStats
+	// SharedErasures counts the erases this node ran because another
+	// writer node requested them through the bucket's shared config.
+	SharedErasures  uint64
 	DEKCache        keys.CacheStats
 	AppendedRecords uint64
 	// RedactedValues counts the values of appended records that redaction
@@ -129,6 +132,7 @@ func (db *DB) Stats(ctx context.Context) (Stats, error) {
 	s.JournalsRetired = db.stats.journalsRetired.Load()
 	s.JournalRecordsReplayed = db.stats.journalReplayed.Load()
 	s.BlockCacheHits, s.BlockCacheMisses, s.BlockCacheEntries, s.BlockCacheBytes = db.blocks.stats()
+	s.SharedErasures = db.stats.sharedErasures.Load()
 	if db.uploader != nil {
 		us := db.uploader.stats()
 		s.Upload = &us
@@ -194,6 +198,9 @@ type dbStats struct {
 	// checkpointFailures counts manifest checkpoints of an active segment
 	// that could not be written (the records were durable regardless).
 	checkpointFailures atomic.Uint64
+	// sharedErasures counts the erases this node ran for other nodes
+	// (a bucket's shared config).
+	sharedErasures atomic.Uint64
 	// Failures tolerated on purpose (see Stats for each).
 	segmentsAbandoned      atomic.Uint64
 	abandonRepairsDeferred atomic.Uint64

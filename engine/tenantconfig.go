@@ -24,7 +24,11 @@ package engine
 import (
 	"bytes"
 	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	cryptorand "crypto/rand"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -140,7 +144,90 @@ type configChange struct {
 	key       *keyBinding
 	retention *time.Duration
 	redaction **redact.Policy
+	erase     *EraseFilter
+	at        time.Time // when (erase)
 }
+
+// sealErase seals an erase filter under the config key ck.
+func sealErase(ck []byte, tenant string, seq uint64, f EraseFilter) ([]byte, error) {
+	g, err := configGCM(ck)
+	if err != nil {
+		return nil, err
+	}
+	plain, err := json.Marshal(f)
+	if err != nil {
+		return nil, err
+	}
+	nonce := make([]byte, g.NonceSize())
+	if _, err := cryptorand.Read(nonce); err != nil {
+		return nil, err
+	}
+	return g.Seal(nonce, nonce, plain, eraseAAD(tenant, seq)), nil
+}
+
+// openErase opens a sealed erase filter.
+func openErase(ck []byte, tenant string, er eraseRequest) (EraseFilter, error) {
+	var f EraseFilter
+	g, err := configGCM(ck)
+	if err != nil {
+		return f, err
+	}
+	if len(er.Filter) < g.NonceSize() {
+		return f, fmt.Errorf("%w: %s: a shared erase of %d bytes", ErrManifestCorrupt, tenant, len(er.Filter))
+	}
+	plain, err := g.Open(nil, er.Filter[:g.NonceSize()], er.Filter[g.NonceSize():], eraseAAD(tenant, er.Seq))
+	if err != nil {
+		return f, fmt.Errorf("%w: %s: a shared erase does not open under the config key", ErrManifestAuth, tenant)
+	}
+	if err := json.Unmarshal(plain, &f); err != nil {
+		return f, fmt.Errorf("%w: %s: a shared erase: %v", ErrManifestCorrupt, tenant, err)
+	}
+	return f, nil
+}
+
+func configGCM(ck []byte) (cipher.AEAD, error) {
+	block, err := aes.NewCipher(ck)
+	if err != nil {
+		return nil, err
+	}
+	return cipher.NewGCM(block)
+}
+
+func eraseAAD(tenant string, seq uint64) []byte {
+	return fmt.Appendf(nil, "logstore/v1/erase\x00%s\x00%d", tenant, seq)
+}
+
+// sealErasures re-seals b's erases, sealed under from, under to (a new
+// config key), and seals the change's erase, if any, under to.
+func (c configChange) sealErasures(b *manifestBody, from, to []byte) error {
+	if from != nil && !bytes.Equal(from, to) {
+		for i, er := range b.Erasures {
+			f, err := openErase(from, b.Tenant, er)
+			if err != nil {
+				return err
+			}
+			if b.Erasures[i].Filter, err = sealErase(to, b.Tenant, er.Seq, f); err != nil {
+				return err
+			}
+		}
+	}
+	if c.erase == nil {
+		return nil
+	}
+	sealed, err := sealErase(to, b.Tenant, b.Seq, *c.erase)
+	if err != nil {
+		return err
+	}
+	b.Erasures = append(b.Erasures, eraseRequest{Seq: b.Seq, Filter: sealed, At: c.at})
+	if n := len(b.Erasures); n > maxSharedErasures {
+		b.Erasures = b.Erasures[n-maxSharedErasures:]
+	}
+	return nil
+}
+
+// maxSharedErasures bounds the erases a CONFIG keeps (the oldest go): a
+// node that falls further behind than that misses the oldest.
+const maxSharedErasures = 10000
 
 func (c configChange) apply(b *manifestBody) {
 	if c.key != nil {
@@ -171,6 +258,7 @@ func (db *DB) publishConfig(ctx context.Context, tenant string, change configCha
 		applied, trusted := db.configTrust(tenant, prev)
 		cur, err := db.readSharedConfigAs(ctx, b, tenant, trusted, false)
 		var next *manifestBody
+		var nextCK []byte
 		switch {
 		case err != nil:
 		case cur != nil && cur.body.Seq < applied:
@@ -178,7 +266,7 @@ func (db *DB) publishConfig(ctx context.Context, tenant string, change configCha
 			err = fmt.Errorf("%w: %s: the shared config has sequence %d, this node applied %d (an older copy was put back)",
 				ErrManifestRollback, tenant, cur.body.Seq, applied)
 		default:
-			next, err = db.putConfig(ctx, b, tenant, cur, change, db.localBinding(tenant))
+			next, nextCK, err = db.putConfig(ctx, b, tenant, cur, change, db.localBinding(tenant))
 			if cur != nil {
 				keys.Zero(cur.ck)
 			}
@@ -197,7 +285,8 @@ func (db *DB) publishConfig(ctx context.Context, tenant string, change configCha
 		if err != nil {
 			return fmt.Errorf("logstore/engine: share the configuration of %s: %w", tenant, err)
 		}
-		return db.applyConfig(ctx, tenant, next, true)
+		defer keys.Zero(nextCK)
+		return db.applyConfig(ctx, tenant, next, nextCK, true)
 	}
 	return fmt.Errorf("logstore/engine: share the configuration of %s: %w after %d attempts", tenant, objstore.ErrPrecondition, configPublishAttempts)
 }
@@ -257,7 +346,7 @@ func (db *DB) localBinding(tenant string) *keyBinding {
 // conditional on cur's ETag, and returns its sequence. A new linked key gets
 // a new config key, wrapped under the new key and under the previous one
 // (so nodes still on it can verify the move).
-func (db *DB) putConfig(ctx context.Context, b objstore.Bucket, tenant string, cur *sharedConfig, change configChange, local *keyBinding) (*manifestBody, error) {
+func (db *DB) putConfig(ctx context.Context, b objstore.Bucket, tenant string, cur *sharedConfig, change configChange, local *keyBinding) (*manifestBody, []byte, error) {
 	next := &manifestBody{Tenant: tenant}
 	cond := objstore.Cond{IfNoneMatch: true}
 	if cur != nil {
@@ -269,7 +358,7 @@ func (db *DB) putConfig(ctx context.Context, b objstore.Bucket, tenant string, c
 	}
 	change.apply(next)
 	if next.Key.URI == "" {
-		return nil, fmt.Errorf("%w: %s has no linked key to protect its shared configuration", ErrNoKey, tenant)
+		return nil, nil, fmt.Errorf("%w: %s has no linked key to protect its shared configuration", ErrNoKey, tenant)
 	}
 	var ck []byte
 	if cur != nil && cur.body.Key.URI == next.Key.URI {
@@ -277,7 +366,7 @@ func (db *DB) putConfig(ctx context.Context, b objstore.Bucket, tenant string, c
 	} else {
 		dk, err := db.cache.Provider().GenerateDataKey(ctx, next.Key.URI, configContext(tenant))
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		ck = dk.Plaintext
 		next.Wraps = []keyWrap{{URI: next.Key.URI, Wrapped: dk.Wrapped}}
@@ -286,22 +375,29 @@ func (db *DB) putConfig(ctx context.Context, b objstore.Bucket, tenant string, c
 				next.Wraps = append(next.Wraps, keyWrap{URI: cur.body.Key.URI, Wrapped: w})
 			} else if !errors.Is(err, keys.ErrKeyUnusable) {
 				keys.Zero(ck)
-				return nil, err
+				return nil, nil, err
 			} // a revoked previous key: nodes still on it cannot follow, and say so
 		}
 	}
 	defer keys.Zero(ck)
 	next.Seq++
 	next.Written = db.opts.Now().UTC()
+	var from []byte
+	if cur != nil {
+		from = cur.ck
+	}
+	if err := change.sealErasures(next, from, ck); err != nil {
+		return nil, nil, err
+	}
 	raw, err := encodeManifest(next, ck)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	sum := sha256.Sum256(raw)
 	if _, err := b.Put(ctx, bucketConfigOf(tenant), bytes.NewReader(raw), int64(len(raw)), sum[:], cond); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return next, nil
+	return next, bytes.Clone(ck), nil
 }
 
 // adoptConfig applies tenant's CONFIG on this node when it is newer than
@@ -326,12 +422,12 @@ func (db *DB) adoptConfig(ctx context.Context, b objstore.Bucket, tenant string)
 	if err != nil || cfg == nil {
 		return err
 	}
-	keys.Zero(cfg.ck)
+	defer keys.Zero(cfg.ck)
 	if cfg.body.Seq < applied {
 		return fmt.Errorf("%w: %s: the shared config has sequence %d, this node applied %d (an older copy was put back)",
 			ErrManifestRollback, tenant, cfg.body.Seq, applied)
 	}
-	return db.applyConfig(ctx, tenant, cfg.body, false)
+	return db.applyConfig(ctx, tenant, cfg.body, cfg.ck, false)
 }
 
 // applyConfig makes this node's configuration of tenant the verified shared
@@ -339,7 +435,7 @@ func (db *DB) adoptConfig(ctx context.Context, b objstore.Bucket, tenant string)
 // adoption, published false) an operator changed it here since and has not
 // published that yet. Callers hold configMu, or run the publish of a
 // change made under it.
-func (db *DB) applyConfig(ctx context.Context, tenant string, c *manifestBody, published bool) error {
+func (db *DB) applyConfig(ctx context.Context, tenant string, c *manifestBody, ck []byte, published bool) error {
 	tm := db.manifests.get(tenant)
 	if tm != nil && tm.body != nil && (c.Seq <= tm.body.ConfigSeq || (!published && tm.body.ConfigDirty)) {
 		return nil
@@ -348,6 +444,9 @@ func (db *DB) applyConfig(ctx context.Context, tenant string, c *manifestBody, p
 		if _, err := db.linkKeyAs(ctx, tenant, c.Key.URI, true); err != nil {
 			return fmt.Errorf("logstore/engine: adopt the shared key of %s: %w", tenant, err)
 		}
+	}
+	if err := db.applyErasures(ctx, tenant, c, ck, published); err != nil {
+		return err // ConfigSeq stays: the next adoption tries them again
 	}
 	return db.control(ctx, func() error {
 		return db.updateManifest(ctx, tenant, true, func(mb *manifestBody) error {
@@ -362,4 +461,28 @@ func (db *DB) applyConfig(ctx context.Context, tenant string, c *manifestBody, p
 			return nil
 		})
 	})
+}
+
+// applyErasures runs on this node's segments the erases of c that another
+// node requested since the config this node applied (a publisher has run
+// its own already).
+func (db *DB) applyErasures(ctx context.Context, tenant string, c *manifestBody, ck []byte, published bool) error {
+	var applied uint64
+	if tm := db.manifests.get(tenant); tm != nil && tm.body != nil {
+		applied = tm.body.ConfigSeq
+	}
+	for _, er := range c.Erasures {
+		if er.Seq <= applied || (published && er.Seq == c.Seq) {
+			continue
+		}
+		f, err := openErase(ck, tenant, er)
+		if err != nil {
+			return err
+		}
+		if _, err := db.erase(ctx, tenant, f); err != nil {
+			return fmt.Errorf("logstore/engine: apply the shared erase of %s (config %d): %w", tenant, er.Seq, err)
+		}
+		db.stats.sharedErasures.Add(1)
+	}
+	return nil
 }

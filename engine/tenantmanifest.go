@@ -218,6 +218,9 @@ func (db *DB) commitManifest(ctx context.Context, tenant string, body *manifestB
 	sortWraps(wraps, body.Key.URI)
 	body.Wraps = wraps
 	body.Seq++
+	if db.node != "" {
+		body.Node = db.node // a copy in another node's directory of the bucket is refused
+	}
 	body.Written = db.opts.Now().UTC()
 	if db.audit != nil {
 		h := db.audit.Head()

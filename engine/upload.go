@@ -53,6 +53,9 @@ type UploadStats struct {
 	Bucket                    string
 	Uploaded, Bytes, Verified uint64
 	Deleted, Manifests        uint64
+	// Repaired counts this node's manifests found replaced or deleted in
+	// the bucket and put back.
+	Repaired uint64
 	// Failures counts failed tenant passes; LastError is the latest.
 	Failures  uint64
 	Pending   int64
@@ -76,6 +79,15 @@ type uploader struct {
 	objects   map[string]bucketObject // object key -> what the bucket holds
 	listed    map[string]bool         // tenants whose node directory was listed since Open
 	published map[string][32]byte     // tenant -> fingerprint of the manifest view last uploaded
+	// manifestETag is, per tenant, the ETag of the manifest this process
+	// put last: the next put replaces exactly it (If-Match), so another
+	// writer of the same node directory (a copied data directory) or a
+	// replay is noticed (uploadmanifest.go).
+	manifestETag map[string]string
+	// relist: tenants whose node directory is listed again by the next
+	// pass (an operator's Upload, the config poll), so objects deleted or
+	// replaced in the bucket are put back.
+	relist map[string]bool
 	// lastConfigPoll is when the shared tenant configs were last read.
 	lastConfigPoll time.Time
 
@@ -83,6 +95,7 @@ type uploader struct {
 	forgotten map[string]bool // object keys to upload again (forget), taken by the next pass
 
 	uploaded, bytes, verified, deleted, manifests, failures atomic.Uint64
+	repaired                                                atomic.Uint64 // manifests found replaced in the bucket and put back
 	pending                                                 atomic.Int64
 	forceConfigPoll                                         atomic.Bool
 	lastErr                                                 atomic.Value // string
@@ -103,7 +116,8 @@ const uploadDebounce = 50 * time.Millisecond
 func newUploader(db *DB, b objstore.Bucket, node string) *uploader {
 	u := &uploader{db: db, b: b, node: node, wake: make(chan struct{}, 1), passLock: make(chan struct{}, 1),
 		forgotten: map[string]bool{},
-		objects:   map[string]bucketObject{}, listed: map[string]bool{}, published: map[string][32]byte{}}
+		objects:   map[string]bucketObject{}, listed: map[string]bool{}, published: map[string][32]byte{},
+		manifestETag: map[string]string{}, relist: map[string]bool{}}
 	u.ctx, u.cancel = context.WithCancel(context.Background())
 	u.lastErr.Store("")
 	return u
@@ -164,6 +178,9 @@ func (u *uploader) pass(ctx context.Context) (UploadReport, error) {
 		u.marker = true
 	}
 	if u.forceConfigPoll.Swap(false) || time.Since(u.lastConfigPoll) >= u.db.opts.ConfigPollInterval {
+		for t := range u.listed {
+			u.relist[t] = true // and check that the bucket still holds what this node put
+		}
 		for _, err := range u.adoptConfigs(ctx) {
 			fail("config", err)
 		}
@@ -196,7 +213,26 @@ func (u *uploader) tenantPass(ctx context.Context, tenant string, rep *UploadRep
 	if err != nil {
 		return err // never publish a manifest this node cannot read itself
 	}
-	if !u.listed[tenant] {
+	if p.body.Node != u.node {
+		// Written before this node had a bucket: write it again, naming the
+		// node, before readers see it.
+		err := u.db.control(ctx, func() error {
+			return u.db.updateManifest(ctx, tenant, false, func(*manifestBody) error { return nil })
+		})
+		if err != nil {
+			return err
+		}
+		if raw, err = vfs.ReadFileLimit(u.db.fs, u.db.manifestPath(tenant), manifestHeaderLen+manifestMaxBody+manifestMACLen+4); err != nil {
+			return err
+		}
+		if p, err = decodeManifest(raw, tenant); err != nil {
+			return err
+		}
+		if p.body.Node != u.node {
+			return fmt.Errorf("%w: %s: the manifest names node %q, this node is %s", ErrManifestAuth, tenant, p.body.Node, u.node)
+		}
+	}
+	if !u.listed[tenant] || u.relist[tenant] {
 		if err := u.list(ctx, tenant); err != nil {
 			return err
 		}
@@ -243,21 +279,6 @@ func (u *uploader) adoptConfigs(ctx context.Context) []error {
 		}
 	}
 	return errs
-}
-
-// list learns what the node's directory of tenant holds (after an Open).
-func (u *uploader) list(ctx context.Context, tenant string) error {
-	l, err := u.b.List(ctx, bucketNodeDir(tenant, u.node), "")
-	if err != nil {
-		return err
-	}
-	for _, o := range l.Objects {
-		if _, ok := u.objects[o.Key]; !ok {
-			u.objects[o.Key] = bucketObject{size: o.Size, etag: o.ETag}
-		}
-	}
-	u.listed[tenant] = true
-	return nil
 }
 
 // ensureSegment puts sealed segment e and its summary file in the bucket.
@@ -370,23 +391,6 @@ func publishedView(b *manifestBody) [32]byte {
 	return sha256.Sum256(raw)
 }
 
-// publishManifest uploads the manifest raw (verbatim: readers authenticate
-// it with the tenant's key) when its published view changed.
-func (u *uploader) publishManifest(ctx context.Context, tenant string, raw []byte, body *manifestBody, rep *UploadReport) error {
-	view := publishedView(body)
-	if last, ok := u.published[tenant]; ok && last == view {
-		return nil
-	}
-	sum := sha256.Sum256(raw)
-	if _, err := u.b.Put(ctx, bucketManifestOf(tenant, u.node), strings.NewReader(string(raw)), int64(len(raw)), sum[:], objstore.Cond{}); err != nil {
-		return err
-	}
-	u.published[tenant] = view
-	rep.Manifests++
-	u.manifests.Add(1)
-	return nil
-}
-
 // removeUnlisted deletes the node's objects of tenant whose segment the
 // manifest just published no longer lists as sealed: expired, erased, or
 // left by a crash between an upload and its manifest.
@@ -479,7 +483,7 @@ func (u *uploader) deleteTenant(ctx context.Context, tenant string) (objects int
 
 func (u *uploader) stats() UploadStats {
 	return UploadStats{Node: u.node, Bucket: u.b.String(), Uploaded: u.uploaded.Load(), Bytes: u.bytes.Load(),
-		Verified: u.verified.Load(), Deleted: u.deleted.Load(), Manifests: u.manifests.Load(),
+		Verified: u.verified.Load(), Deleted: u.deleted.Load(), Manifests: u.manifests.Load(), Repaired: u.repaired.Load(),
 		Failures: u.failures.Load(), Pending: u.pending.Load(), LastError: u.lastErr.Load().(string)}
 }
 
@@ -488,7 +492,7 @@ func (db *DB) upload(ctx context.Context) (UploadReport, error) {
 	if db.uploader == nil {
 		return UploadReport{}, fmt.Errorf("%w: no bucket (Options.Bucket)", ErrInvalidOptions)
 	}
-	db.uploader.forceConfigPoll.Store(true) // an operator's pass reads the shared configs too
+	db.uploader.forceConfigPoll.Store(true) // an operator's pass reads the shared configs and relists too
 	rep, err := db.uploader.pass(ctx)
 	if err != nil {
 		return rep, fmt.Errorf("logstore/engine: upload to %s: %w", db.uploader.b, err)

@@ -40,7 +40,9 @@ type Bucket interface {
 	// and, when delimiter is set, the common prefixes up to it (the
 	// "directories") in Prefixes. It pages through the whole listing.
 	List(ctx context.Context, prefix, delimiter string) (Listing, error)
-	// Delete removes key; deleting a missing key is not an error.
+	// Delete removes key, and on a versioned bucket every version of it
+	// (nothing deleted stays readable); deleting a missing key is not an
+	// error.
 	Delete(ctx context.Context, key string) error
 	// String names the bucket and prefix, as s3://BUCKET/PREFIX.
 	String() string

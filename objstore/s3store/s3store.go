@@ -402,16 +402,49 @@ func (b *Bucket) List(ctx context.Context, prefix, delimiter string) (objstore.L
 	return l, nil
 }
 
-// Delete implements objstore.Bucket.
+// Delete implements objstore.Bucket. On a bucket with versioning, every
+// version of key and its delete markers go too: a deleted segment must not
+// stay readable as a noncurrent version (retention, erase, tenant deletion).
+// A version the bucket refuses to delete (an object lock) is an error.
 func (b *Bucket) Delete(ctx context.Context, key string) error {
 	ctx, cancel := b.opCtx(ctx)
 	defer cancel()
 	_, err := b.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(b.bucket), Key: aws.String(b.full(key))})
 	if err != nil {
-		if e := classify("delete", key, err); errors.Is(e, objstore.ErrNotFound) && !isNoSuchBucket(err) {
-			return nil
+		if e := classify("delete", key, err); !errors.Is(e, objstore.ErrNotFound) || isNoSuchBucket(err) {
+			return e
+		}
+	}
+	return b.deleteVersions(ctx, key)
+}
+
+// deleteVersions removes the versions and delete markers of exactly key.
+// A server without versioning support answers the listing with an error
+// or with none: nothing to do.
+func (b *Bucket) deleteVersions(ctx context.Context, key string) error {
+	out, err := b.client.ListObjectVersions(ctx, &s3.ListObjectVersionsInput{Bucket: aws.String(b.bucket), Prefix: aws.String(b.full(key))})
+	if err != nil {
+		if e := classify("delete", key, err); errors.Is(e, objstore.ErrInvalid) || errors.Is(e, objstore.ErrNotFound) {
+			return nil // no versioning API here
 		}
 		return classify("delete", key, err)
+	}
+	var ids []*string
+	for _, v := range out.Versions {
+		if aws.ToString(v.Key) == b.full(key) && aws.ToString(v.VersionId) != "" && aws.ToString(v.VersionId) != "null" {
+			ids = append(ids, v.VersionId)
+		}
+	}
+	for _, m := range out.DeleteMarkers {
+		if aws.ToString(m.Key) == b.full(key) && aws.ToString(m.VersionId) != "" && aws.ToString(m.VersionId) != "null" {
+			ids = append(ids, m.VersionId)
+		}
+	}
+	for _, id := range ids {
+		_, err := b.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(b.bucket), Key: aws.String(b.full(key)), VersionId: id})
+		if err != nil && !errors.Is(classify("delete", key, err), objstore.ErrNotFound) {
+			return classify("delete", key, err)
+		}
 	}
 	return nil
 }
