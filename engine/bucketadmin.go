@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+
+	"github.com/logstore/logstore/objstore"
 )
 
 // SegmentLocation says where a segment is (Admin.Locations).
@@ -130,10 +132,50 @@ func (db *DB) manifestLocations(tenant string, ls *locationSet) error {
 
 // bucketLocations adds every node's segment objects of tenant.
 func (db *DB) bucketLocations(ctx context.Context, tenant, node string, ls *locationSet) error {
-	b := db.opts.Bucket
-	if b == nil {
+	if db.opts.Bucket == nil {
 		return nil
 	}
+	return listBucketLocations(ctx, db.opts.Bucket, tenant, node, db.uploader != nil, ls)
+}
+
+// BucketLocations lists the segment objects in bucket b of tenant (every
+// tenant when empty), by node, without opening a store and without writing
+// anything: `logstore segments list --bucket` beside a local store it must
+// not publish. State is "in-bucket" (no manifest was read).
+func BucketLocations(ctx context.Context, b objstore.Bucket, tenant string) ([]SegmentLocation, error) {
+	tenants := []string{tenant}
+	if tenant == "" {
+		l, err := b.List(ctx, bucketTenantsDir, "/")
+		if err != nil {
+			return nil, err
+		}
+		tenants = nil
+		for _, p := range l.Prefixes {
+			if t := strings.TrimSuffix(strings.TrimPrefix(p, bucketTenantsDir), "/"); ValidateTenant(t) == nil {
+				tenants = append(tenants, t)
+			}
+		}
+	} else if err := ValidateTenant(tenant); err != nil {
+		return nil, err
+	}
+	var out []SegmentLocation
+	for _, t := range tenants {
+		ls := &locationSet{tenant: t, byID: map[string]*SegmentLocation{}}
+		if err := listBucketLocations(ctx, b, t, "", false, ls); err != nil {
+			return out, err
+		}
+		for _, id := range ls.order {
+			l := ls.byID[id]
+			if l.State == "unlisted" {
+				l.State = "in-bucket"
+			}
+			out = append(out, *l)
+		}
+	}
+	return out, nil
+}
+
+func listBucketLocations(ctx context.Context, b objstore.Bucket, tenant, node string, writer bool, ls *locationSet) error {
 	l, err := b.List(ctx, bucketTenantDir(tenant), "")
 	if err != nil {
 		return fmt.Errorf("logstore/engine: list %s in %s: %w", tenant, b, err)
@@ -146,7 +188,7 @@ func (db *DB) bucketLocations(ctx context.Context, tenant, node string, ls *loca
 			continue
 		}
 		loc := ls.at(hexID)
-		if loc.State == "unlisted" && db.uploader != nil && n != node {
+		if loc.State == "unlisted" && writer && n != node {
 			loc.State = "other-node" // a writer does not read the other nodes' manifests
 		}
 		if loc.Remote && loc.Node != n {

@@ -59,24 +59,31 @@ func (a *app) uploadCmd() *cobra.Command {
 	}
 }
 
-// listLocations is `segments list --bucket`: where each segment is. With a
-// local store it lists this node's segments and every node's objects; with
-// no local store it reads the bucket alone, as a stateless reader.
+// listLocations is `segments list --bucket`: where each segment is. It
+// only reads: a local store is opened read-only and without the bucket
+// (listing must never publish a store into the fleet), and the bucket is
+// listed directly.
 func (a *app) listLocations(ctx context.Context, tenant, format string) (err error) {
-	var db *engine.DB
+	b, err := s3store.Open(ctx, a.bucket, nil)
+	if err != nil {
+		return usageError{fmt.Errorf("--bucket: %w", err)}
+	}
+	var locs []engine.SegmentLocation
 	if a.requireStore() == nil {
-		db, err = a.open()
-	} else {
-		db, err = a.openForReading()
+		db, err := engine.Open(a.dir, &engine.Options{ReadOnly: true})
+		if err != nil {
+			return err
+		}
+		defer closeDB(db, &err)
+		if locs, err = db.Admin().Locations(ctx, tenant); err != nil {
+			return err
+		}
 	}
+	remote, err := engine.BucketLocations(ctx, b, tenant)
 	if err != nil {
 		return err
 	}
-	defer closeDB(db, &err)
-	locs, err := db.Admin().Locations(ctx, tenant)
-	if err != nil {
-		return err
-	}
+	locs = mergeLocations(locs, remote)
 	if format == "json" {
 		return writeJSONEach(a.stdout, locs)
 	}
@@ -96,4 +103,20 @@ func (a *app) listLocations(ctx context.Context, tenant, format string) (err err
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", l.Tenant, l.ID, l.State, l.Size, strings.Join(where, "+"), l.Node)
 	}
 	return tw.Flush()
+}
+
+// mergeLocations adds the bucket's objects to the local store's segments.
+func mergeLocations(local, remote []engine.SegmentLocation) []engine.SegmentLocation {
+	at := map[string]int{}
+	for i, l := range local {
+		at[l.Tenant+"/"+l.ID] = i
+	}
+	for _, r := range remote {
+		if i, ok := at[r.Tenant+"/"+r.ID]; ok {
+			local[i].Remote, local[i].Node = true, r.Node
+			continue
+		}
+		local = append(local, r)
+	}
+	return local
 }

@@ -47,7 +47,7 @@ func TestBucketCLI(t *testing.T) {
 	r = cli(t, w1, "--bucket", bucket, "segments", "list")
 	require.Equal(t, 0, r.code, r.stderr)
 	require.Contains(t, r.stdout, "local+bucket")
-	require.Regexp(t, `(?m)^acme\s+\S+\s+other-node\s+\d+\s+bucket\s`, r.stdout, "the other node's segments are listed too")
+	require.Regexp(t, `(?m)^acme\s+\S+\s+in-bucket\s+\d+\s+bucket\s`, r.stdout, "the other node's segments are listed too")
 
 	require.NoError(t, os.CopyFS(filepath.Join(rd, "keys"), os.DirFS(filepath.Join(w1, "keys"))))
 	r = cli(t, rd, "--bucket", bucket, "query", "-t", "acme", "--count")
