@@ -373,6 +373,14 @@ func (db *DB) countRecords(ctx context.Context, tenant string, o ScanOptions) (i
 	keep := b.keepFor()
 	n := 0
 	cands := b.candidates(segs)
+	if db.remote != nil && o.Limit == 0 {
+		// admitted opens each segment, lazyBlocks loads the summaries of
+		// those the rollup cannot count: fetch them at once.
+		db.prefetchSegmentEnds(tenant, cands, func(c candidate) bool {
+			_, whole := b.wholeCount(c.sum)
+			return c.lazy != nil && !whole
+		})
+	}
 	for i := 0; i < len(cands); i++ {
 		c := cands[i]
 		if o.Limit > 0 && n >= o.Limit {

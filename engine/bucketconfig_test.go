@@ -129,3 +129,33 @@ func TestBucketSharedConfigForgery(t *testing.T) {
 	require.ErrorIs(t, err, ErrManifestRollback)
 	require.Equal(t, 48*time.Hour, b.manifests.get("acme").body.Retention)
 }
+
+// TestBucketSharedConfigPublishAdoptsKey: a node that changes the retention
+// while another node's key change is not adopted yet takes that key with
+// its own publish (the config it writes holds it), not just its own change.
+func TestBucketSharedConfigPublishAdoptsKey(t *testing.T) {
+	f := newFleet(t, s3test.StartGofakes3(t))
+	var expected atomic.Value
+	expected.Store(f.key)
+	a := f.writer(t.TempDir(), nil)
+	b := f.writer(t.TempDir(), func(o *Options) {
+		o.ExpectedKey = func(string) string { return expected.Load().(string) }
+		o.ConfigPollInterval = time.Hour // no adoption but through the publish
+	})
+	defer a.Close()
+	defer b.Close()
+	_, err := a.Admin().LinkKey(bg, "acme", f.key)
+	require.NoError(t, err)
+	_, err = b.Admin().Upload(bg)
+	require.NoError(t, err)
+	key2 := f.kms.newKey(t)
+	expected.Store(key2)
+	_, err = a.Admin().LinkKey(bg, "acme", key2)
+	require.NoError(t, err)
+	require.NoError(t, b.Admin().SetRetention(bg, "acme", 72*time.Hour))
+	uri, err := b.Admin().KeyURI(bg, "acme")
+	require.NoError(t, err)
+	require.Equal(t, key2, uri)
+	require.Equal(t, 72*time.Hour, b.manifests.get("acme").body.Retention)
+	require.False(t, b.manifests.get("acme").body.ConfigDirty)
+}

@@ -29,6 +29,9 @@ import (
 // header, a block or two, a summary file's head.
 const bucketPageSize = 128 << 10
 
+// bucketPrefetch bounds the ranged GETs a prefetch runs at once.
+const bucketPrefetch = 16
+
 // bucketReadTimeout bounds one ranged read (the SDK retries inside it).
 const bucketReadTimeout = time.Minute
 
@@ -370,4 +373,78 @@ func (c *pageCache) size() int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.bytes
+}
+
+// prefetchSegmentEnds fetches, a few at a time, the first and last pages of
+// the segments a count is about to open one after another (a count checks
+// that each may be read: its header and trailer), so those opens hit the
+// cache instead of making two round trips each in turn. Failures are left
+// to the opens, which report them.
+func (db *DB) prefetchSegmentEnds(tenant string, cands []candidate, wantSummary func(candidate) bool) {
+	fs := db.remote.fs
+	seen := map[[16]byte]bool{}
+	sem := make(chan struct{}, bucketPrefetch)
+	var wg sync.WaitGroup
+	budget := fs.cache.max / 2 // never evict what it fetches before the opens use it
+	for _, c := range cands {
+		if budget < 2*bucketPageSize {
+			break
+		}
+		if seen[c.seg] || (c.sum != nil && c.sum.mem != nil) {
+			continue
+		}
+		seen[c.seg] = true
+		path := db.segPath(tenant, c.seg)
+		jobs := []struct {
+			path string
+			all  bool
+		}{{path, false}}
+		if wantSummary(c) {
+			jobs = append(jobs, struct {
+				path string
+				all  bool
+			}{summaryPathOf(path), true}) // its summaries are loaded whole
+		}
+		for _, j := range jobs {
+			budget -= fs.prefetchFile(j.path, j.all, sem, &wg)
+		}
+	}
+	wg.Wait()
+}
+
+// prefetchFile starts fetching the first and last pages of the object at
+// path (every page with all) that the cache lacks, and returns the bytes it
+// asked for.
+func (fs *bucketFS) prefetchFile(path string, all bool, sem chan struct{}, wg *sync.WaitGroup) int64 {
+	rel, ok := fs.rel(path)
+	if !ok {
+		return 0
+	}
+	o, ok := fs.lookup(rel)
+	if !ok || o.Size == 0 {
+		return 0
+	}
+	f := &bucketFile{fs: fs, o: o}
+	last := (o.Size - 1) / bucketPageSize
+	pages := []int64{0}
+	for pg := int64(1); pg <= last; pg++ {
+		if all || pg == last {
+			pages = append(pages, pg)
+		}
+	}
+	var asked int64
+	for _, pg := range pages {
+		if _, hit := fs.cache.get(o.Key, o.ETag, pg); hit {
+			continue
+		}
+		asked += bucketPageSize
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			_ = f.fetch(pg, pg, make([][]byte, 1))
+		}()
+	}
+	return asked
 }

@@ -14,12 +14,16 @@ import (
 
 // linkKey implements Admin.LinkKey (documented there).
 func (db *DB) linkKey(ctx context.Context, tenant, uri string) (keys.KeyState, error) {
-	return db.linkKeyAs(ctx, tenant, uri, false)
+	return db.linkKeyAs(ctx, tenant, uri, 0, false)
 }
 
-// linkKeyAs links uri; adopted says the shared config asked for it (else
-// an operator did, and with a bucket the change is marked unpublished).
-func (db *DB) linkKeyAs(ctx context.Context, tenant, uri string, adopted bool) (keys.KeyState, error) {
+// linkKeyAs links uri. adoptSeq > 0 says the shared config with that
+// sequence asks for it: the link is then skipped, on the writer goroutine,
+// if this node applied that config or a newer one meanwhile, or an
+// operator changed the configuration here and has not published it (unless
+// published: the config is the one this node's publish wrote). Else an
+// operator links it, and with a bucket the change is marked unpublished.
+func (db *DB) linkKeyAs(ctx context.Context, tenant, uri string, adoptSeq uint64, published bool) (keys.KeyState, error) {
 	if err := ValidateTenant(tenant); err != nil {
 		return keys.KeyState{}, err
 	}
@@ -61,10 +65,13 @@ func (db *DB) linkKeyAs(ctx context.Context, tenant, uri string, adopted bool) (
 		return st, fmt.Errorf("%w: round trip through %s returned a different data key", ErrKeyValidation, uri)
 	}
 	return st, db.control(ctx, func() error {
+		if tm := db.manifests.get(tenant); adoptSeq > 0 && tm != nil && tm.body != nil && ((tm.body.ConfigDirty && !published) || tm.body.ConfigSeq >= adoptSeq) {
+			return nil // an operator's change, or a newer config, came first
+		}
 		if err := db.bindKey(ctx, tenant, keyBinding{URI: uri, Alias: aliasOf(display, uri), LinkedAt: db.opts.Now().UTC()}); err != nil {
 			return err
 		}
-		if adopted || db.uploader == nil {
+		if adoptSeq > 0 || db.uploader == nil {
 			return nil
 		}
 		return db.updateManifest(ctx, tenant, false, func(b *manifestBody) error { b.ConfigDirty = true; return nil })

@@ -441,7 +441,7 @@ func (db *DB) applyConfig(ctx context.Context, tenant string, c *manifestBody, c
 		return nil
 	}
 	if tm == nil || tm.body == nil || tm.body.Key.URI != c.Key.URI {
-		if _, err := db.linkKeyAs(ctx, tenant, c.Key.URI, true); err != nil {
+		if _, err := db.linkKeyAs(ctx, tenant, c.Key.URI, c.Seq, published); err != nil {
 			return fmt.Errorf("logstore/engine: adopt the shared key of %s: %w", tenant, err)
 		}
 	}

@@ -35,6 +35,7 @@ type FaultConfig struct {
 	StallFor  time.Duration // default 3s
 	Truncate  float64       // GET only: half the body, then the connection is closed
 	Deny      bool          // every request: 403 AccessDenied
+	Latency   time.Duration // every request waits this long first (a distant region)
 	OnlyPaths func(r *http.Request) bool
 }
 
@@ -85,6 +86,15 @@ func (f *Faults) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	f.mu.Lock()
 	c := f.cfg
+	f.mu.Unlock()
+	if c.Latency > 0 {
+		select {
+		case <-time.After(c.Latency):
+		case <-r.Context().Done():
+			return
+		}
+	}
+	f.mu.Lock()
 	applies := c.OnlyPaths == nil || c.OnlyPaths(r)
 	var e500, slow, stall, trunc bool
 	if applies {
