@@ -39,6 +39,9 @@ type remoteStore struct {
 	// problems are, per tenant, the node manifests (or CONFIG) the last
 	// read could not serve: every read of the tenant reports them.
 	problems map[string][]error
+	// configs caches each tenant's verified CONFIG by ETag (as verified
+	// does the node manifests).
+	configs map[string]verifiedConfig
 }
 
 type verifiedManifest struct {
@@ -57,7 +60,7 @@ func openRemote(db *DB) error {
 		return err
 	}
 	db.remote = &remoteStore{b: db.opts.Bucket, fs: fs, seen: map[string]uint64{}, verified: map[string]verifiedManifest{},
-		problems: map[string][]error{}}
+		problems: map[string][]error{}, configs: map[string]verifiedConfig{}}
 	db.fs = fs
 	return nil
 }
@@ -193,7 +196,15 @@ func (db *DB) remoteConfigKeys(ctx context.Context, tenant string, obj *objstore
 	if obj == nil {
 		return nil, nil, nil
 	}
-	cfg, err := db.readSharedConfig(ctx, db.remote.b, tenant, "")
+	r := db.remote
+	r.mu.Lock()
+	c, ok := r.configs[tenant]
+	r.mu.Unlock()
+	if ok && obj.ETag != "" && c.etag == obj.ETag {
+		return c.accept, c.body, nil // unchanged since it was verified
+	}
+	r.fs.gets.Add(2) // a HEAD, then the GET
+	cfg, err := db.readSharedConfig(ctx, r.b, tenant, "")
 	if err != nil || cfg == nil {
 		return map[string]bool{}, nil, err
 	}
@@ -209,7 +220,17 @@ func (db *DB) remoteConfigKeys(ctx context.Context, tenant string, obj *objstore
 		}
 		keys.Zero(other)
 	}
+	r.mu.Lock()
+	r.configs[tenant] = verifiedConfig{etag: cfg.etag, accept: accept, body: cfg.body}
+	r.mu.Unlock()
 	return accept, cfg.body, nil
+}
+
+// verifiedConfig is a tenant's CONFIG as a reader verified it, by ETag.
+type verifiedConfig struct {
+	etag   string
+	accept map[string]bool
+	body   *manifestBody
 }
 
 // checkNodeManifest applies the reader's rules to an authentic node manifest.
