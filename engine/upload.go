@@ -478,6 +478,7 @@ func (u *uploader) deleteTenant(ctx context.Context, tenant string) (objects int
 	}
 	delete(u.listed, tenant)
 	delete(u.published, tenant)
+	delete(u.manifestETag, tenant)
 	return objects, bytes, nil
 }
 

@@ -78,7 +78,7 @@ func (u *uploader) publishManifest(ctx context.Context, tenant string, raw []byt
 	}
 	sum := sha256.Sum256(raw)
 	info, err := u.b.Put(ctx, key, bytes.NewReader(raw), int64(len(raw)), sum[:], cond)
-	if errors.Is(err, objstore.ErrPrecondition) {
+	if errors.Is(err, objstore.ErrPrecondition) || (cond.IfMatch != "" && errors.Is(err, objstore.ErrNotFound)) {
 		// Changed since this node put it: check it, then replace it.
 		c, cerr := u.replaceableManifest(ctx, tenant, raw, body)
 		if cerr != nil {
