@@ -148,6 +148,15 @@ func TestBucketDeleteTenant(t *testing.T) {
 	require.Len(t, f.objects("tenants/beta/", ""), 7, "the other tenant is untouched")
 	r := f.reader(nil)
 	require.Equal(t, 600, countAll(t, r, "beta", ScanOptions{}))
+
+	// The name can be used again: a new tenant, published afresh.
+	_, err = w1.Admin().LinkKey(bg, "acme", f.key)
+	require.NoError(t, err)
+	fill(t, w1, "acme", 8, 1, 50)
+	w1.flushJournals(t)
+	_, err = w1.Admin().Upload(bg)
+	require.NoError(t, err)
+	require.Equal(t, 50, countAll(t, f.reader(nil), "acme", ScanOptions{}))
 }
 
 // TestBucketEraseLeavesNothing: after an erase, no object in the bucket
