@@ -302,9 +302,8 @@ func coldQuery(db *DB) (count time.Duration, err error) {
 	return count, firstPage(db)
 }
 
-// bucketStats reads a reader's bucket counters (zero for a local reader).
-// Stats lists the tenants in the bucket after taking the counters: each
-// call adds a LIST to the next call's figure, not its own.
+// bucketStats reads a reader's bucket counters (zero for a local reader);
+// Stats itself makes no request.
 func bucketStats(b *testing.B, db *DB) BucketReadStats {
 	st, err := db.Stats(bg)
 	if err != nil {

@@ -141,14 +141,14 @@ func (db *DB) Stats(ctx context.Context) (Stats, error) {
 		rs := db.remote.fs.stats()
 		s.Bucket = &rs
 	}
+	if db.index == nil {
+		return s, nil // a read-only DB: the segment states are the writer's index (and listing a bucket costs a LIST)
+	}
 	tenants, err := db.listTenants()
 	if err != nil {
 		return s, err
 	}
 	for _, t := range tenants {
-		if db.index == nil {
-			continue // a read-only DB: the segment states are the writer's index
-		}
 		states, err := db.segmentStates(t)
 		if err != nil {
 			return s, err
