@@ -354,6 +354,16 @@ func (b *scanBounds) reaches(s *blockSummary, m *Meta) bool {
 	return s.maxTime >= m.Time.UnixNano()
 }
 
+// prefetchForCount fetches at once, on a bucket, what a count is about to
+// read one segment after another: admitted opens each segment, lazyBlocks
+// loads the summaries of those the rollup cannot count.
+func (db *DB) prefetchForCount(tenant string, cands []candidate, b *scanBounds) {
+	db.prefetchSegmentEnds(tenant, cands, func(c candidate) bool {
+		_, whole := b.wholeCount(c.sum)
+		return c.lazy != nil && !whole
+	})
+}
+
 // countRecords counts the records o selects, taking whole blocks' counts
 // from their summaries. Segments it cannot read are left out and reported
 // in the error, returned with the count of the others.
@@ -374,12 +384,7 @@ func (db *DB) countRecords(ctx context.Context, tenant string, o ScanOptions) (i
 	n := 0
 	cands := b.candidates(segs)
 	if db.remote != nil && o.Limit == 0 {
-		// admitted opens each segment, lazyBlocks loads the summaries of
-		// those the rollup cannot count: fetch them at once.
-		db.prefetchSegmentEnds(tenant, cands, func(c candidate) bool {
-			_, whole := b.wholeCount(c.sum)
-			return c.lazy != nil && !whole
-		})
+		db.prefetchForCount(tenant, cands, &b)
 	}
 	for i := 0; i < len(cands); i++ {
 		c := cands[i]

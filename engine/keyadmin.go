@@ -24,45 +24,9 @@ func (db *DB) linkKey(ctx context.Context, tenant, uri string) (keys.KeyState, e
 // published: the config is the one this node's publish wrote). Else an
 // operator links it, and with a bucket the change is marked unpublished.
 func (db *DB) linkKeyAs(ctx context.Context, tenant, uri string, adoptSeq uint64, published bool) (keys.KeyState, error) {
-	if err := ValidateTenant(tenant); err != nil {
-		return keys.KeyState{}, err
-	}
-	if _, err := keys.Scheme(uri); err != nil {
-		return keys.KeyState{}, err
-	}
-	if err := db.checkKeyNotShared(tenant, uri); err != nil {
-		return keys.KeyState{}, err
-	}
-	if db.local != nil && isLocal(uri) {
-		if err := db.local.Create(uri); err != nil {
-			return keys.KeyState{}, err
-		}
-	}
-	st, err := db.cache.Describe(ctx, uri)
+	st, uri, display, err := db.validateLink(ctx, tenant, uri)
 	if err != nil {
-		return st, fmt.Errorf("%w: describe %s: %w", ErrKeyValidation, uri, err)
-	}
-	if !st.Enabled {
-		return st, fmt.Errorf("%w: key %s is in state %s, not Enabled", ErrKeyValidation, uri, st.State)
-	}
-	if st.Spec != "" && st.Spec != "SYMMETRIC_DEFAULT" {
-		return st, fmt.Errorf("%w: key %s has spec %s; logstore needs a symmetric key (SYMMETRIC_DEFAULT)", ErrKeyValidation, uri, st.Spec)
-	}
-	uri, display := canonicalKeyURI(st, uri), uri // validate and bind the key itself
-	ec := keys.EncryptionContext{keys.CtxTenant: tenant, keys.CtxSegment: "key-link-check", keys.CtxPurpose: keys.PurposeKeyCheck}
-	dk, err := db.cache.Provider().GenerateDataKey(ctx, uri, ec)
-	if err != nil {
-		return st, fmt.Errorf("%w: GenerateDataKey with %s: %w", ErrKeyValidation, uri, err)
-	}
-	defer keys.Zero(dk.Plaintext)
-	back, err := db.cache.Provider().Unwrap(ctx, uri, dk.Wrapped, ec)
-	if err != nil {
-		return st, fmt.Errorf("%w: Decrypt with %s: %w", ErrKeyValidation, uri, err)
-	}
-	same := bytes.Equal(back, dk.Plaintext)
-	keys.Zero(back)
-	if !same {
-		return st, fmt.Errorf("%w: round trip through %s returned a different data key", ErrKeyValidation, uri)
+		return st, err
 	}
 	return st, db.control(ctx, func() error {
 		if tm := db.manifests.get(tenant); adoptSeq > 0 && tm != nil && tm.body != nil && ((tm.body.ConfigDirty && !published) || tm.body.ConfigSeq >= adoptSeq) {
@@ -76,6 +40,54 @@ func (db *DB) linkKeyAs(ctx context.Context, tenant, uri string, adoptSeq uint64
 		}
 		return db.updateManifest(ctx, tenant, false, func(b *manifestBody) error { b.ConfigDirty = true; return nil })
 	})
+}
+
+// validateLink checks that uri can be tenant's key: a known scheme, not
+// another tenant's local key, enabled, symmetric, and a GenerateDataKey +
+// Decrypt round trip in the tenant's context. It returns the key's state,
+// the URI to bind (an alias resolved to the key) and the name given.
+func (db *DB) validateLink(ctx context.Context, tenant, uri string) (st keys.KeyState, canonical, display string, err error) {
+	if err := ValidateTenant(tenant); err != nil {
+		return keys.KeyState{}, "", "", err
+	}
+	if _, err := keys.Scheme(uri); err != nil {
+		return keys.KeyState{}, "", "", err
+	}
+	if err := db.checkKeyNotShared(tenant, uri); err != nil {
+		return keys.KeyState{}, "", "", err
+	}
+	if db.local != nil && isLocal(uri) {
+		if err := db.local.Create(uri); err != nil {
+			return keys.KeyState{}, "", "", err
+		}
+	}
+	st, err = db.cache.Describe(ctx, uri)
+	if err != nil {
+		return st, "", "", fmt.Errorf("%w: describe %s: %w", ErrKeyValidation, uri, err)
+	}
+	if !st.Enabled {
+		return st, "", "", fmt.Errorf("%w: key %s is in state %s, not Enabled", ErrKeyValidation, uri, st.State)
+	}
+	if st.Spec != "" && st.Spec != "SYMMETRIC_DEFAULT" {
+		return st, "", "", fmt.Errorf("%w: key %s has spec %s; logstore needs a symmetric key (SYMMETRIC_DEFAULT)", ErrKeyValidation, uri, st.Spec)
+	}
+	canonical, display = canonicalKeyURI(st, uri), uri // validate and bind the key itself
+	ec := keys.EncryptionContext{keys.CtxTenant: tenant, keys.CtxSegment: "key-link-check", keys.CtxPurpose: keys.PurposeKeyCheck}
+	dk, err := db.cache.Provider().GenerateDataKey(ctx, canonical, ec)
+	if err != nil {
+		return st, "", "", fmt.Errorf("%w: GenerateDataKey with %s: %w", ErrKeyValidation, canonical, err)
+	}
+	defer keys.Zero(dk.Plaintext)
+	back, err := db.cache.Provider().Unwrap(ctx, canonical, dk.Wrapped, ec)
+	if err != nil {
+		return st, "", "", fmt.Errorf("%w: Decrypt with %s: %w", ErrKeyValidation, canonical, err)
+	}
+	same := bytes.Equal(back, dk.Plaintext)
+	keys.Zero(back)
+	if !same {
+		return st, "", "", fmt.Errorf("%w: round trip through %s returned a different data key", ErrKeyValidation, canonical)
+	}
+	return st, canonical, display, nil
 }
 
 func aliasOf(display, uri string) string {
