@@ -426,24 +426,27 @@ func (fs *bucketFS) prefetchFile(path string, all bool, sem chan struct{}, wg *s
 	}
 	f := &bucketFile{fs: fs, o: o}
 	last := (o.Size - 1) / bucketPageSize
-	pages := []int64{0}
-	for pg := int64(1); pg <= last; pg++ {
-		if all || pg == last {
-			pages = append(pages, pg)
+	// Page ranges, each one GET: the whole object, or its first and last
+	// pages.
+	ranges := [][2]int64{{0, last}}
+	if !all {
+		ranges = [][2]int64{{0, 0}}
+		if last > 0 {
+			ranges = append(ranges, [2]int64{last, last})
 		}
 	}
 	var asked int64
-	for _, pg := range pages {
-		if _, hit := fs.cache.get(o.Key, o.ETag, pg); hit {
+	for _, r := range ranges {
+		if _, hit := fs.cache.get(o.Key, o.ETag, r[0]); hit && r[0] == r[1] {
 			continue
 		}
-		asked += bucketPageSize
+		asked += (r[1] - r[0] + 1) * bucketPageSize
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			_ = f.fetch(pg, pg, make([][]byte, 1))
+			_ = f.fetch(r[0], r[1], make([][]byte, r[1]-r[0]+1))
 		}()
 	}
 	return asked
