@@ -15,8 +15,6 @@ import (
 	"slices"
 	"sort"
 	"sync"
-
-	"github.com/logstore/logstore/objstore"
 )
 
 // catalog holds the loaded tenants' block summaries.
@@ -187,7 +185,7 @@ func (c *catalog) loadLocked(tenant string) (*tenantBlocks, error) {
 	for _, s := range c.mems[tenant] {
 		tb.add(s)
 	}
-	if objstore.IsRetryable(tb.faultErr()) {
+	if transientErr(tb.faultErr()) {
 		return tb, nil // a transient fault (a throttled bucket): the next read loads again
 	}
 	c.tenants[tenant] = tb

@@ -86,12 +86,18 @@ type manifestBody struct {
 	// ConfigDirty: an operator changed the configuration here and the
 	// change is not in the shared config yet; adoption waits for it.
 	ConfigDirty bool `json:"config_dirty,omitempty"`
+	// ConfigPending holds those changes when their publish failed.
+	ConfigPending *pendingConfig `json:"config_pending,omitempty"`
 	// Node is, with a bucket, the writer node that wrote the manifest: a
 	// reader refuses it in any other node's directory.
 	Node string `json:"node,omitempty"`
 	// Erasures are, in a bucket's shared CONFIG only, the erases every
 	// node applies to its own segments (tenantconfig.go).
 	Erasures []eraseRequest `json:"erasures,omitempty"`
+	// KeyHistory is, in a CONFIG only, every key the tenant was linked to
+	// before: a reader accepts node manifests of nodes still on one (a
+	// retired node's), never one under a key outside it.
+	KeyHistory []string `json:"key_history,omitempty"`
 }
 
 // eraseRequest is an erase shared through the CONFIG: Seq is the config
@@ -257,6 +263,7 @@ func (b *manifestBody) clone() *manifestBody {
 	c.Wraps = append([]keyWrap(nil), b.Wraps...)
 	c.Segments = append([]manifestEntry(nil), b.Segments...)
 	c.Erasures = append([]eraseRequest(nil), b.Erasures...)
+	c.KeyHistory = append([]string(nil), b.KeyHistory...)
 	if b.Audit != nil {
 		a := *b.Audit
 		c.Audit = &a

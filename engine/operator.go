@@ -111,7 +111,7 @@ func (a *Admin) SetRetention(ctx context.Context, tenant string, d time.Duration
 		if err := a.db.setRetention(ctx, tenant, d); err != nil {
 			return err
 		}
-		return a.db.publishConfig(ctx, tenant, configChange{retention: &d}, "")
+		return a.db.publishOrRecord(ctx, tenant, configChange{retention: &d}, "")
 	})
 }
 
@@ -126,7 +126,7 @@ func (a *Admin) SetRedaction(ctx context.Context, tenant string, p *redact.Polic
 		if err := a.db.setRedaction(ctx, tenant, p); err != nil {
 			return err
 		}
-		return a.db.publishConfig(ctx, tenant, configChange{redaction: &p}, "")
+		return a.db.publishOrRecord(ctx, tenant, configChange{redaction: &p}, "")
 	})
 }
 
@@ -167,7 +167,10 @@ func (a *Admin) Erase(ctx context.Context, tenant string, f EraseFilter) (EraseR
 		if err == nil {
 			// Every other writer node erases its own segments when it adopts
 			// this (tenantconfig.go); an error here says they were not told.
-			err = a.db.publishConfig(ctx, tenant, configChange{erase: &f, at: a.db.opts.Now().UTC()}, "")
+			c := configChange{erases: []EraseFilter{f}, at: a.db.opts.Now().UTC()}
+			if err = a.db.publishConfig(ctx, tenant, c, ""); err != nil {
+				a.db.recordPending(ctx, tenant, c, "")
+			}
 		}
 		return rep, err
 	})

@@ -102,7 +102,7 @@ func (db *DB) readRemoteManifest(ctx context.Context, tenant string) (*manifestB
 	for node, objs := range byNode {
 		mo, ok := objs[bucketManifestKey]
 		if !ok {
-			if oldest := oldestObject(objs); !oldest.IsZero() && db.opts.Now().Sub(oldest) > unpublishedGrace {
+			if oldest := oldestSegment(objs); !oldest.IsZero() && db.opts.Now().Sub(oldest) > unpublishedGrace {
 				problems = append(problems, fmt.Errorf("%w: node %s holds segments of %s and no manifest (deleted?): its records are not served",
 					ErrManifestMissing, node, tenant))
 			}
@@ -178,9 +178,14 @@ func groupByNode(tenant string, objs []objstore.ObjectInfo) (map[string]map[stri
 	return byNode, config
 }
 
-func oldestObject(objs map[string]objstore.ObjectInfo) time.Time {
+// oldestSegment is the time of the oldest segment object (HEXID.lss) of a
+// node directory; other names are not a node's and are ignored.
+func oldestSegment(objs map[string]objstore.ObjectInfo) time.Time {
 	var t time.Time
-	for _, o := range objs {
+	for name, o := range objs {
+		if _, ok := segmentIDOfPath(name); !ok {
+			continue
+		}
 		if t.IsZero() || o.Modified.Before(t) {
 			t = o.Modified
 		}
@@ -210,6 +215,10 @@ func (db *DB) remoteConfigKeys(ctx context.Context, tenant string, obj *objstore
 	}
 	defer keys.Zero(cfg.ck)
 	accept := map[string]bool{cfg.body.Key.URI: true}
+	for _, uri := range cfg.body.KeyHistory {
+		accept[uri] = true // MAC'd with the rest: a key the tenant was linked to
+	}
+	var transient error
 	for _, w := range cfg.body.Wraps {
 		if w.URI == cfg.body.Key.URI {
 			continue
@@ -218,7 +227,13 @@ func (db *DB) remoteConfigKeys(ctx context.Context, tenant string, obj *objstore
 		if err == nil && bytes.Equal(other, cfg.ck) {
 			accept[w.URI] = true
 		}
+		if transientErr(err) {
+			transient = err // not known now: neither cached nor taken as a refusal
+		}
 		keys.Zero(other)
+	}
+	if transient != nil {
+		return accept, cfg.body, fmt.Errorf("the previous key cannot be checked now: %w", transient)
 	}
 	r.mu.Lock()
 	r.configs[tenant] = verifiedConfig{etag: cfg.etag, accept: accept, body: cfg.body}
@@ -284,7 +299,7 @@ func (r *remoteStore) problemsOf(tenant string) ([]error, bool) {
 	errs := r.problems[tenant]
 	transient := false
 	for _, e := range errs {
-		transient = transient || objstore.IsRetryable(e)
+		transient = transient || transientErr(e)
 	}
 	return errs, transient
 }
@@ -294,7 +309,7 @@ func (r *remoteStore) problemsOf(tenant string) ([]error, bool) {
 // problems that remain are faults of the load, which its reads report.
 func (db *DB) remoteFaults(tenant string, tb *tenantBlocks) {
 	tm := db.manifests.get(tenant)
-	if _, transient := db.remote.problemsOf(tenant); transient || (tm != nil && objstore.IsRetryable(tm.unverified)) {
+	if _, transient := db.remote.problemsOf(tenant); transient || (tm != nil && transientErr(tm.unverified)) {
 		db.refreshTenant(tenant)
 	}
 	errs, _ := db.remote.problemsOf(tenant)
@@ -427,12 +442,20 @@ func mergeNodeManifests(tenant string, nodes []nodeManifest, byNode map[string]m
 		return nodes[i].node < nodes[j].node
 	})
 	merged := nodes[0].body.clone()
-	if cfg != nil {
+	var problems []error
+	switch {
+	case cfg == nil:
+	case cfg.Seq >= merged.ConfigSeq:
 		merged.Retention, merged.Redaction = cfg.Retention, cfg.Redaction
+	default:
+		// A node applied a newer config than the one in the bucket: it was
+		// put back. The node's configuration is served, and the rollback
+		// reported.
+		problems = append(problems, fmt.Errorf("%w: %s: the shared config has sequence %d, node %s applied %d (an older copy was put back)",
+			ErrManifestRollback, tenant, cfg.Seq, nodes[0].node, merged.ConfigSeq))
 	}
 	merged.Segments = nil
 	owner := map[string]string{}
-	var problems []error
 	files := map[string]objstore.ObjectInfo{}
 	for _, nm := range nodes {
 		for _, e := range nm.body.Segments {
@@ -496,4 +519,11 @@ func (db *DB) loadRemoteTenant(ctx context.Context, t string, rep *RecoveryRepor
 		db.manifests.set(t, &tenantManifest{unverified: err})
 		rep.Unverified = append(rep.Unverified, fmt.Sprintf("tenant %s: %v", t, err))
 	}
+}
+
+// transientErr: the bucket or the key service did not answer (throttled,
+// unreachable); the same request later may succeed.
+func transientErr(err error) bool {
+	return err != nil && (objstore.IsRetryable(err) || keys.IsRetryable(err) ||
+		errors.Is(err, keys.ErrThrottled) || errors.Is(err, keys.ErrUnavailable))
 }

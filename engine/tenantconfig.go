@@ -32,6 +32,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/logstore/logstore/keys"
@@ -144,8 +145,8 @@ type configChange struct {
 	key       *keyBinding
 	retention *time.Duration
 	redaction **redact.Policy
-	erase     *EraseFilter
-	at        time.Time // when (erase)
+	erases    []EraseFilter
+	at        time.Time // when (erases)
 }
 
 // sealErase seals an erase filter under the config key ck.
@@ -211,14 +212,13 @@ func (c configChange) sealErasures(b *manifestBody, from, to []byte) error {
 			}
 		}
 	}
-	if c.erase == nil {
-		return nil
+	for _, f := range c.erases {
+		sealed, err := sealErase(to, b.Tenant, b.Seq, f)
+		if err != nil {
+			return err
+		}
+		b.Erasures = append(b.Erasures, eraseRequest{Seq: b.Seq, Filter: sealed, At: c.at})
 	}
-	sealed, err := sealErase(to, b.Tenant, b.Seq, *c.erase)
-	if err != nil {
-		return err
-	}
-	b.Erasures = append(b.Erasures, eraseRequest{Seq: b.Seq, Filter: sealed, At: c.at})
 	if n := len(b.Erasures); n > maxSharedErasures {
 		b.Erasures = b.Erasures[n-maxSharedErasures:]
 	}
@@ -308,15 +308,84 @@ func (db *DB) configTrust(tenant, prev string) (applied uint64, trusted string) 
 	return tm.body.ConfigSeq, tm.body.Key.URI
 }
 
-// publishLocal publishes this node's whole configuration of tenant (a
-// change whose publish failed, retried by the config poll).
+// publishLocal publishes the operator changes whose publish failed
+// (ConfigPending), exactly those fields, on top of the shared config: the
+// config poll retries them. Marked dirty with nothing pending (a crash
+// between a change and its publish), the node adopts the shared config.
 func (db *DB) publishLocal(ctx context.Context, tenant string) error {
 	tm := db.manifests.get(tenant)
 	if tm == nil || tm.body == nil {
 		return nil
 	}
-	k, ret, red := tm.body.Key, tm.body.Retention, tm.body.Redaction
-	return db.publishConfig(ctx, tenant, configChange{key: &k, retention: &ret, redaction: &red}, "")
+	p := tm.body.ConfigPending
+	if p == nil {
+		return db.control(ctx, func() error {
+			return db.updateManifest(ctx, tenant, false, func(b *manifestBody) error { b.ConfigDirty = false; return nil })
+		})
+	}
+	return db.publishConfig(ctx, tenant, p.change(), p.Prev)
+}
+
+// pendingConfig is, in a node's manifest, the operator changes not shared
+// yet (their publish failed): published again by the config poll.
+type pendingConfig struct {
+	Key       *keyBinding    `json:"key,omitempty"`
+	Prev      string         `json:"prev,omitempty"`
+	Retention *time.Duration `json:"retention_ns,omitempty"`
+	// Redaction is set when the policy changed (to Policy, nil: the default).
+	Redaction *pendingPolicy `json:"redaction,omitempty"`
+	// Erases are kept here, in the local manifest only, until shared.
+	Erases []EraseFilter `json:"erases,omitempty"`
+	At     time.Time     `json:"at,omitempty"`
+}
+
+type pendingPolicy struct {
+	Policy *redact.Policy `json:"policy,omitempty"`
+}
+
+func (p *pendingConfig) change() configChange {
+	c := configChange{key: p.Key, retention: p.Retention, erases: p.Erases, at: p.At}
+	if p.Redaction != nil {
+		pol := p.Redaction.Policy
+		c.redaction = &pol
+	}
+	return c
+}
+
+// recordPending adds change, whose publish failed, to tenant's pending
+// changes; it is published again by the config poll.
+func (db *DB) recordPending(_ context.Context, tenant string, c configChange, prev string) {
+	// Its own context: the caller's may be what ended the publish.
+	ctx, cancel := context.WithTimeout(context.Background(), keyCallTimeout)
+	defer cancel()
+	err := db.control(ctx, func() error {
+		return db.updateManifest(ctx, tenant, false, func(b *manifestBody) error {
+			p := b.ConfigPending
+			if p == nil {
+				p = &pendingConfig{Prev: prev}
+			}
+			if c.key != nil {
+				k := *c.key
+				p.Key = &k
+			}
+			if c.retention != nil {
+				d := *c.retention
+				p.Retention = &d
+			}
+			if c.redaction != nil {
+				p.Redaction = &pendingPolicy{Policy: *c.redaction}
+			}
+			p.Erases = append(p.Erases, c.erases...)
+			if !c.at.IsZero() {
+				p.At = c.at
+			}
+			b.ConfigPending, b.ConfigDirty = p, true
+			return nil
+		})
+	})
+	if err != nil {
+		db.stats.checkpointFailures.Add(1) // the manifest could not be written: counted like a checkpoint
+	}
 }
 
 // publishBinding shares tenant's key binding as it is here now (after
@@ -330,7 +399,18 @@ func (db *DB) publishBinding(ctx context.Context, tenant string, prev ...string)
 	if len(prev) > 0 {
 		p = prev[0]
 	}
-	return db.publishConfig(ctx, tenant, configChange{key: b}, p)
+	return db.publishOrRecord(ctx, tenant, configChange{key: b}, p)
+}
+
+// publishOrRecord publishes change, or records it as pending when that
+// fails (the config poll publishes it again); the error says it is not
+// shared yet.
+func (db *DB) publishOrRecord(ctx context.Context, tenant string, c configChange, prev string) error {
+	err := db.publishConfig(ctx, tenant, c, prev)
+	if err != nil && db.uploader != nil {
+		db.recordPending(ctx, tenant, c, prev)
+	}
+	return err
 }
 
 // localBinding is tenant's key binding in this node's manifest.
@@ -380,6 +460,9 @@ func (db *DB) putConfig(ctx context.Context, b objstore.Bucket, tenant string, c
 		}
 	}
 	defer keys.Zero(ck)
+	if cur != nil && cur.body.Key.URI != next.Key.URI && !slices.Contains(next.KeyHistory, cur.body.Key.URI) {
+		next.KeyHistory = append(next.KeyHistory, cur.body.Key.URI)
+	}
 	next.Seq++
 	next.Written = db.opts.Now().UTC()
 	var from []byte
@@ -458,6 +541,9 @@ func (db *DB) applyConfig(ctx context.Context, tenant string, c *manifestBody, c
 				mb.Key.Alias = c.Key.Alias
 			}
 			mb.ConfigSeq, mb.ConfigKey, mb.ConfigDirty = c.Seq, c.Key.URI, false
+			if published {
+				mb.ConfigPending = nil // shared now
+			}
 			return nil
 		})
 	})

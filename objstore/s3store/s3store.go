@@ -418,35 +418,47 @@ func (b *Bucket) Delete(ctx context.Context, key string) error {
 	return b.deleteVersions(ctx, key)
 }
 
-// deleteVersions removes the versions and delete markers of exactly key.
-// A server without versioning support answers the listing with an error
-// or with none: nothing to do.
+// maxVersionPages bounds the listing of one key's versions (1000 per page).
+const maxVersionPages = 1000
+
+// deleteVersions removes the versions and delete markers of exactly key:
+// it lists the first page of them, deletes what it lists, and lists again
+// until none is left (never relying on the server's markers advancing).
+// A server without versioning support answers the listing with an error or
+// with none: nothing to do.
 func (b *Bucket) deleteVersions(ctx context.Context, key string) error {
-	out, err := b.client.ListObjectVersions(ctx, &s3.ListObjectVersionsInput{Bucket: aws.String(b.bucket), Prefix: aws.String(b.full(key))})
-	if err != nil {
-		if e := classify("delete", key, err); errors.Is(e, objstore.ErrInvalid) || errors.Is(e, objstore.ErrNotFound) {
-			return nil // no versioning API here
-		}
-		return classify("delete", key, err)
-	}
-	var ids []*string
-	for _, v := range out.Versions {
-		if aws.ToString(v.Key) == b.full(key) && aws.ToString(v.VersionId) != "" && aws.ToString(v.VersionId) != "null" {
-			ids = append(ids, v.VersionId)
-		}
-	}
-	for _, m := range out.DeleteMarkers {
-		if aws.ToString(m.Key) == b.full(key) && aws.ToString(m.VersionId) != "" && aws.ToString(m.VersionId) != "null" {
-			ids = append(ids, m.VersionId)
-		}
-	}
-	for _, id := range ids {
-		_, err := b.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(b.bucket), Key: aws.String(b.full(key)), VersionId: id})
-		if err != nil && !errors.Is(classify("delete", key, err), objstore.ErrNotFound) {
+	in := &s3.ListObjectVersionsInput{Bucket: aws.String(b.bucket), Prefix: aws.String(b.full(key))}
+	for round := 0; round < maxVersionPages; round++ {
+		out, err := b.client.ListObjectVersions(ctx, in)
+		if err != nil {
+			if e := classify("delete", key, err); errors.Is(e, objstore.ErrInvalid) || errors.Is(e, objstore.ErrNotFound) {
+				return nil // no versioning API here
+			}
 			return classify("delete", key, err)
 		}
+		var ids []*string
+		for _, v := range out.Versions {
+			if aws.ToString(v.Key) == b.full(key) && aws.ToString(v.VersionId) != "" && aws.ToString(v.VersionId) != "null" {
+				ids = append(ids, v.VersionId)
+			}
+		}
+		for _, m := range out.DeleteMarkers {
+			if aws.ToString(m.Key) == b.full(key) && aws.ToString(m.VersionId) != "" && aws.ToString(m.VersionId) != "null" {
+				ids = append(ids, m.VersionId)
+			}
+		}
+		if len(ids) == 0 {
+			return nil
+		}
+		for _, id := range ids {
+			_, err := b.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(b.bucket), Key: aws.String(b.full(key)), VersionId: id})
+			if err != nil && !errors.Is(classify("delete", key, err), objstore.ErrNotFound) {
+				return classify("delete", key, err)
+			}
+		}
 	}
-	return nil
+	return &objstore.Error{Op: "delete", Key: key, Kind: objstore.ErrUnavailable, Retryable: true,
+		Err: fmt.Errorf("versions still listed after %d rounds", maxVersionPages)}
 }
 
 // CreateBucket creates the bucket (tests, `logstore segments upload
