@@ -49,6 +49,8 @@ const (
 	manifestHeaderLen = 16
 	manifestMACLen    = 32
 	manifestMaxBody   = 64 << 20
+	// manifestFileMax is the largest manifest file (or object) read.
+	manifestFileMax = manifestHeaderLen + manifestMaxBody + manifestMACLen + 4
 
 	// purposeManifestKey is the encryption-context purpose of a manifest key.
 	purposeManifestKey = "manifest-key"

@@ -357,7 +357,7 @@ var errNoRemoteManifest = errors.New("logstore/engine: no manifest yet")
 func (db *DB) readNodeManifest(ctx context.Context, tenant, node string) (nodeManifest, error) {
 	r := db.remote
 	r.fs.gets.Add(2) // a HEAD, then the GET
-	raw, info, err := getSmall(ctx, r.b, bucketManifestOf(tenant, node), manifestHeaderLen+manifestMaxBody+manifestMACLen+4)
+	raw, info, err := getSmall(ctx, r.b, bucketManifestOf(tenant, node), manifestFileMax)
 	etag := info.ETag
 	if err != nil {
 		return nodeManifest{}, err

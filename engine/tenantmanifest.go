@@ -91,7 +91,7 @@ func (db *DB) readManifest(ctx context.Context, tenant string) (*manifestBody, [
 		}
 		return body, nil, err // merged: no one manifest key
 	}
-	raw, err := vfs.ReadFileLimit(db.fs, db.manifestPath(tenant), manifestHeaderLen+manifestMaxBody+manifestMACLen+4)
+	raw, err := vfs.ReadFileLimit(db.fs, db.manifestPath(tenant), manifestFileMax)
 	if errors.Is(err, vfs.ErrTooLarge) || errors.Is(err, vfs.ErrNotRegular) {
 		return nil, nil, fmt.Errorf("%w: %s: %w", ErrManifestCorrupt, tenant, err)
 	}
@@ -244,7 +244,7 @@ func (db *DB) commitManifest(ctx context.Context, tenant string, body *manifestB
 	}
 	db.manifests.set(tenant, next)
 	if db.uploader != nil {
-		db.uploader.notify() // a seal, a retention or erase removal, a key or policy change
+		db.uploader.notify(tenant) // a seal, a retention or erase removal, a key or policy change
 	}
 	return nil
 }

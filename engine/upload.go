@@ -91,8 +91,9 @@ type uploader struct {
 	// lastConfigPoll is when the shared tenant configs were last read.
 	lastConfigPoll time.Time
 
-	forgetMu  sync.Mutex      // guards forgotten
+	forgetMu  sync.Mutex      // guards forgotten and dirty
 	forgotten map[string]bool // object keys to upload again (forget), taken by the next pass
+	dirty     map[string]bool // tenants notified since the last woken pass ("": all)
 
 	uploaded, bytes, verified, deleted, manifests, failures atomic.Uint64
 	repaired                                                atomic.Uint64 // manifests found replaced in the bucket and put back
@@ -115,16 +116,22 @@ const uploadDebounce = 50 * time.Millisecond
 
 func newUploader(db *DB, b objstore.Bucket, node string) *uploader {
 	u := &uploader{db: db, b: b, node: node, wake: make(chan struct{}, 1), passLock: make(chan struct{}, 1),
-		forgotten: map[string]bool{},
-		objects:   map[string]bucketObject{}, listed: map[string]bool{}, published: map[string][32]byte{},
+		forgotten: map[string]bool{}, dirty: map[string]bool{},
+		objects: map[string]bucketObject{}, listed: map[string]bool{}, published: map[string][32]byte{},
 		manifestETag: map[string]string{}, relist: map[string]bool{}}
 	u.ctx, u.cancel = context.WithCancel(context.Background())
 	u.lastErr.Store("")
 	return u
 }
 
-// notify asks for a pass soon; it never blocks.
-func (u *uploader) notify() {
+// notify asks for a pass over tenant soon ("" : every tenant); it never
+// blocks. A pass so woken visits only the tenants notified since the last:
+// a manifest commit (an active segment's checkpoint included) costs one
+// tenant's manifest read, not every tenant's.
+func (u *uploader) notify(tenant string) {
+	u.forgetMu.Lock()
+	u.dirty[tenant] = true
+	u.forgetMu.Unlock()
 	select {
 	case u.wake <- struct{}{}:
 	default:
@@ -136,7 +143,7 @@ func (u *uploader) loop(interval time.Duration) {
 	defer u.db.wg.Done()
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	u.notify() // what a crash left unuploaded goes first
+	u.notify("") // what a crash left unuploaded goes first
 	for {
 		select {
 		case <-u.db.quit:
@@ -147,16 +154,34 @@ func (u *uploader) loop(interval time.Duration) {
 			case <-u.db.quit:
 				return
 			}
+			_, _ = u.run(u.ctx, u.takeDirty()) // counted in the stats; retried on the next tick
+			continue
 		case <-t.C:
 		}
-		_, _ = u.pass(u.ctx) // counted in the stats; retried on the next tick
+		_, _ = u.pass(u.ctx)
 	}
+}
+
+// takeDirty returns the tenants notified since the last call (nil: every
+// tenant).
+func (u *uploader) takeDirty() map[string]bool {
+	u.forgetMu.Lock()
+	defer u.forgetMu.Unlock()
+	d := u.dirty
+	u.dirty = map[string]bool{}
+	if d[""] {
+		return nil
+	}
+	return d
 }
 
 // pass uploads what every tenant's manifest lists as sealed and is not in
 // the bucket yet, then the manifests, then removes the objects of segments
 // no longer sealed. A failure in one tenant does not stop the others.
-func (u *uploader) pass(ctx context.Context) (UploadReport, error) {
+func (u *uploader) pass(ctx context.Context) (UploadReport, error) { return u.run(ctx, nil) }
+
+// run is a pass over the tenants in only (nil: every tenant).
+func (u *uploader) run(ctx context.Context, only map[string]bool) (UploadReport, error) {
 	var rep UploadReport
 	if err := u.lock(ctx); err != nil {
 		return rep, err
@@ -192,17 +217,22 @@ func (u *uploader) pass(ctx context.Context) (UploadReport, error) {
 		return rep, errors.Join(errs...)
 	}
 	for _, t := range tenants {
+		if only != nil && !only[t] {
+			continue
+		}
 		if err := u.tenantPass(ctx, t, &rep); err != nil {
 			fail("tenant "+t, err)
 		}
 	}
-	u.pending.Store(int64(rep.Pending))
+	if only == nil {
+		u.pending.Store(int64(rep.Pending))
+	}
 	return rep, errors.Join(errs...)
 }
 
 // tenantPass runs a pass for one tenant.
 func (u *uploader) tenantPass(ctx context.Context, tenant string, rep *UploadReport) error {
-	raw, err := vfs.ReadFileLimit(u.db.fs, u.db.manifestPath(tenant), manifestHeaderLen+manifestMaxBody+manifestMACLen+4)
+	raw, err := vfs.ReadFileLimit(u.db.fs, u.db.manifestPath(tenant), manifestFileMax)
 	if errors.Is(err, vfs.ErrNotExist) {
 		return nil // nothing written yet, or deleted
 	}
@@ -222,7 +252,7 @@ func (u *uploader) tenantPass(ctx context.Context, tenant string, rep *UploadRep
 		if err != nil {
 			return err
 		}
-		if raw, err = vfs.ReadFileLimit(u.db.fs, u.db.manifestPath(tenant), manifestHeaderLen+manifestMaxBody+manifestMACLen+4); err != nil {
+		if raw, err = vfs.ReadFileLimit(u.db.fs, u.db.manifestPath(tenant), manifestFileMax); err != nil {
 			return err
 		}
 		if p, err = decodeManifest(raw, tenant); err != nil {
@@ -438,7 +468,7 @@ func (u *uploader) forget(tenant, hexID string) {
 	u.forgotten[bucketSegmentKey(tenant, u.node, hexID)] = true
 	u.forgotten[bucketSummaryKey(tenant, u.node, hexID)] = true
 	u.forgetMu.Unlock()
-	u.notify()
+	u.notify(tenant)
 }
 
 // takeForgotten marks the objects forget named as to be checked again.

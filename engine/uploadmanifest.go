@@ -103,7 +103,7 @@ func (u *uploader) publishManifest(ctx context.Context, tenant string, raw []byt
 // ErrNodeConflict when another data directory with this node id wrote it.
 func (u *uploader) replaceableManifest(ctx context.Context, tenant string, raw []byte, local *manifestBody) (objstore.Cond, error) {
 	key := bucketManifestOf(tenant, u.node)
-	there, info, err := getSmall(ctx, u.b, key, manifestHeaderLen+manifestMaxBody+manifestMACLen+4)
+	there, info, err := getSmall(ctx, u.b, key, manifestFileMax)
 	if errors.Is(err, objstore.ErrNotFound) {
 		return objstore.Cond{IfNoneMatch: true}, nil
 	}
